@@ -1,0 +1,268 @@
+// Package store declares what calsync needs from its database: calendars,
+// events, the change log and the webhook inbox, and the errors each call can
+// return. Backends live in subpackages (store/sqlite); store/storetest is the
+// conformance suite every backend must pass.
+//
+// Events and calendars are kept as the API's own messages
+// ([calsyncv1.CalendarEvent], [calsyncv1.Calendar]); the backend indexes the
+// fields queries need and stores the rest opaquely.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+// Sentinel errors. Backends wrap them; callers test with errors.Is.
+var (
+	// ErrNotFound means the calendar, event or delivery does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrCompacted means a cursor is older than the change log still holds.
+	ErrCompacted = errors.New("store: cursor compacted")
+	// ErrFailedPrecondition means the object is not in a state that allows
+	// the call (for example retrying a delivery that is not dead).
+	ErrFailedPrecondition = errors.New("store: failed precondition")
+	// ErrInvalidArgument means a query or object is malformed (for example an
+	// event without an id).
+	ErrInvalidArgument = errors.New("store: invalid argument")
+	// ErrClosed means the store was closed.
+	ErrClosed = errors.New("store: closed")
+)
+
+// Cursor is a position in the change log: the sequence number of a change.
+// Cursors only grow; 0 is before the first change.
+type Cursor uint64
+
+// Store is everything calsync keeps.
+type Store interface {
+	Reader
+	ChangeLog
+	Inbox
+
+	// Update runs fn in one write transaction and commits it if fn returns
+	// nil. Changes appended through the Tx are handed to the commit hooks
+	// (see [ChangeLog.OnCommit]) only after the commit succeeded. fn may be
+	// called once per Update; it must not keep tx after returning.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+
+	// ID identifies this store (this database) for ever: cursors from one
+	// store are meaningless in another.
+	ID() string
+
+	// Close waits for writes under way and releases the database.
+	Close() error
+}
+
+// Reader reads calendars and events outside any write transaction. Each call
+// sees one consistent state.
+type Reader interface {
+	// GetCalendar returns the calendar with calsync id id, or ErrNotFound.
+	GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error)
+	// ListCalendars returns calendars matching q in id order.
+	ListCalendars(ctx context.Context, q CalendarQuery) ([]*calsyncv1.Calendar, error)
+	// GetEvent returns the event (tombstones included) with calsync id id, or
+	// ErrNotFound. The raw payload is set only when withRaw is true.
+	GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error)
+	// ListEvents returns events matching q ordered by (start_time, id).
+	ListEvents(ctx context.Context, q EventQuery) ([]*calsyncv1.CalendarEvent, error)
+	// GetSyncState returns the provider sync state of a calendar, or
+	// ErrNotFound if none was stored.
+	GetSyncState(ctx context.Context, calendarID string) (SyncState, error)
+	// Snapshot calls fn with every event matching f, all read at one
+	// instant, and returns the change log head at that instant: a watcher that
+	// continues after the returned cursor misses nothing and sees nothing
+	// twice. It stops at the first error fn returns.
+	Snapshot(ctx context.Context, f SnapshotFilter, fn func(*calsyncv1.CalendarEvent) error) (Cursor, error)
+}
+
+// Tx is one write transaction. Reads inside it see its own writes.
+type Tx interface {
+	// GetCalendar returns the calendar or ErrNotFound.
+	GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error)
+	// GetEvent returns the event with its raw payload, or ErrNotFound.
+	GetEvent(ctx context.Context, id string) (*calsyncv1.CalendarEvent, error)
+	// PutCalendar inserts or replaces a calendar. It needs Id and Provider.
+	PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error
+	// PutEvent inserts or replaces an event, raw payload included. It needs
+	// Id, CalendarId and Provider.
+	PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error
+	// AppendChange appends c to the change log and returns its cursor. The
+	// cursor and commit_time fields of c are ignored: the cursor is assigned
+	// here and the commit time is the transaction's. c's events must carry no
+	// raw payload.
+	AppendChange(ctx context.Context, c *calsyncv1.Change) (Cursor, error)
+	// GetSyncState returns a calendar's provider sync state or ErrNotFound.
+	GetSyncState(ctx context.Context, calendarID string) (SyncState, error)
+	// PutSyncState stores a calendar's provider sync state.
+	PutSyncState(ctx context.Context, s SyncState) error
+	// FinishDelivery records the outcome of processing a delivery: DONE,
+	// IGNORED or DEAD (with note as the reason). ErrNotFound if no such
+	// delivery.
+	FinishDelivery(ctx context.Context, id int64, state calsyncv1.DeliveryState, note string) error
+}
+
+// CalendarQuery selects calendars. Zero fields match everything.
+type CalendarQuery struct {
+	Provider           string
+	ProviderCalendarID string
+	// AfterID returns only calendars whose id sorts after it (keyset paging).
+	AfterID string
+	// Limit is the most calendars returned; 0 means no limit.
+	Limit int
+}
+
+// EventQuery selects events. Zero fields match everything.
+type EventQuery struct {
+	// CalendarID keeps one calendar's events; empty means every calendar.
+	CalendarID string
+	// Start keeps events that end after it; End keeps events that start
+	// before it. Together: events overlapping [Start, End).
+	Start, End time.Time
+	// UpdatedSince keeps events whose update_time is at or after it.
+	UpdatedSince   time.Time
+	IncludeDeleted bool
+	IncludeRaw     bool
+	// After returns only events sorting after this key (keyset paging).
+	After *EventKey
+	// Limit is the most events returned; 0 means no limit.
+	Limit int
+}
+
+// EventKey is an event's position in ListEvents order.
+type EventKey struct {
+	StartTime time.Time
+	ID        string
+}
+
+// SnapshotFilter selects the events of a watch snapshot. Zero fields match
+// everything.
+type SnapshotFilter struct {
+	CalendarIDs    []string
+	Providers      []string
+	IncludeDeleted bool
+}
+
+// SyncState is what calsync remembers about syncing one calendar from its
+// provider.
+type SyncState struct {
+	CalendarID string
+	// Watermark is the greatest provider updated_at seen in a completed
+	// incremental sync; the next sync asks for changes at or after it.
+	Watermark time.Time
+	// LastFullSync is when a full resync last completed.
+	LastFullSync time.Time
+}
+
+// ChangeRecord is one committed entry of the change log.
+type ChangeRecord struct {
+	Cursor     Cursor
+	Type       calsyncv1.ChangeType
+	CalendarID string
+	Provider   string
+	CommitTime time.Time
+	// Change is the change as a marshaled [calsyncv1.Change] whose cursor
+	// field is empty and whose commit_time is set. It is shared: never
+	// modify it.
+	Change []byte
+}
+
+// ChangeBounds says which cursors the change log can resume after.
+type ChangeBounds struct {
+	// Compacted is the newest cursor removed by compaction: resuming after a
+	// cursor older than Compacted fails with ErrCompacted.
+	Compacted Cursor
+	// Head is the newest committed cursor.
+	Head Cursor
+}
+
+// ChangeLog is the ordered record of every change.
+type ChangeLog interface {
+	// ReadChanges returns up to limit committed changes with cursors greater
+	// than after, in cursor order. ErrCompacted if after < Compacted.
+	ReadChanges(ctx context.Context, after Cursor, limit int) ([]ChangeRecord, error)
+	// ChangeBounds returns the current bounds of the change log.
+	ChangeBounds(ctx context.Context) (ChangeBounds, error)
+	// CompactChanges removes changes committed before the given time, never
+	// the newest change, without blocking writers for long. It returns how
+	// many it removed.
+	CompactChanges(ctx context.Context, before time.Time) (int64, error)
+	// OnCommit registers fn to be called after every commit that appended
+	// changes, with those changes in cursor order. Calls are made one at a
+	// time, in commit order, from the committing goroutine: fn must not block
+	// or call back into the store.
+	OnCommit(fn func([]ChangeRecord))
+}
+
+// NewDelivery is a verified webhook delivery to commit to the inbox.
+type NewDelivery struct {
+	Provider string
+	// DedupKey identifies the delivery across retries: the Svix message id
+	// for Recall, a hash of the body for postpress. A second delivery with
+	// the same Provider and DedupKey is a duplicate.
+	DedupKey string
+	// MessageID is the provider's message id, if it has one.
+	MessageID string
+	// EventType is the webhook's event name, if it could be read.
+	EventType string
+	// OrderingKey groups deliveries that must be processed in order (the
+	// calsync calendar id they concern); empty means no ordering.
+	OrderingKey string
+	Body        []byte
+	ReceiveTime time.Time
+}
+
+// Delivery is a webhook delivery in the inbox.
+type Delivery struct {
+	ID          int64
+	Provider    string
+	DedupKey    string
+	MessageID   string
+	EventType   string
+	OrderingKey string
+	Body        []byte
+	State       calsyncv1.DeliveryState
+	Attempts    int
+	LastError   string
+	ReceiveTime time.Time
+	// ProcessTime is when it reached DONE, IGNORED or DEAD.
+	ProcessTime time.Time
+	// NextAttemptTime is when a PENDING delivery may be tried next.
+	NextAttemptTime time.Time
+}
+
+// DeliveryQuery selects deliveries, newest first. Zero fields match
+// everything.
+type DeliveryQuery struct {
+	State    calsyncv1.DeliveryState
+	Provider string
+	// BeforeID returns only deliveries with a smaller id (keyset paging).
+	BeforeID int64
+	Limit    int
+}
+
+// Inbox holds webhook deliveries from their commit until they are processed.
+type Inbox interface {
+	// Enqueue commits d durably (it survives a crash once Enqueue returns)
+	// and returns its id. A duplicate returns the existing delivery's id and
+	// duplicate = true, and changes nothing. Backends batch concurrent calls
+	// into one transaction (group commit).
+	Enqueue(ctx context.Context, d NewDelivery) (id int64, duplicate bool, err error)
+	// PendingDeliveries returns up to limit PENDING deliveries with an id
+	// greater than afterID, in id order, bodies included.
+	PendingDeliveries(ctx context.Context, afterID int64, limit int) ([]Delivery, error)
+	// GetDelivery returns one delivery, body included, or ErrNotFound.
+	GetDelivery(ctx context.Context, id int64) (Delivery, error)
+	// ListDeliveries returns deliveries matching q, newest first, without
+	// bodies.
+	ListDeliveries(ctx context.Context, q DeliveryQuery) ([]Delivery, error)
+	// RecordAttempt records a failed attempt on a PENDING delivery: attempts
+	// grows by one, lastErr is kept and the delivery is not tried before
+	// next. ErrNotFound if no such delivery.
+	RecordAttempt(ctx context.Context, id int64, lastErr string, next time.Time) error
+	// RetryDelivery puts a DEAD delivery back to PENDING, due now.
+	// ErrNotFound if no such delivery; ErrFailedPrecondition if not DEAD.
+	RetryDelivery(ctx context.Context, id int64) (Delivery, error)
+}

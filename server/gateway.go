@@ -1,0 +1,144 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/genproto/googleapis/api/httpbody"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+// jsonMarshaler is the REST encoding: proto field names (snake_case, as in
+// the .proto files) and every scalar and list present even when empty, so
+// clients never have to guess whether a missing key means "empty".
+func jsonMarshaler() *runtime.JSONPb {
+	return &runtime.JSONPb{
+		MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true},
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: true},
+	}
+}
+
+// rawBodyMarshaler is the JSON marshaler, except that a request body bound
+// to a google.api.HttpBody is taken byte for byte. Without it the gateway
+// would parse a webhook's JSON body as HttpBody JSON and hand the service
+// nothing, and signatures are computed over the exact bytes sent.
+type rawBodyMarshaler struct {
+	*runtime.JSONPb
+}
+
+func (m rawBodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
+	return runtime.DecoderFunc(func(v any) error {
+		if hb, ok := v.(*httpbody.HttpBody); ok {
+			data, err := io.ReadAll(r)
+			if err != nil {
+				return err
+			}
+			hb.Data = data
+			return nil
+		}
+		return m.JSONPb.NewDecoder(r).Decode(v)
+	})
+}
+
+// incomingHeader forwards webhook authentication headers (Svix / Standard
+// Webhooks and the postpress header) to gRPC metadata, and otherwise behaves
+// as the gateway's default.
+func incomingHeader(extra ...string) runtime.HeaderMatcherFunc {
+	allowed := map[string]bool{}
+	for _, h := range extra {
+		allowed[textproto.CanonicalMIMEHeaderKey(h)] = true
+	}
+	return func(key string) (string, bool) {
+		canonical := textproto.CanonicalMIMEHeaderKey(key)
+		lower := strings.ToLower(key)
+		if allowed[canonical] || strings.HasPrefix(lower, "svix-") || strings.HasPrefix(lower, "webhook-") {
+			return lower, true
+		}
+		return runtime.DefaultHeaderMatcher(key)
+	}
+}
+
+// statusWriter rewrites the HTTP status the gateway picked for an error.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w statusWriter) WriteHeader(int) { w.ResponseWriter.WriteHeader(w.code) }
+
+// httpErrorHandler is the gateway's default error handler with calsync's
+// few departures from the standard code → HTTP mapping: a compacted watch
+// cursor is 410 Gone, as in HTTP caches and Kubernetes watches.
+func httpErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if status.Code(err) == codes.OutOfRange {
+		w = statusWriter{ResponseWriter: w, code: http.StatusGone}
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// newGateway builds the REST gateway over a connection to the gRPC server.
+func newGateway(ctx context.Context, conn *grpc.ClientConn, headers []string) (*runtime.ServeMux, error) {
+	mux := runtime.NewServeMux(
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, rawBodyMarshaler{jsonMarshaler()}),
+		runtime.WithIncomingHeaderMatcher(incomingHeader(headers...)),
+		runtime.WithErrorHandler(httpErrorHandler),
+		runtime.WithHealthEndpointAt(grpc_health_v1.NewHealthClient(conn), "/healthz"),
+	)
+	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
+		calsyncv1.RegisterCalendarServiceHandler,
+		calsyncv1.RegisterWebhookServiceHandler,
+		calsyncv1.RegisterDeliveryServiceHandler,
+	} {
+		if err := register(ctx, mux, conn); err != nil {
+			return nil, fmt.Errorf("register gateway: %w", err)
+		}
+	}
+	return mux, nil
+}
+
+// limitWebhookBodies answers 413 to webhook bodies over max bytes before they
+// reach the gateway, and hands the gateway the body it read.
+func limitWebhookBodies(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/v1/webhooks/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > max {
+			writeTooLarge(w, max)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				writeTooLarge(w, max)
+				return
+			}
+			http.Error(w, `{"code":3,"message":"could not read the request body"}`, http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeTooLarge(w http.ResponseWriter, max int64) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	fmt.Fprintf(w, `{"code":%d,"message":"webhook body exceeds %d bytes","details":[]}`+"\n", codes.ResourceExhausted, max)
+}

@@ -116,7 +116,8 @@ type CalendarQuery struct {
 
 // EventQuery selects events. Zero fields match everything.
 type EventQuery struct {
-	// CalendarID keeps one calendar's events; empty means every calendar.
+	// CalendarID keeps one calendar's events; empty (or "-", as in the API)
+	// means every calendar.
 	CalendarID string
 	// Start keeps events that end after it; End keeps events that start
 	// before it. Together: events overlapping [Start, End).
@@ -260,9 +261,24 @@ type Inbox interface {
 	ListDeliveries(ctx context.Context, q DeliveryQuery) ([]Delivery, error)
 	// RecordAttempt records a failed attempt on a PENDING delivery: attempts
 	// grows by one, lastErr is kept and the delivery is not tried before
-	// next. ErrNotFound if no such delivery.
+	// next. ErrNotFound if no such delivery; ErrFailedPrecondition if it is
+	// not PENDING.
 	RecordAttempt(ctx context.Context, id int64, lastErr string, next time.Time) error
 	// RetryDelivery puts a DEAD delivery back to PENDING, due now.
 	// ErrNotFound if no such delivery; ErrFailedPrecondition if not DEAD.
 	RetryDelivery(ctx context.Context, id int64) (Delivery, error)
+	// InboxStats summarizes the inbox for metrics: how many deliveries wait,
+	// since when, and how many are dead-lettered.
+	InboxStats(ctx context.Context) (InboxStats, error)
+}
+
+// InboxStats is a summary of the inbox at one instant.
+type InboxStats struct {
+	// Pending is how many deliveries are PENDING.
+	Pending int64
+	// OldestPending is the receive time of the oldest PENDING delivery; zero
+	// when none is pending.
+	OldestPending time.Time
+	// Dead is how many deliveries are DEAD.
+	Dead int64
 }

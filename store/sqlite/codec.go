@@ -1,0 +1,154 @@
+package sqlite
+
+import (
+	"database/sql"
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/store"
+)
+
+// marshal encodes deterministically, so equal messages are equal bytes.
+var marshal = proto.MarshalOptions{Deterministic: true}.Marshal
+
+// Bounds of the times a unix nanosecond count can hold (years 1677 to 2262).
+const (
+	maxSeconds = math.MaxInt64 / int64(time.Second)
+	minSeconds = math.MinInt64 / int64(time.Second)
+)
+
+// nanos returns t as unix nanoseconds, clamped to what an int64 holds so a
+// far-away date (an all-day event in year 9999) still sorts correctly.
+func nanos(t time.Time) int64 {
+	switch s := t.Unix(); {
+	case s >= maxSeconds:
+		return math.MaxInt64
+	case s <= minSeconds:
+		return math.MinInt64
+	}
+	return t.UnixNano()
+}
+
+// tsNanos is nanos for a protobuf timestamp; an unset one is the epoch, as
+// the API reads it.
+func tsNanos(ts *timestamppb.Timestamp) int64 {
+	if ts == nil {
+		return 0
+	}
+	return nanos(ts.AsTime())
+}
+
+// nullNanos stores the zero time as NULL, so it reads back as zero.
+func nullNanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return nanos(t)
+}
+
+// fromNanos reads back what nullNanos stored.
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+// without returns a shallow copy of m with the named fields cleared. The
+// copy shares every other field with m, so it must only be read: it exists
+// to marshal m minus some fields without cloning all of it.
+func without(m proto.Message, names ...protoreflect.Name) proto.Message {
+	src := m.ProtoReflect()
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		dst.Set(fd, v)
+		return true
+	})
+	fields := src.Descriptor().Fields()
+	for _, n := range names {
+		dst.Clear(fields.ByName(n))
+	}
+	return dst.Interface()
+}
+
+// eventRow is an event as the events table keeps it.
+type eventRow struct {
+	id, calendarID, provider  string
+	startNs, endNs, updateNs int64
+	deleted                   bool
+	data, raw                 []byte
+}
+
+// encodeEvent validates e and splits it into its columns.
+func encodeEvent(e *calsyncv1.CalendarEvent) (eventRow, error) {
+	if e.GetId() == "" || e.GetCalendarId() == "" || e.GetProvider() == "" {
+		return eventRow{}, fmt.Errorf("sqlite: event needs id, calendar_id and provider: %w", store.ErrInvalidArgument)
+	}
+	r := eventRow{
+		id:         e.GetId(),
+		calendarID: e.GetCalendarId(),
+		provider:   e.GetProvider(),
+		startNs:    tsNanos(e.GetStartTime()),
+		updateNs:   tsNanos(e.GetUpdateTime()),
+		deleted:    e.GetDeleted(),
+	}
+	// An event without an end is an instant at its start.
+	r.endNs = r.startNs
+	if e.GetEndTime() != nil {
+		r.endNs = tsNanos(e.GetEndTime())
+	}
+	var err error
+	if r.data, err = marshal(without(e, "raw")); err != nil {
+		return eventRow{}, fmt.Errorf("sqlite: marshal event %s: %w", e.GetId(), err)
+	}
+	if e.GetRaw() != nil {
+		if r.raw, err = marshal(e.GetRaw()); err != nil {
+			return eventRow{}, fmt.Errorf("sqlite: marshal raw of event %s: %w", e.GetId(), err)
+		}
+	}
+	return r, nil
+}
+
+// decodeEvent rebuilds an event from its data and, if wanted, raw columns.
+func decodeEvent(data, raw []byte) (*calsyncv1.CalendarEvent, error) {
+	e := &calsyncv1.CalendarEvent{}
+	if err := proto.Unmarshal(data, e); err != nil {
+		return nil, fmt.Errorf("sqlite: corrupt event: %w", err)
+	}
+	if raw != nil {
+		e.Raw = &structpb.Struct{}
+		if err := proto.Unmarshal(raw, e.Raw); err != nil {
+			return nil, fmt.Errorf("sqlite: corrupt raw payload of event %s: %w", e.GetId(), err)
+		}
+	}
+	return e, nil
+}
+
+func decodeCalendar(data []byte) (*calsyncv1.Calendar, error) {
+	c := &calsyncv1.Calendar{}
+	if err := proto.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("sqlite: corrupt calendar: %w", err)
+	}
+	return c, nil
+}
+
+// encodeChange prepares c for the change log: without cursor, with the
+// transaction's commit time, and with no raw payload in its events.
+func encodeChange(c *calsyncv1.Change, commit time.Time) ([]byte, error) {
+	m := without(c, "cursor", "commit_time").(*calsyncv1.Change)
+	m.CommitTime = timestamppb.New(commit)
+	if m.GetEvent().GetRaw() != nil {
+		m.Event = without(m.Event, "raw").(*calsyncv1.CalendarEvent)
+	}
+	if m.GetPreviousEvent().GetRaw() != nil {
+		m.PreviousEvent = without(m.PreviousEvent, "raw").(*calsyncv1.CalendarEvent)
+	}
+	return marshal(m)
+}

@@ -1,0 +1,362 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/store"
+)
+
+const (
+	statePending = int32(calsyncv1.DeliveryState_DELIVERY_STATE_PENDING)
+	stateDead    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
+)
+
+// enqueueRequest is one Enqueue call waiting for the group committer.
+type enqueueRequest struct {
+	ctx  context.Context
+	d    store.NewDelivery
+	done chan enqueueResult // buffered: the committer never waits for a caller
+}
+
+type enqueueResult struct {
+	id  int64
+	dup bool
+	err error
+}
+
+// Enqueue commits d durably and returns its id, or the id of the delivery
+// already stored under the same provider and dedup key with duplicate set.
+//
+// Concurrent calls are committed together: a single committer goroutine
+// takes every request waiting (up to Options.MaxBatch), writes them in one
+// transaction and answers them all after its commit, so that many webhooks
+// share one fsync. A call whose ctx ends while it waits returns ctx.Err(),
+// but its delivery may still be committed: the provider's retry is then
+// absorbed as a duplicate.
+func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, error) {
+	if d.Provider == "" || d.DedupKey == "" {
+		return 0, false, fmt.Errorf("sqlite: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)
+	}
+	if err := db.enter(); err != nil {
+		return 0, false, err
+	}
+	defer db.leave()
+	if d.ReceiveTime.IsZero() {
+		d.ReceiveTime = db.now()
+	}
+	req := &enqueueRequest{ctx: ctx, d: d, done: make(chan enqueueResult, 1)}
+	select {
+	case db.enqueue <- req:
+	case <-ctx.Done():
+		return 0, false, ctx.Err()
+	}
+	select {
+	case r := <-req.done:
+		return r.id, r.dup, r.err
+	case <-ctx.Done():
+		return 0, false, ctx.Err()
+	}
+}
+
+// commitLoop is the group committer. It runs until Close closes the queue,
+// and answers every request queued before that.
+func (db *DB) commitLoop() {
+	defer close(db.committerDone)
+	batch := make([]*enqueueRequest, 0, db.maxBatch)
+	for req := range db.enqueue {
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < db.maxBatch {
+			select {
+			case r, ok := <-db.enqueue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commitBatch(batch)
+		clear(batch) // Let answered requests be collected.
+	}
+}
+
+// commitBatch commits the requests of one batch and answers them. Requests
+// whose caller already gave up are skipped. If the batch transaction fails,
+// each request is tried on its own, so one bad delivery cannot fail the
+// others.
+func (db *DB) commitBatch(batch []*enqueueRequest) {
+	live := batch[:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.done <- enqueueResult{err: err}
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	results, err := db.insertDeliveries(live)
+	if err != nil && len(live) > 1 {
+		db.log.Warn("inbox batch commit failed; committing deliveries one by one", "batch", len(live), "err", err)
+		for _, r := range live {
+			res, err := db.insertDeliveries([]*enqueueRequest{r})
+			if err != nil {
+				r.done <- enqueueResult{err: err}
+				continue
+			}
+			r.done <- res[0]
+		}
+		return
+	}
+	for i, r := range live {
+		if err != nil {
+			r.done <- enqueueResult{err: err}
+			continue
+		}
+		r.done <- results[i]
+	}
+}
+
+// insertDeliveries writes reqs in one transaction under the writer lock. A
+// request whose key is already stored, by an earlier transaction or earlier
+// in this one, gets the stored id and dup set.
+func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) {
+	// The batch belongs to several callers, so no single caller's context
+	// may abort it.
+	ctx := context.Background()
+	results := make([]enqueueResult, len(reqs))
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
+			(provider, dedup_key, message_id, event_type, ordering_key, body, state, receive_ns, next_attempt_ns)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		sel, err := tx.PrepareContext(ctx, `SELECT id FROM deliveries WHERE provider = ? AND dedup_key = ?`)
+		if err != nil {
+			return err
+		}
+		defer sel.Close()
+		for i, r := range reqs {
+			d := r.d
+			body := d.Body
+			if body == nil {
+				body = []byte{}
+			}
+			recv := nanos(d.ReceiveTime)
+			err := ins.QueryRowContext(ctx, d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
+				body, statePending, recv, recv).Scan(&results[i].id)
+			if errors.Is(err, sql.ErrNoRows) {
+				results[i].dup = true
+				err = sel.QueryRowContext(ctx, d.Provider, d.DedupKey).Scan(&results[i].id)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: enqueue: %w", err)
+	}
+	return results, nil
+}
+
+// deliveryColumns are the columns scanDelivery reads; body is replaced by
+// NULL where bodies are not wanted.
+const (
+	deliveryColumns = `id, provider, dedup_key, message_id, event_type, ordering_key, body,
+		state, attempts, last_error, receive_ns, process_ns, next_attempt_ns`
+	deliveryColumnsNoBody = `id, provider, dedup_key, message_id, event_type, ordering_key, NULL,
+		state, attempts, last_error, receive_ns, process_ns, next_attempt_ns`
+)
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanDelivery(s scanner) (store.Delivery, error) {
+	var d store.Delivery
+	var state int32
+	var recv int64
+	var proc, next sql.NullInt64
+	err := s.Scan(&d.ID, &d.Provider, &d.DedupKey, &d.MessageID, &d.EventType, &d.OrderingKey, &d.Body,
+		&state, &d.Attempts, &d.LastError, &recv, &proc, &next)
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	d.State = calsyncv1.DeliveryState(state)
+	d.ReceiveTime = time.Unix(0, recv).UTC()
+	d.ProcessTime = fromNanos(proc)
+	d.NextAttemptTime = fromNanos(next)
+	return d, nil
+}
+
+// queryDeliveries runs a query selecting delivery columns.
+func queryDeliveries(ctx context.Context, q querier, query string, args ...any) ([]store.Delivery, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// PendingDeliveries returns up to limit PENDING deliveries after afterID in
+// id order, bodies included. limit must be positive.
+func (db *DB) PendingDeliveries(ctx context.Context, afterID int64, limit int) ([]store.Delivery, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("sqlite: pending deliveries: limit must be positive: %w", store.ErrInvalidArgument)
+	}
+	var out []store.Delivery
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumns+` FROM deliveries
+			WHERE state = ? AND id > ? ORDER BY id LIMIT ?`, statePending, afterID, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: pending deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// GetDelivery returns a delivery, body included, or an error wrapping
+// [store.ErrNotFound].
+func (db *DB) GetDelivery(ctx context.Context, id int64) (store.Delivery, error) {
+	var d store.Delivery
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		d, err = getDelivery(ctx, tx, id)
+		return err
+	})
+	return d, err
+}
+
+func getDelivery(ctx context.Context, q querier, id int64) (store.Delivery, error) {
+	d, err := scanDelivery(q.QueryRowContext(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Delivery{}, fmt.Errorf("sqlite: delivery %d: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Delivery{}, fmt.Errorf("sqlite: get delivery %d: %w", id, err)
+	}
+	return d, nil
+}
+
+// ListDeliveries returns the deliveries matching q, newest first, without
+// bodies.
+func (db *DB) ListDeliveries(ctx context.Context, q store.DeliveryQuery) ([]store.Delivery, error) {
+	if q.Limit < 0 {
+		return nil, fmt.Errorf("sqlite: negative limit: %w", store.ErrInvalidArgument)
+	}
+	var w where
+	if q.State != calsyncv1.DeliveryState_DELIVERY_STATE_UNSPECIFIED {
+		w.add("state = ?", int32(q.State))
+	}
+	if q.Provider != "" {
+		w.add("provider = ?", q.Provider)
+	}
+	if q.BeforeID > 0 {
+		w.add("id < ?", q.BeforeID)
+	}
+	var out []store.Delivery
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumnsNoBody+` FROM deliveries`+w.String()+
+			` ORDER BY id DESC`+limit(q.Limit), w.args...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: list deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// RecordAttempt records a failed attempt on a PENDING delivery. It returns
+// an error wrapping [store.ErrNotFound] if there is no such delivery, and
+// one wrapping [store.ErrFailedPrecondition] if it is not PENDING (its
+// outcome was already recorded).
+func (db *DB) RecordAttempt(ctx context.Context, id int64, lastErr string, next time.Time) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	return db.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_ns = ?
+			WHERE id = ? AND state = ?`, lastErr, nullNanos(next), id, statePending)
+		if err != nil {
+			return fmt.Errorf("sqlite: record attempt on delivery %d: %w", id, err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		d, err := getDelivery(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("sqlite: record attempt on delivery %d in state %v: %w", id, d.State, store.ErrFailedPrecondition)
+	})
+}
+
+// RetryDelivery puts a DEAD delivery back to PENDING, due now, with its
+// attempts reset so it gets the full series of retries again; its last
+// error is kept. It returns the delivery as it now is.
+func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, error) {
+	if err := db.enter(); err != nil {
+		return store.Delivery{}, err
+	}
+	defer db.leave()
+	var d store.Delivery
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		var err error
+		if d, err = getDelivery(ctx, tx, id); err != nil {
+			return err
+		}
+		if d.State != calsyncv1.DeliveryState_DELIVERY_STATE_DEAD {
+			return fmt.Errorf("sqlite: retry delivery %d in state %v: %w", id, d.State, store.ErrFailedPrecondition)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = ?, attempts = 0, process_ns = NULL, next_attempt_ns = ?
+			WHERE id = ?`, statePending, nanos(db.now()), id); err != nil {
+			return fmt.Errorf("sqlite: retry delivery %d: %w", id, err)
+		}
+		d, err = getDelivery(ctx, tx, id)
+		return err
+	})
+	return d, err
+}
+
+// InboxStats counts pending and dead deliveries and finds the oldest
+// pending one, all at one instant.
+func (db *DB) InboxStats(ctx context.Context) (store.InboxStats, error) {
+	var s store.InboxStats
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var oldest sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*), MIN(receive_ns) FROM deliveries WHERE state = ?`,
+			statePending).Scan(&s.Pending, &oldest); err != nil {
+			return err
+		}
+		s.OldestPending = fromNanos(oldest)
+		return tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE state = ?`, stateDead).Scan(&s.Dead)
+	})
+	if err != nil {
+		return store.InboxStats{}, fmt.Errorf("sqlite: inbox stats: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,350 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/store"
+)
+
+// querier is what reads need: a read transaction or the write transaction
+// of an Update.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// GetCalendar returns a calendar or an error wrapping [store.ErrNotFound].
+func (db *DB) GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error) {
+	var c *calsyncv1.Calendar
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		c, err = getCalendar(ctx, tx, id)
+		return err
+	})
+	return c, err
+}
+
+func getCalendar(ctx context.Context, q querier, id string) (*calsyncv1.Calendar, error) {
+	var data []byte
+	err := q.QueryRowContext(ctx, `SELECT data FROM calendars WHERE id = ?`, id).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: calendar %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get calendar %q: %w", id, err)
+	}
+	return decodeCalendar(data)
+}
+
+// ListCalendars returns the calendars matching q in id order.
+func (db *DB) ListCalendars(ctx context.Context, q store.CalendarQuery) ([]*calsyncv1.Calendar, error) {
+	if q.Limit < 0 {
+		return nil, fmt.Errorf("sqlite: negative limit: %w", store.ErrInvalidArgument)
+	}
+	var w where
+	if q.Provider != "" {
+		w.add("provider = ?", q.Provider)
+	}
+	if q.ProviderCalendarID != "" {
+		w.add("provider_calendar_id = ?", q.ProviderCalendarID)
+	}
+	if q.AfterID != "" {
+		w.add("id > ?", q.AfterID)
+	}
+	query := `SELECT data FROM calendars` + w.String() + ` ORDER BY id` + limit(q.Limit)
+	var out []*calsyncv1.Calendar
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		out = nil
+		rows, err := tx.QueryContext(ctx, query, w.args...)
+		if err != nil {
+			return fmt.Errorf("sqlite: list calendars: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var data []byte
+			if err := rows.Scan(&data); err != nil {
+				return fmt.Errorf("sqlite: list calendars: %w", err)
+			}
+			c, err := decodeCalendar(data)
+			if err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("sqlite: list calendars: %w", err)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// GetEvent returns an event, tombstones included, or an error wrapping
+// [store.ErrNotFound]. The raw payload is read only when withRaw is set.
+func (db *DB) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error) {
+	var e *calsyncv1.CalendarEvent
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		e, err = getEvent(ctx, tx, id, withRaw)
+		return err
+	})
+	return e, err
+}
+
+func getEvent(ctx context.Context, q querier, id string, withRaw bool) (*calsyncv1.CalendarEvent, error) {
+	var data, raw []byte
+	var err error
+	if withRaw {
+		err = q.QueryRowContext(ctx, `SELECT data, raw FROM events WHERE id = ?`, id).Scan(&data, &raw)
+	} else {
+		err = q.QueryRowContext(ctx, `SELECT data FROM events WHERE id = ?`, id).Scan(&data)
+	}
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("sqlite: event %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get event %q: %w", id, err)
+	}
+	return decodeEvent(data, raw)
+}
+
+// ListEvents returns the events matching q ordered by (start_time, id).
+func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.CalendarEvent, error) {
+	if q.Limit < 0 {
+		return nil, fmt.Errorf("sqlite: negative limit: %w", store.ErrInvalidArgument)
+	}
+	var w where
+	if q.CalendarID != "" && q.CalendarID != "-" {
+		w.add("calendar_id = ?", q.CalendarID)
+	}
+	if !q.Start.IsZero() {
+		w.add("end_ns > ?", nanos(q.Start))
+	}
+	if !q.End.IsZero() {
+		w.add("start_ns < ?", nanos(q.End))
+	}
+	if !q.UpdatedSince.IsZero() {
+		w.add("update_ns >= ?", nanos(q.UpdatedSince))
+	}
+	if !q.IncludeDeleted {
+		w.add("deleted = 0")
+	}
+	if q.After != nil {
+		w.add("(start_ns, id) > (?, ?)", nanos(q.After.StartTime), q.After.ID)
+	}
+	cols := "data, NULL"
+	if q.IncludeRaw {
+		cols = "data, raw"
+	}
+	query := `SELECT ` + cols + ` FROM events` + w.String() + ` ORDER BY start_ns, id` + limit(q.Limit)
+	var out []*calsyncv1.CalendarEvent
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		out = nil
+		return scanEvents(ctx, tx, query, w.args, func(e *calsyncv1.CalendarEvent) error {
+			out = append(out, e)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// scanEvents runs query, which selects (data, raw), and hands each event to fn.
+func scanEvents(ctx context.Context, q querier, query string, args []any, fn func(*calsyncv1.CalendarEvent) error) error {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("sqlite: list events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var data, raw []byte
+		if err := rows.Scan(&data, &raw); err != nil {
+			return fmt.Errorf("sqlite: list events: %w", err)
+		}
+		e, err := decodeEvent(data, raw)
+		if err != nil {
+			return err
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlite: list events: %w", err)
+	}
+	return nil
+}
+
+// GetSyncState returns a calendar's sync state or an error wrapping
+// [store.ErrNotFound].
+func (db *DB) GetSyncState(ctx context.Context, calendarID string) (store.SyncState, error) {
+	var s store.SyncState
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		s, err = getSyncState(ctx, tx, calendarID)
+		return err
+	})
+	return s, err
+}
+
+func getSyncState(ctx context.Context, q querier, calendarID string) (store.SyncState, error) {
+	var wm, full sql.NullInt64
+	err := q.QueryRowContext(ctx, `SELECT watermark_ns, last_full_sync_ns FROM sync_state WHERE calendar_id = ?`,
+		calendarID).Scan(&wm, &full)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.SyncState{}, fmt.Errorf("sqlite: sync state of %q: %w", calendarID, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.SyncState{}, fmt.Errorf("sqlite: get sync state of %q: %w", calendarID, err)
+	}
+	return store.SyncState{CalendarID: calendarID, Watermark: fromNanos(wm), LastFullSync: fromNanos(full)}, nil
+}
+
+// Snapshot hands fn every event matching f, in (calendar_id, start_time, id)
+// order, all read from one read transaction together with the change log
+// head it returns: WAL gives that transaction a fixed view of the database,
+// so no commit lands between the events and the cursor.
+func (db *DB) Snapshot(ctx context.Context, f store.SnapshotFilter, fn func(*calsyncv1.CalendarEvent) error) (store.Cursor, error) {
+	var w where
+	w.in("calendar_id", f.CalendarIDs)
+	w.in("provider", f.Providers)
+	if !f.IncludeDeleted {
+		w.add("deleted = 0")
+	}
+	query := `SELECT data, NULL FROM events` + w.String() + ` ORDER BY calendar_id, start_ns, id`
+	var head store.Cursor
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		// The first read fixes the transaction's view; the head comes first
+		// so that it belongs to the same view as the events.
+		var err error
+		if head, err = changeHead(ctx, tx); err != nil {
+			return err
+		}
+		return scanEvents(ctx, tx, query, w.args, fn)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return head, nil
+}
+
+// changeHead returns the newest cursor ever committed. sqlite_sequence
+// remembers it even when the rows are gone.
+func changeHead(ctx context.Context, q querier) (store.Cursor, error) {
+	var head int64
+	err := q.QueryRowContext(ctx, `SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0)`).Scan(&head)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: read change log head: %w", err)
+	}
+	return store.Cursor(head), nil
+}
+
+// compactedCursor returns the newest cursor compaction removed.
+func compactedCursor(ctx context.Context, q querier) (store.Cursor, error) {
+	var c int64
+	if err := q.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, metaCompacted).Scan(&c); err != nil {
+		return 0, fmt.Errorf("sqlite: read compaction point: %w", err)
+	}
+	return store.Cursor(c), nil
+}
+
+// ChangeBounds returns the compaction point and the head, read together.
+func (db *DB) ChangeBounds(ctx context.Context) (store.ChangeBounds, error) {
+	var b store.ChangeBounds
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		var err error
+		if b.Compacted, err = compactedCursor(ctx, tx); err != nil {
+			return err
+		}
+		b.Head, err = changeHead(ctx, tx)
+		return err
+	})
+	return b, err
+}
+
+// ReadChanges returns up to limit changes after the cursor after, in cursor
+// order. The compaction point and the changes are read in one transaction,
+// so a compaction running meanwhile cannot open a silent gap. limit must be
+// positive.
+func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("sqlite: read changes: limit must be positive: %w", store.ErrInvalidArgument)
+	}
+	var out []store.ChangeRecord
+	err := db.read(ctx, func(tx *sql.Tx) error {
+		out = nil
+		compacted, err := compactedCursor(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if after < compacted {
+			return fmt.Errorf("sqlite: cursor %d is older than the change log (compacted up to %d): %w",
+				after, compacted, store.ErrCompacted)
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT cursor, type, calendar_id, provider, commit_ns, data
+			FROM changes WHERE cursor > ? ORDER BY cursor LIMIT ?`, int64(after), limit)
+		if err != nil {
+			return fmt.Errorf("sqlite: read changes: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var r store.ChangeRecord
+			var cursor, commitNs int64
+			var typ int32
+			if err := rows.Scan(&cursor, &typ, &r.CalendarID, &r.Provider, &commitNs, &r.Change); err != nil {
+				return fmt.Errorf("sqlite: read changes: %w", err)
+			}
+			r.Cursor = store.Cursor(cursor)
+			r.Type = calsyncv1.ChangeType(typ)
+			r.CommitTime = time.Unix(0, commitNs).UTC()
+			out = append(out, r)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("sqlite: read changes: %w", err)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// where builds a WHERE clause from conditions joined by AND.
+type where struct {
+	conds []string
+	args  []any
+}
+
+func (w *where) add(cond string, args ...any) {
+	w.conds = append(w.conds, cond)
+	w.args = append(w.args, args...)
+}
+
+// in adds "col IN (...)" unless values is empty.
+func (w *where) in(col string, values []string) {
+	if len(values) == 0 {
+		return
+	}
+	w.conds = append(w.conds, col+" IN ("+strings.TrimSuffix(strings.Repeat("?, ", len(values)), ", ")+")")
+	for _, v := range values {
+		w.args = append(w.args, v)
+	}
+}
+
+func (w *where) String() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// limit is the LIMIT clause for n; 0 means none.
+func limit(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" LIMIT %d", n)
+}

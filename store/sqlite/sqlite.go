@@ -1,0 +1,409 @@
+// Package sqlite is calsync's [store.Store] on SQLite, through the pure-Go
+// modernc.org/sqlite driver.
+//
+// One file holds everything. Writes go through a single connection guarded
+// by a lock, so transactions never contend inside SQLite and commit hooks see
+// commits in cursor order; reads go through a separate pool of read-only
+// connections and, thanks to WAL, never wait for writers. Webhook deliveries
+// are committed in groups (see [DB.Enqueue]) so that durable ingestion is not
+// limited to one fsync per request.
+package sqlite
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"path"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // Registers the "sqlite" database/sql driver.
+
+	"github.com/calsync/calsync/store"
+)
+
+var _ store.Store = (*DB)(nil)
+
+// migrations holds the numbered schema migrations, applied in order at Open.
+//
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// DefaultMaxBatch is the default most deliveries committed by one inbox
+// transaction.
+const DefaultMaxBatch = 256
+
+// Options tune a [DB]. The zero value is the durable default.
+type Options struct {
+	// Synchronous is SQLite's synchronous setting: "FULL" (the default; a
+	// commit survives power loss) or "NORMAL" (a commit survives a crash of
+	// the process but may be lost with the machine's power).
+	Synchronous string
+	// MaxBatch is the most deliveries [DB.Enqueue] commits in one
+	// transaction; 0 means DefaultMaxBatch. 1 commits every delivery on its
+	// own, which is only useful as a baseline for benchmarks.
+	MaxBatch int
+	// Logger receives what the store has to report; nil discards it.
+	Logger *slog.Logger
+	// Now is the clock commit times and delivery times are read from; nil
+	// means time.Now.
+	Now func() time.Time
+}
+
+// DB is a calsync store in one SQLite database file. It is safe for
+// concurrent use.
+type DB struct {
+	path     string
+	log      *slog.Logger
+	now      func() time.Time
+	maxBatch int
+	id       string
+
+	// w is the single writer connection. Every write transaction holds
+	// wlock (a one-slot semaphore, so waiting for it can be cancelled).
+	w     *sql.DB
+	wlock chan struct{}
+	// r is the pool of read-only connections.
+	r *sql.DB
+
+	hooksMu sync.RWMutex
+	hooks   []func([]store.ChangeRecord)
+
+	// enqueue feeds the group committer; committerDone closes when it has
+	// drained the queue and stopped.
+	enqueue       chan *enqueueRequest
+	committerDone chan struct{}
+
+	gate      gate
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the database at path, creating it if needed, and brings its
+// schema up to date. The returned DB must be closed.
+func Open(ctx context.Context, path string, opts Options) (*DB, error) {
+	syncMode := strings.ToUpper(strings.TrimSpace(opts.Synchronous))
+	switch syncMode {
+	case "":
+		syncMode = "FULL"
+	case "FULL", "NORMAL":
+	default:
+		return nil, fmt.Errorf("sqlite: synchronous must be FULL or NORMAL, not %q", opts.Synchronous)
+	}
+	if path == "" {
+		return nil, errors.New("sqlite: empty database path")
+	}
+	if opts.MaxBatch < 0 {
+		return nil, fmt.Errorf("sqlite: negative MaxBatch %d", opts.MaxBatch)
+	}
+	db := &DB{
+		path:          path,
+		log:           opts.Logger,
+		now:           opts.Now,
+		maxBatch:      opts.MaxBatch,
+		wlock:         make(chan struct{}, 1),
+		committerDone: make(chan struct{}),
+	}
+	if db.log == nil {
+		db.log = slog.New(slog.DiscardHandler)
+	}
+	if db.now == nil {
+		db.now = time.Now
+	}
+	if db.maxBatch == 0 {
+		db.maxBatch = DefaultMaxBatch
+	}
+	db.gate.init()
+
+	var err error
+	db.w, err = sql.Open("sqlite", dsn(path, syncMode, false))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// One connection, never recycled: every write goes through it.
+	db.w.SetMaxOpenConns(1)
+	db.w.SetMaxIdleConns(1)
+	db.w.SetConnMaxLifetime(0)
+	db.w.SetConnMaxIdleTime(0)
+	if err := db.migrate(ctx); err != nil {
+		db.w.Close()
+		return nil, err
+	}
+	if db.id, err = db.initMeta(ctx); err != nil {
+		db.w.Close()
+		return nil, err
+	}
+
+	db.r, err = sql.Open("sqlite", dsn(path, syncMode, true))
+	if err != nil {
+		db.w.Close()
+		return nil, fmt.Errorf("sqlite: open %s for reading: %w", path, err)
+	}
+	readers := max(4, 2*runtime.GOMAXPROCS(0))
+	db.r.SetMaxOpenConns(readers)
+	db.r.SetMaxIdleConns(readers)
+	if err := db.r.PingContext(ctx); err != nil {
+		db.w.Close()
+		db.r.Close()
+		return nil, fmt.Errorf("sqlite: open %s for reading: %w", path, err)
+	}
+
+	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
+	go db.commitLoop()
+	return db, nil
+}
+
+// dsn builds the driver's data source name. Journal mode and synchronous are
+// set on every connection; only the writer takes its lock at BEGIN (so a
+// transaction never fails half way to upgrade), and readers are query-only
+// so a bug cannot write outside the writer's lock.
+func dsn(path, synchronous string, readOnly bool) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous("+synchronous+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	if readOnly {
+		q.Add("_pragma", "query_only(1)")
+	} else {
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// migration is one numbered schema file.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// loadMigrations reads the embedded migrations, in version order. Files are
+// named NNNN_description.sql; a gap or a repeated number is a bug.
+func loadMigrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("sqlite: migration %q is not named NNNN_name.sql", e.Name())
+		}
+		b, err := fs.ReadFile(migrations, path.Join("migrations", e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("sqlite: migration %s out of sequence (want version %d)", m.name, i+1)
+		}
+	}
+	return ms, nil
+}
+
+// migrate applies every migration the database has not seen, each in its own
+// transaction with its record in schema_migrations, so a failed migration
+// leaves the schema as it was.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := loadMigrations()
+	if err != nil {
+		return err
+	}
+	if _, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_ns INTEGER NOT NULL
+	) STRICT`); err != nil {
+		return fmt.Errorf("sqlite: create schema_migrations: %w", err)
+	}
+	var current int
+	if err := db.w.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
+		return fmt.Errorf("sqlite: read schema version: %w", err)
+	}
+	if current > len(ms) {
+		return fmt.Errorf("sqlite: database schema version %d is newer than this program knows (%d)", current, len(ms))
+	}
+	for _, m := range ms[current:] {
+		err := func() error {
+			tx, err := db.w.BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			defer tx.Rollback()
+			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_ns) VALUES (?, ?, ?)`,
+				m.version, m.name, db.now().UnixNano()); err != nil {
+				return err
+			}
+			return tx.Commit()
+		}()
+		if err != nil {
+			return fmt.Errorf("sqlite: migration %s: %w", m.name, err)
+		}
+		db.log.Info("sqlite migration applied", "migration", m.name)
+	}
+	return nil
+}
+
+// Meta keys.
+const (
+	metaStoreID   = "store_id"
+	metaCompacted = "changes_compacted"
+)
+
+// initMeta creates the store id on first open and returns it.
+func (db *DB) initMeta(ctx context.Context) (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	if _, err := db.w.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?), (?, 0) ON CONFLICT (key) DO NOTHING`,
+		metaStoreID, hex.EncodeToString(b[:]), metaCompacted); err != nil {
+		return "", fmt.Errorf("sqlite: init meta: %w", err)
+	}
+	var id string
+	if err := db.w.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, metaStoreID).Scan(&id); err != nil {
+		return "", fmt.Errorf("sqlite: read store id: %w", err)
+	}
+	return id, nil
+}
+
+// ID returns the store id, created at the database's first open.
+func (db *DB) ID() string { return db.id }
+
+// Close waits for calls under way, commits the deliveries already queued,
+// and closes the database. Calls after Close return [store.ErrClosed]; a
+// second Close returns nil.
+func (db *DB) Close() error {
+	db.closeOnce.Do(func() {
+		// After the gate is shut no call is inside the store, so nobody can
+		// send on db.enqueue any more.
+		db.gate.shut()
+		close(db.enqueue)
+		<-db.committerDone
+		db.closeErr = errors.Join(db.r.Close(), db.w.Close())
+	})
+	return db.closeErr
+}
+
+// enter admits a call unless the store is closed; the call must leave.
+func (db *DB) enter() error {
+	if !db.gate.enter() {
+		return store.ErrClosed
+	}
+	return nil
+}
+
+func (db *DB) leave() { db.gate.leave() }
+
+// gate counts the calls inside the store so Close can wait for them without
+// making calls wait for each other (a read-write lock would deadlock a
+// Snapshot callback that reads while Close is waiting).
+type gate struct {
+	mu     sync.Mutex
+	idle   *sync.Cond
+	n      int
+	closed bool
+}
+
+func (g *gate) init() { g.idle = sync.NewCond(&g.mu) }
+
+func (g *gate) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return false
+	}
+	g.n++
+	return true
+}
+
+func (g *gate) leave() {
+	g.mu.Lock()
+	g.n--
+	if g.n == 0 {
+		g.idle.Broadcast()
+	}
+	g.mu.Unlock()
+}
+
+func (g *gate) shut() {
+	g.mu.Lock()
+	g.closed = true
+	for g.n > 0 {
+		g.idle.Wait()
+	}
+	g.mu.Unlock()
+}
+
+// lockWriter takes the writer lock, or gives up when ctx is done.
+func (db *DB) lockWriter(ctx context.Context) error {
+	select {
+	case db.wlock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (db *DB) unlockWriter() { <-db.wlock }
+
+// writeTx runs fn in a write transaction on the writer connection. The
+// caller holds the writer lock.
+func (db *DB) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := db.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: commit: %w", err)
+	}
+	return nil
+}
+
+// write takes the writer lock and runs fn in a write transaction.
+func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.lockWriter(ctx); err != nil {
+		return err
+	}
+	defer db.unlockWriter()
+	return db.writeTx(ctx, fn)
+}
+
+// read runs fn in a read transaction: every query in fn sees the same
+// snapshot of the database, taken at its first query.
+func (db *DB) read(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	tx, err := db.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("sqlite: begin read: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}

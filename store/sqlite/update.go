@@ -1,0 +1,230 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/store"
+)
+
+// errTxDone reports a Tx used after its Update returned.
+var errTxDone = errors.New("sqlite: transaction used after Update returned")
+
+// Update runs fn in one write transaction. After a successful commit, and
+// still holding the writer lock so that hooks see commits in cursor order,
+// it hands the appended changes to every [DB.OnCommit] hook. If fn fails or
+// the commit does, everything is rolled back and no hook is called.
+func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	if err := db.lockWriter(ctx); err != nil {
+		return err
+	}
+	defer db.unlockWriter()
+
+	// One commit time per transaction, read under the writer lock so commit
+	// times follow cursor order as far as the clock allows.
+	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC()}
+	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
+		t.tx = sqlTx
+		defer func() { t.tx = nil }()
+		return fn(t)
+	})
+	if err != nil {
+		return err
+	}
+	if len(t.records) > 0 {
+		db.hooksMu.RLock()
+		hooks := db.hooks
+		db.hooksMu.RUnlock()
+		for _, h := range hooks {
+			h(t.records)
+		}
+	}
+	return nil
+}
+
+// OnCommit registers fn to receive the changes of every commit that
+// appended some, in commit order, on the committing goroutine.
+func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
+	db.hooksMu.Lock()
+	defer db.hooksMu.Unlock()
+	// Copy on write: Update iterates a slice it read under the lock.
+	db.hooks = append(db.hooks[:len(db.hooks):len(db.hooks)], fn)
+}
+
+// tx implements [store.Tx] on the writer's transaction.
+type tx struct {
+	tx      *sql.Tx
+	commit  time.Time
+	records []store.ChangeRecord
+}
+
+var _ store.Tx = (*tx)(nil)
+
+func (t *tx) live() error {
+	if t.tx == nil {
+		return errTxDone
+	}
+	return nil
+}
+
+// GetCalendar returns a calendar or an error wrapping [store.ErrNotFound].
+func (t *tx) GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error) {
+	if err := t.live(); err != nil {
+		return nil, err
+	}
+	return getCalendar(ctx, t.tx, id)
+}
+
+// GetEvent returns an event, raw payload included, or an error wrapping
+// [store.ErrNotFound].
+func (t *tx) GetEvent(ctx context.Context, id string) (*calsyncv1.CalendarEvent, error) {
+	if err := t.live(); err != nil {
+		return nil, err
+	}
+	return getEvent(ctx, t.tx, id, true)
+}
+
+// PutCalendar inserts or replaces a calendar.
+func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
+	if err := t.live(); err != nil {
+		return err
+	}
+	if c.GetId() == "" || c.GetProvider() == "" {
+		return fmt.Errorf("sqlite: calendar needs id and provider: %w", store.ErrInvalidArgument)
+	}
+	data, err := marshal(c)
+	if err != nil {
+		return fmt.Errorf("sqlite: marshal calendar %s: %w", c.GetId(), err)
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO calendars (id, provider, provider_calendar_id, data) VALUES (?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET provider = excluded.provider,
+			provider_calendar_id = excluded.provider_calendar_id, data = excluded.data`,
+		c.GetId(), c.GetProvider(), c.GetProviderCalendarId(), data)
+	if err != nil {
+		return fmt.Errorf("sqlite: put calendar %s: %w", c.GetId(), err)
+	}
+	return nil
+}
+
+// PutEvent inserts or replaces an event, raw payload included.
+func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
+	if err := t.live(); err != nil {
+		return err
+	}
+	r, err := encodeEvent(e)
+	if err != nil {
+		return err
+	}
+	_, err = t.tx.ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_ns, end_ns, update_ns, deleted, data, raw)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET calendar_id = excluded.calendar_id, provider = excluded.provider,
+			start_ns = excluded.start_ns, end_ns = excluded.end_ns, update_ns = excluded.update_ns,
+			deleted = excluded.deleted, data = excluded.data, raw = excluded.raw`,
+		r.id, r.calendarID, r.provider, r.startNs, r.endNs, r.updateNs, r.deleted, r.data, r.raw)
+	if err != nil {
+		return fmt.Errorf("sqlite: put event %s: %w", r.id, err)
+	}
+	return nil
+}
+
+// AppendChange appends c to the change log and returns its cursor. The raw
+// payloads of c's events are left out of the log.
+func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Cursor, error) {
+	if err := t.live(); err != nil {
+		return 0, err
+	}
+	if c.GetType() == calsyncv1.ChangeType_CHANGE_TYPE_UNSPECIFIED {
+		return 0, fmt.Errorf("sqlite: change without a type: %w", store.ErrInvalidArgument)
+	}
+	what, calendarID, provider := "event", c.GetEvent().GetCalendarId(), c.GetEvent().GetProvider()
+	if c.GetType() == calsyncv1.ChangeType_CHANGE_TYPE_CALENDAR_UPDATED {
+		what, calendarID, provider = "calendar", c.GetCalendar().GetId(), c.GetCalendar().GetProvider()
+	}
+	if calendarID == "" || provider == "" {
+		return 0, fmt.Errorf("sqlite: %v change needs its %s, with calendar id and provider: %w",
+			c.GetType(), what, store.ErrInvalidArgument)
+	}
+	data, err := encodeChange(c, t.commit)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: marshal change: %w", err)
+	}
+	var cursor int64
+	err = t.tx.QueryRowContext(ctx, `INSERT INTO changes (type, calendar_id, provider, commit_ns, data)
+		VALUES (?, ?, ?, ?, ?) RETURNING cursor`,
+		int32(c.GetType()), calendarID, provider, t.commit.UnixNano(), data).Scan(&cursor)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: append change: %w", err)
+	}
+	t.records = append(t.records, store.ChangeRecord{
+		Cursor:     store.Cursor(cursor),
+		Type:       c.GetType(),
+		CalendarID: calendarID,
+		Provider:   provider,
+		CommitTime: t.commit,
+		Change:     data,
+	})
+	return store.Cursor(cursor), nil
+}
+
+// GetSyncState returns a calendar's sync state or an error wrapping
+// [store.ErrNotFound].
+func (t *tx) GetSyncState(ctx context.Context, calendarID string) (store.SyncState, error) {
+	if err := t.live(); err != nil {
+		return store.SyncState{}, err
+	}
+	return getSyncState(ctx, t.tx, calendarID)
+}
+
+// PutSyncState stores a calendar's sync state.
+func (t *tx) PutSyncState(ctx context.Context, s store.SyncState) error {
+	if err := t.live(); err != nil {
+		return err
+	}
+	if s.CalendarID == "" {
+		return fmt.Errorf("sqlite: sync state needs a calendar id: %w", store.ErrInvalidArgument)
+	}
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO sync_state (calendar_id, watermark_ns, last_full_sync_ns) VALUES (?, ?, ?)
+		ON CONFLICT (calendar_id) DO UPDATE SET watermark_ns = excluded.watermark_ns,
+			last_full_sync_ns = excluded.last_full_sync_ns`,
+		s.CalendarID, nullNanos(s.Watermark), nullNanos(s.LastFullSync))
+	if err != nil {
+		return fmt.Errorf("sqlite: put sync state of %s: %w", s.CalendarID, err)
+	}
+	return nil
+}
+
+// FinishDelivery records the outcome of processing a delivery. A non-empty
+// note replaces the delivery's last error, so the reason for DEAD (or
+// IGNORED) is kept.
+func (t *tx) FinishDelivery(ctx context.Context, id int64, state calsyncv1.DeliveryState, note string) error {
+	if err := t.live(); err != nil {
+		return err
+	}
+	switch state {
+	case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
+		calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED,
+		calsyncv1.DeliveryState_DELIVERY_STATE_DEAD:
+	default:
+		return fmt.Errorf("sqlite: finish delivery %d as %v: %w", id, state, store.ErrInvalidArgument)
+	}
+	res, err := t.tx.ExecContext(ctx, `UPDATE deliveries SET state = ?, process_ns = ?, next_attempt_ns = NULL,
+		last_error = CASE WHEN ? = '' THEN last_error ELSE ? END WHERE id = ?`,
+		int32(state), t.commit.UnixNano(), note, note, id)
+	if err != nil {
+		return fmt.Errorf("sqlite: finish delivery %d: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("sqlite: finish delivery %d: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("sqlite: delivery %d: %w", id, store.ErrNotFound)
+	}
+	return nil
+}

@@ -80,10 +80,10 @@ func without(m proto.Message, names ...protoreflect.Name) proto.Message {
 
 // eventRow is an event as the events table keeps it.
 type eventRow struct {
-	id, calendarID, provider  string
+	id, calendarID, provider string
 	startNs, endNs, updateNs int64
-	deleted                   bool
-	data, raw                 []byte
+	deleted                  bool
+	data, raw                []byte
 }
 
 // encodeEvent validates e and splits it into its columns.

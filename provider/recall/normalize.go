@@ -195,18 +195,18 @@ func platformOf(e *Event, raw []byte) string {
 // details is what the raw platform event says, in calsync's terms.
 type details struct {
 	title, description, location string
-	start, end                    time.Time
-	zone                          string
-	allDay                        bool
-	startDate, endDate            string
-	status                        calsyncv1.EventStatus
-	organizer                     *calsyncv1.Person
-	attendees                     []*calsyncv1.Attendee
-	recurrence                    []string
-	masterID                      string
-	visibility                    calsyncv1.Visibility
-	transparency                  calsyncv1.Transparency
-	icalUID, platformID           string
+	start, end                   time.Time
+	zone                         string
+	allDay                       bool
+	startDate, endDate           string
+	status                       calsyncv1.EventStatus
+	organizer                    *calsyncv1.Person
+	attendees                    []*calsyncv1.Attendee
+	recurrence                   []string
+	masterID                     string
+	visibility                   calsyncv1.Visibility
+	transparency                 calsyncv1.Transparency
+	icalUID, platformID          string
 	// links are meeting links the platform reports in dedicated fields,
 	// best first; texts are where else to look for one.
 	links []string

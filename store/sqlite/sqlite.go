@@ -300,6 +300,11 @@ func (db *DB) Close() error {
 		db.gate.shut()
 		close(db.enqueue)
 		<-db.committerDone
+		// Let SQLite refresh the planner statistics it finds stale, as its
+		// documentation advises before closing a long-lived connection.
+		if _, err := db.w.Exec(`PRAGMA optimize`); err != nil {
+			db.log.Warn("sqlite: optimize at close failed", "err", err)
+		}
 		db.closeErr = errors.Join(db.r.Close(), db.w.Close())
 	})
 	return db.closeErr

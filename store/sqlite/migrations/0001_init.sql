@@ -76,8 +76,7 @@ CREATE TABLE deliveries (
 	UNIQUE (provider, dedup_key)
 ) STRICT;
 
--- deliveries_pending lists PENDING (1) deliveries by id and answers the
--- oldest pending receive time without touching the table.
-CREATE INDEX deliveries_pending ON deliveries (id, receive_ns) WHERE state = 1;
+-- deliveries_by_state lists PENDING deliveries by id for the workers and
+-- any state newest first for operators.
 CREATE INDEX deliveries_by_state ON deliveries (state, id);
 CREATE INDEX deliveries_by_provider ON deliveries (provider, id);

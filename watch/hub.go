@@ -1,0 +1,481 @@
+// Package watch broadcasts committed changes to WatchEvents streams. A
+// [Hub] keeps the newest changes in memory, fed by the store's commit hook,
+// and serves every stream from there; a stream that falls out of memory (a
+// slow reader, or a resume from an old cursor) reads the change log instead
+// and comes back to memory once it has caught up, so no stream ever slows
+// ingestion or another stream. Each change is encoded once, as a [Frame]
+// shared by every stream that receives it.
+//
+// Guarantees, per stream: changes in cursor order, with no gap and no
+// duplicate, from any cursor within the change log's retention, across
+// server restarts.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store"
+)
+
+// Config tunes a [Hub]. Zero fields take the defaults below.
+type Config struct {
+	// Retention is how long the change log keeps changes (default 7 days).
+	// Cursors older than that fail with OUT_OF_RANGE.
+	Retention time.Duration
+	// CompactInterval is how often [Hub.RunCompaction] enforces Retention
+	// (default a tenth of Retention, at most one minute).
+	CompactInterval time.Duration
+	// TailSize is how many of the newest changes are kept in memory for
+	// streams to share (default 4096). Streams further behind read the
+	// change log.
+	TailSize int
+	// BatchSize is the most changes a stream takes at once from memory or
+	// from the change log (default 256); it bounds what one stream holds.
+	BatchSize int
+	// DefaultBookmarkInterval applies when a request sets none (default 15s).
+	DefaultBookmarkInterval time.Duration
+	// MinBookmarkInterval is the shortest interval a request may ask for;
+	// shorter ones are raised to it (default 1s).
+	MinBookmarkInterval time.Duration
+	// FutureCursorWait is how long a resume from a cursor ahead of the
+	// store waits for the store to reach it before UNAVAILABLE (default 2s).
+	FutureCursorWait time.Duration
+	// Logger receives compaction reports; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Default values of [Config].
+const (
+	DefaultRetention           = 7 * 24 * time.Hour
+	DefaultTailSize            = 4096
+	DefaultBatchSize           = 256
+	DefaultBookmarkInterval    = 15 * time.Second
+	DefaultMinBookmarkInterval = time.Second
+	DefaultFutureCursorWait    = 2 * time.Second
+	maxCompactInterval         = time.Minute
+	maxFilterValues            = 1000
+	changeTypeCreated          = calsyncv1.ChangeType_CHANGE_TYPE_CREATED
+)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Retention < 0 || c.CompactInterval < 0 || c.TailSize < 0 || c.BatchSize < 0 ||
+		c.DefaultBookmarkInterval < 0 || c.MinBookmarkInterval < 0 || c.FutureCursorWait < 0 {
+		return c, errors.New("watch: config values must not be negative")
+	}
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.CompactInterval == 0 {
+		c.CompactInterval = min(c.Retention/10, maxCompactInterval)
+	}
+	if c.TailSize == 0 {
+		c.TailSize = DefaultTailSize
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.MinBookmarkInterval == 0 {
+		c.MinBookmarkInterval = DefaultMinBookmarkInterval
+	}
+	if c.DefaultBookmarkInterval == 0 {
+		c.DefaultBookmarkInterval = max(DefaultBookmarkInterval, c.MinBookmarkInterval)
+	}
+	if c.DefaultBookmarkInterval < c.MinBookmarkInterval {
+		return c, errors.New("watch: the default bookmark interval is below the minimum")
+	}
+	if c.FutureCursorWait == 0 {
+		c.FutureCursorWait = DefaultFutureCursorWait
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// Hub fans committed changes out to any number of streams. Create one per
+// store with [New]; it is safe for concurrent use.
+type Hub struct {
+	st     store.Store
+	cfg    Config
+	codec  CursorCodec
+	log    *slog.Logger
+	active atomic.Int64
+
+	mu   sync.RWMutex
+	tail tail
+	// wake is closed, and replaced, after every commit: waiting streams
+	// all wake up without the committer touching any of them, so a commit
+	// costs the same with one stream as with ten thousand.
+	wake chan struct{}
+}
+
+// New returns a hub fed by st's commit hook. It reads the change log's head
+// once, so that "from now" means the newest committed change.
+func New(ctx context.Context, st store.Store, cfg Config) (*Hub, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	h := &Hub{
+		st:    st,
+		cfg:   cfg,
+		codec: NewCursorCodec(st.ID()),
+		log:   cfg.Logger,
+		tail:  newTail(cfg.TailSize),
+		wake:  make(chan struct{}),
+	}
+	// The hook goes first: every commit after the bounds are read is
+	// then reported, and the tail ignores what it reports twice.
+	st.OnCommit(h.onCommit)
+	b, err := st.ChangeBounds(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch: read the change log's bounds: %w", err)
+	}
+	h.mu.Lock()
+	h.tail.init(b.Head)
+	h.mu.Unlock()
+	return h, nil
+}
+
+// Cursors returns the codec of the hub's store, for callers that hand out
+// cursors of their own (a list's position, for example).
+func (h *Hub) Cursors() CursorCodec { return h.codec }
+
+// Streams returns how many streams are open.
+func (h *Hub) Streams() int { return int(h.active.Load()) }
+
+// onCommit is the store's commit hook. It encodes each change once, outside
+// the lock, and wakes every waiting stream. It never blocks on a stream.
+func (h *Hub) onCommit(recs []store.ChangeRecord) {
+	entries := make([]*entry, len(recs))
+	for i, r := range recs {
+		entries[i] = newEntry(r, h.codec)
+	}
+	h.mu.Lock()
+	for _, e := range entries {
+		h.tail.push(e)
+	}
+	close(h.wake)
+	h.wake = make(chan struct{})
+	h.mu.Unlock()
+}
+
+// Compact removes the changes older than the retention window once and
+// returns how many it removed.
+func (h *Hub) Compact(ctx context.Context) (int64, error) {
+	return h.st.CompactChanges(ctx, time.Now().Add(-h.cfg.Retention))
+}
+
+// RunCompaction enforces the retention window until ctx is done: once at
+// start, then every CompactInterval. Failures are logged and retried at the
+// next tick; they never stop watching.
+func (h *Hub) RunCompaction(ctx context.Context) {
+	t := time.NewTicker(h.cfg.CompactInterval)
+	defer t.Stop()
+	for {
+		n, err := h.Compact(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			h.log.WarnContext(ctx, "change log compaction failed", "err", err)
+		case n > 0:
+			h.log.InfoContext(ctx, "change log compacted", "removed", n, "retention", h.cfg.Retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Watch serves one WatchEvents request until ctx is done, send fails, or the
+// stream cannot continue. send is called from Watch's goroutine only, with
+// frames that must not be modified.
+//
+// Every stream starts with a bookmark at its starting position (for an
+// initial snapshot: the snapshot, then the bookmark that completes it), so a
+// client holds a cursor to resume from before any change arrives.
+//
+// Errors are [*Error] values for what the client can act on (INVALID_ARGUMENT,
+// OUT_OF_RANGE, UNAVAILABLE, RESOURCE_EXHAUSTED), ctx's error when it is
+// done, send's error, or a store error.
+func (h *Hub) Watch(ctx context.Context, req *calsyncv1.WatchEventsRequest, send func(Frame) error) error {
+	s, err := h.newStream(req, send)
+	if err != nil {
+		return err
+	}
+	h.active.Add(1)
+	defer h.active.Add(-1)
+
+	var pos store.Cursor
+	switch {
+	case req.GetInitialSnapshot():
+		if pos, err = h.snapshot(ctx, s, req); err != nil {
+			return err
+		}
+	case req.GetAfterCursor() != "":
+		if pos, err = h.codec.Decode(req.GetAfterCursor()); err != nil {
+			return err
+		}
+		if err := h.checkResume(ctx, pos); err != nil {
+			return err
+		}
+		if err := send(bookmarkFrame(req.GetAfterCursor(), false)); err != nil {
+			return err
+		}
+	default:
+		h.mu.RLock()
+		pos = h.tail.head
+		h.mu.RUnlock()
+		if err := send(bookmarkFrame(h.codec.Encode(pos), false)); err != nil {
+			return err
+		}
+	}
+	return s.run(ctx, pos)
+}
+
+// checkResume fails for a cursor the change log can no longer resume after,
+// and waits up to FutureCursorWait for a cursor ahead of the store.
+func (h *Hub) checkResume(ctx context.Context, after store.Cursor) error {
+	b, err := h.st.ChangeBounds(ctx)
+	if err != nil {
+		return fmt.Errorf("watch: read the change log's bounds: %w", err)
+	}
+	if after < b.Compacted {
+		return errCompacted(h.codec.Encode(b.Compacted))
+	}
+	if after <= b.Head {
+		return nil
+	}
+	deadline := time.NewTimer(h.cfg.FutureCursorWait)
+	defer deadline.Stop()
+	for {
+		h.mu.RLock()
+		head, wake := h.tail.head, h.wake
+		h.mu.RUnlock()
+		if head >= after {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-deadline.C:
+			// The hook may lag the commit by a moment: ask the log.
+			if b, err := h.st.ChangeBounds(ctx); err == nil && after <= b.Head {
+				return nil
+			}
+			return errAhead()
+		}
+	}
+}
+
+// snapshot sends the current state of every matching event as CREATED
+// changes, read at one instant, then the bookmark that completes the
+// snapshot. It returns the change log position of that instant, where live
+// changes continue.
+func (h *Hub) snapshot(ctx context.Context, s *stream, req *calsyncv1.WatchEventsRequest) (store.Cursor, error) {
+	f := store.SnapshotFilter{
+		CalendarIDs:    req.GetCalendarIds(),
+		Providers:      req.GetProviders(),
+		IncludeDeleted: req.GetIncludeDeleted(),
+	}
+	sendCreated := s.filter.types == 0 || s.filter.types&(1<<changeTypeCreated) != 0
+	pos, err := h.st.Snapshot(ctx, f, func(ev *calsyncv1.CalendarEvent) error {
+		if !sendCreated {
+			return nil
+		}
+		fr, err := snapshotFrame(ev)
+		if err != nil {
+			return fmt.Errorf("watch: encode snapshot event: %w", err)
+		}
+		return s.send(fr)
+	})
+	if err != nil {
+		return 0, err
+	}
+	return pos, s.send(bookmarkFrame(h.codec.Encode(pos), true))
+}
+
+// filter is what a stream keeps of a request's filters. Empty sets match
+// everything.
+type filter struct {
+	calendars map[string]struct{}
+	providers map[string]struct{}
+	types     uint64 // bit i set: ChangeType i passes
+}
+
+func (f *filter) matches(e *entry) bool {
+	if f.types != 0 && f.types&(1<<uint(e.typ)) == 0 {
+		return false
+	}
+	if f.providers != nil {
+		if _, ok := f.providers[e.provider]; !ok {
+			return false
+		}
+	}
+	if f.calendars != nil {
+		if _, ok := f.calendars[e.calendarID]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// stream is one subscriber: its position is all it needs, because the
+// changes themselves are shared.
+type stream struct {
+	hub             *Hub
+	send            func(Frame) error
+	filter          filter
+	includePrevious bool
+	interval        time.Duration
+}
+
+// newStream validates a request.
+func (h *Hub) newStream(req *calsyncv1.WatchEventsRequest, send func(Frame) error) (*stream, error) {
+	s := &stream{hub: h, send: send, includePrevious: req.GetIncludePrevious(), interval: h.cfg.DefaultBookmarkInterval}
+	if req.GetInitialSnapshot() && req.GetAfterCursor() != "" {
+		return nil, errInvalid("initial_snapshot cannot be combined with after_cursor: resume from the snapshot's bookmark instead")
+	}
+	if n := len(req.GetCalendarIds()); n > maxFilterValues {
+		return nil, errInvalid(fmt.Sprintf("calendar_ids has %d values; the most is %d", n, maxFilterValues))
+	}
+	for i, id := range req.GetCalendarIds() {
+		if !model.ValidID("cal_", id) {
+			return nil, errInvalid(fmt.Sprintf("calendar_ids[%d] is not a calsync calendar id (cal_...)", i))
+		}
+		if s.filter.calendars == nil {
+			s.filter.calendars = map[string]struct{}{}
+		}
+		s.filter.calendars[id] = struct{}{}
+	}
+	for i, p := range req.GetProviders() {
+		if p != model.ProviderRecall && p != model.ProviderPostpress {
+			return nil, errInvalid(fmt.Sprintf(`providers[%d] must be "recall" or "postpress"`, i))
+		}
+		if s.filter.providers == nil {
+			s.filter.providers = map[string]struct{}{}
+		}
+		s.filter.providers[p] = struct{}{}
+	}
+	for i, t := range req.GetChangeTypes() {
+		if _, known := calsyncv1.ChangeType_name[int32(t)]; !known || t == calsyncv1.ChangeType_CHANGE_TYPE_UNSPECIFIED {
+			return nil, errInvalid(fmt.Sprintf("change_types[%d] is not a change type", i))
+		}
+		s.filter.types |= 1 << uint(t)
+	}
+	if d := req.GetBookmarkInterval(); d != nil {
+		if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+			return nil, errInvalid("bookmark_interval must be a valid, non-negative duration")
+		}
+		if d.AsDuration() > 0 {
+			s.interval = max(d.AsDuration(), h.cfg.MinBookmarkInterval)
+		}
+	}
+	return s, nil
+}
+
+// run sends every matching change after pos, live, until an error. A
+// stream reads from the hub's tail while its position is there and from the
+// change log otherwise; either way it holds at most BatchSize changes.
+func (s *stream) run(ctx context.Context, pos store.Cursor) error {
+	h := s.hub
+	start := pos
+	lastSend := time.Now()
+	timer := time.NewTimer(s.interval)
+	defer timer.Stop()
+	var (
+		batch  []*entry
+		inTail bool
+	)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h.mu.RLock()
+		wake := h.wake
+		batch, inTail = h.tail.after(pos, batch[:0], h.cfg.BatchSize)
+		h.mu.RUnlock()
+		if !inTail {
+			var err error
+			if batch, err = s.readLog(ctx, pos, start, batch); err != nil {
+				return err
+			}
+		}
+		for i, e := range batch {
+			if s.filter.matches(e) {
+				if err := s.send(e.frame(s.includePrevious)); err != nil {
+					return err
+				}
+				lastSend = time.Now()
+			}
+			pos = e.cursor
+			batch[i] = nil // let evicted changes go
+		}
+
+		bookmarkDue := false
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-wake:
+			case <-timer.C:
+				bookmarkDue = true
+			}
+		} else {
+			select {
+			case <-timer.C:
+				bookmarkDue = true
+			default:
+			}
+		}
+		if bookmarkDue {
+			// Idle, or every recent change was filtered out: say where the
+			// stream is, so a resume need not re-read what was skipped.
+			if idle := time.Since(lastSend); idle < s.interval {
+				timer.Reset(s.interval - idle)
+				continue
+			}
+			if err := s.send(bookmarkFrame(h.codec.Encode(pos), false)); err != nil {
+				return err
+			}
+			lastSend = time.Now()
+			timer.Reset(s.interval)
+		}
+	}
+}
+
+// readLog reads the next batch after pos from the change log, for a stream
+// that is not within the tail. A compacted position is OUT_OF_RANGE when the
+// stream has not moved since it started, RESOURCE_EXHAUSTED once it has: it
+// fell behind retention.
+func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*entry) ([]*entry, error) {
+	h := s.hub
+	recs, err := h.st.ReadChanges(ctx, pos, h.cfg.BatchSize)
+	if errors.Is(err, store.ErrCompacted) {
+		var oldest string
+		if b, err := h.st.ChangeBounds(ctx); err == nil {
+			oldest = h.codec.Encode(b.Compacted)
+		}
+		if pos == start {
+			return nil, errCompacted(oldest)
+		}
+		return nil, errBehind(oldest)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("watch: read the change log: %w", err)
+	}
+	for _, r := range recs {
+		dst = append(dst, newEntry(r, h.codec))
+	}
+	return dst, nil
+}

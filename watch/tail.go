@@ -1,0 +1,77 @@
+package watch
+
+import (
+	"sort"
+
+	"github.com/calsync/calsync/store"
+)
+
+// tail is the in-memory end of the change log: the newest committed changes
+// in cursor order, in a ring of fixed capacity. It promises that every change
+// with a cursor greater than base and at most head is held, so a stream
+// positioned at or after base is served from memory and one before base
+// reads the change log instead.
+type tail struct {
+	ring  []*entry
+	start int // index of the oldest entry
+	n     int // entries held
+	// base is the newest cursor known to be before every held entry; head
+	// is the newest cursor the tail has seen.
+	base, head store.Cursor
+	ready      bool
+}
+
+func newTail(capacity int) tail { return tail{ring: make([]*entry, capacity)} }
+
+// at returns the i-th oldest held entry.
+func (t *tail) at(i int) *entry { return t.ring[(t.start+i)%len(t.ring)] }
+
+// init sets the tail's position from the change log's head when the hub
+// starts. Commits the hook reported before that are kept: they are newer.
+func (t *tail) init(head store.Cursor) {
+	if t.ready {
+		return
+	}
+	t.ready = true
+	if t.n == 0 {
+		t.base, t.head = head, head
+	}
+}
+
+// push appends a newly committed change, evicting the oldest when full.
+// Changes at or before head were already seen (or predate the hub) and are
+// ignored.
+func (t *tail) push(e *entry) {
+	if t.n == 0 && !t.ready {
+		// The first commit after the hook was registered: every newer
+		// change will be reported, every older one has a smaller cursor.
+		t.ready = true
+		t.base, t.head = e.cursor-1, e.cursor-1
+	}
+	if e.cursor <= t.head {
+		return
+	}
+	if t.n == len(t.ring) {
+		t.base = t.ring[t.start].cursor
+		t.ring[t.start] = nil
+		t.start = (t.start + 1) % len(t.ring)
+		t.n--
+	}
+	t.ring[(t.start+t.n)%len(t.ring)] = e
+	t.n++
+	t.head = e.cursor
+}
+
+// after appends to dst up to max held entries with cursors greater than pos.
+// ok is false when pos is before base: the tail cannot tell what came right
+// after pos, and the caller must read the change log.
+func (t *tail) after(pos store.Cursor, dst []*entry, max int) (_ []*entry, ok bool) {
+	if !t.ready || pos < t.base {
+		return dst, false
+	}
+	i := sort.Search(t.n, func(i int) bool { return t.at(i).cursor > pos })
+	for ; i < t.n && max > 0; i, max = i+1, max-1 {
+		dst = append(dst, t.at(i))
+	}
+	return dst, true
+}

@@ -1,7 +1,7 @@
 // Package sqlite is calsync's [store.Store] on SQLite, through the pure-Go
 // modernc.org/sqlite driver.
 //
-// One file holds everything. Writes go through a single connection guarded
+// One database file holds everything. Writes go through a single connection guarded
 // by a lock, so transactions never contend inside SQLite and commit hooks see
 // commits in cursor order; reads go through a separate pool of read-only
 // connections and, thanks to WAL, never wait for writers. Webhook deliveries

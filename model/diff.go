@@ -13,11 +13,15 @@ var bookkeeping = map[protoreflect.Name]bool{
 	"create_time": true,
 	"update_time": true,
 	"raw":         true,
+	// A provider may bump its update time without changing anything a
+	// subscriber can see (Recall does when bots change).
+	"provider_update_time": true,
 }
 
 // ChangedFields returns the names of the normalized fields that differ
 // between prev and next (both of the same message type), in field-number
-// order. Bookkeeping fields (create_time, update_time, raw) are ignored, so
+// order. Bookkeeping fields (create_time, update_time, provider_update_time, raw)
+// are ignored, so
 // an empty result means the change is a no-op.
 func ChangedFields(prev, next proto.Message) []string {
 	pm, nm := prev.ProtoReflect(), next.ProtoReflect()

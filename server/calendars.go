@@ -11,6 +11,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/watch"
 )
 
 // allCalendars is the calendar id that lists the events of every calendar.
@@ -20,7 +21,24 @@ const allCalendars = "-"
 type calendarService struct {
 	calsyncv1.UnimplementedCalendarServiceServer
 	store store.Store
-	log   *slog.Logger
+	// resync queues a full resync of a calendar and returns its delivery id.
+	resync func(ctx context.Context, calendarID string) (int64, error)
+	// watch serves WatchEvents; stopping is canceled when the server shuts
+	// down, which ends every stream.
+	watch    *watch.Hub
+	stopping context.Context
+	log      *slog.Logger
+}
+
+func (s *calendarService) ResyncCalendar(ctx context.Context, req *calsyncv1.ResyncCalendarRequest) (*calsyncv1.ResyncCalendarResponse, error) {
+	if err := checkID("calendar_id", "cal_", req.GetCalendarId()); err != nil {
+		return nil, err
+	}
+	id, err := s.resync(ctx, req.GetCalendarId())
+	if err != nil {
+		return nil, toStatus(ctx, s.log, err)
+	}
+	return &calsyncv1.ResyncCalendarResponse{DeliveryId: strconv.FormatInt(id, 10)}, nil
 }
 
 func (s *calendarService) GetCalendar(ctx context.Context, req *calsyncv1.GetCalendarRequest) (*calsyncv1.GetCalendarResponse, error) {

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/calsync/calsync/ingest"
 	"github.com/calsync/calsync/store"
 )
 
@@ -37,6 +38,17 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return status.Error(codes.InvalidArgument, "invalid argument")
 	case errors.Is(err, store.ErrClosed):
 		return status.Error(codes.Unavailable, "server is shutting down")
+	case errors.Is(err, ingest.ErrUnknownProvider):
+		return status.Error(codes.NotFound, `unknown provider: expected "recall" or "postpress"`)
+	case errors.Is(err, ingest.ErrNotConfigured):
+		// UNAVAILABLE (503) makes the provider keep retrying until an
+		// operator configures it; the message names what to set.
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, ingest.ErrUnauthorized):
+		log.InfoContext(ctx, "webhook rejected", "err", err)
+		return status.Error(codes.Unauthenticated, "webhook credentials are missing or invalid")
+	case errors.Is(err, ingest.ErrNotResyncable):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	}
 	log.ErrorContext(ctx, "internal error", "err", err)
 	return status.Error(codes.Internal, "internal error")

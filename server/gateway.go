@@ -39,14 +39,20 @@ type rawBodyMarshaler struct {
 	*runtime.JSONPb
 }
 
+// StreamContentType labels REST streams (WatchEvents) as newline-delimited
+// JSON: one JSON object per line.
+func (rawBodyMarshaler) StreamContentType(any) string { return mimeNDJSON }
+
 func (m rawBodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 	return runtime.DecoderFunc(func(v any) error {
-		if hb, ok := v.(*httpbody.HttpBody); ok {
+		// The generated code passes the address of the request's body
+		// field, which is itself a pointer.
+		if field, ok := v.(**httpbody.HttpBody); ok {
 			data, err := io.ReadAll(r)
 			if err != nil {
 				return err
 			}
-			hb.Data = data
+			*field = &httpbody.HttpBody{Data: data}
 			return nil
 		}
 		return m.JSONPb.NewDecoder(r).Decode(v)
@@ -94,7 +100,9 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, headers []string) (*
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, rawBodyMarshaler{jsonMarshaler()}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader(headers...)),
+		runtime.WithMarshalerOption(mimeEventStream, sseMarshaler{jsonMarshaler()}),
 		runtime.WithErrorHandler(httpErrorHandler),
+		runtime.WithStreamErrorHandler(streamErrorHandler),
 		runtime.WithHealthEndpointAt(grpc_health_v1.NewHealthClient(conn), "/healthz"),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{

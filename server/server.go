@@ -25,7 +25,9 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/ingest"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/watch"
 )
 
 // Config is the server's validated configuration.
@@ -40,12 +42,20 @@ type Config struct {
 	// WebhookHeaders are extra request headers the gateway forwards to
 	// IngestWebhook (the postpress authentication header).
 	WebhookHeaders []string
+	// Watch tunes WatchEvents: change log retention, memory, bookmarks.
+	// Zero fields take the watch package's defaults.
+	Watch watch.Config
 }
 
 // Deps are the components the server exposes.
 type Deps struct {
 	Store  store.Store
 	Logger *slog.Logger
+	// Receiver verifies and commits webhooks.
+	Receiver *ingest.Receiver
+	// Processor works through the inbox; the server asks it for resyncs and
+	// wakes it when a dead letter is retried.
+	Processor *ingest.Processor
 }
 
 // Server is a running calsync API.
@@ -65,12 +75,20 @@ type Server struct {
 	// stopping is closed when shutdown begins, so long-lived streams end
 	// (clients resume elsewhere) instead of holding GracefulStop open.
 	stopping chan struct{}
+
+	// hub broadcasts committed changes to watch streams. watchCtx is
+	// canceled when shutdown begins: it ends the streams and the change
+	// log compaction loop, which closes compactionDone when it returns.
+	hub            *watch.Hub
+	watchCtx       context.Context
+	stopWatch      context.CancelFunc
+	compactionDone chan struct{}
 }
 
 // New builds a server; Start makes it listen.
 func New(cfg Config, deps Deps) (*Server, error) {
-	if deps.Store == nil {
-		return nil, errors.New("server: a store is required")
+	if deps.Store == nil || deps.Receiver == nil || deps.Processor == nil {
+		return nil, errors.New("server: a store, a receiver and a processor are required")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
@@ -82,6 +100,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, stopping: make(chan struct{})}
+	if cfg.Watch.Logger == nil {
+		cfg.Watch.Logger = s.log
+	}
+	hub, err := watch.New(context.Background(), deps.Store, cfg.Watch)
+	if err != nil {
+		return nil, err
+	}
+	s.hub = hub
+	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 
 	// A webhook body travels inside an IngestWebhookRequest: leave room for
 	// the envelope, and never go below gRPC's usual 4 MiB.
@@ -104,6 +131,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	})
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(maxRecv),
+		// Watch responses are encoded once and sent to every stream as is.
+		grpc.ForceServerCodecV2(newFrameCodec()),
 		grpc.ChainUnaryInterceptor(
 			logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
 			recovery.UnaryServerInterceptor(recoverOpt),
@@ -117,9 +146,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	calsyncv1.RegisterCalendarServiceServer(s.grpc, &calendarService{store: deps.Store, log: s.log})
-	calsyncv1.RegisterWebhookServiceServer(s.grpc, &calsyncv1.UnimplementedWebhookServiceServer{})
-	calsyncv1.RegisterDeliveryServiceServer(s.grpc, &calsyncv1.UnimplementedDeliveryServiceServer{})
+	calsyncv1.RegisterCalendarServiceServer(s.grpc, &calendarService{store: deps.Store, resync: deps.Processor.RequestResync, watch: hub, stopping: s.watchCtx, log: s.log})
+	calsyncv1.RegisterWebhookServiceServer(s.grpc, &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, log: s.log})
+	calsyncv1.RegisterDeliveryServiceServer(s.grpc, &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log})
 	s.health = health.NewServer()
 	grpc_health_v1.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -162,12 +191,17 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.http = &http.Server{
-		Handler: limitWebhookBodies(s.cfg.MaxWebhookBytes, gw),
+		Handler: limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gw)),
 		// No WriteTimeout: it would cut long-lived watch streams.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	s.compactionDone = make(chan struct{})
+	go func() {
+		defer close(s.compactionDone)
+		s.hub.RunCompaction(s.watchCtx)
+	}()
 	go s.serveGRPC(s.grpcLis)
 	go s.serveGRPC(s.inproc)
 	go func() {
@@ -207,6 +241,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	defer cancel()
 	s.health.Shutdown()
 	close(s.stopping)
+	s.stopWatch()
 
 	done := make(chan struct{})
 	go func() {
@@ -225,15 +260,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.http.Close()
 	}
 	s.gwConn.Close()
+	<-s.compactionDone
 	s.log.Info("calsync stopped")
-}
-
-// Run starts the server and serves until ctx is done, then shuts down.
-func (s *Server) Run(ctx context.Context) error {
-	if err := s.Start(ctx); err != nil {
-		return err
-	}
-	<-ctx.Done()
-	s.Shutdown(context.WithoutCancel(ctx))
-	return nil
 }

@@ -33,6 +33,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		FlagSet:    flag.NewFlagSet("calsync", flag.ContinueOnError),
 		Subcommands: []*ffcli.Command{
 			serveCommand(stderr),
+			watchCommand(stdout, stderr),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}

@@ -12,8 +12,12 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/calsync/calsync/ingest"
+	"github.com/calsync/calsync/provider/postpress"
+	"github.com/calsync/calsync/provider/recall"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store/sqlite"
+	"github.com/calsync/calsync/watch"
 )
 
 // serveConfig is everything `calsync serve` is configured with; each flag
@@ -27,6 +31,22 @@ type serveConfig struct {
 	shutdownTimeout time.Duration
 	logLevel        string
 	logFormat       string
+
+	recallWebhookSecrets string
+	recallAPIKey         string
+	recallAPIURL         string
+	recallResyncInterval time.Duration
+	postpressAuthHeader  string
+	postpressAuthSecrets string
+	workers              int
+
+	changeRetention     time.Duration
+	watchMemory         int
+	minBookmarkInterval time.Duration
+
+	// ready, if set, is called once both listeners are up (tests use it to
+	// learn the ports picked for :0).
+	ready func(grpcAddr, httpAddr string)
 }
 
 func (c *serveConfig) register(fs *flag.FlagSet) {
@@ -38,11 +58,34 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests under way")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&c.recallWebhookSecrets, "recall-webhook-secrets", "", "comma-separated Svix signing secrets (whsec_...) for Recall webhooks; several allow rotation")
+	fs.StringVar(&c.recallAPIKey, "recall-api-key", "", "Recall API key, used to re-fetch calendars and events")
+	fs.StringVar(&c.recallAPIURL, "recall-api-url", "https://us-east-1.recall.ai", "Recall API base URL of your region")
+	fs.DurationVar(&c.recallResyncInterval, "recall-resync-interval", 6*time.Hour, "how often every connected Recall calendar is fully reconciled (0 disables)")
+	fs.StringVar(&c.postpressAuthHeader, "postpress-auth-header", "Postpress-Auth", "request header carrying the postpress webhook secret")
+	fs.StringVar(&c.postpressAuthSecrets, "postpress-auth-secrets", "", "comma-separated accepted values of the postpress auth header")
+	fs.IntVar(&c.workers, "workers", 8, "deliveries processed in parallel")
+	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
+	fs.IntVar(&c.watchMemory, "watch-memory-changes", watch.DefaultTailSize, "newest changes kept in memory for watch streams to share; streams further behind read the change log")
+	fs.DurationVar(&c.minBookmarkInterval, "min-bookmark-interval", watch.DefaultMinBookmarkInterval, "shortest bookmark interval a watch may ask for")
 }
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
+func newFlagSet() *flag.FlagSet { return flag.NewFlagSet("calsync serve", flag.ContinueOnError) }
 
 func serveCommand(stderr io.Writer) *ffcli.Command {
 	var cfg serveConfig
-	fs := flag.NewFlagSet("calsync serve", flag.ContinueOnError)
+	fs := newFlagSet()
 	cfg.register(fs)
 	return &ffcli.Command{
 		Name:       "serve",
@@ -91,15 +134,67 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	defer db.Close()
 
+	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, ResyncInterval: cfg.recallResyncInterval, Logger: log}
+	if cfg.recallResyncInterval == 0 {
+		procCfg.ResyncInterval = -1
+	}
+	if cfg.recallAPIKey != "" {
+		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, recall.WithLogger(log))
+	}
+	processor := ingest.NewProcessor(db, procCfg)
+	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify}
+	if secrets := splitList(cfg.recallWebhookSecrets); len(secrets) > 0 {
+		if recvCfg.Recall, err = recall.NewVerifier(secrets); err != nil {
+			return usageError{fmt.Errorf("--recall-webhook-secrets: %w", err)}
+		}
+	}
+	if secrets := splitList(cfg.postpressAuthSecrets); len(secrets) > 0 {
+		if recvCfg.Postpress, err = postpress.NewAuthenticator(cfg.postpressAuthHeader, secrets); err != nil {
+			return usageError{fmt.Errorf("--postpress-auth-secrets: %w", err)}
+		}
+	}
+	if cfg.changeRetention <= 0 || cfg.watchMemory <= 0 || cfg.minBookmarkInterval <= 0 {
+		return usageError{fmt.Errorf("--change-retention, --watch-memory-changes and --min-bookmark-interval must be positive")}
+	}
 	srv, err := server.New(server.Config{
+		Watch: watch.Config{
+			Retention:           cfg.changeRetention,
+			TailSize:            cfg.watchMemory,
+			MinBookmarkInterval: cfg.minBookmarkInterval,
+		},
 		GRPCAddr:        cfg.grpcAddr,
 		HTTPAddr:        cfg.httpAddr,
 		MaxWebhookBytes: cfg.maxWebhookBytes,
 		ShutdownTimeout: cfg.shutdownTimeout,
-	}, server.Deps{Store: db, Logger: log})
+		WebhookHeaders:  []string{cfg.postpressAuthHeader},
+	}, server.Deps{Store: db, Logger: log, Receiver: ingest.NewReceiver(db, recvCfg), Processor: processor})
 	if err != nil {
 		return err
 	}
 	log.Info("database open", "path", cfg.dbPath, "store_id", db.ID(), "synchronous", strings.ToUpper(cfg.synchronous))
-	return srv.Run(ctx)
+	log.Info("providers", "recall_webhooks", recvCfg.Recall != nil, "recall_api", procCfg.Recall != nil,
+		"postpress_webhooks", recvCfg.Postpress != nil)
+
+	// The processor outlives the server's drain, so deliveries accepted in
+	// the last moments are worked on until shutdown; it stops before the
+	// store closes.
+	procCtx, stopProcessor := context.WithCancel(context.WithoutCancel(ctx))
+	processorDone := make(chan struct{})
+	go func() {
+		processor.Run(procCtx)
+		close(processorDone)
+	}()
+	defer func() {
+		stopProcessor()
+		<-processorDone
+	}()
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	if cfg.ready != nil {
+		cfg.ready(srv.GRPCAddr(), srv.HTTPAddr())
+	}
+	<-ctx.Done()
+	srv.Shutdown(context.WithoutCancel(ctx))
+	return nil
 }

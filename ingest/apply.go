@@ -1,0 +1,144 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store"
+)
+
+// applyEvent decides, from what the store already holds, whether next is a
+// create, an update, a delete or nothing, writes it and appends the change.
+// It reports whether a change was appended.
+//
+// The rules (design.md): an update of an unknown event is a CREATED; a
+// version older than the one held (by provider update time) is dropped; a
+// delete leaves a tombstone that only a strictly newer version can replace;
+// a version that changes no normalized field emits nothing.
+func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent, now time.Time) (bool, error) {
+	ts := timestamppb.New(now)
+	prev, err := tx.GetEvent(ctx, next.GetId())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		next.CreateTime, next.UpdateTime = ts, ts
+		if err := tx.PutEvent(ctx, next); err != nil {
+			return false, err
+		}
+		if next.GetDeleted() {
+			// A delete of an event never seen: keep the tombstone so a late
+			// create cannot resurrect it, but there is nothing to announce.
+			return false, nil
+		}
+		return true, appendChange(ctx, tx, &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CREATED, Event: next})
+	case err != nil:
+		return false, err
+	}
+
+	if prev.GetDeleted() && !strictlyNewer(prev, next) {
+		return false, nil // a tombstone yields only to a strictly newer version
+	}
+	if !model.EventIsNewer(prev, next) {
+		return false, nil // stale: a newer version is already held
+	}
+	if next.GetDeleted() && !prev.GetDeleted() {
+		// The tombstone keeps the last known fields, so watchers can tell
+		// which meeting went away.
+		tomb := proto.Clone(prev).(*calsyncv1.CalendarEvent)
+		tomb.Deleted = true
+		tomb.UpdateTime = ts
+		if next.GetProviderUpdateTime() != nil {
+			tomb.ProviderUpdateTime = next.GetProviderUpdateTime()
+		}
+		if next.GetRaw() != nil {
+			tomb.Raw = next.GetRaw()
+		}
+		if err := tx.PutEvent(ctx, tomb); err != nil {
+			return false, err
+		}
+		return true, appendChange(ctx, tx, &calsyncv1.Change{
+			Type: calsyncv1.ChangeType_CHANGE_TYPE_DELETED, Event: tomb, PreviousEvent: prev,
+			ChangedFields: []string{"deleted"},
+		})
+	}
+
+	next.CreateTime = prev.GetCreateTime()
+	changed := model.ChangedFields(prev, next)
+	if len(changed) == 0 {
+		// Nothing a subscriber can see changed; keep the newer provider
+		// bookkeeping (update time, raw) without announcing anything.
+		if !proto.Equal(prev, next) {
+			next.UpdateTime = prev.GetUpdateTime()
+			return false, tx.PutEvent(ctx, next)
+		}
+		return false, nil
+	}
+	next.UpdateTime = ts
+	if err := tx.PutEvent(ctx, next); err != nil {
+		return false, err
+	}
+	typ := calsyncv1.ChangeType_CHANGE_TYPE_UPDATED
+	if prev.GetDeleted() && !next.GetDeleted() {
+		typ = calsyncv1.ChangeType_CHANGE_TYPE_CREATED // brought back by a newer version
+	}
+	return true, appendChange(ctx, tx, &calsyncv1.Change{Type: typ, Event: next, PreviousEvent: prev, ChangedFields: changed})
+}
+
+// strictlyNewer reports whether next's provider version is after prev's.
+func strictlyNewer(prev, next *calsyncv1.CalendarEvent) bool {
+	pt, nt := prev.GetProviderUpdateTime(), next.GetProviderUpdateTime()
+	return pt != nil && nt != nil && nt.AsTime().After(pt.AsTime())
+}
+
+// applyCalendar stores a calendar's provider state and appends a
+// CALENDAR_UPDATED change when something a subscriber can see changed (or
+// the calendar is new). It reports whether a change was appended.
+func applyCalendar(ctx context.Context, tx store.Tx, next *calsyncv1.Calendar, now time.Time) (bool, error) {
+	ts := timestamppb.New(now)
+	prev, err := tx.GetCalendar(ctx, next.GetId())
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		next.CreateTime, next.UpdateTime = ts, ts
+		if err := tx.PutCalendar(ctx, next); err != nil {
+			return false, err
+		}
+		return true, appendChange(ctx, tx, &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CALENDAR_UPDATED, Calendar: next})
+	case err != nil:
+		return false, err
+	}
+	next.CreateTime = prev.GetCreateTime()
+	changed := model.ChangedFields(prev, next)
+	if len(changed) == 0 {
+		return false, nil
+	}
+	next.UpdateTime = ts
+	if err := tx.PutCalendar(ctx, next); err != nil {
+		return false, err
+	}
+	return true, appendChange(ctx, tx, &calsyncv1.Change{
+		Type: calsyncv1.ChangeType_CHANGE_TYPE_CALENDAR_UPDATED, Calendar: next, PreviousCalendar: prev, ChangedFields: changed,
+	})
+}
+
+// appendChange appends c with raw payloads stripped: the change log carries
+// the normalized model only.
+func appendChange(ctx context.Context, tx store.Tx, c *calsyncv1.Change) error {
+	c.Event = withoutRaw(c.Event)
+	c.PreviousEvent = withoutRaw(c.PreviousEvent)
+	_, err := tx.AppendChange(ctx, c)
+	return err
+}
+
+func withoutRaw(e *calsyncv1.CalendarEvent) *calsyncv1.CalendarEvent {
+	if e == nil || e.Raw == nil {
+		return e
+	}
+	c := proto.Clone(e).(*calsyncv1.CalendarEvent)
+	c.Raw = nil
+	return c
+}

@@ -1,0 +1,170 @@
+package ingest
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/sqlite"
+)
+
+func mustOpenStore(t *testing.T) store.Store {
+	t.Helper()
+	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "calsync.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+var t0 = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+
+// version is event "e1" as the provider describes it at minute n.
+func version(n int, title string, deleted bool) *calsyncv1.CalendarEvent {
+	return &calsyncv1.CalendarEvent{
+		Id:                 model.EventID(model.ProviderPostpress, "acct/cal", "e1"),
+		CalendarId:         model.CalendarID(model.ProviderPostpress, "acct", "cal"),
+		Provider:           model.ProviderPostpress,
+		ProviderEventId:    "e1",
+		Title:              title,
+		StartTime:          timestamppb.New(t0),
+		EndTime:            timestamppb.New(t0.Add(time.Hour)),
+		ProviderUpdateTime: timestamppb.New(t0.Add(time.Duration(n) * time.Minute)),
+		Deleted:            deleted,
+	}
+}
+
+// applyAndRead applies ev in its own transaction and returns the changes
+// that committed.
+func applyAndRead(t *testing.T, st store.Store, ev *calsyncv1.CalendarEvent) []calsyncv1.ChangeType {
+	t.Helper()
+	ctx := context.Background()
+	before, err := st.ChangeBounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Update(ctx, func(tx store.Tx) error {
+		_, err := applyEvent(ctx, tx, ev, time.Now())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := st.ReadChanges(ctx, before.Head, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []calsyncv1.ChangeType
+	for _, r := range recs {
+		types = append(types, r.Type)
+	}
+	return types
+}
+
+const (
+	created = calsyncv1.ChangeType_CHANGE_TYPE_CREATED
+	updated = calsyncv1.ChangeType_CHANGE_TYPE_UPDATED
+	deleted = calsyncv1.ChangeType_CHANGE_TYPE_DELETED
+)
+
+func TestApplyEvent(t *testing.T) {
+	type step struct {
+		ev        *calsyncv1.CalendarEvent
+		want      []calsyncv1.ChangeType
+		wantTitle string
+		wantDel   bool
+	}
+	cases := []struct {
+		name  string
+		steps []step
+	}{
+		{"UnknownUpdateIsCreated", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+		}},
+		{"SameVersionTwiceIsNoOp", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+			{version(1, "a", false), nil, "a", false},
+		}},
+		{"UpdateWithoutVisibleChangeIsNoOp", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+			{version(2, "a", false), nil, "a", false},
+		}},
+		{"NewerVersionIsUpdated", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+			{version(2, "b", false), []calsyncv1.ChangeType{updated}, "b", false},
+		}},
+		{"OlderVersionNeverOverwrites", []step{
+			{version(2, "b", false), []calsyncv1.ChangeType{created}, "b", false},
+			{version(1, "a", false), nil, "b", false},
+		}},
+		{"DeleteLeavesTombstone", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+			{version(2, "a", true), []calsyncv1.ChangeType{deleted}, "a", true},
+			{version(2, "a", true), nil, "a", true},
+		}},
+		{"LateOlderUpdateCannotResurrect", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+			{version(3, "a", true), []calsyncv1.ChangeType{deleted}, "a", true},
+			{version(2, "b", false), nil, "a", true},
+			{version(3, "b", false), nil, "a", true},
+		}},
+		{"DeleteOfUnknownIsSilentButFinal", []step{
+			{version(2, "", true), nil, "", true},
+			{version(1, "a", false), nil, "", true},
+		}},
+		{"StrictlyNewerVersionRestores", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+			{version(2, "a", true), []calsyncv1.ChangeType{deleted}, "a", true},
+			{version(3, "c", false), []calsyncv1.ChangeType{created}, "c", false},
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := mustOpenStore(t)
+			for i, s := range tc.steps {
+				got := applyAndRead(t, st, s.ev)
+				if !slices.Equal(got, s.want) {
+					t.Fatalf("step %d: changes %v, want %v", i, got, s.want)
+				}
+				held, err := st.GetEvent(context.Background(), s.ev.GetId(), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if held.GetTitle() != s.wantTitle || held.GetDeleted() != s.wantDel {
+					t.Fatalf("step %d: held title %q deleted %v, want %q %v", i, held.GetTitle(), held.GetDeleted(), s.wantTitle, s.wantDel)
+				}
+			}
+		})
+	}
+}
+
+func TestApplyEventUpdatedListsChangedFields(t *testing.T) {
+	st := mustOpenStore(t)
+	ctx := context.Background()
+	applyAndRead(t, st, version(1, "a", false))
+	next := version(2, "b", false)
+	next.Location = "Room 1"
+	applyAndRead(t, st, next)
+	b, _ := st.ChangeBounds(ctx)
+	recs, err := st.ReadChanges(ctx, b.Head-1, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c calsyncv1.Change
+	if err := unmarshalChange(recs[0].Change, &c); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"title", "location"}; !slices.Equal(c.GetChangedFields(), want) {
+		t.Errorf("changed_fields = %v, want %v", c.GetChangedFields(), want)
+	}
+	if c.GetPreviousEvent().GetTitle() != "a" || c.GetEvent().GetTitle() != "b" {
+		t.Errorf("change = %v", &c)
+	}
+}

@@ -1,0 +1,256 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store"
+)
+
+// ProcessorConfig configures a Processor. Zero fields take the defaults
+// shown.
+type ProcessorConfig struct {
+	// Recall reads Recall's REST API; nil means no API key is configured, and
+	// Recall deliveries wait (retrying) until one is.
+	Recall RecallAPI
+	// Workers is how many deliveries are processed at once (8).
+	Workers int
+	// MaxAttempts is how many times a delivery is tried before it is
+	// dead-lettered (12: with the default backoff, about an hour).
+	MaxAttempts int
+	// RetryBase and RetryMax bound the exponential backoff between attempts
+	// (1s, 10m).
+	RetryBase, RetryMax time.Duration
+	// RescanInterval is how often the whole inbox is scanned for pending
+	// deliveries, such as dead letters an operator put back (10s).
+	RescanInterval time.Duration
+	// ResyncInterval is how often every connected Recall calendar is fully
+	// reconciled, catching webhooks that never arrived (6h; negative
+	// disables).
+	ResyncInterval time.Duration
+	Logger         *slog.Logger
+	Now            func() time.Time
+}
+
+// Processor works through the inbox: each delivery becomes normalized
+// changes, applied in one transaction together with the delivery's
+// completion, so a crash at any point neither loses nor doubles a change.
+type Processor struct {
+	store store.Store
+	cfg   ProcessorConfig
+	log   *slog.Logger
+	sched *scheduler
+	wake  chan struct{}
+}
+
+// maxQueued bounds the deliveries held in memory; the rest wait in the
+// inbox, which is what it is for.
+const maxQueued = 10_000
+
+// NewProcessor returns a Processor over st; Run starts it.
+func NewProcessor(st store.Store, cfg ProcessorConfig) *Processor {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 12
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = time.Second
+	}
+	if cfg.RetryMax <= 0 {
+		cfg.RetryMax = 10 * time.Minute
+	}
+	if cfg.RescanInterval <= 0 {
+		cfg.RescanInterval = 10 * time.Second
+	}
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = 6 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Processor{store: st, cfg: cfg, log: cfg.Logger, sched: newScheduler(), wake: make(chan struct{}, 1)}
+}
+
+// Notify tells the processor a new delivery is in the inbox. It never
+// blocks.
+func (p *Processor) Notify() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run processes deliveries until ctx is done, then waits for the deliveries
+// under way. A delivery interrupted by shutdown stays pending and is
+// processed after the next start.
+func (p *Processor) Run(ctx context.Context) {
+	go p.sched.closeOnDone(ctx)
+	var wg sync.WaitGroup
+	for range p.cfg.Workers {
+		wg.Go(func() { p.work(ctx) })
+	}
+	wg.Go(func() { p.dispatch(ctx) })
+	if p.cfg.ResyncInterval > 0 && p.cfg.Recall != nil {
+		wg.Go(func() { p.reconcile(ctx) })
+	}
+	wg.Wait()
+}
+
+// dispatch moves pending deliveries from the inbox to the scheduler: new
+// ones as they are notified, and the whole inbox now and then.
+func (p *Processor) dispatch(ctx context.Context) {
+	rescan := time.NewTicker(p.cfg.RescanInterval)
+	defer rescan.Stop()
+	var after int64
+	for {
+		after = p.scan(ctx, after)
+		select {
+		case <-ctx.Done():
+			return
+		case <-p.wake:
+		case <-rescan.C:
+			after = 0
+		}
+	}
+}
+
+// scan queues pending deliveries with ids above after and returns the id to
+// continue from.
+func (p *Processor) scan(ctx context.Context, after int64) int64 {
+	const page = 500
+	for p.sched.pending() < maxQueued {
+		ds, err := p.store.PendingDeliveries(ctx, after, page)
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Error("read pending deliveries", "err", err)
+			}
+			return after
+		}
+		now := p.cfg.Now()
+		for _, d := range ds {
+			p.sched.add(d, now)
+			after = d.ID
+		}
+		if len(ds) < page {
+			break
+		}
+	}
+	return after
+}
+
+func (p *Processor) work(ctx context.Context) {
+	for {
+		key, batch, ok := p.sched.next(coalesces)
+		if !ok {
+			return
+		}
+		err := p.process(ctx, batch)
+		switch {
+		case err == nil:
+			p.sched.finish(key, len(batch))
+		case ctx.Err() != nil:
+			return // shutting down: the deliveries stay pending
+		default:
+			p.failed(ctx, key, batch, err)
+		}
+	}
+}
+
+// permanentError marks a failure that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return permanentError{err} }
+
+// failed dead-letters a batch whose failure is permanent or that ran out of
+// attempts, and otherwise schedules its retry.
+func (p *Processor) failed(ctx context.Context, key string, batch []store.Delivery, cause error) {
+	head := batch[0]
+	attempts := head.Attempts + 1
+	var perm permanentError
+	if errors.As(cause, &perm) || attempts >= p.cfg.MaxAttempts {
+		reason := cause.Error()
+		if !errors.As(cause, &perm) {
+			reason = fmt.Sprintf("gave up after %d attempts: %v", attempts, cause)
+		}
+		err := p.store.Update(ctx, func(tx store.Tx) error {
+			for _, d := range batch {
+				if err := tx.FinishDelivery(ctx, d.ID, calsyncv1.DeliveryState_DELIVERY_STATE_DEAD, reason); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			p.log.Error("dead-letter delivery", "delivery_id", head.ID, "err", err)
+			p.sched.retryAfter(key, head.Attempts, p.cfg.RetryBase)
+			return
+		}
+		p.log.Warn("delivery dead-lettered", "delivery_id", head.ID, "provider", head.Provider, "event_type", head.EventType, "reason", reason)
+		p.sched.finish(key, len(batch))
+		return
+	}
+	wait := p.backoff(attempts)
+	if err := p.store.RecordAttempt(ctx, head.ID, cause.Error(), p.cfg.Now().Add(wait)); err != nil {
+		p.log.Error("record delivery attempt", "delivery_id", head.ID, "err", err)
+	}
+	p.log.Info("delivery will be retried", "delivery_id", head.ID, "attempt", attempts, "retry_in", wait, "err", cause)
+	p.sched.retryAfter(key, attempts, wait)
+}
+
+// backoff is the wait before attempt n+1: exponential from RetryBase, capped
+// at RetryMax, with ±20% jitter so retries of many deliveries spread out.
+func (p *Processor) backoff(attempts int) time.Duration {
+	d := p.cfg.RetryBase
+	for i := 1; i < attempts && d < p.cfg.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, p.cfg.RetryMax)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// process handles one batch: a single delivery, or Recall sync hints for
+// one calendar coalesced into one fetch.
+func (p *Processor) process(ctx context.Context, batch []store.Delivery) error {
+	switch head := batch[0]; head.Provider {
+	case model.ProviderPostpress:
+		return p.processPostpress(ctx, head)
+	case model.ProviderRecall:
+		return p.processRecall(ctx, batch)
+	default:
+		return permanent(fmt.Errorf("unknown provider %q", head.Provider))
+	}
+}
+
+// finish records the outcome of deliveries that produced no changes.
+func (p *Processor) finish(ctx context.Context, state calsyncv1.DeliveryState, note string, batch ...store.Delivery) error {
+	return p.store.Update(ctx, func(tx store.Tx) error {
+		return finishAll(ctx, tx, state, note, batch)
+	})
+}
+
+func finishAll(ctx context.Context, tx store.Tx, state calsyncv1.DeliveryState, note string, batch []store.Delivery) error {
+	for _, d := range batch {
+		if err := tx.FinishDelivery(ctx, d.ID, state, note); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Pending is how many deliveries the processor holds queued or in flight.
+func (p *Processor) Pending() int { return p.sched.pending() }

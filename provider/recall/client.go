@@ -121,7 +121,8 @@ func WithHTTPClient(hc *http.Client) ClientOption {
 // WithRateLimit sets the rate of an endpoint to perMinute requests a
 // minute with the given burst. Recall's limits are per workspace, so a
 // deployment sharing a key with others should configure less than the
-// defaults (calendar 300/min, event list 60/min, event 300/min).
+// defaults (calendar 300/min, event list 60/min, event 300/min). A
+// perMinute of 0 or less removes the endpoint's limit.
 func WithRateLimit(endpoint string, perMinute, burst int) ClientOption {
 	return func(c *Client) {
 		if perMinute <= 0 {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 )
@@ -278,4 +279,21 @@ func listEventsREST(t *testing.T, url string) *calsyncv1.ListEventsResponse {
 		t.Fatalf("GET %s: %v: %s", url, err, body)
 	}
 	return &resp
+}
+
+func unmarshalProto(t *testing.T, b []byte, m proto.Message) {
+	t.Helper()
+	if err := protojson.Unmarshal(b, m); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+}
+
+// getProto GETs url, requires 200 and decodes the body as m.
+func getProto(t *testing.T, url string, m proto.Message) {
+	t.Helper()
+	code, body := httpDo(t, http.MethodGet, url, nil, nil)
+	if code != http.StatusOK {
+		t.Fatalf("GET %s = %d: %s", url, code, body)
+	}
+	unmarshalProto(t, body, m)
 }

@@ -201,8 +201,12 @@ func TestRecallWebhooks(t *testing.T) {
 		{"ErrUnknownSecret", func(b []byte) http.Header {
 			return recallSigned(t, "svix", "whsec_"+strings.Repeat("A", 32), time.Now(), b)
 		}},
-		{"ErrTimestampTooOld", func(b []byte) http.Header { return recallSigned(t, "svix", recallSecret, time.Now().Add(-6*time.Minute), b) }},
-		{"ErrTimestampTooNew", func(b []byte) http.Header { return recallSigned(t, "svix", recallSecret, time.Now().Add(6*time.Minute), b) }},
+		{"ErrTimestampTooOld", func(b []byte) http.Header {
+			return recallSigned(t, "svix", recallSecret, time.Now().Add(-6*time.Minute), b)
+		}},
+		{"ErrTimestampTooNew", func(b []byte) http.Header {
+			return recallSigned(t, "svix", recallSecret, time.Now().Add(6*time.Minute), b)
+		}},
 		{"ErrBodyChanged", func(b []byte) http.Header {
 			return recallSigned(t, "svix", recallSecret, time.Now(), append([]byte(" "), b...))
 		}},

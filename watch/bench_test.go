@@ -1,0 +1,132 @@
+package watch_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/watch"
+	"github.com/calsync/calsync/watch/watchtest"
+)
+
+// startIdle opens n streams that count what they receive and waits until
+// each has its starting bookmark.
+func startIdle(b *testing.B, ctx context.Context, h *watch.Hub, n int, received *atomic.Int64) *sync.WaitGroup {
+	b.Helper()
+	var wg, ready sync.WaitGroup
+	ready.Add(n)
+	for range n {
+		wg.Go(func() {
+			first := true
+			h.Watch(ctx, &calsyncv1.WatchEventsRequest{}, func(watch.Frame) error {
+				if first {
+					first = false
+					ready.Done()
+					return nil
+				}
+				received.Add(1)
+				return nil
+			})
+		})
+	}
+	ready.Wait()
+	return &wg
+}
+
+// BenchmarkFanOut measures how long a committed change takes to reach every
+// one of N open streams (commit included).
+func BenchmarkFanOut(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run(fmt.Sprintf("streams=%d", n), func(b *testing.B) {
+			st := MustOpenStore(b)
+			h := MustHub(b, st, watch.Config{})
+			ctx, cancel := context.WithCancel(context.Background())
+			var received atomic.Int64
+			wg := startIdle(b, ctx, h, n, &received)
+			cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+			var commit, total time.Duration
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				want := received.Load() + int64(n)
+				t0 := time.Now()
+				watchtest.Commit(b, st, watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, i, "e")))
+				commit += time.Since(t0)
+				for received.Load() < want {
+					runtime.Gosched()
+				}
+				total += time.Since(t0)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms-to-all-streams")
+			b.ReportMetric(float64((total-commit).Microseconds())/float64(b.N)/1000, "ms-after-commit")
+			cancel()
+			wg.Wait()
+		})
+	}
+}
+
+// BenchmarkIdleStreamMemory measures what an open, idle stream costs: heap
+// and goroutine stack, per stream, with 10,000 streams.
+func BenchmarkIdleStreamMemory(b *testing.B) {
+	const n = 10000
+	st := MustOpenStore(b)
+	h := MustHub(b, st, watch.Config{})
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		ctx, cancel := context.WithCancel(context.Background())
+		var received atomic.Int64
+		wg := startIdle(b, ctx, h, n, &received)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		used := (after.HeapAlloc + after.StackInuse) - (before.HeapAlloc + before.StackInuse)
+		b.ReportMetric(float64(used)/n, "bytes/stream")
+		cancel()
+		wg.Wait()
+	}
+}
+
+// BenchmarkCatchUp measures how fast a stream resuming far behind reads the
+// change log (the in-memory tail holds none of it).
+func BenchmarkCatchUp(b *testing.B) {
+	const total, perTx = 50000, 1000
+	st := MustOpenStore(b)
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	for i := 0; i < total; i += perTx {
+		var cs []*calsyncv1.Change
+		for j := i; j < i+perTx; j++ {
+			cs = append(cs, watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, j, "catch-up")))
+		}
+		watchtest.Commit(b, st, cs...)
+	}
+	head, err := st.ChangeBounds(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := MustHub(b, st, watch.Config{})
+	var elapsed time.Duration
+	for b.Loop() {
+		ctx, cancel := context.WithCancel(context.Background())
+		var n int
+		t0 := time.Now()
+		h.Watch(ctx, &calsyncv1.WatchEventsRequest{AfterCursor: h.Cursors().Encode(0)}, func(watch.Frame) error {
+			if n++; n > total { // the starting bookmark, then every change
+				cancel()
+			}
+			return nil
+		})
+		elapsed += time.Since(t0)
+		cancel()
+		if n <= total {
+			b.Fatalf("caught up %d of %d changes (head %d)", n-1, total, head.Head)
+		}
+	}
+	b.ReportMetric(float64(total)*float64(b.N)/elapsed.Seconds(), "changes/s")
+}

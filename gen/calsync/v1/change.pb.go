@@ -89,6 +89,8 @@ type Change struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// cursor is the change's position in the change log. It is opaque: pass it
 	// back as WatchEventsRequest.after_cursor to resume after this change.
+	// Changes of an initial snapshot have no cursor: a snapshot cannot be
+	// resumed part way; its closing bookmark carries the cursor to resume from.
 	Cursor string `protobuf:"bytes,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// type says what happened.
 	Type ChangeType `protobuf:"varint,2,opt,name=type,proto3,enum=calsync.v1.ChangeType" json:"type,omitempty"`

@@ -46,24 +46,20 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 	if !model.EventIsNewer(prev, next) {
 		return false, nil // stale: a newer version is already held
 	}
+	if prev.GetDeleted() && next.GetDeleted() {
+		// A newer description of a deleted event: keep it, announce nothing.
+		next.CreateTime, next.UpdateTime = prev.GetCreateTime(), prev.GetUpdateTime()
+		return false, tx.PutEvent(ctx, next)
+	}
 	if next.GetDeleted() && !prev.GetDeleted() {
-		// The tombstone keeps the last known fields, so watchers can tell
-		// which meeting went away.
-		tomb := proto.Clone(prev).(*calsyncv1.CalendarEvent)
-		tomb.Deleted = true
-		tomb.UpdateTime = ts
-		if next.GetProviderUpdateTime() != nil {
-			tomb.ProviderUpdateTime = next.GetProviderUpdateTime()
-		}
-		if next.GetRaw() != nil {
-			tomb.Raw = next.GetRaw()
-		}
+		tomb := tombstone(prev, next)
+		tomb.CreateTime, tomb.UpdateTime = prev.GetCreateTime(), ts
 		if err := tx.PutEvent(ctx, tomb); err != nil {
 			return false, err
 		}
 		return true, appendChange(ctx, tx, &calsyncv1.Change{
 			Type: calsyncv1.ChangeType_CHANGE_TYPE_DELETED, Event: tomb, PreviousEvent: prev,
-			ChangedFields: []string{"deleted"},
+			ChangedFields: model.ChangedFields(prev, tomb),
 		})
 	}
 
@@ -87,6 +83,25 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 		typ = calsyncv1.ChangeType_CHANGE_TYPE_CREATED // brought back by a newer version
 	}
 	return true, appendChange(ctx, tx, &calsyncv1.Change{Type: typ, Event: next, PreviousEvent: prev, ChangedFields: changed})
+}
+
+// tombstone is what calsync keeps of a deleted event. A provider that
+// describes the deleted event (Recall keeps every field) is taken at its
+// word; one that sends only the ids (postpress) leaves the last known
+// fields, so watchers can still tell which meeting went away.
+func tombstone(prev, next *calsyncv1.CalendarEvent) *calsyncv1.CalendarEvent {
+	if next.GetStartTime() != nil {
+		return proto.Clone(next).(*calsyncv1.CalendarEvent)
+	}
+	tomb := proto.Clone(prev).(*calsyncv1.CalendarEvent)
+	tomb.Deleted = true
+	if next.GetProviderUpdateTime() != nil {
+		tomb.ProviderUpdateTime = next.GetProviderUpdateTime()
+	}
+	if next.GetRaw() != nil {
+		tomb.Raw = next.GetRaw()
+	}
+	return tomb
 }
 
 // strictlyNewer reports whether next's provider version is after prev's.

@@ -48,8 +48,9 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 	}
 	if prev.GetDeleted() && next.GetDeleted() {
 		// A newer description of a deleted event: keep it, announce nothing.
-		next.CreateTime, next.UpdateTime = prev.GetCreateTime(), prev.GetUpdateTime()
-		return false, tx.PutEvent(ctx, next)
+		tomb := tombstone(prev, next)
+		tomb.CreateTime, tomb.UpdateTime = prev.GetCreateTime(), prev.GetUpdateTime()
+		return false, tx.PutEvent(ctx, tomb)
 	}
 	if next.GetDeleted() && !prev.GetDeleted() {
 		tomb := tombstone(prev, next)

@@ -115,6 +115,11 @@ func TestApplyEvent(t *testing.T) {
 			{version(2, "b", false), nil, "a", true},
 			{version(3, "b", false), nil, "a", true},
 		}},
+		{"SecondDeleteKeepsTheTombstone", []step{
+			{version(1, "a", false), []calsyncv1.ChangeType{created}, "a", false},
+			{idsOnlyDelete(2), []calsyncv1.ChangeType{deleted}, "a", true},
+			{idsOnlyDelete(3), nil, "a", true},
+		}},
 		{"DeleteOfUnknownIsSilentButFinal", []step{
 			{version(2, "", true), nil, "", true},
 			{version(1, "a", false), nil, "", true},
@@ -167,4 +172,12 @@ func TestApplyEventUpdatedListsChangedFields(t *testing.T) {
 	if c.GetPreviousEvent().GetTitle() != "a" || c.GetEvent().GetTitle() != "b" {
 		t.Errorf("change = %v", &c)
 	}
+}
+
+// idsOnlyDelete is a delete that names the event and nothing else, as
+// postpress sends it.
+func idsOnlyDelete(n int) *calsyncv1.CalendarEvent {
+	v := version(n, "", true)
+	v.StartTime, v.EndTime = nil, nil
+	return v
 }

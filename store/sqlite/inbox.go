@@ -103,7 +103,11 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	if len(live) == 0 {
 		return
 	}
+	began := time.Now()
 	results, err := db.insertDeliveries(live)
+	if db.onBatch != nil {
+		db.onBatch(len(live), time.Since(began))
+	}
 	if err != nil && len(live) > 1 {
 		db.log.Warn("inbox batch commit failed; committing deliveries one by one", "batch", len(live), "err", err)
 		for _, r := range live {

@@ -59,6 +59,11 @@ type Options struct {
 	// Now is the clock commit times and delivery times are read from; nil
 	// means time.Now.
 	Now func() time.Time
+	// OnBatch, if set, is called after every group commit of the inbox with
+	// the number of deliveries in the batch and how long writing them took,
+	// so metrics can show whether group commit is doing its job. It is
+	// called from the committer goroutine and must not block.
+	OnBatch func(size int, d time.Duration)
 }
 
 // DB is a calsync store in one SQLite database file. It is safe for
@@ -68,6 +73,7 @@ type DB struct {
 	log      *slog.Logger
 	now      func() time.Time
 	maxBatch int
+	onBatch  func(size int, d time.Duration)
 	id       string
 
 	// w is the single writer connection. Every write transaction holds
@@ -112,6 +118,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		log:           opts.Logger,
 		now:           opts.Now,
 		maxBatch:      opts.MaxBatch,
+		onBatch:       opts.OnBatch,
 		wlock:         make(chan struct{}, 1),
 		committerDone: make(chan struct{}),
 	}

@@ -7,7 +7,7 @@ TOOL  := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOL) buf
 GOOGLEAPIS := .build/googleapis
 
-.PHONY: all run build test check generate lint fmt-check vet clean
+.PHONY: all run build test check generate lint fmt-check vet clean openapi-validate
 
 all: check build
 
@@ -23,13 +23,27 @@ build:
 test: check
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-## check: fail on stale gen/, buf lint or format findings, go vet, gofmt
-check: lint fmt-check vet
+## check: fail on stale gen/ or api/openapi/, buf lint or format findings, go vet, gofmt, an invalid OpenAPI document
+check: lint fmt-check vet openapi-validate
 	@rm -rf .build/check
 	@$(BUF) generate -o .build/check
 	@diff -r gen .build/check/gen > /dev/null || { \
 		echo "gen/ is stale: run 'make generate' and commit the result"; diff -r gen .build/check/gen | head -20; exit 1; }
-	@echo "gen/ is up to date"
+	@diff -r api/openapi .build/check/api/openapi > /dev/null || { \
+		echo "api/openapi/ is stale: run 'make generate' and commit the result"; diff -r api/openapi .build/check/api/openapi | head -20; exit 1; }
+	@echo "gen/ and api/openapi/ are up to date"
+
+# The OpenAPI document (served at GET /openapi.json) must pass a real
+# validator: swagger-cli, pinned, installed by npm into a git-ignored folder.
+OPENAPI_VALIDATOR := .build/openapi-validator/node_modules/.bin/swagger-cli
+SWAGGER_CLI_VERSION := 4.0.4
+
+$(OPENAPI_VALIDATOR):
+	npm install --prefix .build/openapi-validator --no-audit --no-fund --loglevel=error @apidevtools/swagger-cli@$(SWAGGER_CLI_VERSION)
+
+## openapi-validate: validate api/openapi/calsync.swagger.json as OpenAPI v2
+openapi-validate: $(OPENAPI_VALIDATOR)
+	$(OPENAPI_VALIDATOR) validate api/openapi/calsync.swagger.json
 
 ## generate: regenerate gen/ from proto/
 generate: $(GOOGLEAPIS)

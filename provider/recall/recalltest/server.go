@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -109,6 +110,7 @@ type Server struct {
 	faults    []*Fault
 	log       []Request
 	nextBase  string
+	listener  net.Listener
 }
 
 // Option configures a [Server].
@@ -147,10 +149,19 @@ func NewServer(opts ...Option) *Server {
 	for _, o := range opts {
 		o(s)
 	}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serveHTTP))
+	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serveHTTP))
+	if s.listener != nil {
+		s.srv.Listener.Close()
+		s.srv.Listener = s.listener
+	}
+	s.srv.Start()
 	s.URL = s.srv.URL
 	return s
 }
+
+// WithListener serves the fake on l instead of a free loopback port, so a
+// development setup can give it a fixed address.
+func WithListener(l net.Listener) Option { return func(s *Server) { s.listener = l } }
 
 // Close shuts the fake down.
 func (s *Server) Close() { s.srv.Close() }

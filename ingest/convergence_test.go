@@ -3,6 +3,8 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -35,6 +37,14 @@ const (
 
 func mustPipeline(t *testing.T, fake *recalltest.Server) *pipeline {
 	t.Helper()
+	p := newPipeline(t, fake, func(*ProcessorConfig) {})
+	p.start(t)
+	return p
+}
+
+// newPipeline builds a pipeline whose processor is not running yet.
+func newPipeline(t *testing.T, fake *recalltest.Server, configure func(*ProcessorConfig)) *pipeline {
+	t.Helper()
 	st := mustOpenStore(t)
 	auth, err := postpress.NewAuthenticator("Postpress-Auth", []string{testPostpressSecret})
 	if err != nil {
@@ -45,7 +55,10 @@ func mustPipeline(t *testing.T, fake *recalltest.Server) *pipeline {
 		t.Fatal(err)
 	}
 	p := &pipeline{st: st}
-	cfg := ProcessorConfig{Workers: 4, RetryBase: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond, ResyncInterval: -1}
+	cfg := ProcessorConfig{
+		Workers: 4, RetryBase: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond, ResyncInterval: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
 	if fake != nil {
 		// The fake answers at once; lift Recall's limits so many schedules
 		// run quickly (the client's limiter has tests of its own).
@@ -53,13 +66,18 @@ func mustPipeline(t *testing.T, fake *recalltest.Server) *pipeline {
 			recall.WithRateLimit(recall.EndpointEventList, 0, 0), recall.WithRateLimit(recall.EndpointCalendarRetrieve, 0, 0))
 		cfg.Recall = p.recallAPI
 	}
+	configure(&cfg)
 	p.proc = NewProcessor(st, cfg)
 	p.recv = NewReceiver(st, ReceiverConfig{Postpress: auth, Recall: verifier, Notify: p.proc.Notify})
+	return p
+}
+
+// start runs the processor until the test ends.
+func (p *pipeline) start(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.proc.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return p
 }
 
 // drain waits until every delivery in the inbox is processed.

@@ -37,6 +37,11 @@ type ProcessorConfig struct {
 	ResyncInterval time.Duration
 	Logger         *slog.Logger
 	Now            func() time.Time
+	// OnProcessed, if set, is told the outcome of every attempt at a batch
+	// of deliveries, for metrics: the provider, the outcome ("done" — the
+	// batch is done or ignored —, "retry" or "dead"), how many deliveries
+	// the batch held and how long the attempt took. It must not block.
+	OnProcessed func(provider, outcome string, deliveries int, d time.Duration)
 }
 
 // Processor works through the inbox: each delivery becomes normalized
@@ -79,6 +84,9 @@ func NewProcessor(st store.Store, cfg ProcessorConfig) *Processor {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.OnProcessed == nil {
+		cfg.OnProcessed = func(string, string, int, time.Duration) {}
 	}
 	return &Processor{store: st, cfg: cfg, log: cfg.Logger, sched: newScheduler(), wake: make(chan struct{}, 1)}
 }
@@ -156,14 +164,17 @@ func (p *Processor) work(ctx context.Context) {
 		if !ok {
 			return
 		}
+		began := time.Now()
 		err := p.process(ctx, batch)
 		switch {
 		case err == nil:
 			p.sched.finish(key, len(batch))
+			p.cfg.OnProcessed(batch[0].Provider, "done", len(batch), time.Since(began))
 		case ctx.Err() != nil:
 			return // shutting down: the deliveries stay pending
 		default:
-			p.failed(ctx, key, batch, err)
+			outcome := p.failed(ctx, key, batch, err)
+			p.cfg.OnProcessed(batch[0].Provider, outcome, len(batch), time.Since(began))
 		}
 	}
 }
@@ -177,8 +188,9 @@ func (e permanentError) Unwrap() error { return e.err }
 func permanent(err error) error { return permanentError{err} }
 
 // failed dead-letters a batch whose failure is permanent or that ran out of
-// attempts, and otherwise schedules its retry.
-func (p *Processor) failed(ctx context.Context, key string, batch []store.Delivery, cause error) {
+// attempts, and otherwise schedules its retry. It returns the outcome for
+// [ProcessorConfig.OnProcessed]: "dead" or "retry".
+func (p *Processor) failed(ctx context.Context, key string, batch []store.Delivery, cause error) string {
 	head := batch[0]
 	attempts := head.Attempts + 1
 	var perm permanentError
@@ -198,11 +210,11 @@ func (p *Processor) failed(ctx context.Context, key string, batch []store.Delive
 		if err != nil {
 			p.log.Error("dead-letter delivery", "delivery_id", head.ID, "err", err)
 			p.sched.retryAfter(key, head.Attempts, p.cfg.RetryBase)
-			return
+			return "retry"
 		}
 		p.log.Warn("delivery dead-lettered", "delivery_id", head.ID, "provider", head.Provider, "event_type", head.EventType, "reason", reason)
 		p.sched.finish(key, len(batch))
-		return
+		return "dead"
 	}
 	wait := p.backoff(attempts)
 	if err := p.store.RecordAttempt(ctx, head.ID, cause.Error(), p.cfg.Now().Add(wait)); err != nil {
@@ -210,6 +222,7 @@ func (p *Processor) failed(ctx context.Context, key string, batch []store.Delive
 	}
 	p.log.Info("delivery will be retried", "delivery_id", head.ID, "attempt", attempts, "retry_in", wait, "err", cause)
 	p.sched.retryAfter(key, attempts, wait)
+	return "retry"
 }
 
 // backoff is the wait before attempt n+1: exponential from RetryBase, capped

@@ -4,6 +4,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -26,6 +28,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/ingest"
+	"github.com/calsync/calsync/metrics"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/watch"
 )
@@ -45,6 +48,22 @@ type Config struct {
 	// Watch tunes WatchEvents: change log retention, memory, bookmarks.
 	// Zero fields take the watch package's defaults.
 	Watch watch.Config
+
+	// Tokens are the API bearer tokens; nil means API calls need no token.
+	// Webhooks, health and reflection never need one.
+	Tokens *Tokens
+	// TLS, if set, serves both listeners over TLS, and with a client CA
+	// requires client certificates for API calls (mutual TLS).
+	TLS TLSFiles
+	// InsecureNoAuth allows listening on a non-loopback address with
+	// neither API tokens nor mutual TLS. Without it, New refuses.
+	InsecureNoAuth bool
+	// MetricsAddr, if set, serves GET /metrics on a listener of its own,
+	// without API authentication (for a port only the scraper can reach);
+	// empty serves it on HTTPAddr, behind the API's authentication.
+	MetricsAddr string
+	// Limits bound requests, watch streams and keepalive.
+	Limits Limits
 }
 
 // Deps are the components the server exposes.
@@ -56,6 +75,10 @@ type Deps struct {
 	// Processor works through the inbox; the server asks it for resyncs and
 	// wakes it when a dead letter is retried.
 	Processor *ingest.Processor
+	// Metrics receives the server's measurements and is served on
+	// /metrics; nil makes a fresh one (the caller then sees only the
+	// server's own metrics).
+	Metrics *metrics.Metrics
 }
 
 // Server is a running calsync API.
@@ -71,6 +94,15 @@ type Server struct {
 	httpLis net.Listener
 	inproc  *bufconn.Listener
 	gwConn  *grpc.ClientConn
+
+	// auth checks API credentials; tlsConfig and cert are nil without TLS.
+	auth      *authenticator
+	tlsConfig *tls.Config
+	cert      *certificate
+	metrics   *metrics.Metrics
+	// metricsHTTP serves /metrics when it has a listener of its own.
+	metricsHTTP *http.Server
+	metricsLis  net.Listener
 
 	// stopping is closed when shutdown begins, so long-lived streams end
 	// (clients resume elsewhere) instead of holding GracefulStop open.
@@ -99,7 +131,20 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
-	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, stopping: make(chan struct{})}
+	if deps.Metrics == nil {
+		deps.Metrics = metrics.New()
+	}
+	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, stopping: make(chan struct{}), metrics: deps.Metrics}
+	s.auth = &authenticator{tokens: cfg.Tokens, requireCert: cfg.TLS.ClientCAFile != "", metrics: deps.Metrics}
+	if err := checkExposure(cfg, s.auth.enabled()); err != nil {
+		return nil, err
+	}
+	var err error
+	if s.tlsConfig, s.cert, err = serverTLS(cfg.TLS); err != nil {
+		return nil, err
+	}
+	keep := cfg.Limits.Keepalive.withDefaults()
+	limiter := &streamLimiter{max: int64(cfg.Limits.MaxWatchStreams), metrics: deps.Metrics}
 	if cfg.Watch.Logger == nil {
 		cfg.Watch.Logger = s.log
 	}
@@ -129,29 +174,45 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.log.ErrorContext(ctx, "panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
 	})
-	s.grpc = grpc.NewServer(
+	var creds []grpc.ServerOption
+	if s.tlsConfig != nil {
+		creds = append(creds, grpc.Creds(gatewayOrTLS{credentials.NewTLS(s.tlsConfig.Clone())}))
+	}
+	s.grpc = grpc.NewServer(append(creds,
 		grpc.MaxRecvMsgSize(maxRecv),
 		// Watch responses are encoded once and sent to every stream as is.
 		grpc.ForceServerCodecV2(newFrameCodec()),
+		// Metrics first, so refused calls are counted too; then
+		// authentication, before any limit or handler is touched.
 		grpc.ChainUnaryInterceptor(
+			deps.Metrics.GRPC.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(s.log), logOpts...),
 			recovery.UnaryServerInterceptor(recoverOpt),
+			s.auth.unary(),
+			deadlineInterceptor(cfg.Limits.RequestTimeout),
 		),
 		grpc.ChainStreamInterceptor(
+			deps.Metrics.GRPC.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
 			recovery.StreamServerInterceptor(recoverOpt),
+			s.auth.stream(),
+			limiter.interceptor(),
+			observeWatch(deps.Metrics),
 		),
 		// Watch streams live for hours, often behind load balancers that
 		// drop idle connections: ping them, and let clients ping us.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keep.Time, Timeout: keep.Timeout}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keep.MinTime, PermitWithoutStream: true}),
+	)...)
 	calsyncv1.RegisterCalendarServiceServer(s.grpc, &calendarService{store: deps.Store, resync: deps.Processor.RequestResync, watch: hub, stopping: s.watchCtx, log: s.log})
-	calsyncv1.RegisterWebhookServiceServer(s.grpc, &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, log: s.log})
+	calsyncv1.RegisterWebhookServiceServer(s.grpc, &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, log: s.log, metrics: deps.Metrics})
 	calsyncv1.RegisterDeliveryServiceServer(s.grpc, &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log})
 	s.health = health.NewServer()
 	grpc_health_v1.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
+	deps.Metrics.GRPC.InitializeMetrics(s.grpc)
+	deps.Metrics.WatchStreams(hub.Streams)
+	deps.Metrics.Inbox(deps.Store, s.log)
 	return s, nil
 }
 
@@ -174,6 +235,13 @@ func (s *Server) Start(ctx context.Context) error {
 		s.grpcLis.Close()
 		return fmt.Errorf("listen http: %w", err)
 	}
+	if s.cfg.MetricsAddr != "" {
+		if s.metricsLis, err = net.Listen("tcp", s.cfg.MetricsAddr); err != nil {
+			s.grpcLis.Close()
+			s.httpLis.Close()
+			return fmt.Errorf("listen metrics: %w", err)
+		}
+	}
 	s.inproc = bufconn.Listen(1 << 20)
 	s.gwConn, err = grpc.NewClient("passthrough:///calsync-inproc",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.inproc.DialContext(ctx) }),
@@ -191,7 +259,8 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.http = &http.Server{
-		Handler: limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gw)),
+		Handler:   s.httpHandler(gw),
+		TLSConfig: s.tlsConfig,
 		// No WriteTimeout: it would cut long-lived watch streams.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -204,17 +273,56 @@ func (s *Server) Start(ctx context.Context) error {
 	}()
 	go s.serveGRPC(s.grpcLis)
 	go s.serveGRPC(s.inproc)
-	go func() {
-		if err := s.http.Serve(s.httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("http server stopped", "err", err)
-		}
-	}()
+	go s.serveHTTP(s.http, s.httpLis)
+	if s.metricsLis != nil {
+		mux := http.NewServeMux()
+		mux.Handle(metricsPath, s.metrics.Handler())
+		s.metricsHTTP = &http.Server{Handler: mux, TLSConfig: s.tlsConfig, ReadHeaderTimeout: 10 * time.Second}
+		go s.serveHTTP(s.metricsHTTP, s.metricsLis)
+	}
 	s.health.SetServingStatus("", grpc_health_v1.HealthCheckResponse_SERVING)
 	for name := range s.grpc.GetServiceInfo() {
 		s.health.SetServingStatus(name, grpc_health_v1.HealthCheckResponse_SERVING)
 	}
-	s.log.Info("calsync listening", "grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr())
+	attrs := []any{"grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr(), "tls", s.tlsConfig != nil,
+		"mutual_tls", s.auth.requireCert, "api_tokens", s.cfg.Tokens != nil}
+	if s.metricsLis != nil {
+		attrs = append(attrs, "metrics_addr", s.metricsLis.Addr().String())
+	}
+	s.log.Info("calsync listening", attrs...)
 	return nil
+}
+
+// serveHTTP serves one HTTP listener, over TLS when configured.
+func (s *Server) serveHTTP(srv *http.Server, lis net.Listener) {
+	var err error
+	if s.tlsConfig != nil {
+		err = srv.ServeTLS(lis, "", "")
+	} else {
+		err = srv.Serve(lis)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("http server stopped", "err", err)
+	}
+}
+
+// MetricsAddr is the address of the metrics listener, or HTTPAddr when
+// /metrics is served there.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLis != nil {
+		return s.metricsLis.Addr().String()
+	}
+	return s.HTTPAddr()
+}
+
+// ReloadTLS re-reads the server certificate and key (client CAs are read
+// only at start), so a rotated certificate is used without a restart.
+// Connections already open keep theirs.
+func (s *Server) ReloadTLS() error {
+	if s.cert == nil {
+		return nil
+	}
+	return s.cert.load()
 }
 
 func (s *Server) serveGRPC(lis net.Listener) {
@@ -258,6 +366,11 @@ func (s *Server) Shutdown(ctx context.Context) {
 	if err := s.http.Shutdown(ctx); err != nil {
 		s.log.Warn("http shutdown", "err", err)
 		s.http.Close()
+	}
+	if s.metricsHTTP != nil {
+		if err := s.metricsHTTP.Shutdown(ctx); err != nil {
+			s.metricsHTTP.Close()
+		}
 	}
 	s.gwConn.Close()
 	<-s.compactionDone

@@ -13,6 +13,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/ingest"
+	"github.com/calsync/calsync/metrics"
 )
 
 // webhookService takes provider webhooks over gRPC and, through the
@@ -22,14 +23,17 @@ type webhookService struct {
 	receiver *ingest.Receiver
 	maxBytes int64
 	log      *slog.Logger
+	metrics  *metrics.Metrics
 }
 
 func (s *webhookService) IngestWebhook(ctx context.Context, req *calsyncv1.IngestWebhookRequest) (*calsyncv1.IngestWebhookResponse, error) {
 	body := req.GetBody().GetData()
 	if int64(len(body)) > s.maxBytes {
+		s.metrics.Webhook(providerLabel(req.GetProvider()), metrics.WebhookTooLarge)
 		return nil, status.Error(codes.ResourceExhausted, fmt.Sprintf("webhook body exceeds %d bytes", s.maxBytes))
 	}
 	receipt, err := s.receiver.Receive(ctx, req.GetProvider(), body, headersOf(ctx))
+	s.metrics.Webhook(providerLabel(req.GetProvider()), webhookOutcome(receipt.Duplicate, err))
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"github.com/peterbourgon/ff/v3/ffcli"
 
 	"github.com/calsync/calsync/ingest"
+	"github.com/calsync/calsync/metrics"
 	"github.com/calsync/calsync/provider/postpress"
 	"github.com/calsync/calsync/provider/recall"
 	"github.com/calsync/calsync/server"
@@ -44,6 +46,26 @@ type serveConfig struct {
 	watchMemory         int
 	minBookmarkInterval time.Duration
 
+	// Authentication, TLS, metrics and limits: see the "Operating calsync"
+	// section of the README.
+	apiTokens        string
+	apiTokensFile    string
+	insecureNoAuth   bool
+	tlsCert          string
+	tlsKey           string
+	tlsClientCA      string
+	metricsAddr      string
+	requestTimeout   time.Duration
+	maxWatchStreams  int
+	keepaliveTime    time.Duration
+	keepaliveTimeout time.Duration
+	keepaliveMinTime time.Duration
+
+	// reload, if set, triggers the same reload as SIGHUP (tests use it);
+	// reloaded, if set, is called after each reload.
+	reload   chan struct{}
+	reloaded func()
+
 	// ready, if set, is called once both listeners are up (tests use it to
 	// learn the ports picked for :0).
 	ready func(grpcAddr, httpAddr string)
@@ -68,6 +90,18 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
 	fs.IntVar(&c.watchMemory, "watch-memory-changes", watch.DefaultTailSize, "newest changes kept in memory for watch streams to share; streams further behind read the change log")
 	fs.DurationVar(&c.minBookmarkInterval, "min-bookmark-interval", watch.DefaultMinBookmarkInterval, "shortest bookmark interval a watch may ask for")
+	fs.StringVar(&c.apiTokens, "api-tokens", "", "comma-separated bearer tokens accepted on the API (gRPC and REST); webhooks, health and reflection need none")
+	fs.StringVar(&c.apiTokensFile, "api-tokens-file", "", "file of accepted API bearer tokens, one per line (# comments); re-read on SIGHUP")
+	fs.BoolVar(&c.insecureNoAuth, "insecure-no-auth", false, "allow listening on a non-loopback address with neither API tokens nor mutual TLS")
+	fs.StringVar(&c.tlsCert, "tls-cert", "", "PEM certificate (chain) for TLS on the gRPC, HTTP and metrics listeners; re-read on SIGHUP")
+	fs.StringVar(&c.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.tlsClientCA, "tls-client-ca", "", "PEM CA bundle: API calls then need a client certificate it signed (mutual TLS); webhooks and health do not")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve GET /metrics on this address, without API authentication (empty: on --http-addr, behind the API's authentication)")
+	fs.DurationVar(&c.requestTimeout, "request-timeout", 30*time.Second, "longest a unary API call may run before DEADLINE_EXCEEDED (0: no limit)")
+	fs.IntVar(&c.maxWatchStreams, "max-watch-streams", 10000, "most watch streams open at once; more get RESOURCE_EXHAUSTED (0: no limit)")
+	fs.DurationVar(&c.keepaliveTime, "grpc-keepalive-time", server.DefaultKeepalive.Time, "ping a gRPC connection quiet for this long")
+	fs.DurationVar(&c.keepaliveTimeout, "grpc-keepalive-timeout", server.DefaultKeepalive.Timeout, "close a gRPC connection whose ping is not answered within this")
+	fs.DurationVar(&c.keepaliveMinTime, "grpc-keepalive-min-time", server.DefaultKeepalive.MinTime, "shortest interval between client pings tolerated; clients pinging more often are disconnected")
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.
@@ -128,18 +162,26 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.maxWebhookBytes <= 0 {
 		return usageError{fmt.Errorf("--max-webhook-bytes must be positive")}
 	}
-	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{Synchronous: strings.ToUpper(cfg.synchronous), Logger: log})
+	if cfg.requestTimeout < 0 || cfg.maxWatchStreams < 0 || cfg.keepaliveTime <= 0 || cfg.keepaliveTimeout <= 0 || cfg.keepaliveMinTime <= 0 {
+		return usageError{fmt.Errorf("--request-timeout and --max-watch-streams must not be negative; the --grpc-keepalive-* durations must be positive")}
+	}
+	tokens, err := loadTokens(cfg)
+	if err != nil {
+		return err
+	}
+	m := metrics.New()
+	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{Synchronous: strings.ToUpper(cfg.synchronous), Logger: log, OnBatch: m.InboxBatch})
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer db.Close()
 
-	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, ResyncInterval: cfg.recallResyncInterval, Logger: log}
+	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed}
 	if cfg.recallResyncInterval == 0 {
 		procCfg.ResyncInterval = -1
 	}
 	if cfg.recallAPIKey != "" {
-		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, recall.WithLogger(log))
+		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, recall.WithLogger(log), recall.WithObserver(m.RecallRequest))
 	}
 	processor := ingest.NewProcessor(db, procCfg)
 	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify}
@@ -167,7 +209,19 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		MaxWebhookBytes: cfg.maxWebhookBytes,
 		ShutdownTimeout: cfg.shutdownTimeout,
 		WebhookHeaders:  []string{cfg.postpressAuthHeader},
-	}, server.Deps{Store: db, Logger: log, Receiver: ingest.NewReceiver(db, recvCfg), Processor: processor})
+		Tokens:          tokens,
+		TLS:             server.TLSFiles{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA},
+		InsecureNoAuth:  cfg.insecureNoAuth,
+		MetricsAddr:     cfg.metricsAddr,
+		Limits: server.Limits{
+			RequestTimeout:  cfg.requestTimeout,
+			MaxWatchStreams: cfg.maxWatchStreams,
+			Keepalive:       server.Keepalive{Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout, MinTime: cfg.keepaliveMinTime},
+		},
+	}, server.Deps{Store: db, Logger: log, Receiver: ingest.NewReceiver(db, recvCfg), Processor: processor, Metrics: m})
+	if errors.Is(err, server.ErrNoAuthentication) {
+		return usageError{err}
+	}
 	if err != nil {
 		return err
 	}
@@ -191,6 +245,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err := srv.Start(ctx); err != nil {
 		return err
 	}
+	stopReloads := handleReloads(ctx, cfg, tokens, srv, m, log)
+	defer stopReloads()
 	if cfg.ready != nil {
 		cfg.ready(srv.GRPCAddr(), srv.HTTPAddr())
 	}

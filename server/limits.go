@@ -1,0 +1,103 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/calsync/calsync/metrics"
+)
+
+// Limits bound what clients can make the server hold. Zero fields mean no
+// limit.
+type Limits struct {
+	// RequestTimeout is the longest a unary call may run; a client's shorter
+	// deadline wins. A call past it ends with DEADLINE_EXCEEDED.
+	RequestTimeout time.Duration
+	// MaxWatchStreams caps the watch streams open at once (gRPC and REST
+	// together); one more is refused with RESOURCE_EXHAUSTED.
+	MaxWatchStreams int
+	// Keepalive is the gRPC keepalive policy; zero fields take the defaults
+	// of [DefaultKeepalive].
+	Keepalive Keepalive
+}
+
+// Keepalive is the gRPC server's keepalive policy. Watch streams live for
+// hours, often behind load balancers that drop idle connections, so the
+// server pings quiet connections and lets clients ping it, but not too
+// often: a client pinging more often than MinTime is disconnected
+// (GOAWAY "too_many_pings").
+type Keepalive struct {
+	// Time is how long a connection may be quiet before the server pings it.
+	Time time.Duration
+	// Timeout is how long the server waits for the ping's answer before it
+	// closes the connection.
+	Timeout time.Duration
+	// MinTime is the shortest interval between client pings the server
+	// tolerates.
+	MinTime time.Duration
+}
+
+// DefaultKeepalive is the keepalive policy unless configured otherwise.
+var DefaultKeepalive = Keepalive{Time: 30 * time.Second, Timeout: 10 * time.Second, MinTime: 10 * time.Second}
+
+func (k Keepalive) withDefaults() Keepalive {
+	if k.Time <= 0 {
+		k.Time = DefaultKeepalive.Time
+	}
+	if k.Timeout <= 0 {
+		k.Timeout = DefaultKeepalive.Timeout
+	}
+	if k.MinTime <= 0 {
+		k.MinTime = DefaultKeepalive.MinTime
+	}
+	return k
+}
+
+// deadlineInterceptor gives every unary call at most d to run.
+func deadlineInterceptor(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if d <= 0 {
+			return handler(ctx, req)
+		}
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		resp, err := handler(ctx, req)
+		if err != nil && ctx.Err() == context.DeadlineExceeded && status.Code(err) != codes.DeadlineExceeded {
+			// Whatever the handler made of the expired context, the client
+			// is told the truth: the call ran out of time.
+			return nil, status.Error(codes.DeadlineExceeded, fmt.Sprintf("the request took longer than the server's limit of %v", d))
+		}
+		return resp, err
+	}
+}
+
+// watchMethod is the only streaming method of the API.
+const watchMethod = "/calsync.v1.CalendarService/WatchEvents"
+
+// streamLimiter refuses watch streams beyond a cap.
+type streamLimiter struct {
+	max     int64
+	open    atomic.Int64
+	metrics *metrics.Metrics
+}
+
+func (l *streamLimiter) interceptor() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if l.max <= 0 || info.FullMethod != watchMethod {
+			return handler(srv, ss)
+		}
+		if l.open.Add(1) > l.max {
+			l.open.Add(-1)
+			l.metrics.StreamRejected()
+			return status.Error(codes.ResourceExhausted, fmt.Sprintf("too many watch streams are open (the limit is %d): retry later", l.max))
+		}
+		defer l.open.Add(-1)
+		return handler(srv, ss)
+	}
+}

@@ -23,7 +23,7 @@ import (
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
-	"github.com/calsync/calsync/store/sqlite"
+	"github.com/calsync/calsync/store/testdb"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
 )
@@ -51,7 +51,7 @@ func mustStartServer(tb testing.TB, path string, wcfg watch.Config) *testServer 
 	}
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	db, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: "NORMAL", Logger: log})
+	db, err := testdb.Open(path)
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
 	}

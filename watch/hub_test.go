@@ -3,7 +3,6 @@ package watch_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +14,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
-	"github.com/calsync/calsync/store/sqlite"
+	"github.com/calsync/calsync/store/testdb"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
 )
@@ -23,12 +22,7 @@ import (
 // MustOpenStore opens a SQLite store on a temporary file.
 func MustOpenStore(tb testing.TB) store.Store {
 	tb.Helper()
-	db, err := sqlite.Open(context.Background(), filepath.Join(tb.TempDir(), "calsync.db"), sqlite.Options{Synchronous: "NORMAL"})
-	if err != nil {
-		tb.Fatalf("open store: %v", err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
+	return testdb.MustOpen(tb)
 }
 
 // MustHub returns a hub over st.

@@ -34,12 +34,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Subcommands: []*ffcli.Command{
 			serveCommand(stderr),
 			watchCommand(stdout, stderr),
+			calendarsCommand(stdout, stderr),
+			eventsCommand(stdout, stderr),
+			deliveriesCommand(stdout, stderr),
+			resyncCommand(stdout),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
-	for _, c := range append([]*ffcli.Command{root}, root.Subcommands...) {
+	var quiet func(*ffcli.Command)
+	quiet = func(c *ffcli.Command) {
 		c.FlagSet.SetOutput(stderr)
+		for _, sub := range c.Subcommands {
+			quiet(sub)
+		}
 	}
+	quiet(root)
 	if err := root.ParseAndRun(ctx, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			if len(args) == 0 {

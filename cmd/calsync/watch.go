@@ -14,10 +14,7 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -28,7 +25,7 @@ import (
 // watchConfig is what `calsync watch` is configured with; each flag has an
 // environment variable: --addr is CALSYNC_ADDR.
 type watchConfig struct {
-	addr             string
+	client           clientConfig
 	calendars        string
 	providers        string
 	types            string
@@ -42,7 +39,8 @@ type watchConfig struct {
 }
 
 func (c *watchConfig) register(fs *flag.FlagSet) {
-	fs.StringVar(&c.addr, "addr", "127.0.0.1:9090", "calsync gRPC address")
+	c.client.register(fs)
+	fs.StringVar(&c.client.server, "addr", "127.0.0.1:9090", "the same as --server, kept for existing scripts")
 	fs.StringVar(&c.calendars, "calendars", "", "comma-separated calendar ids to keep (default: all)")
 	fs.StringVar(&c.providers, "providers", "", "comma-separated providers to keep: recall, postpress (default: all)")
 	fs.StringVar(&c.types, "types", "", "comma-separated change types to keep: created, updated, deleted, calendar_updated (default: all)")
@@ -115,14 +113,9 @@ func watchChanges(ctx context.Context, cfg watchConfig, stdout, stderr io.Writer
 	if _, err := cfg.watchRequest(cursor); err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(cfg.addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// Ping a quiet connection so a dead server or a load balancer that
-		// dropped it is noticed; the server allows pings every 10s.
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	conn, err := cfg.client.dial()
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", cfg.addr, err)
+		return err
 	}
 	defer conn.Close()
 	client := calsyncv1.NewCalendarServiceClient(conn)
@@ -137,7 +130,7 @@ func watchChanges(ctx context.Context, cfg watchConfig, stdout, stderr io.Writer
 		case ctx.Err() != nil:
 			return nil
 		case status.Code(err) != codes.Unavailable:
-			return err
+			return rpcError(err)
 		}
 		if progressed {
 			retry.Reset()

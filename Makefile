@@ -6,6 +6,8 @@ GO    ?= go
 TOOL  := $(GO) tool -modfile=tools/go.mod
 BUF   := $(TOOL) buf
 GOOGLEAPIS := .build/googleapis
+# The API's descriptors with their comments, served by gRPC reflection.
+APIDESC    := server/apidesc/calsync.binpb
 
 .PHONY: all run build test check generate lint fmt-check vet clean openapi-validate
 
@@ -31,6 +33,9 @@ check: lint fmt-check vet openapi-validate
 		echo "gen/ is stale: run 'make generate' and commit the result"; diff -r gen .build/check/gen | head -20; exit 1; }
 	@diff -r api/openapi .build/check/api/openapi > /dev/null || { \
 		echo "api/openapi/ is stale: run 'make generate' and commit the result"; diff -r api/openapi .build/check/api/openapi | head -20; exit 1; }
+	@$(BUF) build --as-file-descriptor-set --path proto/calsync -o .build/check/calsync.binpb
+	@cmp -s $(APIDESC) .build/check/calsync.binpb || { \
+		echo "$(APIDESC) is stale: run 'make generate' and commit the result"; exit 1; }
 	@echo "gen/ and api/openapi/ are up to date"
 
 # The OpenAPI document (served at GET /openapi.json) must pass a real
@@ -48,6 +53,7 @@ openapi-validate: $(OPENAPI_VALIDATOR)
 ## generate: regenerate gen/ from proto/
 generate: $(GOOGLEAPIS)
 	$(BUF) generate
+	$(BUF) build --as-file-descriptor-set --path proto/calsync -o $(APIDESC)
 
 lint: $(GOOGLEAPIS)
 	$(BUF) lint

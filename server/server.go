@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc/health"
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
@@ -209,7 +208,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	calsyncv1.RegisterDeliveryServiceServer(s.grpc, &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log})
 	s.health = health.NewServer()
 	grpc_health_v1.RegisterHealthServer(s.grpc, s.health)
-	reflection.Register(s.grpc)
+	if err := registerReflection(s.grpc); err != nil {
+		return nil, err
+	}
 	deps.Metrics.GRPC.InitializeMetrics(s.grpc)
 	deps.Metrics.WatchStreams(hub.Streams)
 	deps.Metrics.Inbox(deps.Store, s.log)

@@ -147,6 +147,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.Watch.Logger == nil {
 		cfg.Watch.Logger = s.log
 	}
+	if cfg.Watch.OnSent == nil {
+		cfg.Watch.OnSent = deps.Metrics.ChangesSent
+	}
+	if cfg.Watch.OnFallback == nil {
+		cfg.Watch.OnFallback = deps.Metrics.FellBack
+	}
 	hub, err := watch.New(context.Background(), deps.Store, cfg.Watch)
 	if err != nil {
 		return nil, err

@@ -50,6 +50,13 @@ type Config struct {
 	FutureCursorWait time.Duration
 	// Logger receives compaction reports; default slog.Default().
 	Logger *slog.Logger
+	// OnSent, if set, is told how many changes a stream just sent
+	// (snapshot changes included), for metrics. It must not block.
+	OnSent func(n int)
+	// OnFallback, if set, is called when a stream finds itself behind the
+	// changes kept in memory and starts reading the change log, for
+	// metrics. It must not block.
+	OnFallback func()
 }
 
 // Default values of [Config].
@@ -96,6 +103,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.OnSent == nil {
+		c.OnSent = func(int) {}
+	}
+	if c.OnFallback == nil {
+		c.OnFallback = func() {}
 	}
 	return c, nil
 }
@@ -297,7 +310,11 @@ func (h *Hub) snapshot(ctx context.Context, s *stream, req *calsyncv1.WatchEvent
 		if err != nil {
 			return fmt.Errorf("watch: encode snapshot event: %w", err)
 		}
-		return s.send(fr)
+		if err := s.send(fr); err != nil {
+			return err
+		}
+		h.cfg.OnSent(1)
+		return nil
 	})
 	if err != nil {
 		return 0, err
@@ -396,6 +413,9 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 	var (
 		batch  []*entry
 		inTail bool
+		// inLog says the stream is reading the change log, so that a
+		// fallback is reported once, not once per batch.
+		inLog bool
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -406,20 +426,32 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 		batch, inTail = h.tail.after(pos, batch[:0], h.cfg.BatchSize)
 		h.mu.RUnlock()
 		if !inTail {
+			if !inLog {
+				inLog = true
+				h.cfg.OnFallback()
+			}
 			var err error
 			if batch, err = s.readLog(ctx, pos, start, batch); err != nil {
 				return err
 			}
+		} else {
+			inLog = false
 		}
+		sent := 0
 		for i, e := range batch {
 			if s.filter.matches(e) {
 				if err := s.send(e.frame(s.includePrevious)); err != nil {
+					h.cfg.OnSent(sent)
 					return err
 				}
+				sent++
 				lastSend = time.Now()
 			}
 			pos = e.cursor
 			batch[i] = nil // let evicted changes go
+		}
+		if sent > 0 {
+			h.cfg.OnSent(sent)
 		}
 
 		bookmarkDue := false

@@ -66,6 +66,14 @@ type serveConfig struct {
 	reload   chan struct{}
 	reloaded func()
 
+	// sqliteMaxBatch is the most deliveries one inbox transaction commits
+	// (0: the store's default); 1 turns group commit off, which only a
+	// benchmark baseline wants.
+	sqliteMaxBatch int
+	// pprofAddr, when set, serves net/http/pprof there, apart from the
+	// public listeners, so a slow figure can be profiled in place.
+	pprofAddr string
+
 	// ready, if set, is called once both listeners are up (tests use it to
 	// learn the ports picked for :0).
 	ready func(grpcAddr, httpAddr string)
@@ -102,6 +110,8 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.keepaliveTime, "grpc-keepalive-time", server.DefaultKeepalive.Time, "ping a gRPC connection quiet for this long")
 	fs.DurationVar(&c.keepaliveTimeout, "grpc-keepalive-timeout", server.DefaultKeepalive.Timeout, "close a gRPC connection whose ping is not answered within this")
 	fs.DurationVar(&c.keepaliveMinTime, "grpc-keepalive-min-time", server.DefaultKeepalive.MinTime, "shortest interval between client pings tolerated; clients pinging more often are disconnected")
+	fs.IntVar(&c.sqliteMaxBatch, "sqlite-max-batch", 0, "most webhook deliveries committed in one transaction (0: store default; 1 disables group commit, for benchmarks)")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (empty: off); never expose it publicly")
 }
 
 // splitList splits a comma-separated flag value, dropping empty items.
@@ -170,11 +180,21 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return err
 	}
 	m := metrics.New()
-	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{Synchronous: strings.ToUpper(cfg.synchronous), Logger: log, OnBatch: m.InboxBatch})
+	if cfg.sqliteMaxBatch < 0 {
+		return usageError{fmt.Errorf("--sqlite-max-batch must not be negative")}
+	}
+	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{Synchronous: strings.ToUpper(cfg.synchronous), MaxBatch: cfg.sqliteMaxBatch, Logger: log, OnBatch: m.InboxBatch})
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer db.Close()
+	if cfg.pprofAddr != "" {
+		stopPprof, err := servePprof(cfg.pprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 
 	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed}
 	if cfg.recallResyncInterval == 0 {

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"hash/fnv"
+	"sync"
+)
+
+// Checker verifies one watch stream against what was sent: every event is
+// updated by a single sender that waits for each answer before the next
+// version, so a correct stream shows each event's versions one by one,
+// each exactly once, and ends at the last version the server accepted.
+type Checker struct {
+	mu   sync.Mutex
+	last map[string]int
+	// Received counts the event changes observed.
+	Received int64
+	// Duplicates counts versions at or below one already seen: repeats, or
+	// changes delivered out of order.
+	Duplicates int64
+	// Gaps counts versions skipped when a later one arrived first.
+	Gaps int64
+	// Regressions counts cursors not above the stream's previous one.
+	Regressions int64
+	// order chains the cursors in arrival order, so that streams with the
+	// same filter can be shown to agree on one order.
+	order  uint64
+	hashed bool
+}
+
+// NewChecker returns a Checker for a stream that starts after base: the
+// version of each event the stream is expected to have already.
+func NewChecker(base map[string]int) *Checker {
+	last := make(map[string]int, len(base))
+	for k, v := range base {
+		last[k] = v
+	}
+	return &Checker{last: last}
+}
+
+// Observe records that version ver of event key arrived with cursor.
+func (c *Checker) Observe(key string, ver int, cursor string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.Received++
+	prev := c.last[key]
+	switch {
+	case ver <= prev:
+		c.Duplicates++
+		return
+	case ver > prev+1:
+		c.Gaps += int64(ver - prev - 1)
+	}
+	c.last[key] = ver
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d|%s", c.order, cursor)
+	c.order, c.hashed = h.Sum64(), true
+}
+
+// Last returns the newest version seen of key.
+func (c *Checker) Last(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last[key]
+}
+
+// Order returns a digest of the cursors seen, in arrival order.
+func (c *Checker) Order() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order
+}
+
+// Caught reports whether the stream reached every final version in want.
+func (c *Checker) Caught(want map[string]int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, v := range want {
+		if c.last[k] < v {
+			return false
+		}
+	}
+	return true
+}
+
+// Missing returns how many versions in want (event → last version
+// accepted) the stream never delivered: those skipped over (Gaps) and those
+// after the last one it delivered.
+func (c *Checker) Missing(want map[string]int) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.Gaps
+	for k, v := range want {
+		if l := c.last[k]; l < v {
+			n += int64(v - l)
+		}
+	}
+	return n
+}
+
+func (c *Checker) addRegression() {
+	c.mu.Lock()
+	c.Regressions++
+	c.mu.Unlock()
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Machine describes where a run happened, so figures are never read
+// without their context.
+type Machine struct {
+	CPU       string `json:"cpu"`
+	Cores     int    `json:"cores"`
+	MemoryGiB int    `json:"memory_gib"`
+	Kernel    string `json:"kernel"`
+	Go        string `json:"go"`
+	// LoadBefore is the 1-minute load average when the run started: the
+	// machine is shared, and a busy neighbour lowers every figure.
+	LoadBefore string `json:"load_before"`
+	LoadAfter  string `json:"load_after"`
+}
+
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version(), LoadBefore: loadavg()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				m.CPU = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimPrefix(strings.SplitN(string(b), "\n", 2)[0], "MemTotal:"), "%d", &kb)
+		m.MemoryGiB = int((kb + (1 << 19)) >> 20)
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// Results is the JSON result file of `calsync-bench run`.
+type Results struct {
+	Command   string         `json:"command"`
+	Profile   Profile        `json:"profile"`
+	Started   time.Time      `json:"started"`
+	Machine   Machine        `json:"machine"`
+	Ingest    []IngestResult `json:"ingest"`
+	Fanout    *FanoutResult  `json:"fanout,omitempty"`
+	Broadcast *FanoutResult  `json:"broadcast,omitempty"`
+	Steps     []FanoutResult `json:"broadcast_steps,omitempty"`
+	Idle      *IdleResult    `json:"idle,omitempty"`
+	Catchup   *CatchupResult `json:"catchup,omitempty"`
+	Errors    []string       `json:"errors,omitempty"`
+}
+
+func (r *Results) fail(what string, err error) {
+	log.Printf("%s: %v", what, err)
+	r.Errors = append(r.Errors, what+": "+err.Error())
+}
+
+// runBench runs every calsync scenario and its baselines, writes the
+// result file and regenerates BENCHMARKS.md.
+func runBench(ctx context.Context, p Profile, bin, pprofAddr, out, md string) error {
+	res := &Results{Command: "calsync-bench " + strings.Join(os.Args[1:], " "), Profile: p, Started: time.Now().UTC(), Machine: machine()}
+	env, err := newEnv(p, bin)
+	if err != nil {
+		return err
+	}
+	env.Pprof = pprofAddr
+	defer os.RemoveAll(env.Dir)
+	defer env.Fake.Close()
+	for _, s := range []struct {
+		name     string
+		bare     bool
+		maxBatch int
+	}{{"bare net/http (ceiling)", true, 0}, {"calsync", false, 0}, {"calsync, group commit off", false, 1}} {
+		r, err := env.ingest(ctx, s.name, s.bare, s.maxBatch)
+		if err != nil {
+			res.fail(s.name, err)
+			continue
+		}
+		res.Ingest = append(res.Ingest, r)
+	}
+	if c, err := env.calsync(ctx, "fanout", 0, "FULL"); err != nil {
+		res.fail("fanout", err)
+	} else {
+		r, err := env.fanout(ctx, c, "fanout", p.FanoutRate, p.FilteredStreams, p.UnfilteredStreams, p.Duration, true)
+		if err != nil {
+			res.fail("fanout", err)
+		} else {
+			res.Fanout = &r
+		}
+		c.Stop(10 * time.Second)
+	}
+	if c, err := env.calsync(ctx, "broadcast", 0, "FULL"); err != nil {
+		res.fail("broadcast", err)
+	} else {
+		r, err := env.fanout(ctx, c, "broadcast", p.BroadcastRate, 0, p.BroadcastStreams, p.Duration, false)
+		if err != nil {
+			res.fail("broadcast", err)
+		} else {
+			res.Broadcast = &r
+			// Step the rate up until the stream latency target or the rate
+			// itself is missed: the last step that held is sustainable.
+			for rate := 2 * p.BroadcastRate; rate <= 32*p.BroadcastRate && ctx.Err() == nil; rate *= 2 {
+				s, err := env.fanout(ctx, c, fmt.Sprintf("broadcast@%.0f", rate), rate, 0, p.BroadcastStreams, p.Duration/2, false)
+				if err != nil {
+					res.fail("broadcast step", err)
+					break
+				}
+				res.Steps = append(res.Steps, s)
+				if s.Latency.P99 > 50 || s.Load.Throughput < 0.95*rate || !s.AllCaught {
+					break
+				}
+			}
+			for _, s := range append([]FanoutResult{r}, res.Steps...) {
+				if s.Latency.P99 <= 50 && s.Load.Throughput >= 0.95*s.Rate && s.AllCaught {
+					res.Broadcast.MaxSustainedMsgs = max(res.Broadcast.MaxSustainedMsgs, s.MessagesPerS)
+				}
+			}
+		}
+		c.Stop(10 * time.Second)
+	}
+	if r, err := env.idle(ctx, p.IdleStreams); err != nil {
+		res.fail("idle", err)
+	} else {
+		res.Idle = &r
+	}
+	if r, err := env.catchup(ctx, p.CatchupChanges); err != nil {
+		res.fail("catch-up", err)
+	} else {
+		res.Catchup = &r
+	}
+	res.Machine.LoadAfter = loadavg()
+	if err := writeJSON(out, res); err != nil {
+		return err
+	}
+	return writeMarkdown(md)
+}
+
+func writeJSON(path string, v any) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	log.Printf("wrote %s", path)
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func readJSON(path string, v any) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && json.Unmarshal(b, v) == nil
+}
+
+// Markers delimit the part of BENCHMARKS.md this tool owns; the prose
+// around them is written by people.
+const (
+	beginMarker = "<!-- BEGIN calsync-bench: generated by `go run ./cmd/calsync-bench report`, do not edit -->"
+	endMarker   = "<!-- END calsync-bench -->"
+)
+
+func mark(ok bool) string {
+	if ok {
+		return "✅"
+	}
+	return "❌"
+}
+
+// writeMarkdown regenerates the generated section of md from the result
+// files under benchmarks/, preferring a full run to a quick one.
+func writeMarkdown(md string) error {
+	var b bytes.Buffer
+	var r Results
+	src := "benchmarks/run-full.json"
+	if !readJSON(src, &r) {
+		src = "benchmarks/run-quick.json"
+		if !readJSON(src, &r) {
+			return errors.New("no result file in benchmarks/: run `make bench` first")
+		}
+	}
+	m := r.Machine
+	fmt.Fprintf(&b, "%s\n\n", beginMarker)
+	fmt.Fprintf(&b, "Run `%s` (profile %s), %s, on %s, %d cores, %d GiB, Linux %s, %s. Load average before %s, after %s (the machine is shared).\n\n",
+		r.Command, r.Profile.Name, r.Started.Format(time.RFC3339), m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.Go, m.LoadBefore, m.LoadAfter)
+	var ceiling, cs, nobatch *IngestResult
+	for i := range r.Ingest {
+		switch r.Ingest[i].Name {
+		case "bare net/http (ceiling)":
+			ceiling = &r.Ingest[i]
+		case "calsync":
+			cs = &r.Ingest[i]
+		case "calsync, group commit off":
+			nobatch = &r.Ingest[i]
+		}
+	}
+	fmt.Fprintf(&b, "### Webhook ingestion, closed loop over %d connections, %v per run\n\n", r.Profile.Conns, r.Profile.Duration)
+	fmt.Fprintf(&b, "| server | webhooks/s | answer p50 | p90 | p99 | max | errors | server CPU | CPU µs/webhook | peak RSS | processed/s (incl. drain) | dead-lettered |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, x := range r.Ingest {
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %d | %.0f%% | %.0f | %.1f MB | %s | %d |\n", x.Name, x.Load.Throughput,
+			x.Load.Answer.P50, x.Load.Answer.P90, x.Load.Answer.P99, x.Load.Answer.Max, x.Load.Errors, x.Server.CPUPercent, x.Server.CPUPerOp, x.Server.PeakRSSMB,
+			orDash(x.ProcessedPerS, "%.0f"), x.Dead)
+	}
+	b.WriteString("\n")
+	if cs != nil && ceiling != nil {
+		fmt.Fprintf(&b, "calsync ingests at **%.0f%%** of the bare net/http ceiling", 100*cs.Load.Throughput/ceiling.Load.Throughput)
+		if nobatch != nil && nobatch.Load.Throughput > 0 {
+			fmt.Fprintf(&b, " and **%.1f×** the throughput of the same server committing one transaction per delivery", cs.Load.Throughput/nobatch.Load.Throughput)
+		}
+		b.WriteString(".\n\n")
+	}
+	var peers PeersResult
+	havePeers := readJSON(strings.Replace(src, "run-", "peers-", 1), &peers)
+	fmt.Fprintf(&b, "### Targets\n\n| target | measured | baseline | met |\n|---|---|---|---|\n")
+	if cs != nil {
+		base := ""
+		if ceiling != nil {
+			base = fmt.Sprintf("bare net/http %.0f/s (ratio %.2f)", ceiling.Load.Throughput, cs.Load.Throughput/ceiling.Load.Throughput)
+		}
+		if nobatch != nil {
+			base += fmt.Sprintf("; group commit off %.0f/s", nobatch.Load.Throughput)
+		}
+		if havePeers && peers.Put != nil {
+			base += fmt.Sprintf("; etcd put %.0f/s", peers.Put.Throughput)
+		}
+		fmt.Fprintf(&b, "| durable ingestion (synchronous=FULL) ≥ 15,000 webhooks/s | %.0f/s | %s | %s |\n", cs.Load.Throughput, base, mark(cs.Load.Throughput >= 15000))
+	}
+	if f := r.Fanout; f != nil {
+		etcd, etcdOK := "no etcd run", true
+		if havePeers && peers.Fanout != nil {
+			etcd = fmt.Sprintf("etcd put→watch p50 %.2f ms, p99 %.2f ms", peers.Fanout.Latency.P50, peers.Fanout.Latency.P99)
+			etcdOK = f.Latency.P99 <= peers.Fanout.Latency.P99
+		}
+		fmt.Fprintf(&b, "| %.0f webhooks/s, %d one-calendar + %d unfiltered streams: sent→received p50 ≤ 5 ms | %.2f ms | %s | %s |\n",
+			f.Rate, f.Filtered, f.Unfiltered, f.Latency.P50, etcd, mark(f.Latency.P50 <= 5))
+		fmt.Fprintf(&b, "| same: p99 ≤ 25 ms and ≤ etcd's p99 | %.2f ms (max %.1f ms) | | %s |\n", f.Latency.P99, f.Latency.Max, mark(f.Latency.P99 <= 25 && etcdOK))
+		fmt.Fprintf(&b, "| same: every change once, in order | %d received, %d missing, %d duplicated, %d order disagreements | | %s |\n",
+			f.Check.Received, f.Check.Missing, f.Check.Duplicates, f.Check.OrderDisagreements, mark(f.Check.Missing+f.Check.Duplicates == 0 && f.Check.OrderDisagreements == 0))
+	}
+	if f := r.Broadcast; f != nil {
+		fmt.Fprintf(&b, "| %d unfiltered streams at %.0f changes/s: p99 ≤ 50 ms | p50 %.2f ms, p99 %.2f ms | | %s |\n", f.Unfiltered, f.Rate, f.Latency.P50, f.Latency.P99, mark(f.Latency.P99 <= 50))
+		fmt.Fprintf(&b, "| highest sustainable messages/s (p99 ≤ 50 ms) | %.0f messages/s | | report |\n", f.MaxSustainedMsgs)
+	}
+	if x := r.Idle; x != nil {
+		fmt.Fprintf(&b, "| %d idle streams ≤ 20 KB of server memory each | %.1f KB | | %s |\n", x.Streams, x.KBPerStream, mark(x.KBPerStream <= 20))
+		fmt.Fprintf(&b, "| idle RSS ≤ 40 MB | %.1f MB | | %s |\n", x.IdleRSSMB, mark(x.IdleRSSMB <= 40))
+	}
+	if x := r.Catchup; x != nil {
+		fmt.Fprintf(&b, "| catch-up from a %d-change log ≥ 200,000 changes/s | %.0f changes/s (%d missing, %d duplicated) | | %s |\n",
+			x.Changes, x.ChangesPerS, x.Missing, x.Duplicates, mark(x.ChangesPerS >= 200000 && x.Missing+x.Duplicates == 0))
+	}
+	b.WriteString("\n")
+	if r.Fanout != nil || r.Broadcast != nil {
+		fmt.Fprintf(&b, "### Streams\n\n| run | rate | streams (REST) | webhooks/s | sent→received p50 | p90 | p99 | max | messages/s | missing | dup | server CPU | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, f := range append([]*FanoutResult{r.Fanout, r.Broadcast}, ptrs(r.Steps)...) {
+			if f == nil {
+				continue
+			}
+			fmt.Fprintf(&b, "| %s | %.0f/s | %d+%d (%d) | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %.0f | %d | %d | %.0f%% | %.1f MB |\n", f.Name, f.Rate, f.Filtered, f.Unfiltered, f.REST,
+				f.Load.Throughput, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.MessagesPerS, f.Check.Missing, f.Check.Duplicates, f.Server.CPUPercent, f.Server.PeakRSSMB)
+		}
+		b.WriteString("\n")
+	}
+	if havePeers {
+		writePeersMarkdown(&b, &peers)
+	}
+	var crash CrashResult
+	if readJSON("benchmarks/crash.json", &crash) {
+		fmt.Fprintf(&b, "### Crash test (`make crash-test`)\n\n%d cycles of kill -9 under load (%s): %d webhooks answered 200, %d lost, %d duplicated on %d resumed streams, %d events compared with the providers' truth, %d differ, %d dead-lettered.\n\n",
+			crash.Cycles, crash.Started.Format(time.RFC3339), crash.Acked, crash.Lost, crash.Duplicated, crash.Streams, crash.Compared, crash.Diverged, crash.Dead)
+	}
+	var faults FaultResult
+	if readJSON("benchmarks/faults.json", &faults) {
+		writeFaultsMarkdown(&b, &faults)
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(&b, "- run error: %s\n", e)
+	}
+	b.WriteString(endMarker + "\n")
+	old, _ := os.ReadFile(md)
+	text := string(old)
+	i, j := strings.Index(text, beginMarker), strings.Index(text, endMarker)
+	if i < 0 || j < i {
+		text = text + "\n" + b.String()
+	} else {
+		text = text[:i] + b.String() + text[j+len(endMarker)+1:]
+	}
+	log.Printf("wrote %s", md)
+	return os.WriteFile(md, []byte(text), 0o644)
+}
+
+func ptrs[T any](s []T) []*T {
+	out := make([]*T, len(s))
+	for i := range s {
+		out[i] = &s[i]
+	}
+	return out
+}
+
+func orDash(v float64, f string) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf(f, v)
+}

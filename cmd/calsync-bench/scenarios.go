@@ -1,0 +1,461 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/provider/recall/recalltest"
+)
+
+// Profile sizes a benchmark run.
+type Profile struct {
+	Name              string        `json:"name"`
+	Duration          time.Duration `json:"duration_ns"`
+	Conns             int           `json:"conns"`
+	FanoutRate        float64       `json:"fanout_rate"`
+	FilteredStreams   int           `json:"filtered_streams"`
+	UnfilteredStreams int           `json:"unfiltered_streams"`
+	BroadcastStreams  int           `json:"broadcast_streams"`
+	BroadcastRate     float64       `json:"broadcast_rate"`
+	IdleStreams       int           `json:"idle_streams"`
+	CatchupChanges    int           `json:"catchup_changes"`
+}
+
+var profiles = map[string]Profile{
+	"quick": {Name: "quick", Duration: 4 * time.Second, Conns: 64, FanoutRate: 2000, FilteredStreams: 200, UnfilteredStreams: 10,
+		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 1000, CatchupChanges: 20_000},
+	"full": {Name: "full", Duration: 15 * time.Second, Conns: 64, FanoutRate: 2000, FilteredStreams: 1000, UnfilteredStreams: 10,
+		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 10_000, CatchupChanges: 200_000},
+}
+
+// Env is what every scenario shares: the calsync binary, a scratch folder
+// and the fake Recall API.
+type Env struct {
+	Bin     string
+	Dir     string
+	Profile Profile
+	Fake    *recalltest.Server
+	// FakeCalendars are the Recall calendars the fake holds.
+	FakeCalendars []string
+	// Pprof, if set, is where the calsync under test serves profiles.
+	Pprof string
+	runs  int
+}
+
+// newEnv prepares the binary, the folder and a fake Recall API with a few
+// calendars of Google events.
+func newEnv(p Profile, bin string) (*Env, error) {
+	dir, err := os.MkdirTemp("", "calsync-bench-")
+	if err != nil {
+		return nil, err
+	}
+	if bin == "" {
+		if bin, err = buildCalsync(dir); err != nil {
+			return nil, err
+		}
+	}
+	e := &Env{Bin: bin, Dir: dir, Profile: p, Fake: recalltest.NewServer()}
+	start := time.Now().Add(48 * time.Hour).Truncate(time.Hour)
+	for c := range 5 {
+		cal := e.Fake.PutCalendar(recalltest.Calendar{PlatformEmail: fmt.Sprintf("r%d@bench.example", c)})
+		e.FakeCalendars = append(e.FakeCalendars, cal.ID)
+		for i := range 20 {
+			s := start.Add(time.Duration(i) * time.Hour)
+			e.Fake.PutEvent(recalltest.Google(fmt.Sprintf("g%d-%d", c, i)).Summary(fmt.Sprintf("Recall %d", i)).
+				Timed(s, s.Add(30*time.Minute), "Europe/Paris").Event(cal.ID))
+		}
+	}
+	return e, nil
+}
+
+// calsync starts a fresh calsync on a new database.
+func (e *Env) calsync(ctx context.Context, name string, maxBatch int, sync string) (*Child, error) {
+	e.runs++
+	return startCalsync(ctx, name, CalsyncOptions{
+		Bin: e.Bin, DB: filepath.Join(e.Dir, fmt.Sprintf("%02d-%s.db", e.runs, fileName(name))), LogDir: e.Dir,
+		MaxBatch: maxBatch, Synchronous: sync, RecallURL: e.Fake.URL, RecallKey: e.Fake.APIKey(), PprofAddr: e.Pprof,
+	})
+}
+
+// sampler records the child's peak RSS while a scenario runs.
+type sampler struct {
+	peak atomic.Int64
+	stop chan struct{}
+}
+
+func sample(c *Child) *sampler {
+	s := &sampler{stop: make(chan struct{})}
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if r := c.Stats().RSS; r > s.peak.Load() {
+				s.peak.Store(r)
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) done() int64 { close(s.stop); return s.peak.Load() }
+
+// Server is the resources the server under test used during a scenario.
+type Server struct {
+	CPUPercent float64 `json:"cpu_percent"`
+	CPUPerOp   float64 `json:"cpu_us_per_webhook,omitempty"`
+	PeakRSSMB  float64 `json:"peak_rss_mb"`
+}
+
+func serverUse(c *Child, before ProcStats, elapsed time.Duration, peak int64, ops int64) Server {
+	after := c.Stats()
+	s := Server{CPUPercent: 100 * (after.CPU - before.CPU).Seconds() / elapsed.Seconds(), PeakRSSMB: mb(max(peak, after.RSS))}
+	if ops > 0 {
+		s.CPUPerOp = float64((after.CPU - before.CPU).Microseconds()) / float64(ops)
+	}
+	return s
+}
+
+func mb(b int64) float64 { return float64(b*10/(1<<20)) / 10 }
+
+// IngestResult is closed-loop webhook ingestion against one server.
+type IngestResult struct {
+	Name   string     `json:"name"`
+	Load   LoadResult `json:"load"`
+	Server Server     `json:"server"`
+	// DrainSeconds is how long after the load the last delivery finished
+	// processing; ProcessedPerS is deliveries processed per second over the
+	// load plus the drain.
+	DrainSeconds  float64 `json:"drain_s,omitempty"`
+	ProcessedPerS float64 `json:"processed_per_s,omitempty"`
+	Dead          int     `json:"dead_lettered"`
+}
+
+// ingest runs closed-loop ingestion against the bare ceiling (bare), or
+// against calsync with the given batch size.
+func (e *Env) ingest(ctx context.Context, name string, bare bool, maxBatch int) (IngestResult, error) {
+	var c *Child
+	var err error
+	if bare {
+		addr := freeAddr()
+		self, _ := os.Executable()
+		c, err = startChild(ctx, name, []string{self, "bare", "--addr", addr}, nil, e.Dir, "http://"+addr+"/healthz")
+		if c != nil {
+			c.HTTPAddr = addr
+		}
+	} else {
+		c, err = e.calsync(ctx, name, maxBatch, "FULL")
+	}
+	if err != nil {
+		return IngestResult{}, err
+	}
+	defer c.Stop(10 * time.Second)
+	w := NewWorkload(200, 50)
+	w.RecallCalendars, w.RecallEvery = e.FakeCalendars, 20
+	p := NewPoster("http://"+c.HTTPAddr, e.Profile.Conns)
+	// A short warm-up opens the connections and creates the calendars.
+	w.Run(ctx, p, LoadSpec{Conns: e.Profile.Conns, Duration: time.Second})
+	if !bare {
+		if _, err := waitDrained(ctx, c, 2*time.Minute); err != nil {
+			return IngestResult{}, err
+		}
+	}
+	before, smp := c.Stats(), sample(c)
+	start := time.Now()
+	res := IngestResult{Name: name, Load: w.Run(ctx, p, LoadSpec{Conns: e.Profile.Conns, Duration: e.Profile.Duration})}
+	res.Server = serverUse(c, before, time.Since(start), smp.done(), res.Load.OK)
+	if !bare {
+		drain, err := waitDrained(ctx, c, 5*time.Minute)
+		if err != nil {
+			return res, err
+		}
+		res.DrainSeconds = drain.Seconds()
+		res.ProcessedPerS = float64(res.Load.OK) / time.Since(start).Seconds()
+		res.Dead = countDeliveries(ctx, c, calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
+	}
+	log.Printf("%s: %.0f webhooks/s, answer p50 %.2f ms p99 %.2f ms, server CPU %.0f%%, %d errors",
+		name, res.Load.Throughput, res.Load.Answer.P50, res.Load.Answer.P99, res.Server.CPUPercent, res.Load.Errors)
+	return res, nil
+}
+
+// grpcConn dials the child's gRPC address.
+func grpcConn(c *Child) *grpc.ClientConn {
+	conns, err := dialConns(c.GRPCAddr, 1)
+	if err != nil {
+		panic(err)
+	}
+	return conns[0]
+}
+
+// countDeliveries returns how many deliveries are in state (up to 1000).
+func countDeliveries(ctx context.Context, c *Child, state calsyncv1.DeliveryState) int {
+	conn := grpcConn(c)
+	defer conn.Close()
+	resp, err := calsyncv1.NewDeliveryServiceClient(conn).ListDeliveries(ctx, &calsyncv1.ListDeliveriesRequest{State: state, PageSize: 1000})
+	if err != nil {
+		return -1
+	}
+	return len(resp.GetDeliveries())
+}
+
+// waitDrained waits until the inbox holds no pending delivery, and returns
+// how long that took.
+func waitDrained(ctx context.Context, c *Child, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	conn := grpcConn(c)
+	defer conn.Close()
+	cl := calsyncv1.NewDeliveryServiceClient(conn)
+	for {
+		resp, err := cl.ListDeliveries(ctx, &calsyncv1.ListDeliveriesRequest{State: calsyncv1.DeliveryState_DELIVERY_STATE_PENDING, PageSize: 1})
+		if err == nil && len(resp.GetDeliveries()) == 0 {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > timeout {
+			return time.Since(start), fmt.Errorf("%s: inbox not drained after %v (last error %v)", c.Name, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// calendarIDs maps postpress calendar ids to calsync's ids, through the
+// public ListCalendars.
+func calendarIDs(ctx context.Context, c *Child) (map[string]string, error) {
+	conn := grpcConn(c)
+	defer conn.Close()
+	cl := calsyncv1.NewCalendarServiceClient(conn)
+	out := map[string]string{}
+	tok := ""
+	for {
+		resp, err := cl.ListCalendars(ctx, &calsyncv1.ListCalendarsRequest{Provider: "postpress", PageSize: 1000, PageToken: tok})
+		if err != nil {
+			return nil, err
+		}
+		for _, cal := range resp.GetCalendars() {
+			out[cal.GetProviderCalendarId()] = cal.GetId()
+		}
+		if tok = resp.GetNextPageToken(); tok == "" {
+			return out, nil
+		}
+	}
+}
+
+// FanoutResult is webhook-sent → change-received at a fixed rate to many
+// watchers.
+type FanoutResult struct {
+	Name             string      `json:"name"`
+	Rate             float64     `json:"rate"`
+	Filtered         int         `json:"filtered_streams"`
+	Unfiltered       int         `json:"unfiltered_streams"`
+	REST             int         `json:"rest_streams"`
+	Load             LoadResult  `json:"load"`
+	Latency          Summary     `json:"sent_to_received"`
+	Check            StreamCheck `json:"check"`
+	Server           Server      `json:"server"`
+	MessagesPerS     float64     `json:"messages_per_s"`
+	CaughtUpSeconds  float64     `json:"caught_up_s"`
+	AllCaught        bool        `json:"all_caught"`
+	MaxSustainedMsgs float64     `json:"max_sustained_messages_per_s,omitempty"`
+}
+
+// fanout runs webhooks at rate over calendars, one event each... with
+// filtered watchers (one calendar each) and unfiltered ones; a tenth of the
+// filtered and a fifth of the unfiltered go through REST NDJSON.
+func (e *Env) fanout(ctx context.Context, c *Child, name string, rate float64, filtered, unfiltered int, dur time.Duration, rest bool) (FanoutResult, error) {
+	cals := max(filtered, 100)
+	w := NewWorkload(cals, 2)
+	p := NewPoster("http://"+c.HTTPAddr, 64)
+	// Version 1 of every event creates the calendars; the streams start
+	// after it is processed.
+	w.Run(ctx, p, LoadSpec{Conns: 64, OnePass: true})
+	if _, err := waitDrained(ctx, c, 2*time.Minute); err != nil {
+		return FanoutResult{}, err
+	}
+	ids, err := calendarIDs(ctx, c)
+	if err != nil {
+		return FanoutResult{}, err
+	}
+	base := w.Versions()
+	set := &WatchSet{}
+	calOf := map[*Watcher]int{}
+	for i := range filtered {
+		wt := NewWatcher(fmt.Sprintf("cal-%d", i), []string{ids[w.CalendarOf(i*w.EventsPerCalendar)]}, rest && i%10 == 9, base)
+		calOf[wt] = i
+		set.Watchers = append(set.Watchers, wt)
+	}
+	for i := range unfiltered {
+		set.Watchers = append(set.Watchers, NewWatcher(fmt.Sprintf("all-%d", i), nil, rest && i%5 == 4, base))
+	}
+	if err := set.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 16); err != nil {
+		return FanoutResult{}, err
+	}
+	defer set.Stop()
+	want := func(wt *Watcher) map[string]int {
+		all := w.Versions()
+		ci, ok := calOf[wt]
+		if !ok {
+			return all
+		}
+		m := map[string]int{}
+		for j := range w.EventsPerCalendar {
+			k := EventKey(ci*w.EventsPerCalendar + j)
+			m[k] = all[k]
+		}
+		return m
+	}
+	before, smp := c.Stats(), sample(c)
+	start := time.Now()
+	res := FanoutResult{Name: name, Rate: rate, Filtered: filtered, Unfiltered: unfiltered}
+	for _, wt := range set.Watchers {
+		if wt.REST {
+			res.REST++
+		}
+	}
+	res.Load = w.Run(ctx, p, LoadSpec{Conns: 64, Rate: rate, Duration: dur})
+	loadEnd := time.Now()
+	res.AllCaught = set.WaitCaught(want, 60*time.Second)
+	res.CaughtUpSeconds = time.Since(loadEnd).Seconds()
+	res.Server = serverUse(c, before, time.Since(start), smp.done(), res.Load.OK)
+	res.Check = set.Check(want)
+	res.Latency = set.Latencies()
+	res.MessagesPerS = float64(res.Check.Received) / loadEnd.Sub(start).Seconds()
+	log.Printf("%s: %.0f/s × %d+%d streams: sent→received p50 %.2f ms p99 %.2f ms max %.1f ms; missing %d dup %d order %d",
+		name, res.Load.Throughput, filtered, unfiltered, res.Latency.P50, res.Latency.P99, res.Latency.Max,
+		res.Check.Missing, res.Check.Duplicates, res.Check.OrderDisagreements)
+	return res, nil
+}
+
+// IdleResult is server memory with many open, idle streams.
+type IdleResult struct {
+	IdleRSSMB       float64 `json:"idle_rss_mb"`
+	Streams         int     `json:"streams"`
+	RSSWithStreams  float64 `json:"rss_with_streams_mb"`
+	KBPerStream     float64 `json:"kb_per_stream"`
+	OpenSeconds     float64 `json:"open_s"`
+	GoroutinesLocal int     `json:"bench_goroutines"`
+}
+
+// idle measures a fresh server's RSS, then its RSS with n idle streams.
+func (e *Env) idle(ctx context.Context, n int) (IdleResult, error) {
+	c, err := e.calsync(ctx, "idle", 0, "FULL")
+	if err != nil {
+		return IdleResult{}, err
+	}
+	defer c.Stop(10 * time.Second)
+	time.Sleep(2 * time.Second)
+	res := IdleResult{IdleRSSMB: mb(c.Stats().RSS), Streams: n}
+	set := &WatchSet{}
+	for i := range n {
+		wt := NewWatcher(fmt.Sprintf("idle-%d", i), nil, false, nil)
+		wt.keepLatency = false
+		set.Watchers = append(set.Watchers, wt)
+	}
+	start := time.Now()
+	before := c.Stats().RSS
+	if err := set.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 16); err != nil {
+		return res, err
+	}
+	defer set.Stop()
+	res.OpenSeconds = time.Since(start).Seconds()
+	time.Sleep(3 * time.Second)
+	after := c.Stats().RSS
+	res.RSSWithStreams = mb(after)
+	res.KBPerStream = float64(after-before) / 1024 / float64(n)
+	res.GoroutinesLocal = runtime.NumGoroutine()
+	log.Printf("idle: RSS %.1f MB; %d streams add %.1f KB each", res.IdleRSSMB, n, res.KBPerStream)
+	return res, nil
+}
+
+// CatchupResult is one client replaying a long change log.
+type CatchupResult struct {
+	Changes     int     `json:"changes"`
+	FillSeconds float64 `json:"fill_s"`
+	FillPerS    float64 `json:"fill_changes_per_s"`
+	Seconds     float64 `json:"replay_s"`
+	ChangesPerS float64 `json:"replay_changes_per_s"`
+	Duplicates  int64   `json:"duplicates"`
+	Missing     int64   `json:"missing"`
+	ServerRSSMB float64 `json:"peak_rss_mb"`
+	Synchronous string  `json:"fill_synchronous"`
+}
+
+// catchup fills a change log with n changes through webhooks, then times
+// one gRPC client reading all of it from the start. The fill runs with
+// synchronous=NORMAL: it is set-up, not the figure measured.
+func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
+	c, err := e.calsync(ctx, "catchup", 0, "NORMAL")
+	if err != nil {
+		return CatchupResult{}, err
+	}
+	defer c.Stop(30 * time.Second)
+	res := CatchupResult{Changes: n, Synchronous: "NORMAL"}
+	first := NewWatcher("first", nil, false, nil)
+	fs := &WatchSet{Watchers: []*Watcher{first}}
+	if err := fs.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 1); err != nil {
+		return res, err
+	}
+	from := first.Cursor()
+	fs.Stop()
+	w := NewWorkload(100, 100)
+	p := NewPoster("http://"+c.HTTPAddr, 64)
+	start := time.Now()
+	w.Run(ctx, p, LoadSpec{Conns: 64, MaxSends: int64(n)})
+	if _, err := waitDrained(ctx, c, 30*time.Minute); err != nil {
+		return res, err
+	}
+	res.FillSeconds = time.Since(start).Seconds()
+	// Every event also made its calendar once: count only event changes.
+	res.FillPerS = float64(n) / res.FillSeconds
+	want := w.Versions()
+	rd := NewWatcher("replay", nil, false, nil)
+	rd.keepLatency = false
+	rd.cursor = from
+	smp := sample(c)
+	start = time.Now()
+	set := &WatchSet{Watchers: []*Watcher{rd}}
+	if err := set.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 1); err != nil {
+		return res, err
+	}
+	ok := set.WaitCaught(func(*Watcher) map[string]int { return want }, 10*time.Minute)
+	res.Seconds = time.Since(start).Seconds()
+	set.Stop()
+	res.ServerRSSMB = mb(smp.done())
+	res.ChangesPerS = float64(rd.Checker.Received) / res.Seconds
+	res.Duplicates, res.Missing = rd.Checker.Duplicates, rd.Checker.Missing(want)
+	if !ok {
+		log.Printf("catch-up: replay did not finish")
+	}
+	log.Printf("catch-up: %d changes replayed in %.2f s = %.0f changes/s (fill %.0f/s)", rd.Checker.Received, res.Seconds, res.ChangesPerS, res.FillPerS)
+	return res, nil
+}
+
+// bareServer answers 200 to every request after reading its body: the
+// ceiling of HTTP request handling on this machine.
+func bareServer(addr string) error {
+	return http.ListenAndServe(addr, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := r.Body.Read(buf); err != nil {
+				break
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"delivery_id":"0","duplicate":false}`))
+	}))
+}
+
+func hostname() string { h, _ := os.Hostname(); return strings.TrimSpace(h) }

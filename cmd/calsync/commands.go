@@ -57,6 +57,19 @@ func (c clientCommand) build(parent string, stdout io.Writer) *ffcli.Command {
 		FlagSet:    fs,
 		Options:    []ff.Option{ff.WithEnvVarPrefix("CALSYNC")},
 		Exec: func(ctx context.Context, args []string) error {
+			// Flags may follow the arguments too: `calendars get ID --json`.
+			var positional []string
+			for len(args) > 0 {
+				if strings.HasPrefix(args[0], "-") && args[0] != "-" {
+					if err := fs.Parse(args); err != nil {
+						return usageError{err}
+					}
+					args = fs.Args()
+					continue
+				}
+				positional, args = append(positional, args[0]), args[1:]
+			}
+			args = positional
 			if len(args) != c.args {
 				return usageError{fmt.Errorf("%s takes %d argument(s) (%s), got %d", name, c.args, c.usage, len(args))}
 			}

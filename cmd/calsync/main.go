@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -58,7 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "calsync: %v\n", err)
 		var usage usageError
-		if errors.As(err, &usage) {
+		// ffcli reports a bad flag value as a plain error with this prefix.
+		if errors.As(err, &usage) || strings.HasPrefix(err.Error(), "error parsing commandline arguments") {
 			return 2
 		}
 		return 1

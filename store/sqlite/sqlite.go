@@ -90,6 +90,8 @@ type DB struct {
 	// drained the queue and stopped.
 	enqueue       chan *enqueueRequest
 	committerDone chan struct{}
+	// updates queues Updates for whoever holds the writer lock next.
+	updates chan *updateRequest
 
 	gate      gate
 	closeOnce sync.Once
@@ -167,6 +169,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 
 	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
+	db.updates = make(chan *updateRequest, 4*db.maxBatch)
 	go db.commitLoop()
 	return db, nil
 }

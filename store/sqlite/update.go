@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
@@ -17,38 +18,155 @@ var errTxDone = errors.New("sqlite: transaction used after Update returned")
 // Update runs fn in one write transaction. After a successful commit, and
 // still holding the writer lock so that hooks see commits in cursor order,
 // it hands the appended changes to every [DB.OnCommit] hook. If fn fails or
-// the commit does, everything is rolled back and no hook is called.
+// the commit does, everything fn wrote is rolled back and no hook sees it.
+//
+// Concurrent Updates share one SQLite transaction, each in its own
+// savepoint, so that many deliveries processed at once cost one fsync
+// instead of one each (up to Options.MaxBatch; 1 turns this off). Whoever
+// takes the writer lock runs every Update queued at that moment; the others
+// wait for its commit. A failing fn rolls back to its savepoint and leaves
+// the others alone.
 func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	if err := db.enter(); err != nil {
 		return err
 	}
 	defer db.leave()
-	if err := db.lockWriter(ctx); err != nil {
-		return err
+	req := &updateRequest{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case db.updates <- req:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	defer db.unlockWriter()
+	for {
+		select {
+		case err := <-req.done:
+			return err
+		case db.wlock <- struct{}{}:
+			db.runUpdates()
+			db.unlockWriter()
+		case <-ctx.Done():
+			// Withdraw the request unless a transaction already took it;
+			// then its outcome is the answer.
+			if req.state.CompareAndSwap(updateQueued, updateAbandoned) {
+				return ctx.Err()
+			}
+			return <-req.done
+		}
+	}
+}
 
+// States of an updateRequest.
+const (
+	updateQueued int32 = iota
+	updateTaken
+	updateAbandoned
+)
+
+// updateRequest is one Update waiting for a transaction to run in.
+type updateRequest struct {
+	ctx  context.Context
+	fn   func(tx store.Tx) error
+	done chan error
+	err  error
+	// from and to delimit the request's changes in the transaction's.
+	from, to int
+	// state moves from queued to taken (by a transaction) or abandoned (by
+	// its caller, whose ctx ended first), never both.
+	state atomic.Int32
+}
+
+// runUpdates runs the Updates queued now in one transaction. The caller
+// holds the writer lock.
+func (db *DB) runUpdates() {
+	var batch []*updateRequest
+	for len(batch) < db.maxBatch {
+		select {
+		case r := <-db.updates:
+			if r.state.CompareAndSwap(updateQueued, updateTaken) {
+				batch = append(batch, r)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if len(batch) == 0 {
+		return
+	}
 	// One commit time per transaction, read under the writer lock so commit
 	// times follow cursor order as far as the clock allows.
 	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC()}
-	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
-		t.tx = sqlTx
-		defer func() { t.tx = nil }()
-		return fn(t)
+	ran := 0
+	err := db.writeTx(context.Background(), func(sqlTx *sql.Tx) error {
+		for _, r := range batch {
+			if r.err = r.ctx.Err(); r.err != nil {
+				continue
+			}
+			r.from = len(t.records)
+			if len(batch) == 1 {
+				t.tx = sqlTx
+				r.err = r.fn(t)
+				t.tx = nil
+				r.to = len(t.records)
+				if r.err != nil {
+					return r.err
+				}
+				ran++
+				continue
+			}
+			if _, err := sqlTx.Exec("SAVEPOINT u"); err != nil {
+				return err
+			}
+			mark := len(t.records)
+			t.tx = sqlTx
+			r.err = r.fn(t)
+			t.tx = nil
+			if r.err != nil {
+				t.records = t.records[:mark]
+				if _, err := sqlTx.Exec("ROLLBACK TO u"); err != nil {
+					return err
+				}
+			} else {
+				ran++
+			}
+			r.to = len(t.records)
+			if _, err := sqlTx.Exec("RELEASE u"); err != nil {
+				return err
+			}
+		}
+		if ran == 0 {
+			return errNothingToCommit
+		}
+		return nil
 	})
 	if err != nil {
-		return err
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+			r.done <- r.err
+		}
+		return
 	}
-	if len(t.records) > 0 {
-		db.hooksMu.RLock()
-		hooks := db.hooks
-		db.hooksMu.RUnlock()
-		for _, h := range hooks {
-			h(t.records)
+	db.hooksMu.RLock()
+	hooks := db.hooks
+	db.hooksMu.RUnlock()
+	// Hooks see each Update's changes as one commit, in cursor order.
+	for _, r := range batch {
+		if r.err == nil && r.to > r.from {
+			for _, h := range hooks {
+				h(t.records[r.from:r.to:r.to])
+			}
 		}
 	}
-	return nil
+	for _, r := range batch {
+		r.done <- r.err
+	}
 }
+
+// errNothingToCommit rolls back a shared transaction in which every Update
+// failed; each still gets its own error.
+var errNothingToCommit = errors.New("sqlite: nothing to commit")
 
 // OnCommit registers fn to receive the changes of every commit that
 // appended some, in commit order, on the committing goroutine.

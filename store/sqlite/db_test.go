@@ -193,3 +193,31 @@ func appendN(t *testing.T, db *sqlite.DB, n int) []store.Cursor {
 	}
 	return out
 }
+
+// TestUpdateAfterAbandonedUpdatesFillTheQueue: Updates whose context ended
+// while the writer was busy leave their requests queued; with a small queue
+// (MaxBatch 1) they fill it, and a later Update must still get through.
+func TestUpdateAfterAbandonedUpdatesFillTheQueue(t *testing.T) {
+	db := mustOpen(t, filepath.Join(t.TempDir(), "w.db"), sqlite.Options{MaxBatch: 1})
+	release := make(chan struct{})
+	holding := make(chan struct{})
+	go db.Update(context.Background(), func(store.Tx) error {
+		close(holding)
+		<-release
+		return nil
+	})
+	<-holding
+	for range 8 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		if err := db.Update(ctx, func(store.Tx) error { return nil }); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Update while the writer is held: %v", err)
+		}
+		cancel()
+	}
+	close(release)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := db.Update(ctx, func(store.Tx) error { return nil }); err != nil {
+		t.Fatalf("Update after abandoned ones: %v", err)
+	}
+}

@@ -23,7 +23,7 @@ var errTxDone = errors.New("sqlite: transaction used after Update returned")
 // Concurrent Updates share one SQLite transaction, each in its own
 // savepoint, so that many deliveries processed at once cost one fsync
 // instead of one each (up to Options.MaxBatch; 1 turns this off). Whoever
-// takes the writer lock runs every Update queued at that moment; the others
+// becomes the leader runs every Update queued at that moment; the others
 // wait for its commit. A failing fn rolls back to its savepoint and leaves
 // the others alone.
 func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
@@ -32,18 +32,31 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	}
 	defer db.leave()
 	req := &updateRequest{ctx: ctx, fn: fn, done: make(chan error, 1)}
-	select {
-	case db.updates <- req:
-	case <-ctx.Done():
-		return ctx.Err()
+	for queued := false; !queued; {
+		select {
+		case db.updates <- req:
+			queued = true
+		case db.wlock <- struct{}{}:
+			// The queue is full. Only a writer empties it (abandoned
+			// requests included), so become the writer and make room.
+			db.runUpdates()
+			db.unlockWriter()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	for {
 		select {
 		case err := <-req.done:
 			return err
-		case db.wlock <- struct{}{}:
+		case db.updateLeader <- struct{}{}:
+			// One waiting Update at a time competes for the writer, so
+			// the inbox's group commit takes turns with whole batches of
+			// Updates instead of queueing behind each of their callers.
+			db.wlock <- struct{}{}
 			db.runUpdates()
 			db.unlockWriter()
+			<-db.updateLeader
 		case <-ctx.Done():
 			// Withdraw the request unless a transaction already took it;
 			// then its outcome is the answer.

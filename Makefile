@@ -76,3 +76,49 @@ $(GOOGLEAPIS): tools/go.mod
 
 clean:
 	rm -rf .build bin
+
+# ---- Benchmarks, crash test, fault injection, fuzzing (cmd/calsync-bench) ----
+# Heavy runs live here, never in `make test`. Check `uptime` first: the
+# figures are only as good as the machine is quiet.
+
+BENCH    := $(GO) run ./cmd/calsync-bench
+FUZZTIME ?= 30s
+CYCLES   ?= 20
+ETCD     ?= $(shell command -v etcd || echo /usr/bin/etcd)
+
+.PHONY: bench bench-quick bench-peers crash-test fault-test fuzz etcd-server
+
+## bench: every scenario and its baselines (bare net/http, group commit off); rewrites BENCHMARKS.md
+bench:
+	$(BENCH) run -profile full -pprof auto
+
+## bench-quick: the same scenarios, small, in under a minute
+bench-quick:
+	$(BENCH) run -profile quick
+
+## bench-peers: etcd put → watch with calsync's load shapes; rewrites BENCHMARKS.md
+bench-peers: etcd-server
+	$(BENCH) peers -profile full -etcd $(ETCD)
+
+## crash-test: kill -9 calsync under load $(CYCLES) times; fails on anything lost or doubled
+crash-test:
+	$(BENCH) crash -cycles $(CYCLES) -out benchmarks/crash.json && $(BENCH) report
+
+## fault-test: Recall API failing in every documented way; calsync must converge within Recall's limits
+fault-test:
+	$(BENCH) faults -out benchmarks/faults.json && $(BENCH) report
+
+# etcd-server comes from Debian, installed only when missing.
+etcd-server:
+	@command -v etcd > /dev/null || test -x /usr/bin/etcd || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq etcd-server; }
+
+## fuzz: every fuzz target of every package for FUZZTIME each; findings land in testdata/fuzz as regression seeds
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for t in $$($(GO) test -list 'Fuzz.*' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done

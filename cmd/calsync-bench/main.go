@@ -40,7 +40,7 @@ func main() {
 	bin := fs.String("calsync", "", "calsync binary to run (default: build ./cmd/calsync)")
 	addr := fs.String("addr", "127.0.0.1:0", "listen address (bare)")
 	cycles := fs.Int("cycles", 20, "crash cycles (crash)")
-	pprofAddr := fs.String("pprof", "", "have the calsync under test serve pprof on this address")
+	pprofAddr := fs.String("pprof", "", "have the calsync under test serve pprof on this address (auto: a free one) and save CPU profiles of each measured phase in benchmarks/profiles")
 	etcdBin := fs.String("etcd", "etcd", "etcd binary (peers)")
 	_ = fs.Parse(os.Args[2:])
 	p, ok := profiles[*profile]

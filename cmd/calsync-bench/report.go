@@ -86,6 +86,9 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, out, md string) er
 	if err != nil {
 		return err
 	}
+	if pprofAddr == "auto" {
+		pprofAddr = freeAddr()
+	}
 	env.Pprof = pprofAddr
 	defer os.RemoveAll(env.Dir)
 	defer env.Fake.Close()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -86,6 +87,33 @@ func (e *Env) calsync(ctx context.Context, name string, maxBatch int, sync strin
 		Bin: e.Bin, DB: filepath.Join(e.Dir, fmt.Sprintf("%02d-%s.db", e.runs, fileName(name))), LogDir: e.Dir,
 		MaxBatch: maxBatch, Synchronous: sync, RecallURL: e.Fake.URL, RecallKey: e.Fake.APIKey(), PprofAddr: e.Pprof,
 	})
+}
+
+// profile, when the server under test serves pprof, captures a CPU
+// profile of the next d into benchmarks/profiles/<name>.pprof; the returned
+// function waits for it.
+func (e *Env) profile(name string, d time.Duration) func() {
+	if e.Pprof == "" || d < time.Second {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.Pprof, int(d/time.Second)))
+		if err != nil {
+			log.Printf("profile %s: %v", name, err)
+			return
+		}
+		defer resp.Body.Close()
+		_ = os.MkdirAll("benchmarks/profiles", 0o755)
+		f, err := os.Create(filepath.Join("benchmarks/profiles", fileName(name)+".pprof"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
 }
 
 // sampler records the child's peak RSS while a scenario runs.
@@ -177,7 +205,12 @@ func (e *Env) ingest(ctx context.Context, name string, bare bool, maxBatch int) 
 	}
 	before, smp := c.Stats(), sample(c)
 	start := time.Now()
+	waitProfile := func() {}
+	if !bare {
+		waitProfile = e.profile(name, e.Profile.Duration-time.Second)
+	}
 	res := IngestResult{Name: name, Load: w.Run(ctx, p, LoadSpec{Conns: e.Profile.Conns, Duration: e.Profile.Duration})}
+	waitProfile()
 	res.Server = serverUse(c, before, time.Since(start), smp.done(), res.Load.OK)
 	if !bare {
 		drain, err := waitDrained(ctx, c, 5*time.Minute)
@@ -325,7 +358,9 @@ func (e *Env) fanout(ctx context.Context, c *Child, name string, rate float64, f
 			res.REST++
 		}
 	}
+	waitProfile := e.profile(name, dur-time.Second)
 	res.Load = w.Run(ctx, p, LoadSpec{Conns: 64, Rate: rate, Duration: dur})
+	waitProfile()
 	loadEnd := time.Now()
 	res.AllCaught = set.WaitCaught(want, 60*time.Second)
 	res.CaughtUpSeconds = time.Since(loadEnd).Seconds()

@@ -90,8 +90,10 @@ type DB struct {
 	// drained the queue and stopped.
 	enqueue       chan *enqueueRequest
 	committerDone chan struct{}
-	// updates queues Updates for whoever holds the writer lock next.
-	updates chan *updateRequest
+	// updates queues Updates for the next leader, the one Update caller
+	// holding updateLeader (a one-slot semaphore), to run together.
+	updates      chan *updateRequest
+	updateLeader chan struct{}
 
 	gate      gate
 	closeOnce sync.Once
@@ -170,6 +172,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 
 	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
 	db.updates = make(chan *updateRequest, 4*db.maxBatch)
+	db.updateLeader = make(chan struct{}, 1)
 	go db.commitLoop()
 	return db, nil
 }

@@ -1,7 +1,7 @@
 package main
 
 import (
-	"fmt"
+	"encoding/binary"
 	"hash/fnv"
 	"sync"
 )
@@ -53,7 +53,10 @@ func (c *Checker) Observe(key string, ver int, cursor string) {
 	}
 	c.last[key] = ver
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%d|%s", c.order, cursor)
+	var chain [8]byte
+	binary.BigEndian.PutUint64(chain[:], c.order)
+	h.Write(chain[:])
+	h.Write([]byte(cursor))
 	c.order, c.hashed = h.Sum64(), true
 }
 

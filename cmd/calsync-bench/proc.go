@@ -26,6 +26,9 @@ type ProcStats struct {
 	CPU time.Duration
 	// RSS is the resident set size in bytes.
 	RSS int64
+	// clientCPU is this tool's own CPU time when the stats were read, so
+	// the load generator's share of the machine can be reported too.
+	clientCPU time.Duration
 }
 
 // readProcStats reads /proc/<pid>/stat (CPU) and /proc/<pid>/status (RSS).
@@ -61,6 +64,15 @@ func readProcStats(pid int) (ProcStats, error) {
 	return ProcStats{CPU: time.Duration(ut+st) * time.Second / clockTicks, RSS: rss}, nil
 }
 
+// statsWithClient reads a child's stats together with this process's CPU.
+func statsWithClient(pid int) ProcStats {
+	s, _ := readProcStats(pid)
+	if self, err := readProcStats(os.Getpid()); err == nil {
+		s.clientCPU = self.CPU
+	}
+	return s
+}
+
 // freeAddr returns a loopback address with a port nobody listens on now.
 func freeAddr() string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -85,10 +97,7 @@ type Child struct {
 func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
 // Stats reads the child's CPU and RSS.
-func (c *Child) Stats() ProcStats {
-	s, _ := readProcStats(c.Pid())
-	return s
-}
+func (c *Child) Stats() ProcStats { return statsWithClient(c.Pid()) }
 
 // Kill ends the child with SIGKILL, as a crash would, and waits for it.
 func (c *Child) Kill() {

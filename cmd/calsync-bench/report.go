@@ -220,10 +220,10 @@ func writeMarkdown(md string) error {
 		}
 	}
 	fmt.Fprintf(&b, "### Webhook ingestion, closed loop over %d connections, %v per run\n\n", r.Profile.Conns, r.Profile.Duration)
-	fmt.Fprintf(&b, "| server | webhooks/s | answer p50 | p90 | p99 | max | errors | server CPU | CPU µs/webhook | peak RSS | processed/s (incl. drain) | dead-lettered |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| server | webhooks/s | answer p50 | p90 | p99 | max | errors | server CPU | client CPU | server CPU µs/webhook | peak RSS | processed/s (incl. drain) | dead-lettered |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.Ingest {
-		fmt.Fprintf(&b, "| %s | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %d | %.0f%% | %.0f | %.1f MB | %s | %d |\n", x.Name, x.Load.Throughput,
-			x.Load.Answer.P50, x.Load.Answer.P90, x.Load.Answer.P99, x.Load.Answer.Max, x.Load.Errors, x.Server.CPUPercent, x.Server.CPUPerOp, x.Server.PeakRSSMB,
+		fmt.Fprintf(&b, "| %s | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %d | %.0f%% | %.0f%% | %.0f | %.1f MB | %s | %d |\n", x.Name, x.Load.Throughput,
+			x.Load.Answer.P50, x.Load.Answer.P90, x.Load.Answer.P99, x.Load.Answer.Max, x.Load.Errors, x.Server.CPUPercent, x.Server.ClientCPUPercent, x.Server.CPUPerOp, x.Server.PeakRSSMB,
 			orDash(x.ProcessedPerS, "%.0f"), x.Dead)
 	}
 	b.WriteString("\n")
@@ -271,18 +271,18 @@ func writeMarkdown(md string) error {
 		fmt.Fprintf(&b, "| idle RSS ≤ 40 MB | %.1f MB | | %s |\n", x.IdleRSSMB, mark(x.IdleRSSMB <= 40))
 	}
 	if x := r.Catchup; x != nil {
-		fmt.Fprintf(&b, "| catch-up from a %d-change log ≥ 200,000 changes/s | %.0f changes/s (%d missing, %d duplicated) | | %s |\n",
-			x.Changes, x.ChangesPerS, x.Missing, x.Duplicates, mark(x.ChangesPerS >= 200000 && x.Missing+x.Duplicates == 0))
+		fmt.Fprintf(&b, "| catch-up from a %d-change log ≥ 200,000 changes/s | %.0f changes/s (%d missing, %d duplicated; server CPU %.0f%%, client CPU %.0f%%) | | %s |\n",
+			x.Changes, x.ChangesPerS, x.Missing, x.Duplicates, x.Server.CPUPercent, x.Server.ClientCPUPercent, mark(x.ChangesPerS >= 200000 && x.Missing+x.Duplicates == 0))
 	}
 	b.WriteString("\n")
 	if r.Fanout != nil || r.Broadcast != nil {
-		fmt.Fprintf(&b, "### Streams\n\n| run | rate | streams (REST) | webhooks/s | sent→received p50 | p90 | p99 | max | messages/s | missing | dup | server CPU | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&b, "### Streams\n\n| run | rate | streams (REST) | webhooks/s | sent→received p50 | p90 | p99 | max | messages/s | missing | dup | server CPU | client CPU | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, f := range append([]*FanoutResult{r.Fanout, r.Broadcast}, ptrs(r.Steps)...) {
 			if f == nil {
 				continue
 			}
-			fmt.Fprintf(&b, "| %s | %.0f/s | %d+%d (%d) | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %.0f | %d | %d | %.0f%% | %.1f MB |\n", f.Name, f.Rate, f.Filtered, f.Unfiltered, f.REST,
-				f.Load.Throughput, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.MessagesPerS, f.Check.Missing, f.Check.Duplicates, f.Server.CPUPercent, f.Server.PeakRSSMB)
+			fmt.Fprintf(&b, "| %s | %.0f/s | %d+%d (%d) | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %.0f | %d | %d | %.0f%% | %.0f%% | %.1f MB |\n", f.Name, f.Rate, f.Filtered, f.Unfiltered, f.REST,
+				f.Load.Throughput, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.MessagesPerS, f.Check.Missing, f.Check.Duplicates, f.Server.CPUPercent, f.Server.ClientCPUPercent, f.Server.PeakRSSMB)
 		}
 		b.WriteString("\n")
 	}

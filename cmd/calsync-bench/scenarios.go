@@ -146,13 +146,19 @@ func (s *sampler) done() int64 { close(s.stop); return s.peak.Load() }
 // Server is the resources the server under test used during a scenario.
 type Server struct {
 	CPUPercent float64 `json:"cpu_percent"`
-	CPUPerOp   float64 `json:"cpu_us_per_webhook,omitempty"`
-	PeakRSSMB  float64 `json:"peak_rss_mb"`
+	// ClientCPUPercent is this tool's own CPU over the same time: on a
+	// small machine the load generator competes with the server for cores.
+	ClientCPUPercent float64 `json:"client_cpu_percent"`
+	CPUPerOp         float64 `json:"cpu_us_per_webhook,omitempty"`
+	PeakRSSMB        float64 `json:"peak_rss_mb"`
 }
 
 func serverUse(c *Child, before ProcStats, elapsed time.Duration, peak int64, ops int64) Server {
 	after := c.Stats()
 	s := Server{CPUPercent: 100 * (after.CPU - before.CPU).Seconds() / elapsed.Seconds(), PeakRSSMB: mb(max(peak, after.RSS))}
+	if self, err := readProcStats(os.Getpid()); err == nil && before.clientCPU > 0 {
+		s.ClientCPUPercent = 100 * (self.CPU - before.clientCPU).Seconds() / elapsed.Seconds()
+	}
 	if ops > 0 {
 		s.CPUPerOp = float64((after.CPU - before.CPU).Microseconds()) / float64(ops)
 	}
@@ -425,6 +431,7 @@ type CatchupResult struct {
 	Duplicates  int64   `json:"duplicates"`
 	Missing     int64   `json:"missing"`
 	ServerRSSMB float64 `json:"peak_rss_mb"`
+	Server      Server  `json:"replay_cpu"`
 	Synchronous string  `json:"fill_synchronous"`
 }
 
@@ -459,7 +466,7 @@ func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
 	rd := NewWatcher("replay", nil, false, nil)
 	rd.keepLatency = false
 	rd.cursor = from
-	smp := sample(c)
+	before, smp := c.Stats(), sample(c)
 	start = time.Now()
 	set := &WatchSet{Watchers: []*Watcher{rd}}
 	if err := set.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 1); err != nil {
@@ -468,7 +475,8 @@ func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
 	ok := set.WaitCaught(func(*Watcher) map[string]int { return want }, 10*time.Minute)
 	res.Seconds = time.Since(start).Seconds()
 	set.Stop()
-	res.ServerRSSMB = mb(smp.done())
+	res.Server = serverUse(c, before, time.Since(start), smp.done(), 0)
+	res.ServerRSSMB = res.Server.PeakRSSMB
 	res.ChangesPerS = float64(rd.Checker.Received) / res.Seconds
 	res.Duplicates, res.Missing = rd.Checker.Duplicates, rd.Checker.Missing(want)
 	if !ok {

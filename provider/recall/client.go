@@ -119,7 +119,7 @@ func WithHTTPClient(hc *http.Client) ClientOption {
 }
 
 // WithRateLimit sets the rate of an endpoint to perMinute requests a
-// minute with the given burst. Recall's limits are per workspace, so a
+// minute with the given burst, counted over any 60-second window. Recall's limits are per workspace, so a
 // deployment sharing a key with others should configure less than the
 // defaults (calendar 300/min, event list 60/min, event 300/min). A
 // perMinute of 0 or less removes the endpoint's limit.
@@ -129,7 +129,14 @@ func WithRateLimit(endpoint string, perMinute, burst int) ClientOption {
 			c.limits[endpoint] = limit{}
 			return
 		}
-		c.limits[endpoint] = limit{every: time.Minute / time.Duration(perMinute), burst: max(burst, 1)}
+		// A token bucket lets through its burst plus a minute of refill in
+		// any one minute, so the refill is what is left of perMinute after
+		// the burst: no 60-second window ever exceeds perMinute.
+		b := max(burst, 1)
+		if b >= perMinute {
+			b = max(perMinute/2, 1)
+		}
+		c.limits[endpoint] = limit{every: time.Minute / time.Duration(max(perMinute-b, 1)), burst: b}
 	}
 }
 

@@ -6,7 +6,7 @@
 //
 // Subcommands:
 //
-//	calsync-bench run     [-profile quick|full] [-out FILE] [-md BENCHMARKS.md]
+//	calsync-bench run     [-profile quick|full] [-target GRPC,HTTP] [-pprof auto] [-out FILE] [-md BENCHMARKS.md]
 //	calsync-bench peers   [-profile quick|full] [-out FILE] [-md BENCHMARKS.md]
 //	calsync-bench crash   [-cycles 20] [-out FILE]
 //	calsync-bench faults  [-out FILE]
@@ -42,6 +42,7 @@ func main() {
 	cycles := fs.Int("cycles", 20, "crash cycles (crash)")
 	pprofAddr := fs.String("pprof", "", "have the calsync under test serve pprof on this address (auto: a free one) and save CPU profiles of each measured phase in benchmarks/profiles")
 	etcdBin := fs.String("etcd", "etcd", "etcd binary (peers)")
+	target := fs.String("target", "", "GRPC_ADDR,HTTP_ADDR of a running calsync to measure instead of starting one (run); it must use this tool's webhook secrets")
 	_ = fs.Parse(os.Args[2:])
 	p, ok := profiles[*profile]
 	if !ok {
@@ -55,7 +56,7 @@ func main() {
 	case "bare":
 		err = bareServer(*addr)
 	case "run":
-		err = runBench(ctx, p, *bin, *pprofAddr, *out, *md)
+		err = runBench(ctx, p, *bin, *pprofAddr, *target, *out, *md)
 	case "peers":
 		err = runPeers(ctx, p, *etcdBin, *out, *md)
 	case "crash":

@@ -93,20 +93,37 @@ type Child struct {
 	logPath  string
 }
 
-// Pid returns the child's process id.
-func (c *Child) Pid() int { return c.cmd.Process.Pid }
+// Pid returns the child's process id, or 0 for a server the tool did not
+// start (--target).
+func (c *Child) Pid() int {
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
 
-// Stats reads the child's CPU and RSS.
-func (c *Child) Stats() ProcStats { return statsWithClient(c.Pid()) }
+// Stats reads the child's CPU and RSS; a targeted server reports zero.
+func (c *Child) Stats() ProcStats {
+	if c.cmd == nil {
+		return ProcStats{}
+	}
+	return statsWithClient(c.Pid())
+}
 
 // Kill ends the child with SIGKILL, as a crash would, and waits for it.
 func (c *Child) Kill() {
+	if c.cmd == nil {
+		return
+	}
 	_ = c.cmd.Process.Signal(syscall.SIGKILL)
 	<-c.done
 }
 
 // Stop asks the child to shut down cleanly, and kills it after timeout.
 func (c *Child) Stop(timeout time.Duration) {
+	if c.cmd == nil {
+		return
+	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-c.done:

@@ -80,7 +80,7 @@ func (r *Results) fail(what string, err error) {
 
 // runBench runs every calsync scenario and its baselines, writes the
 // result file and regenerates BENCHMARKS.md.
-func runBench(ctx context.Context, p Profile, bin, pprofAddr, out, md string) error {
+func runBench(ctx context.Context, p Profile, bin, pprofAddr, target, out, md string) error {
 	res := &Results{Command: "calsync-bench " + strings.Join(os.Args[1:], " "), Profile: p, Started: time.Now().UTC(), Machine: machine()}
 	env, err := newEnv(p, bin)
 	if err != nil {
@@ -92,11 +92,23 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, out, md string) er
 	env.Pprof = pprofAddr
 	defer os.RemoveAll(env.Dir)
 	defer env.Fake.Close()
-	for _, s := range []struct {
+	type ingestRun struct {
 		name     string
 		bare     bool
 		maxBatch int
-	}{{"bare net/http (ceiling)", true, 0}, {"calsync", false, 0}, {"calsync, group commit off", false, 1}} {
+	}
+	runs := []ingestRun{{"bare net/http (ceiling)", true, 0}, {"calsync", false, 0}, {"calsync, group commit off", false, 1}}
+	if target != "" {
+		// A targeted server is measured as it is: the baselines need
+		// servers the tool starts itself.
+		g, h, ok := strings.Cut(target, ",")
+		if !ok {
+			return errors.New("-target wants GRPC_ADDR,HTTP_ADDR")
+		}
+		env.Target = &Child{Name: "target", GRPCAddr: g, HTTPAddr: h}
+		runs = []ingestRun{{"calsync (target)", false, 0}}
+	}
+	for _, s := range runs {
 		r, err := env.ingest(ctx, s.name, s.bare, s.maxBatch)
 		if err != nil {
 			res.fail(s.name, err)
@@ -144,15 +156,19 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, out, md string) er
 		}
 		c.Stop(10 * time.Second)
 	}
-	if r, err := env.idle(ctx, p.IdleStreams); err != nil {
+	if env.Target != nil {
+		// Idle memory and catch-up need a fresh server of their own.
+	} else if r, err := env.idle(ctx, p.IdleStreams); err != nil {
 		res.fail("idle", err)
 	} else {
 		res.Idle = &r
 	}
-	if r, err := env.catchup(ctx, p.CatchupChanges); err != nil {
-		res.fail("catch-up", err)
-	} else {
-		res.Catchup = &r
+	if env.Target == nil {
+		if r, err := env.catchup(ctx, p.CatchupChanges); err != nil {
+			res.fail("catch-up", err)
+		} else {
+			res.Catchup = &r
+		}
 	}
 	res.Machine.LoadAfter = loadavg()
 	if err := writeJSON(out, res); err != nil {

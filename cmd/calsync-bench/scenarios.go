@@ -54,7 +54,11 @@ type Env struct {
 	FakeCalendars []string
 	// Pprof, if set, is where the calsync under test serves profiles.
 	Pprof string
-	runs  int
+	// Target, if set, is a running calsync to measure instead of starting
+	// one; it must accept the tool's webhook secrets, and its CPU and
+	// memory are not reported.
+	Target *Child
+	runs   int
 }
 
 // newEnv prepares the binary, the folder and a fake Recall API with a few
@@ -85,6 +89,9 @@ func newEnv(p Profile, bin string) (*Env, error) {
 
 // calsync starts a fresh calsync on a new database.
 func (e *Env) calsync(ctx context.Context, name string, maxBatch int, sync string) (*Child, error) {
+	if e.Target != nil {
+		return e.Target, nil
+	}
 	e.runs++
 	return startCalsync(ctx, name, CalsyncOptions{
 		Bin: e.Bin, DB: filepath.Join(e.Dir, fmt.Sprintf("%02d-%s.db", e.runs, fileName(name))), LogDir: e.Dir,
@@ -203,7 +210,10 @@ func (e *Env) ingest(ctx context.Context, name string, bare bool, maxBatch int) 
 	}
 	defer c.Stop(10 * time.Second)
 	w := NewWorkload(200, 50)
-	w.RecallCalendars, w.RecallEvery = e.FakeCalendars, 20
+	if e.Target == nil {
+		// A targeted server does not know the fake Recall API.
+		w.RecallCalendars, w.RecallEvery = e.FakeCalendars, 20
+	}
 	p := NewPoster("http://"+c.HTTPAddr, e.Profile.Conns)
 	// A short warm-up opens the connections and creates the calendars.
 	w.Run(ctx, p, LoadSpec{Conns: e.Profile.Conns, Duration: time.Second})

@@ -146,10 +146,9 @@ func (p *Processor) scan(ctx context.Context, after int64) int64 {
 			}
 			return after
 		}
-		now := p.cfg.Now()
-		for _, d := range ds {
-			p.sched.add(d, now)
-			after = d.ID
+		p.sched.addAll(ds, p.cfg.Now())
+		if len(ds) > 0 {
+			after = ds[len(ds)-1].ID
 		}
 		if len(ds) < page {
 			break

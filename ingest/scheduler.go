@@ -43,13 +43,22 @@ func orderingKey(d store.Delivery) string {
 	return "delivery:" + strconv.FormatInt(d.ID, 10)
 }
 
-// add queues d unless it is already queued or in flight. It reports whether
-// d was added.
-func (s *scheduler) add(d store.Delivery, now time.Time) bool {
+// addAll queues deliveries that are not already queued or in flight. They
+// are added under one lock, so a worker sees a page of deliveries whole and
+// coalesces everything it can.
+func (s *scheduler) addAll(ds []store.Delivery, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	for _, d := range ds {
+		s.addLocked(d, now)
+	}
+}
+
+// addLocked queues d unless it is already queued or in flight. The caller
+// holds s.mu.
+func (s *scheduler) addLocked(d store.Delivery, now time.Time) {
 	if _, ok := s.known[d.ID]; ok || s.closed {
-		return false
+		return
 	}
 	key := orderingKey(d)
 	s.known[d.ID] = key
@@ -68,7 +77,6 @@ func (s *scheduler) add(d store.Delivery, now time.Time) bool {
 			s.markReady(key)
 		}
 	}
-	return true
 }
 
 func (s *scheduler) markReady(key string) {

@@ -315,10 +315,45 @@ func (s *Server) UpdateEvent(id string, fn func(*Event)) Event {
 		panic("recalltest: no event " + id)
 	}
 	cp := *e
+	// fn may change Raw in place while the handler serves the stored
+	// event: give it a copy of its own.
+	cp.Raw = cloneJSON(e.Raw)
 	s.mu.Unlock()
 	fn(&cp)
 	cp.ID = id
 	return s.PutEvent(cp)
+}
+
+// cloneJSON deep-copies a JSON object built of maps, slices and scalars.
+func cloneJSON(m map[string]any) map[string]any {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = cloneJSONValue(v)
+	}
+	return out
+}
+
+func cloneJSONValue(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		return cloneJSON(v)
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = cloneJSONValue(x)
+		}
+		return out
+	case []map[string]any:
+		out := make([]map[string]any, len(v))
+		for i, x := range v {
+			out[i] = cloneJSON(x)
+		}
+		return out
+	}
+	return v
 }
 
 // DeleteEvent marks an event deleted, as Recall does (it never removes

@@ -14,7 +14,7 @@ import (
 	"github.com/calsync/calsync/store/testdb"
 )
 
-func mustOpenStore(t *testing.T) store.Store {
+func mustOpenStore(t testing.TB) store.Store {
 	t.Helper()
 	return testdb.MustOpen(t)
 }

@@ -35,7 +35,7 @@ const (
 	testRecallSecret    = "whsec_plJ3nmyCDGBKInavdOK15jsl"
 )
 
-func mustPipeline(t *testing.T, fake *recalltest.Server) *pipeline {
+func mustPipeline(t testing.TB, fake *recalltest.Server) *pipeline {
 	t.Helper()
 	p := newPipeline(t, fake, func(*ProcessorConfig) {})
 	p.start(t)
@@ -43,7 +43,7 @@ func mustPipeline(t *testing.T, fake *recalltest.Server) *pipeline {
 }
 
 // newPipeline builds a pipeline whose processor is not running yet.
-func newPipeline(t *testing.T, fake *recalltest.Server, configure func(*ProcessorConfig)) *pipeline {
+func newPipeline(t testing.TB, fake *recalltest.Server, configure func(*ProcessorConfig)) *pipeline {
 	t.Helper()
 	st := mustOpenStore(t)
 	auth, err := postpress.NewAuthenticator("Postpress-Auth", []string{testPostpressSecret})
@@ -73,7 +73,7 @@ func newPipeline(t *testing.T, fake *recalltest.Server, configure func(*Processo
 }
 
 // start runs the processor until the test ends.
-func (p *pipeline) start(t *testing.T) {
+func (p *pipeline) start(t testing.TB) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.proc.Run(ctx); close(done) }()
@@ -81,7 +81,7 @@ func (p *pipeline) start(t *testing.T) {
 }
 
 // drain waits until every delivery in the inbox is processed.
-func (p *pipeline) drain(t *testing.T) {
+func (p *pipeline) drain(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {

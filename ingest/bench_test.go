@@ -1,0 +1,35 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/calsync/calsync/model"
+)
+
+// BenchmarkProcessPostpress measures how fast the processor drains an
+// inbox of postpress deliveries (new events and updates of them) into
+// events and change-log entries, on a real SQLite file.
+func BenchmarkProcessPostpress(b *testing.B) {
+	h := http.Header{"Postpress-Auth": {testPostpressSecret}}
+	ctx := context.Background()
+	for b.Loop() {
+		b.StopTimer()
+		p := newPipeline(b, nil, func(*ProcessorConfig) {})
+		const n = 2000
+		for i := range n {
+			body := ppVersion(fmt.Sprintf("evt%d", i%500), i/500, false)
+			if _, err := p.recv.Receive(ctx, model.ProviderPostpress, body, h); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		p.start(b)
+		p.drain(b)
+		b.ReportMetric(n/time.Since(start).Seconds(), "deliveries/s")
+	}
+}

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -21,7 +22,9 @@ func BenchmarkProcessPostpress(b *testing.B) {
 		p := newPipeline(b, nil, func(*ProcessorConfig) {})
 		const n = 2000
 		for i := range n {
-			body := ppVersion(fmt.Sprintf("evt%d", i%500), i/500, false)
+			// 500 events over 50 calendars, four versions each.
+			body := bytes.ReplaceAll(ppVersion(fmt.Sprintf("evt%d", i%500), i/500, false),
+				[]byte("owner@example.com"), fmt.Appendf(nil, "c%d@example.com", i%50))
 			if _, err := p.recv.Receive(ctx, model.ProviderPostpress, body, h); err != nil {
 				b.Fatal(err)
 			}

@@ -94,6 +94,8 @@ type DB struct {
 	// holding updateLeader (a one-slot semaphore), to run together.
 	updates      chan *updateRequest
 	updateLeader chan struct{}
+	// stmts keeps the writer's statements prepared across transactions.
+	stmts *stmtCache
 
 	gate      gate
 	closeOnce sync.Once
@@ -124,6 +126,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		maxBatch:      opts.MaxBatch,
 		onBatch:       opts.OnBatch,
 		wlock:         make(chan struct{}, 1),
+		stmts:         newStmtCache(),
 		committerDone: make(chan struct{}),
 	}
 	if db.log == nil {
@@ -318,7 +321,7 @@ func (db *DB) Close() error {
 		if _, err := db.w.Exec(`PRAGMA optimize`); err != nil {
 			db.log.Warn("sqlite: optimize at close failed", "err", err)
 		}
-		db.closeErr = errors.Join(db.r.Close(), db.w.Close())
+		db.closeErr = errors.Join(db.stmts.close(), db.r.Close(), db.w.Close())
 	})
 	return db.closeErr
 }

@@ -108,9 +108,14 @@ func (db *DB) runUpdates() {
 	}
 	// One commit time per transaction, read under the writer lock so commit
 	// times follow cursor order as far as the clock allows.
-	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC()}
+	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC(), cache: db.stmts}
+	ctx := context.Background()
+	// The connection is free again once the transaction ends: prepare what
+	// it used for the next ones.
+	defer db.stmts.prepareWanted(ctx, db.w)
 	ran := 0
-	err := db.writeTx(context.Background(), func(sqlTx *sql.Tx) error {
+	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
+		sp := writeQuerier{tx: sqlTx, cache: db.stmts}
 		for _, r := range batch {
 			if r.err = r.ctx.Err(); r.err != nil {
 				continue
@@ -127,7 +132,7 @@ func (db *DB) runUpdates() {
 				ran++
 				continue
 			}
-			if _, err := sqlTx.Exec("SAVEPOINT u"); err != nil {
+			if _, err := sp.ExecContext(ctx, "SAVEPOINT u"); err != nil {
 				return err
 			}
 			mark := len(t.records)
@@ -136,14 +141,14 @@ func (db *DB) runUpdates() {
 			t.tx = nil
 			if r.err != nil {
 				t.records = t.records[:mark]
-				if _, err := sqlTx.Exec("ROLLBACK TO u"); err != nil {
+				if _, err := sp.ExecContext(ctx, "ROLLBACK TO u"); err != nil {
 					return err
 				}
 			} else {
 				ran++
 			}
 			r.to = len(t.records)
-			if _, err := sqlTx.Exec("RELEASE u"); err != nil {
+			if _, err := sp.ExecContext(ctx, "RELEASE u"); err != nil {
 				return err
 			}
 		}
@@ -193,9 +198,13 @@ func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 // tx implements [store.Tx] on the writer's transaction.
 type tx struct {
 	tx      *sql.Tx
+	cache   *stmtCache
 	commit  time.Time
 	records []store.ChangeRecord
 }
+
+// q runs statements in the transaction, prepared ones where possible.
+func (t *tx) q() writeQuerier { return writeQuerier{tx: t.tx, cache: t.cache} }
 
 var _ store.Tx = (*tx)(nil)
 
@@ -211,7 +220,7 @@ func (t *tx) GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, e
 	if err := t.live(); err != nil {
 		return nil, err
 	}
-	return getCalendar(ctx, t.tx, id)
+	return getCalendar(ctx, t.q(), id)
 }
 
 // GetEvent returns an event, raw payload included, or an error wrapping
@@ -220,7 +229,7 @@ func (t *tx) GetEvent(ctx context.Context, id string) (*calsyncv1.CalendarEvent,
 	if err := t.live(); err != nil {
 		return nil, err
 	}
-	return getEvent(ctx, t.tx, id, true)
+	return getEvent(ctx, t.q(), id, true)
 }
 
 // PutCalendar inserts or replaces a calendar.
@@ -235,7 +244,7 @@ func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: marshal calendar %s: %w", c.GetId(), err)
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO calendars (id, provider, provider_calendar_id, data) VALUES (?, ?, ?, ?)
+	_, err = t.q().ExecContext(ctx, `INSERT INTO calendars (id, provider, provider_calendar_id, data) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET provider = excluded.provider,
 			provider_calendar_id = excluded.provider_calendar_id, data = excluded.data`,
 		c.GetId(), c.GetProvider(), c.GetProviderCalendarId(), data)
@@ -254,7 +263,7 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_ns, end_ns, update_ns, deleted, data, raw)
+	_, err = t.q().ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_ns, end_ns, update_ns, deleted, data, raw)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET calendar_id = excluded.calendar_id, provider = excluded.provider,
 			start_ns = excluded.start_ns, end_ns = excluded.end_ns, update_ns = excluded.update_ns,
@@ -288,7 +297,7 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 		return 0, fmt.Errorf("sqlite: marshal change: %w", err)
 	}
 	var cursor int64
-	err = t.tx.QueryRowContext(ctx, `INSERT INTO changes (type, calendar_id, provider, commit_ns, data)
+	err = t.q().QueryRowContext(ctx, `INSERT INTO changes (type, calendar_id, provider, commit_ns, data)
 		VALUES (?, ?, ?, ?, ?) RETURNING cursor`,
 		int32(c.GetType()), calendarID, provider, t.commit.UnixNano(), data).Scan(&cursor)
 	if err != nil {
@@ -322,7 +331,7 @@ func (t *tx) PutSyncState(ctx context.Context, s store.SyncState) error {
 	if s.CalendarID == "" {
 		return fmt.Errorf("sqlite: sync state needs a calendar id: %w", store.ErrInvalidArgument)
 	}
-	_, err := t.tx.ExecContext(ctx, `INSERT INTO sync_state (calendar_id, watermark_ns, last_full_sync_ns) VALUES (?, ?, ?)
+	_, err := t.q().ExecContext(ctx, `INSERT INTO sync_state (calendar_id, watermark_ns, last_full_sync_ns) VALUES (?, ?, ?)
 		ON CONFLICT (calendar_id) DO UPDATE SET watermark_ns = excluded.watermark_ns,
 			last_full_sync_ns = excluded.last_full_sync_ns`,
 		s.CalendarID, nullNanos(s.Watermark), nullNanos(s.LastFullSync))
@@ -346,7 +355,7 @@ func (t *tx) FinishDelivery(ctx context.Context, id int64, state calsyncv1.Deliv
 	default:
 		return fmt.Errorf("sqlite: finish delivery %d as %v: %w", id, state, store.ErrInvalidArgument)
 	}
-	res, err := t.tx.ExecContext(ctx, `UPDATE deliveries SET state = ?, process_ns = ?, next_attempt_ns = NULL,
+	res, err := t.q().ExecContext(ctx, `UPDATE deliveries SET state = ?, process_ns = ?, next_attempt_ns = NULL,
 		last_error = CASE WHEN ? = '' THEN last_error ELSE ? END WHERE id = ?`,
 		int32(state), t.commit.UnixNano(), note, note, id)
 	if err != nil {

@@ -8,9 +8,9 @@ import (
 	"net/mail"
 	"strings"
 	"time"
-	_ "time/tzdata" // Time zones must resolve on machines without a zoneinfo database.
 
 	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/provider/zone"
 )
 
 // Event names of the calendar webhooks postpress sends.
@@ -374,7 +374,7 @@ func (d *DateTime) parse(field string) (time.Time, *time.Location, error) {
 	var loc *time.Location
 	if d.TimeZone != "" {
 		var err error
-		if loc, err = LoadZone(d.TimeZone); err != nil {
+		if loc, err = zone.Load(d.TimeZone); err != nil {
 			return time.Time{}, nil, fmt.Errorf("%s.time_zone: %w", field, err)
 		}
 	}
@@ -397,19 +397,6 @@ func (d *DateTime) parse(field string) (time.Time, *time.Location, error) {
 		}
 	}
 	return time.Time{}, nil, fmt.Errorf("%s.date_time: bad time %q", field, s)
-}
-
-// LoadZone loads an IANA time zone by name, refusing the names that
-// [time.LoadLocation] accepts but that are not zones ("", "Local").
-func LoadZone(name string) (*time.Location, error) {
-	if name == "" || name == "Local" {
-		return nil, fmt.Errorf("invalid time zone %q", name)
-	}
-	loc, err := time.LoadLocation(name)
-	if err != nil {
-		return nil, fmt.Errorf("unknown time zone %q", name)
-	}
-	return loc, nil
 }
 
 // parseTimestamp parses an optional RFC 3339 timestamp.

@@ -168,7 +168,7 @@ func microsoftDetails(raw []byte) (details, error) {
 		if _, l, err := resolveZone(g.Recurrence.Range.RecurrenceTimeZone); err == nil {
 			loc = l
 		} else if d.zone != "" {
-			loc, _ = time.LoadLocation(d.zone)
+			loc, _ = loadZone(d.zone)
 		}
 		if rule := rruleFromGraph(g.Recurrence, g.IsAllDay, loc); rule != "" {
 			d.recurrence = []string{rule}
@@ -215,7 +215,7 @@ func (d *details) graphTimes(g *graphEvent) error {
 		d.allDay, d.startDate, d.endDate = true, datePart(g.Start.DateTime), datePart(g.End.DateTime)
 		loc := startLoc
 		if d.zone != "" {
-			if l, err := time.LoadLocation(d.zone); err == nil {
+			if l, err := loadZone(d.zone); err == nil {
 				loc = l
 			}
 		}

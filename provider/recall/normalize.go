@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	_ "time/tzdata" // Windows and IANA zones must resolve on machines without a zoneinfo database.
 
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -15,6 +14,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/meeting"
+	"github.com/calsync/calsync/provider/zone"
 )
 
 // NormalizeCalendar turns a Recall calendar into calsync's model. The
@@ -263,16 +263,7 @@ func recallMeetingPlatform(p string) string {
 }
 
 // loadZone loads an IANA zone, refusing "" and "Local".
-func loadZone(name string) (*time.Location, error) {
-	if name == "" || name == "Local" {
-		return nil, fmt.Errorf("invalid time zone %q", name)
-	}
-	loc, err := time.LoadLocation(name)
-	if err != nil {
-		return nil, fmt.Errorf("unknown time zone %q", name)
-	}
-	return loc, nil
-}
+func loadZone(name string) (*time.Location, error) { return zone.Load(name) }
 
 // midnight returns the start of date (YYYY-MM-DD) in loc.
 func midnight(date string, loc *time.Location) (time.Time, error) {

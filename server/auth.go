@@ -261,17 +261,17 @@ func checkExposure(cfg Config, authenticated bool) error {
 		return nil
 	}
 	for _, addr := range []string{cfg.GRPCAddr, cfg.HTTPAddr} {
-		if !loopbackOnly(addr) {
+		if !LoopbackOnly(addr) {
 			return fmt.Errorf("%w on %s, which is not a loopback address: set --api-tokens or --api-tokens-file (or --tls-client-ca), or pass --insecure-no-auth", ErrNoAuthentication, addr)
 		}
 	}
 	return nil
 }
 
-// loopbackOnly reports whether a listen address accepts connections from
-// this machine only. An empty host listens everywhere; a host name other
+// LoopbackOnly reports whether an address (host:port) is this machine only:
+// listeners and clients both use it. An empty host listens everywhere; a host name other
 // than localhost is not trusted to stay loopback.
-func loopbackOnly(addr string) bool {
+func LoopbackOnly(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false

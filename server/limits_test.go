@@ -60,8 +60,8 @@ func TestLoopbackOnly(t *testing.T) {
 		"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:1": true,
 		":9090": false, "0.0.0.0:9090": false, "10.1.2.3:9090": false, "calsync.internal:9090": false, "nonsense": false,
 	} {
-		if got := loopbackOnly(addr); got != want {
-			t.Errorf("loopbackOnly(%q) = %v", addr, got)
+		if got := LoopbackOnly(addr); got != want {
+			t.Errorf("LoopbackOnly(%q) = %v", addr, got)
 		}
 	}
 }

@@ -9,8 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -24,6 +22,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/calsync/calsync/server"
 )
 
 // clientConfig is how every client subcommand reaches a calsync server:
@@ -85,7 +85,7 @@ func (c *clientConfig) dial() (*grpc.ClientConn, error) {
 		}
 		opts = append(opts, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	} else {
-		if c.token != "" && !loopbackHost(c.server) {
+		if c.token != "" && !server.LoopbackOnly(c.server) {
 			return nil, usageError{fmt.Errorf("refusing to send the API token in plain text to %s: use --tls or --tls-ca", c.server)}
 		}
 		opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -123,19 +123,6 @@ func (c *clientConfig) tlsConfig() (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
-}
-
-// loopbackHost reports whether host:port names this machine.
-func loopbackHost(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }
 
 // callContext bounds one unary call by --timeout.

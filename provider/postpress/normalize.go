@@ -77,8 +77,8 @@ func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 		ev.RecurringMasterId = model.EventID(model.ProviderPostpress,
 			model.PostpressScope(w.AccountID, w.ProviderCalendarID), w.MasterEventID)
 	}
-	ev.Visibility = visibility(w.Visibility)
-	ev.Transparency = transparency(w.Transparency)
+	ev.Visibility = model.Visibility(w.Visibility)
+	ev.Transparency = model.Transparency(w.Transparency)
 	if !t.createdAt.IsZero() {
 		ev.ProviderCreateTime = timestamppb.New(t.createdAt)
 	}
@@ -148,28 +148,4 @@ func responseStatus(s string) calsyncv1.ResponseStatus {
 		return calsyncv1.ResponseStatus_RESPONSE_STATUS_ORGANIZER
 	}
 	return calsyncv1.ResponseStatus_RESPONSE_STATUS_UNSPECIFIED
-}
-
-func visibility(s string) calsyncv1.Visibility {
-	switch strings.ToLower(s) {
-	case "default":
-		return calsyncv1.Visibility_VISIBILITY_DEFAULT
-	case "public":
-		return calsyncv1.Visibility_VISIBILITY_PUBLIC
-	case "private":
-		return calsyncv1.Visibility_VISIBILITY_PRIVATE
-	case "confidential":
-		return calsyncv1.Visibility_VISIBILITY_CONFIDENTIAL
-	}
-	return calsyncv1.Visibility_VISIBILITY_UNSPECIFIED
-}
-
-func transparency(s string) calsyncv1.Transparency {
-	switch strings.ToLower(s) {
-	case "opaque":
-		return calsyncv1.Transparency_TRANSPARENCY_OPAQUE
-	case "transparent":
-		return calsyncv1.Transparency_TRANSPARENCY_TRANSPARENT
-	}
-	return calsyncv1.Transparency_TRANSPARENCY_UNSPECIFIED
 }

@@ -1,12 +1,14 @@
 package recall
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
 )
 
 // googleEvent is the part of a Google Calendar v3 event calsync reads.
@@ -74,22 +76,8 @@ func googleDetails(raw []byte) (details, error) {
 		d.status = calsyncv1.EventStatus_EVENT_STATUS_CANCELLED
 	}
 	// Google leaves out fields that have their default value.
-	switch g.Visibility {
-	case "", "default":
-		d.visibility = calsyncv1.Visibility_VISIBILITY_DEFAULT
-	case "public":
-		d.visibility = calsyncv1.Visibility_VISIBILITY_PUBLIC
-	case "private":
-		d.visibility = calsyncv1.Visibility_VISIBILITY_PRIVATE
-	case "confidential":
-		d.visibility = calsyncv1.Visibility_VISIBILITY_CONFIDENTIAL
-	}
-	switch g.Transparency {
-	case "", "opaque":
-		d.transparency = calsyncv1.Transparency_TRANSPARENCY_OPAQUE
-	case "transparent":
-		d.transparency = calsyncv1.Transparency_TRANSPARENCY_TRANSPARENT
-	}
+	d.visibility = model.Visibility(cmp.Or(g.Visibility, "default"))
+	d.transparency = model.Transparency(cmp.Or(g.Transparency, "opaque"))
 	if g.Organizer.Email != "" || g.Organizer.DisplayName != "" {
 		d.organizer = &calsyncv1.Person{Email: g.Organizer.Email, DisplayName: g.Organizer.DisplayName}
 	}

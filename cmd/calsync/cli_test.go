@@ -55,11 +55,7 @@ func (ts *testServer) withToken(t *testing.T, token string) *testServer {
 
 func TestCLI(t *testing.T) {
 	fake := recalltest.New(t)
-	cfg := defaultTestConfig(t)
-	cfg.apiTokens = goodToken
-	cfg.postpressAuthSecrets = postpressSecret
-	cfg.recallWebhookSecrets = recallSecret
-	cfg.recallAPIURL, cfg.recallAPIKey = fake.URL, fake.APIKey()
+	cfg := fullConfig(t, fake)
 	ts := mustServe(t, cfg)
 	t.Setenv("CALSYNC_TOKEN", goodToken)
 	t.Setenv("CALSYNC_SERVER", ts.grpcAddr)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/provider/recall/recalltest"
 )
 
 // testServer is calsync serving in-process on free ports, through the same
@@ -296,4 +297,16 @@ func getProto(t *testing.T, url string, m proto.Message) {
 		t.Fatalf("GET %s = %d: %s", url, code, body)
 	}
 	unmarshalProto(t, body, m)
+}
+
+// fullConfig is a server with every provider configured against fake
+// (Recall's API included) and API tokens required.
+func fullConfig(t *testing.T, fake *recalltest.Server) serveConfig {
+	t.Helper()
+	cfg := defaultTestConfig(t)
+	cfg.apiTokens = goodToken
+	cfg.postpressAuthSecrets = postpressSecret
+	cfg.recallWebhookSecrets = recallSecret
+	cfg.recallAPIURL, cfg.recallAPIKey = fake.URL, fake.APIKey()
+	return cfg
 }

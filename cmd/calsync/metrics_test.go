@@ -71,11 +71,7 @@ func value(typ dto.MetricType, m *dto.Metric) float64 {
 
 func TestMetrics(t *testing.T) {
 	fake := recalltest.New(t)
-	cfg := defaultTestConfig(t)
-	cfg.apiTokens = goodToken
-	cfg.postpressAuthSecrets = postpressSecret
-	cfg.recallWebhookSecrets = recallSecret
-	cfg.recallAPIURL, cfg.recallAPIKey = fake.URL, fake.APIKey()
+	cfg := fullConfig(t, fake)
 	cfg.maxWebhookBytes = 64 << 10
 	cfg.watchMemory = 1 // so a resumed stream reads the change log
 	ts := mustServe(t, cfg)

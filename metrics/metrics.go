@@ -47,6 +47,7 @@ type Metrics struct {
 	GRPC *grpcprom.ServerMetrics
 
 	webhooks        *prometheus.CounterVec
+	webhookLatency  *prometheus.HistogramVec
 	processed       *prometheus.CounterVec
 	processing      *prometheus.HistogramVec
 	deadLettered    *prometheus.CounterVec
@@ -74,6 +75,11 @@ func New() *Metrics {
 			Namespace: namespace, Name: "webhooks_received_total",
 			Help: "Webhook deliveries received, by provider and outcome (accepted, duplicate, unauthenticated, unknown_provider, not_configured, too_large, error).",
 		}, []string{"provider", "outcome"}),
+		webhookLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "webhook_answer_seconds",
+			Help:    "Time from a webhook's body being read to its answer (the inbox commit's fsync included), by provider.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5},
+		}, []string{"provider"}),
 		processed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "deliveries_processed_total",
 			Help: "Deliveries whose processing was attempted, by provider and outcome (done, retry, dead).",
@@ -134,7 +140,7 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.GRPC, m.webhooks, m.processed, m.processing, m.deadLettered,
+		m.GRPC, m.webhooks, m.webhookLatency, m.processed, m.processing, m.deadLettered,
 		m.recallRequests, m.recallLatency, m.batchSize, m.commitLatency,
 		m.changesSent, m.fallbacks, m.streamsEnded, m.streamsRejected,
 		m.authFailures, m.tokenReloads,
@@ -150,10 +156,12 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-// Webhook counts one received webhook. provider must be a known provider
-// name or "unknown", so a caller cannot grow the label set.
-func (m *Metrics) Webhook(provider, outcome string) {
+// Webhook counts one received webhook and the time its answer took.
+// provider must be a known provider name or "unknown", so a caller cannot
+// grow the label set.
+func (m *Metrics) Webhook(provider, outcome string, d time.Duration) {
 	m.webhooks.WithLabelValues(provider, outcome).Inc()
+	m.webhookLatency.WithLabelValues(provider).Observe(d.Seconds())
 }
 
 // Processed is [ingest.ProcessorConfig.OnProcessed]: it counts and times

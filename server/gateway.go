@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -115,38 +113,4 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, headers []string) (*
 		}
 	}
 	return mux, nil
-}
-
-// limitWebhookBodies answers 413 to webhook bodies over max bytes before they
-// reach the gateway, and hands the gateway the body it read.
-func limitWebhookBodies(max int64, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/v1/webhooks/") {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if r.ContentLength > max {
-			writeTooLarge(w, max)
-			return
-		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
-		if err != nil {
-			var tooLarge *http.MaxBytesError
-			if errors.As(err, &tooLarge) {
-				writeTooLarge(w, max)
-				return
-			}
-			http.Error(w, `{"code":3,"message":"could not read the request body"}`, http.StatusBadRequest)
-			return
-		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
-		next.ServeHTTP(w, r)
-	})
-}
-
-func writeTooLarge(w http.ResponseWriter, max int64) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusRequestEntityTooLarge)
-	fmt.Fprintf(w, `{"code":%d,"message":"webhook body exceeds %d bytes","details":[]}`+"\n", codes.ResourceExhausted, max)
 }

@@ -93,6 +93,8 @@ type Server struct {
 	httpLis net.Listener
 	inproc  *bufconn.Listener
 	gwConn  *grpc.ClientConn
+	// webhooks serves IngestWebhook, and its REST route in process.
+	webhooks *webhookService
 
 	// auth checks API credentials; tlsConfig and cert are nil without TLS.
 	auth      *authenticator
@@ -165,15 +167,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	maxRecv := max(int(cfg.MaxWebhookBytes)+64<<10, 4<<20)
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
-		logging.WithLevels(func(c codes.Code) logging.Level {
-			switch c {
-			case codes.OK, codes.Canceled, codes.NotFound, codes.InvalidArgument, codes.AlreadyExists:
-				return logging.LevelDebug
-			case codes.Internal, codes.Unknown, codes.DataLoss:
-				return logging.LevelError
-			}
-			return logging.LevelWarn
-		}),
+		logging.WithLevels(logLevel),
 	}
 	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
 		s.log.ErrorContext(ctx, "panic in handler", "panic", p)
@@ -210,7 +204,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keep.MinTime, PermitWithoutStream: true}),
 	)...)
 	calsyncv1.RegisterCalendarServiceServer(s.grpc, &calendarService{store: deps.Store, resync: deps.Processor.RequestResync, watch: hub, stopping: s.watchCtx, log: s.log})
-	calsyncv1.RegisterWebhookServiceServer(s.grpc, &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, log: s.log, metrics: deps.Metrics})
+	s.webhooks = &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, timeout: cfg.Limits.RequestTimeout, log: s.log, metrics: deps.Metrics}
+	calsyncv1.RegisterWebhookServiceServer(s.grpc, s.webhooks)
 	calsyncv1.RegisterDeliveryServiceServer(s.grpc, &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log})
 	s.health = health.NewServer()
 	grpc_health_v1.RegisterHealthServer(s.grpc, s.health)
@@ -221,6 +216,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	deps.Metrics.WatchStreams(hub.Streams)
 	deps.Metrics.Inbox(deps.Store, s.log)
 	return s, nil
+}
+
+// logLevel is the level a finished call is logged at: failures that are
+// the client's own business stay at debug, like successes.
+func logLevel(c codes.Code) logging.Level {
+	switch c {
+	case codes.OK, codes.Canceled, codes.NotFound, codes.InvalidArgument, codes.AlreadyExists:
+		return logging.LevelDebug
+	case codes.Internal, codes.Unknown, codes.DataLoss:
+		return logging.LevelError
+	}
+	return logging.LevelWarn
 }
 
 // slogAdapter lets the gRPC middleware log through slog.

@@ -162,8 +162,12 @@ func TestMetrics(t *testing.T) {
 		`calsync_recall_api_requests_total{endpoint="calendar_event_list",status="200"}`:  1,
 		`calsync_watch_streams`:                                   2,
 		`calsync_api_auth_failures_total{reason="missing_token"}`: 0,
-		`grpc_server_handled_total{grpc_code="OK",grpc_method="IngestWebhook",grpc_service="calsync.v1.WebhookService",grpc_type="unary"}`:              4,
-		`grpc_server_handled_total{grpc_code="Unauthenticated",grpc_method="IngestWebhook",grpc_service="calsync.v1.WebhookService",grpc_type="unary"}`: 1,
+		// Every webhook's answer is timed, refusals included.
+		`calsync_webhook_answer_seconds{provider="postpress"}`: 5,
+		`calsync_webhook_answer_seconds{provider="recall"}`:    1,
+		`calsync_webhook_answer_seconds{provider="unknown"}`:   1,
+		// REST webhooks are served in process, not through gRPC.
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="IngestWebhook",grpc_service="calsync.v1.WebhookService",grpc_type="unary"}`: 0,
 	}
 	for k, v := range want {
 		if got, ok := after[k]; (!ok && v != 0) || got != v {

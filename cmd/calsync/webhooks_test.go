@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -158,6 +159,28 @@ func TestWebhookBadInput(t *testing.T) {
 			}
 		})
 	}
+	t.Run("ErrTooLargeWithoutContentLength", func(t *testing.T) {
+		// A chunked body declares no length: the limit must hold while
+		// reading.
+		body := io.MultiReader(bytes.NewReader(created), bytes.NewReader(bytes.Repeat([]byte(" "), 64<<10)))
+		req, err := http.NewRequest(http.MethodPost, ts.url("/v1/webhooks/postpress"), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if req.ContentLength != 0 {
+			t.Fatalf("the request declares its length (%d)", req.ContentLength)
+		}
+		req.Header = ppAuth()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			msg, _ := io.ReadAll(resp.Body)
+			t.Fatalf("= %d, want 413: %s", resp.StatusCode, msg)
+		}
+	})
 	t.Run("NothingRejectedWasStored", func(t *testing.T) {
 		if ds := listDeliveries(t, ts); len(ds) != 0 {
 			t.Fatalf("deliveries = %v", ds)

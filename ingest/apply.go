@@ -141,20 +141,9 @@ func applyCalendar(ctx context.Context, tx store.Tx, next *calsyncv1.Calendar, n
 	})
 }
 
-// appendChange appends c with raw payloads stripped: the change log carries
-// the normalized model only.
+// appendChange appends c to the change log, which leaves the events' raw
+// payloads out.
 func appendChange(ctx context.Context, tx store.Tx, c *calsyncv1.Change) error {
-	c.Event = withoutRaw(c.Event)
-	c.PreviousEvent = withoutRaw(c.PreviousEvent)
 	_, err := tx.AppendChange(ctx, c)
 	return err
-}
-
-func withoutRaw(e *calsyncv1.CalendarEvent) *calsyncv1.CalendarEvent {
-	if e == nil || e.Raw == nil {
-		return e
-	}
-	c := proto.Clone(e).(*calsyncv1.CalendarEvent)
-	c.Raw = nil
-	return c
 }

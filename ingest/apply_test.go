@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
@@ -174,4 +176,51 @@ func idsOnlyDelete(n int) *calsyncv1.CalendarEvent {
 	v := version(n, "", true)
 	v.StartTime, v.EndTime = nil, nil
 	return v
+}
+
+// The store keeps each event's raw provider payload; the change log carries
+// the normalized model only, for creates, updates and deletes alike.
+func TestChangesCarryNoRawPayload(t *testing.T) {
+	st := mustOpenStore(t)
+	ctx := context.Background()
+	withRaw := func(n int, title string, deleted bool) *calsyncv1.CalendarEvent {
+		ev := version(n, title, deleted)
+		raw, err := structpb.NewStruct(map[string]any{"summary": title})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Raw = raw
+		return ev
+	}
+	for i, ev := range []*calsyncv1.CalendarEvent{
+		withRaw(1, "created", false), withRaw(2, "updated", false), withRaw(3, "updated", true),
+	} {
+		applyAndRead(t, st, ev)
+		if ev.GetRaw() == nil {
+			t.Fatalf("version %d: applying took the raw payload away from the caller's event", i+1)
+		}
+		stored, err := st.GetEvent(ctx, ev.GetId(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stored.GetRaw().GetFields()["summary"].GetStringValue() != ev.GetRaw().GetFields()["summary"].GetStringValue() {
+			t.Errorf("version %d: stored raw = %v, want %v", i+1, stored.GetRaw(), ev.GetRaw())
+		}
+	}
+	recs, err := st.ReadChanges(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 {
+		t.Fatalf("changes = %d, want created, updated, deleted", len(recs))
+	}
+	for _, r := range recs {
+		var c calsyncv1.Change
+		if err := proto.Unmarshal(r.Change, &c); err != nil {
+			t.Fatal(err)
+		}
+		if c.GetEvent().GetRaw() != nil || c.GetPreviousEvent().GetRaw() != nil {
+			t.Errorf("%v change carries a raw payload: %v", r.Type, &c)
+		}
+	}
 }

@@ -17,22 +17,26 @@ import (
 func BenchmarkProcessPostpress(b *testing.B) {
 	h := http.Header{"Postpress-Auth": {testPostpressSecret}}
 	ctx := context.Background()
-	for b.Loop() {
-		b.StopTimer()
-		p := newPipeline(b, nil, func(*ProcessorConfig) {})
-		const n = 2000
-		for i := range n {
-			// 500 events over 50 calendars, four versions each.
-			body := bytes.ReplaceAll(ppVersion(fmt.Sprintf("evt%d", i%500), i/500, false),
-				[]byte("owner@example.com"), fmt.Appendf(nil, "c%d@example.com", i%50))
-			if _, err := p.recv.Receive(ctx, model.ProviderPostpress, body, h); err != nil {
-				b.Fatal(err)
+	for _, workers := range []int{8, 32} {
+		b.Run(fmt.Sprintf("workers=%d", workers), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				p := newPipeline(b, nil, func(c *ProcessorConfig) { c.Workers = workers })
+				const n = 2000
+				for i := range n {
+					// 500 events over 50 calendars, four versions each.
+					body := bytes.ReplaceAll(ppVersion(fmt.Sprintf("evt%d", i%500), i/500, false),
+						[]byte("owner@example.com"), fmt.Appendf(nil, "c%d@example.com", i%50))
+					if _, err := p.recv.Receive(ctx, model.ProviderPostpress, body, h); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				start := time.Now()
+				p.start(b)
+				p.drain(b)
+				b.ReportMetric(n/time.Since(start).Seconds(), "deliveries/s")
 			}
-		}
-		b.StartTimer()
-		start := time.Now()
-		p.start(b)
-		p.drain(b)
-		b.ReportMetric(n/time.Since(start).Seconds(), "deliveries/s")
+		})
 	}
 }

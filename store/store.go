@@ -91,8 +91,8 @@ type Tx interface {
 	PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error
 	// AppendChange appends c to the change log and returns its cursor. The
 	// cursor and commit_time fields of c are ignored: the cursor is assigned
-	// here and the commit time is the transaction's. c's events must carry no
-	// raw payload.
+	// here and the commit time is the transaction's. The raw payloads of c's
+	// events are left out: the change log carries the normalized model only.
 	AppendChange(ctx context.Context, c *calsyncv1.Change) (Cursor, error)
 	// GetSyncState returns a calendar's provider sync state or ErrNotFound.
 	GetSyncState(ctx context.Context, calendarID string) (SyncState, error)

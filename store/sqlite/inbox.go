@@ -88,9 +88,14 @@ func (db *DB) commitLoop() {
 }
 
 // commitBatch commits the requests of one batch and answers them. Requests
-// whose caller already gave up are skipped. If the batch transaction fails,
+// whose caller already gave up are skipped. If the batch's inserts fail,
 // each request is tried on its own, so one bad delivery cannot fail the
 // others.
+//
+// The Updates queued at that moment (processed deliveries, mostly) commit
+// in the same transaction: one fsync then serves both the webhooks being
+// answered and the deliveries being completed, instead of the two taking
+// turns at the disk.
 func (db *DB) commitBatch(batch []*enqueueRequest) {
 	live := batch[:0]
 	for _, r := range batch {
@@ -104,14 +109,14 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 		return
 	}
 	began := time.Now()
-	results, err := db.insertDeliveries(live)
+	results, err := db.insertDeliveries(live, true)
 	if db.onBatch != nil {
 		db.onBatch(len(live), time.Since(began))
 	}
 	if err != nil && len(live) > 1 {
 		db.log.Warn("inbox batch commit failed; committing deliveries one by one", "batch", len(live), "err", err)
 		for _, r := range live {
-			res, err := db.insertDeliveries([]*enqueueRequest{r})
+			res, err := db.insertDeliveries([]*enqueueRequest{r}, false)
 			if err != nil {
 				r.done <- enqueueResult{err: err}
 				continue
@@ -129,51 +134,89 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	}
 }
 
-// insertDeliveries writes reqs in one transaction under the writer lock. A
-// request whose key is already stored, by an earlier transaction or earlier
-// in this one, gets the stored id and dup set.
-func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) {
+// insertDeliveries writes reqs in one transaction under the writer lock,
+// with the queued Updates when withUpdates is set (and group commit is on).
+// A request whose key is already stored, by an earlier transaction or
+// earlier in this one, gets the stored id and dup set. An error is the
+// inserts' own: Updates get theirs, and commit if they can without the
+// inserts.
+func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqueueResult, error) {
 	// The batch belongs to several callers, so no single caller's context
 	// may abort it.
 	ctx := context.Background()
 	results := make([]enqueueResult, len(reqs))
-	err := db.write(ctx, func(tx *sql.Tx) error {
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO deliveries
-			(provider, dedup_key, message_id, event_type, ordering_key, body, state, receive_ns, next_attempt_ns)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id`)
-		if err != nil {
+	if err := db.lockWriter(ctx); err != nil {
+		return nil, err
+	}
+	defer db.unlockWriter()
+	var updates []*updateRequest
+	if withUpdates && db.maxBatch > 1 {
+		updates = db.takeUpdates()
+	}
+	t := db.newTx()
+	defer db.stmts.prepareWanted(ctx, db.w)
+	var insertErr error
+	err := db.writeTx(ctx, func(tx *sql.Tx) error {
+		if len(updates) == 0 {
+			return db.insertRows(ctx, tx, reqs, results)
+		}
+		// With Updates sharing the transaction, failed inserts roll back
+		// alone: the Updates still commit, and the caller retries the
+		// deliveries one by one.
+		q := writeQuerier{tx: tx, cache: db.stmts}
+		if _, err := q.ExecContext(ctx, "SAVEPOINT inbox"); err != nil {
 			return err
 		}
-		defer ins.Close()
-		sel, err := tx.PrepareContext(ctx, `SELECT id FROM deliveries WHERE provider = ? AND dedup_key = ?`)
-		if err != nil {
-			return err
-		}
-		defer sel.Close()
-		for i, r := range reqs {
-			d := r.d
-			body := d.Body
-			if body == nil {
-				body = []byte{}
-			}
-			recv := nanos(d.ReceiveTime)
-			err := ins.QueryRowContext(ctx, d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
-				body, statePending, recv, recv).Scan(&results[i].id)
-			if errors.Is(err, sql.ErrNoRows) {
-				results[i].dup = true
-				err = sel.QueryRowContext(ctx, d.Provider, d.DedupKey).Scan(&results[i].id)
-			}
-			if err != nil {
+		if insertErr = db.insertRows(ctx, tx, reqs, results); insertErr != nil {
+			if _, err := q.ExecContext(ctx, "ROLLBACK TO inbox"); err != nil {
 				return err
 			}
 		}
-		return nil
+		if _, err := q.ExecContext(ctx, "RELEASE inbox"); err != nil {
+			return err
+		}
+		ran, err := t.runUpdates(ctx, tx, updates, false)
+		if err == nil && ran == 0 && insertErr != nil {
+			err = errNothingToCommit
+		}
+		return err
 	})
+	db.finishUpdates(t, updates, err)
+	if err == nil {
+		err = insertErr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: enqueue: %w", err)
 	}
 	return results, nil
+}
+
+// insertRows inserts reqs' deliveries in tx, filling results.
+func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, reqs []*enqueueRequest, results []enqueueResult) error {
+	q := writeQuerier{tx: tx, cache: db.stmts}
+	for i, r := range reqs {
+		d := r.d
+		body := d.Body
+		if body == nil {
+			body = []byte{}
+		}
+		recv := nanos(d.ReceiveTime)
+		err := q.QueryRowContext(ctx, `INSERT INTO deliveries
+			(provider, dedup_key, message_id, event_type, ordering_key, body, state, receive_ns, next_attempt_ns)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id`,
+			d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
+			body, statePending, recv, recv).Scan(&results[i].id)
+		if errors.Is(err, sql.ErrNoRows) {
+			results[i].dup = true
+			err = q.QueryRowContext(ctx, `SELECT id FROM deliveries WHERE provider = ? AND dedup_key = ?`,
+				d.Provider, d.DedupKey).Scan(&results[i].id)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deliveryColumns are the columns scanDelivery reads; body is replaced by

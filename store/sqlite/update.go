@@ -91,6 +91,27 @@ type updateRequest struct {
 // runUpdates runs the Updates queued now in one transaction. The caller
 // holds the writer lock.
 func (db *DB) runUpdates() {
+	batch := db.takeUpdates()
+	if len(batch) == 0 {
+		return
+	}
+	t := db.newTx()
+	ctx := context.Background()
+	// The connection is free again once the transaction ends: prepare what
+	// it used for the next ones.
+	defer db.stmts.prepareWanted(ctx, db.w)
+	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
+		ran, err := t.runUpdates(ctx, sqlTx, batch, len(batch) == 1)
+		if err == nil && ran == 0 {
+			err = errNothingToCommit
+		}
+		return err
+	})
+	db.finishUpdates(t, batch, err)
+}
+
+// takeUpdates takes the Updates queued now, at most MaxBatch of them.
+func (db *DB) takeUpdates() []*updateRequest {
 	var batch []*updateRequest
 	for len(batch) < db.maxBatch {
 		select {
@@ -103,60 +124,66 @@ func (db *DB) runUpdates() {
 		}
 		break
 	}
-	if len(batch) == 0 {
-		return
-	}
+	return batch
+}
+
+// newTx starts the bookkeeping of one write transaction. The caller holds
+// the writer lock.
+func (db *DB) newTx() *tx {
 	// One commit time per transaction, read under the writer lock so commit
 	// times follow cursor order as far as the clock allows.
-	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC(), cache: db.stmts}
-	ctx := context.Background()
-	// The connection is free again once the transaction ends: prepare what
-	// it used for the next ones.
-	defer db.stmts.prepareWanted(ctx, db.w)
-	ran := 0
-	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
-		sp := writeQuerier{tx: sqlTx, cache: db.stmts}
-		for _, r := range batch {
-			if r.err = r.ctx.Err(); r.err != nil {
-				continue
-			}
-			r.from = len(t.records)
-			if len(batch) == 1 {
-				t.tx = sqlTx
-				r.err = r.fn(t)
-				t.tx = nil
-				r.to = len(t.records)
-				if r.err != nil {
-					return r.err
-				}
-				ran++
-				continue
-			}
-			if _, err := sp.ExecContext(ctx, "SAVEPOINT u"); err != nil {
-				return err
-			}
-			mark := len(t.records)
+	return &tx{commit: time.Unix(0, nanos(db.now())).UTC(), cache: db.stmts}
+}
+
+// runUpdates runs batch's Updates in sqlTx and reports how many succeeded.
+// Each runs in its own savepoint, so a failing one leaves the others;
+// alone says the transaction holds nothing else, and a single Update then
+// runs without one. An error is one the whole transaction must roll back
+// for.
+func (t *tx) runUpdates(ctx context.Context, sqlTx *sql.Tx, batch []*updateRequest, alone bool) (ran int, err error) {
+	sp := writeQuerier{tx: sqlTx, cache: t.cache}
+	for _, r := range batch {
+		if r.err = r.ctx.Err(); r.err != nil {
+			continue
+		}
+		r.from = len(t.records)
+		if alone && len(batch) == 1 {
 			t.tx = sqlTx
 			r.err = r.fn(t)
 			t.tx = nil
-			if r.err != nil {
-				t.records = t.records[:mark]
-				if _, err := sp.ExecContext(ctx, "ROLLBACK TO u"); err != nil {
-					return err
-				}
-			} else {
-				ran++
-			}
 			r.to = len(t.records)
-			if _, err := sp.ExecContext(ctx, "RELEASE u"); err != nil {
-				return err
+			if r.err != nil {
+				return 0, r.err
 			}
+			return 1, nil
 		}
-		if ran == 0 {
-			return errNothingToCommit
+		if _, err := sp.ExecContext(ctx, "SAVEPOINT u"); err != nil {
+			return 0, err
 		}
-		return nil
-	})
+		mark := len(t.records)
+		t.tx = sqlTx
+		r.err = r.fn(t)
+		t.tx = nil
+		if r.err != nil {
+			t.records = t.records[:mark]
+			if _, err := sp.ExecContext(ctx, "ROLLBACK TO u"); err != nil {
+				return 0, err
+			}
+		} else {
+			ran++
+		}
+		r.to = len(t.records)
+		if _, err := sp.ExecContext(ctx, "RELEASE u"); err != nil {
+			return 0, err
+		}
+	}
+	return ran, nil
+}
+
+// finishUpdates answers batch's Updates once their transaction has ended
+// with err, after handing the committed changes to the hooks. The caller
+// still holds the writer lock, so hooks see commits in cursor order.
+func (db *DB) finishUpdates(t *tx, batch []*updateRequest, err error) {
 	if err != nil {
 		for _, r := range batch {
 			if r.err == nil {

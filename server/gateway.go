@@ -1,7 +1,9 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,8 +95,9 @@ func httpErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Mars
 	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
 }
 
-// newGateway builds the REST gateway over a connection to the gRPC server.
-func newGateway(ctx context.Context, conn *grpc.ClientConn, headers []string) (*runtime.ServeMux, error) {
+// newGateway builds the REST gateway over a connection to the gRPC server,
+// except for webhooks, which it hands to the service in process.
+func newGateway(ctx context.Context, conn *grpc.ClientConn, webhooks calsyncv1.WebhookServiceServer, headers []string) (*runtime.ServeMux, error) {
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, rawBodyMarshaler{jsonMarshaler()}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader(headers...)),
@@ -105,12 +108,48 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, headers []string) (*
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
 		calsyncv1.RegisterCalendarServiceHandler,
-		calsyncv1.RegisterWebhookServiceHandler,
 		calsyncv1.RegisterDeliveryServiceHandler,
 	} {
 		if err := register(ctx, mux, conn); err != nil {
 			return nil, fmt.Errorf("register gateway: %w", err)
 		}
 	}
+	if err := calsyncv1.RegisterWebhookServiceHandlerServer(ctx, mux, webhooks); err != nil {
+		return nil, fmt.Errorf("register gateway: %w", err)
+	}
 	return mux, nil
+}
+
+// limitWebhookBodies answers 413 to webhook bodies over max bytes before they
+// reach the gateway, and hands the gateway the body it read.
+func limitWebhookBodies(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/v1/webhooks/") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > max {
+			writeTooLarge(w, max)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				writeTooLarge(w, max)
+				return
+			}
+			http.Error(w, `{"code":3,"message":"could not read the request body"}`, http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeTooLarge(w http.ResponseWriter, max int64) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
+	fmt.Fprintf(w, `{"code":%d,"message":"webhook body exceeds %d bytes","details":[]}`+"\n", codes.ResourceExhausted, max)
 }

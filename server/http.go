@@ -2,10 +2,10 @@ package server
 
 import (
 	"net/http"
-
-	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"strings"
 
 	"github.com/calsync/calsync/api"
+	"github.com/calsync/calsync/metrics"
 	"github.com/calsync/calsync/model"
 )
 
@@ -31,16 +31,45 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 // httpHandler is the HTTP listener's handler: /openapi.json, /metrics
 // (unless it has a listener of its own) and the gateway, behind the API's
 // authentication.
-func (s *Server) httpHandler(gateway *runtime.ServeMux) http.Handler {
+func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(openAPIPath, serveOpenAPI)
 	if s.cfg.MetricsAddr == "" {
 		mux.Handle(metricsPath, s.metrics.Handler())
 	}
-	mux.Handle("POST "+webhookPrefix+"{provider}", s.webhooks.httpHandler(gateway))
-	mux.Handle("/", watchRequests(gateway))
+	mux.Handle("/", countTooLarge(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
 	return s.auth.requireHTTPAuth(true, mux)
 }
+
+// countTooLarge counts webhooks refused with 413 before they reach the
+// gRPC service (which counts every other outcome).
+func countTooLarge(m *metrics.Metrics, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, webhookPrefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		if rec.code == http.StatusRequestEntityTooLarge {
+			m.Webhook(providerLabel(strings.TrimPrefix(r.URL.Path, webhookPrefix)), metrics.WebhookTooLarge, 0)
+		}
+	})
+}
+
+// statusRecorder remembers the status code a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
 // providerLabel bounds the provider label of metrics to known providers:
 // a request path must not be able to grow the label set.

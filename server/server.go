@@ -93,7 +93,8 @@ type Server struct {
 	httpLis net.Listener
 	inproc  *bufconn.Listener
 	gwConn  *grpc.ClientConn
-	// webhooks serves IngestWebhook, and its REST route in process.
+	// webhooks serves IngestWebhook over gRPC and, in process, to the
+	// gateway.
 	webhooks *webhookService
 
 	// auth checks API credentials; tlsConfig and cert are nil without TLS.
@@ -268,7 +269,7 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gateway connection: %w", err)
 	}
-	gw, err := newGateway(ctx, s.gwConn, s.cfg.WebhookHeaders)
+	gw, err := newGateway(ctx, s.gwConn, inProcessWebhooks{s.webhooks}, s.cfg.WebhookHeaders)
 	if err != nil {
 		return err
 	}

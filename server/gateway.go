@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 )
@@ -42,6 +43,30 @@ type rawBodyMarshaler struct {
 // StreamContentType labels REST streams (WatchEvents) as newline-delimited
 // JSON: one JSON object per line.
 func (rawBodyMarshaler) StreamContentType(any) string { return mimeNDJSON }
+
+// streamEnvelope is how the gateway frames each message of a REST stream
+// before marshaling it: {"result": message}.
+const streamEnvelope = "result"
+
+// Marshal writes a stream message's envelope around the message's JSON
+// directly. The generic path marshals the message, then has encoding/json
+// parse and re-escape it into the envelope: a second pass over every
+// message of every REST stream. Everything else is marshaled as usual.
+func (m rawBodyMarshaler) Marshal(v any) ([]byte, error) {
+	if env, ok := v.(map[string]any); ok && len(env) == 1 {
+		if msg, ok := env[streamEnvelope].(proto.Message); ok {
+			data, err := m.JSONPb.Marshal(msg)
+			if err != nil {
+				return nil, err
+			}
+			const open = `{"` + streamEnvelope + `":`
+			b := make([]byte, 0, len(open)+len(data)+1)
+			b = append(append(append(b, open...), data...), '}')
+			return b, nil
+		}
+	}
+	return m.JSONPb.Marshal(v)
+}
 
 func (m rawBodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 	return runtime.DecoderFunc(func(v any) error {

@@ -15,16 +15,28 @@ import (
 	"github.com/calsync/calsync/watch/watchtest"
 )
 
-// startIdle opens n streams that count what they receive and waits until
-// each has its starting bookmark.
+// startIdle opens n unfiltered streams that count what they receive and
+// waits until each has its starting bookmark.
 func startIdle(b *testing.B, ctx context.Context, h *watch.Hub, n int, received *atomic.Int64) *sync.WaitGroup {
 	b.Helper()
+	reqs := make([]*calsyncv1.WatchEventsRequest, n)
+	for i := range reqs {
+		reqs[i] = &calsyncv1.WatchEventsRequest{}
+	}
+	return startStreams(b, ctx, h, reqs, func(int) *atomic.Int64 { return received })
+}
+
+// startStreams opens a stream per request, the i-th counting the changes it
+// receives in counter(i), and waits until each has its starting bookmark.
+func startStreams(b *testing.B, ctx context.Context, h *watch.Hub, reqs []*calsyncv1.WatchEventsRequest, counter func(i int) *atomic.Int64) *sync.WaitGroup {
+	b.Helper()
 	var wg, ready sync.WaitGroup
-	ready.Add(n)
-	for range n {
+	ready.Add(len(reqs))
+	for i, req := range reqs {
+		received := counter(i)
 		wg.Go(func() {
 			first := true
-			h.Watch(ctx, &calsyncv1.WatchEventsRequest{}, func(watch.Frame) error {
+			h.Watch(ctx, req, func(watch.Frame) error {
 				if first {
 					first = false
 					ready.Done()
@@ -69,6 +81,56 @@ func BenchmarkFanOut(b *testing.B) {
 			wg.Wait()
 		})
 	}
+}
+
+// BenchmarkFanOutFiltered measures commits spread over many calendars, each
+// watched by its own stream, with a few unfiltered streams besides: how long
+// a change takes to reach its calendar's stream and every unfiltered one,
+// and the CPU the whole process spends per commit (committing included).
+func BenchmarkFanOutFiltered(b *testing.B) {
+	const calendars, unfiltered = 1000, 10
+	st := MustOpenStore(b)
+	h := MustHub(b, st, watch.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cals := make([]string, calendars)
+	reqs := make([]*calsyncv1.WatchEventsRequest, 0, calendars+unfiltered)
+	for i := range cals {
+		cals[i] = watchtest.CalendarID(model.ProviderPostpress, i)
+		reqs = append(reqs, &calsyncv1.WatchEventsRequest{CalendarIds: []string{cals[i]}})
+	}
+	for range unfiltered {
+		reqs = append(reqs, &calsyncv1.WatchEventsRequest{})
+	}
+	perCalendar := make([]atomic.Int64, calendars)
+	var all atomic.Int64
+	wg := startStreams(b, ctx, h, reqs, func(i int) *atomic.Int64 {
+		if i < calendars {
+			return &perCalendar[i]
+		}
+		return &all
+	})
+	var commit, total time.Duration
+	cpu0 := processCPU()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		mine := &perCalendar[i%calendars]
+		wantMine, wantAll := mine.Load()+1, all.Load()+unfiltered
+		t0 := time.Now()
+		watchtest.Commit(b, st, watchtest.Created(watchtest.Event(model.ProviderPostpress, cals[i%calendars], i, "e")))
+		commit += time.Since(t0)
+		for mine.Load() < wantMine || all.Load() < wantAll {
+			runtime.Gosched()
+		}
+		total += time.Since(t0)
+	}
+	b.StopTimer()
+	if cpu := processCPU(); cpu > 0 {
+		b.ReportMetric(float64((cpu-cpu0).Microseconds())/float64(b.N), "cpu-µs/commit")
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms-to-streams")
+	b.ReportMetric(float64((total-commit).Microseconds())/float64(b.N)/1000, "ms-after-commit")
+	cancel()
+	wg.Wait()
 }
 
 // BenchmarkIdleStreamMemory measures what an open, idle stream costs: heap

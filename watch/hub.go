@@ -124,10 +124,9 @@ type Hub struct {
 
 	mu   sync.RWMutex
 	tail tail
-	// wake is closed, and replaced, after every commit: waiting streams
-	// all wake up without the committer touching any of them, so a commit
-	// costs the same with one stream as with ten thousand.
-	wake chan struct{}
+	// wakers wakes, after every commit, the waiting streams whose filters
+	// may match one of its changes.
+	wakers wakers
 }
 
 // New returns a hub fed by st's commit hook. It reads the change log's head
@@ -138,12 +137,12 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Hub, error) {
 		return nil, err
 	}
 	h := &Hub{
-		st:    st,
-		cfg:   cfg,
-		codec: NewCursorCodec(st.ID()),
-		log:   cfg.Logger,
-		tail:  newTail(cfg.TailSize),
-		wake:  make(chan struct{}),
+		st:     st,
+		cfg:    cfg,
+		codec:  NewCursorCodec(st.ID()),
+		log:    cfg.Logger,
+		tail:   newTail(cfg.TailSize),
+		wakers: newWakers(),
 	}
 	// The hook goes first: every commit after the bounds are read is
 	// then reported, and the tail ignores what it reports twice.
@@ -166,18 +165,24 @@ func (h *Hub) Cursors() CursorCodec { return h.codec }
 func (h *Hub) Streams() int { return int(h.active.Load()) }
 
 // onCommit is the store's commit hook. It encodes each change once, outside
-// the lock, and wakes every waiting stream. It never blocks on a stream.
+// the lock, and wakes the waiting streams the changes may concern. It never
+// blocks on a stream.
 func (h *Hub) onCommit(recs []store.ChangeRecord) {
-	entries := make([]*entry, len(recs))
-	for i, r := range recs {
-		entries[i] = newEntry(r, h.codec)
+	entries := make([]*entry, 0, len(recs))
+	for _, r := range recs {
+		entries = append(entries, newEntry(r, h.codec))
 	}
 	h.mu.Lock()
+	added := entries[:0]
 	for _, e := range entries {
-		h.tail.push(e)
+		if h.tail.push(e) {
+			added = append(added, e)
+		}
 	}
-	close(h.wake)
-	h.wake = make(chan struct{})
+	// Streams are woken under the lock: a stream that reads the tail
+	// afterwards sees these changes, and one that read it before is
+	// signalled (see [stream.run]).
+	h.wakers.notify(added)
 	h.mu.Unlock()
 }
 
@@ -272,7 +277,7 @@ func (h *Hub) checkResume(ctx context.Context, after store.Cursor) error {
 	defer deadline.Stop()
 	for {
 		h.mu.RLock()
-		head, wake := h.tail.head, h.wake
+		head, wake := h.tail.head, h.wakers.all
 		h.mu.RUnlock()
 		if head >= after {
 			return nil
@@ -404,8 +409,27 @@ func (h *Hub) newStream(req *calsyncv1.WatchEventsRequest, send func(Frame) erro
 // run sends every matching change after pos, live, until an error. A
 // stream reads from the hub's tail while its position is there and from the
 // change log otherwise; either way it holds at most BatchSize changes.
+//
+// A stream filtered to calendars is woken only by commits for its calendars
+// (see [wakers]), yet its position must keep up with the tail's head: its
+// bookmarks should carry a recent cursor, and a position the tail has
+// evicted sends it to the change log. So once a read has looked at every
+// change up to the head, the next read skips the changes committed since
+// for other calendars: up to the first for its calendars, or to the head if
+// there is none.
 func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 	h := s.hub
+	var w *waiter
+	if cals := s.filter.calendars; cals != nil {
+		h.mu.Lock()
+		w = h.wakers.register(cals)
+		h.mu.Unlock()
+		defer func() {
+			h.mu.Lock()
+			h.wakers.unregister(w, cals)
+			h.mu.Unlock()
+		}()
+	}
 	start := pos
 	lastSend := time.Now()
 	timer := time.NewTimer(s.interval)
@@ -416,15 +440,34 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 		// inLog says the stream is reading the change log, so that a
 		// fallback is reported once, not once per batch.
 		inLog bool
+		// caughtUp says the last read reached the tail's head.
+		caughtUp    bool
+		bookmarkDue bool
 	)
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		h.mu.RLock()
-		wake := h.wake
+		shared := h.wakers.all
+		if w != nil {
+			if caughtUp {
+				// No commit can run while the lock is held, so pending
+				// and head agree: nothing between the last read's head
+				// and pending (or the head, if none) is for this stream.
+				if w.pending != 0 {
+					pos = max(pos, w.pending-1)
+				} else {
+					pos = max(pos, h.tail.head)
+				}
+			}
+			w.pending = 0
+			shared = nil // commits for other calendars do not concern it
+		}
 		batch, inTail = h.tail.after(pos, batch[:0], h.cfg.BatchSize)
+		head := h.tail.head
 		h.mu.RUnlock()
+		caughtUp = inTail && (len(batch) == 0 || batch[len(batch)-1].cursor == head)
 		if !inTail {
 			if !inLog {
 				inLog = true
@@ -454,11 +497,30 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 			h.cfg.OnSent(sent)
 		}
 
-		bookmarkDue := false
+		if bookmarkDue {
+			// Idle, or every recent change was filtered out: say where the
+			// stream is, so a resume need not re-read what was skipped.
+			// The read above brought pos up to date.
+			bookmarkDue = false
+			if idle := time.Since(lastSend); idle < s.interval {
+				timer.Reset(s.interval - idle)
+			} else {
+				if err := s.send(bookmarkFrame(h.codec.Encode(pos), false)); err != nil {
+					return err
+				}
+				lastSend = time.Now()
+				timer.Reset(s.interval)
+			}
+		}
+		var wake <-chan struct{}
+		if w != nil {
+			wake = w.wake
+		}
 		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
+			case <-shared:
 			case <-wake:
 			case <-timer.C:
 				bookmarkDue = true
@@ -469,19 +531,6 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 				bookmarkDue = true
 			default:
 			}
-		}
-		if bookmarkDue {
-			// Idle, or every recent change was filtered out: say where the
-			// stream is, so a resume need not re-read what was skipped.
-			if idle := time.Since(lastSend); idle < s.interval {
-				timer.Reset(s.interval - idle)
-				continue
-			}
-			if err := s.send(bookmarkFrame(h.codec.Encode(pos), false)); err != nil {
-				return err
-			}
-			lastSend = time.Now()
-			timer.Reset(s.interval)
 		}
 	}
 }

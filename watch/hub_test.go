@@ -3,13 +3,16 @@ package watch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
@@ -194,5 +197,207 @@ func TestCompactionEnforcesRetention(t *testing.T) {
 	}
 	if !errors.As(err, new(*watch.Error)) {
 		t.Fatalf("error %T is not a *watch.Error", err)
+	}
+}
+
+// TestFilteredStreamsUnderConcurrentCommits checks that streams filtered to
+// calendars, woken only by commits for them, miss no change while commits
+// for every calendar race with their reads. Bookmarks are hours apart, so a
+// lost wake-up is not rescued by the next bookmark: the stream stalls and
+// the round times out.
+func TestFilteredStreamsUnderConcurrentCommits(t *testing.T) {
+	st := MustOpenStore(t)
+	h := MustHub(t, st, watch.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const calendars, writers, rounds, perRound = 6, 3, 40, 8
+	cals := make([]string, calendars)
+	for i := range cals {
+		cals[i] = watchtest.CalendarID(model.ProviderPostpress, i)
+	}
+
+	type watcher struct {
+		name string
+		keep func(store.ChangeRecord) bool
+		rec  *recorder
+		got  []store.Cursor
+	}
+	inSet := func(ids ...string) func(store.ChangeRecord) bool {
+		return func(r store.ChangeRecord) bool {
+			for _, id := range ids {
+				if r.CalendarID == id {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	var watchers []*watcher
+	add := func(name string, keep func(store.ChangeRecord) bool, req *calsyncv1.WatchEventsRequest) {
+		req.BookmarkInterval = durationpb.New(time.Hour)
+		watchers = append(watchers, &watcher{name: name, keep: keep, rec: startWatch(ctx, h, req, nil)})
+	}
+	for i, id := range cals {
+		for j := range 2 {
+			add(fmt.Sprintf("calendar %d #%d", i, j), inSet(id), &calsyncv1.WatchEventsRequest{CalendarIds: []string{id}})
+		}
+	}
+	add("two calendars", inSet(cals[0], cals[3]), &calsyncv1.WatchEventsRequest{CalendarIds: []string{cals[0], cals[3]}})
+	add("unfiltered", nil, &calsyncv1.WatchEventsRequest{})
+	add("provider", nil, &calsyncv1.WatchEventsRequest{Providers: []string{model.ProviderPostpress}})
+	var start store.Cursor
+	for _, w := range watchers {
+		start = watchtest.Decode(t, st, w.rec.next(t).GetBookmark().GetCursor())
+	}
+
+	n := 0
+	for round := range rounds {
+		// Each writer commits to every calendar in turn, some
+		// transactions spanning two calendars.
+		var wg sync.WaitGroup
+		for wr := range writers {
+			first := n + wr*perRound
+			wg.Go(func() {
+				for k := range perRound {
+					i := first + k
+					cs := []*calsyncv1.Change{watchtest.Created(watchtest.Event(model.ProviderPostpress, cals[i%calendars], i, "e"))}
+					if i%3 == 0 {
+						cs = append(cs, watchtest.Created(watchtest.Event(model.ProviderPostpress, cals[(i+1)%calendars], i, "e")))
+					}
+					if _, err := watchtest.TryCommit(ctx, st, cs...); err != nil {
+						t.Errorf("commit: %v", err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		n += writers * perRound
+		log := watchtest.Log(t, st, start)
+		for _, w := range watchers {
+			var last store.Cursor
+			for _, r := range log {
+				if w.keep == nil || w.keep(r) {
+					last = r.Cursor
+				}
+			}
+			if len(w.got) > 0 && w.got[len(w.got)-1] >= last {
+				continue
+			}
+			w.got = append(w.got, w.rec.changesUntil(t, st, last)...)
+			watchtest.CheckStream(t, fmt.Sprintf("round %d, %s", round, w.name), log, w.keep, w.got)
+		}
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// TestFilteredStreamKeepsUpWithOtherCalendars checks that a stream filtered
+// to a calendar nobody writes to still moves with the change log: its
+// bookmarks carry the newest cursor and it never falls out of the
+// in-memory tail, although no commit wakes it.
+func TestFilteredStreamKeepsUpWithOtherCalendars(t *testing.T) {
+	st := MustOpenStore(t)
+	var fallbacks atomic.Int64
+	h := MustHub(t, st, watch.Config{TailSize: 8, MinBookmarkInterval: time.Millisecond, OnFallback: func() { fallbacks.Add(1) }})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	quiet := watchtest.CalendarID(model.ProviderPostpress, 1)
+	busy := watchtest.CalendarID(model.ProviderPostpress, 2)
+
+	r := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{
+		CalendarIds: []string{quiet}, BookmarkInterval: durationpb.New(20 * time.Millisecond),
+	}, nil)
+	r.next(t) // the starting bookmark
+	// Twice: the second time, the stream has just received a change.
+	for round := range 2 {
+		var last store.Cursor
+		for i := range 100 { // far more than the tail holds
+			last = commitEvents(t, st, busy, round*100+i, 1)[0]
+		}
+		for {
+			m := r.next(t)
+			if m.GetChange() != nil {
+				t.Fatalf("received a change of another calendar: %v", m.GetChange())
+			}
+			if watchtest.Decode(t, st, m.GetBookmark().GetCursor()) >= last {
+				break
+			}
+		}
+		want := commitEvents(t, st, quiet, round, 1)
+		if got := r.changesUntil(t, st, want[0]); len(got) != 1 || got[0] != want[0] {
+			t.Fatalf("round %d: received changes %v, want %v", round, got, want)
+		}
+	}
+	if n := fallbacks.Load(); n != 0 {
+		t.Fatalf("the stream read the change log %d times; it should have stayed in the tail", n)
+	}
+}
+
+// TestFilteredStreamGetsChangesCommittedWhileSending checks that a stream
+// busy sending when a change for it is committed, followed by changes for
+// another calendar, still receives that change: it must not skip to the
+// newest cursor.
+func TestFilteredStreamGetsChangesCommittedWhileSending(t *testing.T) {
+	st := MustOpenStore(t)
+	h := MustHub(t, st, watch.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mine := watchtest.CalendarID(model.ProviderPostpress, 1)
+	other := watchtest.CalendarID(model.ProviderPostpress, 2)
+
+	// The stream hands each frame over and waits, inside send, until it
+	// is released.
+	entered, release := make(chan watch.Frame), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- h.Watch(ctx, &calsyncv1.WatchEventsRequest{CalendarIds: []string{mine}}, func(f watch.Frame) error {
+			select {
+			case entered <- f:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			select {
+			case <-release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	nextCursor := func() store.Cursor {
+		t.Helper()
+		select {
+		case f := <-entered:
+			var resp calsyncv1.WatchEventsResponse
+			if err := proto.Unmarshal(f, &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.GetChange() == nil {
+				t.Fatalf("got %v, want a change", &resp)
+			}
+			return watchtest.Decode(t, st, resp.GetChange().GetCursor())
+		case err := <-done:
+			t.Fatalf("stream ended: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no change within 10s")
+		}
+		return 0
+	}
+	<-entered // the starting bookmark
+	release <- struct{}{}
+
+	first := commitEvents(t, st, mine, 0, 1)[0]
+	if got := nextCursor(); got != first {
+		t.Fatalf("first change has cursor %d, want %d", got, first)
+	}
+	// The stream has read up to the head and sits in send.
+	second := commitEvents(t, st, mine, 1, 1)[0]
+	for i := range 5 {
+		commitEvents(t, st, other, i, 1)
+	}
+	release <- struct{}{}
+	if got := nextCursor(); got != second {
+		t.Fatalf("second change has cursor %d, want %d", got, second)
 	}
 }

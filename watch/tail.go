@@ -38,10 +38,10 @@ func (t *tail) init(head store.Cursor) {
 	}
 }
 
-// push appends a newly committed change, evicting the oldest when full.
-// Changes at or before head were already seen (or predate the hub) and are
-// ignored.
-func (t *tail) push(e *entry) {
+// push appends a newly committed change, evicting the oldest when full, and
+// reports whether it did. Changes at or before head were already seen (or
+// predate the hub) and are ignored.
+func (t *tail) push(e *entry) bool {
 	if t.n == 0 && !t.ready {
 		// The first commit after the hook was registered: every newer
 		// change will be reported, every older one has a smaller cursor.
@@ -49,7 +49,7 @@ func (t *tail) push(e *entry) {
 		t.base, t.head = e.cursor-1, e.cursor-1
 	}
 	if e.cursor <= t.head {
-		return
+		return false
 	}
 	if t.n == len(t.ring) {
 		t.base = t.ring[t.start].cursor
@@ -60,6 +60,7 @@ func (t *tail) push(e *entry) {
 	t.ring[(t.start+t.n)%len(t.ring)] = e
 	t.n++
 	t.head = e.cursor
+	return true
 }
 
 // after appends to dst up to max held entries with cursors greater than pos.

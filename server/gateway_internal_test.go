@@ -1,0 +1,64 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+// TestStreamMessageJSON checks that the REST stream envelope written
+// directly holds the same JSON as the gateway's generic encoding, for text
+// that encoding/json would escape differently.
+func TestStreamMessageJSON(t *testing.T) {
+	generic := jsonMarshaler()
+	direct := rawBodyMarshaler{jsonMarshaler()}
+	for name, resp := range map[string]*calsyncv1.WatchEventsResponse{
+		"Change": {Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
+			Cursor: "c1", Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED,
+			Event:         &calsyncv1.CalendarEvent{Id: "evt_1", Title: `<b>Q&A</b> "stand-up" ünïcode ✓` + "\u2028"},
+			ChangedFields: []string{"title"},
+		}}},
+		"Bookmark": {Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "c2", SnapshotComplete: true}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			msg := map[string]any{"result": resp}
+			want, err := generic.Marshal(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := direct.Marshal(msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.ContainsRune(got, '\n') {
+				t.Fatalf("%s spans lines; NDJSON needs one line per message", got)
+			}
+			var gotV, wantV any
+			if err := json.Unmarshal(got, &gotV); err != nil {
+				t.Fatalf("%s: %v", got, err)
+			}
+			if err := json.Unmarshal(want, &wantV); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(gotV, wantV) {
+				t.Fatalf("got %s\nwant %s", got, want)
+			}
+		})
+	}
+	t.Run("ErrorUnchanged", func(t *testing.T) {
+		// A stream's final error is framed by the gateway as its own map type.
+		msg := map[string]proto.Message{"error": status.New(codes.OutOfRange, "compacted").Proto()}
+		want, _ := generic.Marshal(msg)
+		got, err := direct.Marshal(msg)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("got %s, %v; want %s", got, err, want)
+		}
+	})
+}

@@ -21,9 +21,12 @@ import (
 // version older than the one held (by provider update time) is dropped; a
 // delete leaves a tombstone that only a strictly newer version can replace;
 // a version that changes no normalized field emits nothing.
+//
+// The event held is read without its raw payload, whose decoding would be
+// most of the read: only the two rare paths that keep it read it.
 func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent, now time.Time) (bool, error) {
 	ts := timestamppb.New(now)
-	prev, err := tx.GetEvent(ctx, next.GetId())
+	prev, err := tx.GetEvent(ctx, next.GetId(), false)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		next.CreateTime, next.UpdateTime = ts, ts
@@ -45,6 +48,13 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 	}
 	if !model.EventIsNewer(prev, next) {
 		return false, nil // stale: a newer version is already held
+	}
+	if next.GetStartTime() == nil && next.GetRaw() == nil {
+		// A bare delete (ids only) keeps the held event's fields, raw
+		// payload included.
+		if prev, err = tx.GetEvent(ctx, next.GetId(), true); err != nil {
+			return false, err
+		}
 	}
 	if prev.GetDeleted() && next.GetDeleted() {
 		// A newer description of a deleted event: keep it, announce nothing.
@@ -69,6 +79,9 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 	if len(changed) == 0 {
 		// Nothing a subscriber can see changed; keep the newer provider
 		// bookkeeping (update time, raw) without announcing anything.
+		if prev, err = tx.GetEvent(ctx, next.GetId(), true); err != nil {
+			return false, err
+		}
 		if !proto.Equal(prev, next) {
 			next.UpdateTime = prev.GetUpdateTime()
 			return false, tx.PutEvent(ctx, next)

@@ -82,8 +82,9 @@ type Reader interface {
 type Tx interface {
 	// GetCalendar returns the calendar or ErrNotFound.
 	GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error)
-	// GetEvent returns the event with its raw payload, or ErrNotFound.
-	GetEvent(ctx context.Context, id string) (*calsyncv1.CalendarEvent, error)
+	// GetEvent returns the event, or ErrNotFound. The raw payload is set
+	// only when withRaw is true: decoding it is most of a read's cost.
+	GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error)
 	// PutCalendar inserts or replaces a calendar. It needs Id and Provider.
 	PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error
 	// PutEvent inserts or replaces an event, raw payload included. It needs

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/internal/cputime"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
@@ -110,7 +111,7 @@ func BenchmarkFanOutFiltered(b *testing.B) {
 		return &all
 	})
 	var commit, total time.Duration
-	cpu0 := processCPU()
+	cpu0 := cputime.Process()
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		mine := &perCalendar[i%calendars]
@@ -124,7 +125,7 @@ func BenchmarkFanOutFiltered(b *testing.B) {
 		total += time.Since(t0)
 	}
 	b.StopTimer()
-	if cpu := processCPU(); cpu > 0 {
+	if cpu := cputime.Process(); cpu > 0 {
 		b.ReportMetric(float64((cpu-cpu0).Microseconds())/float64(b.N), "cpu-µs/commit")
 	}
 	b.ReportMetric(float64(total.Microseconds())/float64(b.N)/1000, "ms-to-streams")

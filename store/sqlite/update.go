@@ -250,13 +250,13 @@ func (t *tx) GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, e
 	return getCalendar(ctx, t.q(), id)
 }
 
-// GetEvent returns an event, raw payload included, or an error wrapping
-// [store.ErrNotFound].
-func (t *tx) GetEvent(ctx context.Context, id string) (*calsyncv1.CalendarEvent, error) {
+// GetEvent returns an event, with its raw payload if withRaw, or an error
+// wrapping [store.ErrNotFound].
+func (t *tx) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error) {
 	if err := t.live(); err != nil {
 		return nil, err
 	}
-	return getEvent(ctx, t.q(), id, true)
+	return getEvent(ctx, t.q(), id, withRaw)
 }
 
 // PutCalendar inserts or replaces a calendar.

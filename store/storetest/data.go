@@ -123,9 +123,12 @@ var eventCases = []testCase{
 		diffProto(t, "event without raw", noRaw, got)
 
 		mustUpdate(t, h.s, func(tx store.Tx) error {
-			got, err := tx.GetEvent(ctx, "evt_a")
+			got, err := tx.GetEvent(ctx, "evt_a", true)
 			must(t, "Tx.GetEvent", err)
 			diffProto(t, "event in tx (raw included)", e, got)
+			got, err = tx.GetEvent(ctx, "evt_a", false)
+			must(t, "Tx.GetEvent", err)
+			diffProto(t, "event in tx without raw", noRaw, got)
 			return nil
 		})
 
@@ -140,7 +143,7 @@ var eventCases = []testCase{
 		_, err := h.s.GetEvent(ctx, "evt_missing", false)
 		wantErr(t, "GetEvent", err, store.ErrNotFound)
 		err = h.s.Update(ctx, func(tx store.Tx) error {
-			_, err := tx.GetEvent(ctx, "evt_missing")
+			_, err := tx.GetEvent(ctx, "evt_missing", false)
 			return err
 		})
 		wantErr(t, "Tx.GetEvent", err, store.ErrNotFound)

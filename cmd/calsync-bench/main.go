@@ -6,7 +6,7 @@
 //
 // Subcommands:
 //
-//	calsync-bench run     [-profile quick|full] [-target GRPC,HTTP] [-pprof auto] [-out FILE] [-md BENCHMARKS.md]
+//	calsync-bench run     [-profile quick|full] [-target GRPC,HTTP] [-pprof auto] [-only SCENARIOS] [-catchup-changes N] [-out FILE] [-md BENCHMARKS.md]
 //	calsync-bench peers   [-profile quick|full] [-out FILE] [-md BENCHMARKS.md]
 //	calsync-bench crash   [-cycles 20] [-out FILE]
 //	calsync-bench faults  [-out FILE]
@@ -21,6 +21,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -43,20 +44,32 @@ func main() {
 	pprofAddr := fs.String("pprof", "", "have the calsync under test serve pprof on this address (auto: a free one) and save CPU profiles of each measured phase in benchmarks/profiles")
 	etcdBin := fs.String("etcd", "etcd", "etcd binary (peers)")
 	target := fs.String("target", "", "GRPC_ADDR,HTTP_ADDR of a running calsync to measure instead of starting one (run); it must use this tool's webhook secrets")
+	only := fs.String("only", "", "comma-separated scenarios to run, out of "+strings.Join(scenarioNames, ",")+" (run; default all); a partial run writes benchmarks/run-<profile>-<scenarios>.json and leaves BENCHMARKS.md alone")
+	catchupDB := fs.String("catchup-db", "", "keep the catch-up scenario's filled database in this file (and FILE.json) and reuse it while it holds -catchup-changes changes (run): for iterating on the replay")
+	catchupChanges := fs.Int("catchup-changes", 0, "size of the catch-up change log (run; default the profile's)")
 	_ = fs.Parse(os.Args[2:])
 	p, ok := profiles[*profile]
 	if !ok {
 		log.Fatalf("unknown profile %q", *profile)
 	}
+	if *catchupChanges > 0 {
+		p.CatchupChanges = *catchupChanges
+	}
+	scenarios, err := parseScenarios(*only)
+	if err != nil {
+		log.Fatal(err)
+	}
 	if *out == "" {
 		*out = fmt.Sprintf("benchmarks/%s-%s.json", os.Args[1], p.Name)
+		if scenarios != nil {
+			*out = fmt.Sprintf("benchmarks/%s-%s-%s.json", os.Args[1], p.Name, strings.ReplaceAll(*only, ",", "-"))
+		}
 	}
-	var err error
 	switch os.Args[1] {
 	case "bare":
 		err = bareServer(*addr)
 	case "run":
-		err = runBench(ctx, p, *bin, *pprofAddr, *target, *out, *md)
+		err = runBench(ctx, p, RunOptions{Bin: *bin, Pprof: *pprofAddr, Target: *target, Only: scenarios, CatchupDB: *catchupDB, Out: *out, MD: *md})
 	case "peers":
 		err = runPeers(ctx, p, *etcdBin, *out, *md)
 	case "crash":

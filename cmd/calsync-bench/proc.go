@@ -88,9 +88,11 @@ type Child struct {
 	Name     string
 	GRPCAddr string
 	HTTPAddr string
-	cmd      *exec.Cmd
-	done     chan error
-	logPath  string
+	// DB is the database of a calsync the tool started.
+	DB      string
+	cmd     *exec.Cmd
+	done    chan error
+	logPath string
 }
 
 // Pid returns the child's process id, or 0 for a server the tool did not
@@ -220,7 +222,7 @@ func startCalsync(ctx context.Context, name string, o CalsyncOptions) (*Child, e
 	if err != nil {
 		return nil, err
 	}
-	c.GRPCAddr, c.HTTPAddr = o.GRPCAddr, o.HTTPAddr
+	c.GRPCAddr, c.HTTPAddr, c.DB = o.GRPCAddr, o.HTTPAddr, o.DB
 	return c, nil
 }
 

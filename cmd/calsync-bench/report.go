@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -80,16 +81,55 @@ func (r *Results) fail(what string, err error) {
 
 // runBench runs every calsync scenario and its baselines, writes the
 // result file and regenerates BENCHMARKS.md.
-func runBench(ctx context.Context, p Profile, bin, pprofAddr, target, out, md string) error {
+// scenarioNames are the scenarios of `calsync-bench run`, in the order
+// they run.
+var scenarioNames = []string{"ingest", "fanout", "broadcast", "idle", "catchup"}
+
+// parseScenarios reads the -only flag: nil (every scenario) when empty.
+func parseScenarios(only string) (map[string]bool, error) {
+	if only == "" {
+		return nil, nil
+	}
+	set := map[string]bool{}
+	for name := range strings.SplitSeq(only, ",") {
+		if !slices.Contains(scenarioNames, name) {
+			return nil, fmt.Errorf("-only: unknown scenario %q (want some of %s)", name, strings.Join(scenarioNames, ","))
+		}
+		set[name] = true
+	}
+	return set, nil
+}
+
+// RunOptions are the flags of `calsync-bench run`.
+type RunOptions struct {
+	// Bin is the calsync binary; empty builds ./cmd/calsync.
+	Bin string
+	// Pprof is where the server under test serves pprof ("auto": a free
+	// address); empty takes no profiles.
+	Pprof string
+	// Target is "GRPC_ADDR,HTTP_ADDR" of a running calsync, if any.
+	Target string
+	// Only names the scenarios to run; nil runs them all. A partial run
+	// leaves the Markdown report alone, so it never shows half a run.
+	Only map[string]bool
+	// CatchupDB is [Env.CatchupDB].
+	CatchupDB string
+	Out, MD   string
+}
+
+func (o RunOptions) runs(scenario string) bool { return o.Only == nil || o.Only[scenario] }
+
+func runBench(ctx context.Context, p Profile, o RunOptions) error {
 	res := &Results{Command: "calsync-bench " + strings.Join(os.Args[1:], " "), Profile: p, Started: time.Now().UTC(), Machine: machine()}
-	env, err := newEnv(p, bin)
+	env, err := newEnv(p, o.Bin)
 	if err != nil {
 		return err
 	}
+	pprofAddr, target := o.Pprof, o.Target
 	if pprofAddr == "auto" {
 		pprofAddr = freeAddr()
 	}
-	env.Pprof = pprofAddr
+	env.Pprof, env.CatchupDB = pprofAddr, o.CatchupDB
 	defer os.RemoveAll(env.Dir)
 	defer env.Fake.Close()
 	type ingestRun struct {
@@ -108,6 +148,9 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, target, out, md st
 		env.Target = &Child{Name: "target", GRPCAddr: g, HTTPAddr: h}
 		runs = []ingestRun{{"calsync (target)", false, 0}}
 	}
+	if !o.runs("ingest") {
+		runs = nil
+	}
 	for _, s := range runs {
 		r, err := env.ingest(ctx, s.name, s.bare, s.maxBatch)
 		if err != nil {
@@ -116,7 +159,9 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, target, out, md st
 		}
 		res.Ingest = append(res.Ingest, r)
 	}
-	if c, err := env.calsync(ctx, "fanout", 0, "FULL"); err != nil {
+	if !o.runs("fanout") {
+		// Skipped.
+	} else if c, err := env.calsync(ctx, "fanout", 0, "FULL"); err != nil {
 		res.fail("fanout", err)
 	} else {
 		r, err := env.fanout(ctx, c, "fanout", p.FanoutRate, p.FilteredStreams, p.UnfilteredStreams, p.Duration, true)
@@ -127,7 +172,9 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, target, out, md st
 		}
 		c.Stop(10 * time.Second)
 	}
-	if c, err := env.calsync(ctx, "broadcast", 0, "FULL"); err != nil {
+	if !o.runs("broadcast") {
+		// Skipped.
+	} else if c, err := env.calsync(ctx, "broadcast", 0, "FULL"); err != nil {
 		res.fail("broadcast", err)
 	} else {
 		r, err := env.fanout(ctx, c, "broadcast", p.BroadcastRate, 0, p.BroadcastStreams, p.Duration, false)
@@ -156,14 +203,14 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, target, out, md st
 		}
 		c.Stop(10 * time.Second)
 	}
-	if env.Target != nil {
+	if env.Target != nil || !o.runs("idle") {
 		// Idle memory and catch-up need a fresh server of their own.
 	} else if r, err := env.idle(ctx, p.IdleStreams); err != nil {
 		res.fail("idle", err)
 	} else {
 		res.Idle = &r
 	}
-	if env.Target == nil {
+	if env.Target == nil && o.runs("catchup") {
 		if r, err := env.catchup(ctx, p.CatchupChanges); err != nil {
 			res.fail("catch-up", err)
 		} else {
@@ -171,10 +218,13 @@ func runBench(ctx context.Context, p Profile, bin, pprofAddr, target, out, md st
 		}
 	}
 	res.Machine.LoadAfter = loadavg()
-	if err := writeJSON(out, res); err != nil {
+	if err := writeJSON(o.Out, res); err != nil {
 		return err
 	}
-	return writeMarkdown(md)
+	if o.Only != nil {
+		return nil
+	}
+	return writeMarkdown(o.MD)
 }
 
 func writeJSON(path string, v any) error {

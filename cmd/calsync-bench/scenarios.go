@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -58,7 +59,11 @@ type Env struct {
 	// one; it must accept the tool's webhook secrets, and its CPU and
 	// memory are not reported.
 	Target *Child
-	runs   int
+	// CatchupDB, if set, keeps the catch-up scenario's filled database
+	// there and reuses it while it holds as many changes as asked: filling
+	// takes minutes, replaying seconds.
+	CatchupDB string
+	runs      int
 }
 
 // newEnv prepares the binary, the folder and a fake Recall API with a few
@@ -99,6 +104,13 @@ func (e *Env) calsync(ctx context.Context, name string, maxBatch int, sync strin
 	})
 }
 
+// calsyncOn starts calsync on an existing database.
+func (e *Env) calsyncOn(ctx context.Context, name, db, sync string) (*Child, error) {
+	return startCalsync(ctx, name, CalsyncOptions{
+		Bin: e.Bin, DB: db, LogDir: e.Dir, Synchronous: sync, RecallURL: e.Fake.URL, RecallKey: e.Fake.APIKey(), PprofAddr: e.Pprof,
+	})
+}
+
 // profile, when the server under test serves pprof, captures a CPU
 // profile of the next d into benchmarks/profiles/<name>.pprof; the returned
 // function waits for it.
@@ -124,6 +136,30 @@ func (e *Env) profile(name string, d time.Duration) func() {
 		_, _ = io.Copy(f, resp.Body)
 	}()
 	return func() { <-done }
+}
+
+// clientProfile, when profiles are taken (-pprof), starts a CPU profile of
+// this tool, saved as benchmarks/profiles/<name>.pprof by the returned
+// function: on a small machine the client's share decides figures too.
+func (e *Env) clientProfile(name string) func() {
+	if e.Pprof == "" {
+		return func() {}
+	}
+	_ = os.MkdirAll("benchmarks/profiles", 0o755)
+	f, err := os.Create(filepath.Join("benchmarks/profiles", fileName(name)+".pprof"))
+	if err != nil {
+		log.Printf("profile %s: %v", name, err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		log.Printf("profile %s: %v", name, err)
+		f.Close()
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // sampler records the child's peak RSS while a scenario runs.
@@ -452,42 +488,54 @@ type CatchupResult struct {
 // one gRPC client reading all of it from the start. The fill runs with
 // synchronous=NORMAL: it is set-up, not the figure measured.
 func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
-	c, err := e.calsync(ctx, "catchup", 0, "NORMAL")
-	if err != nil {
-		return CatchupResult{}, err
-	}
-	defer c.Stop(30 * time.Second)
 	res := CatchupResult{Changes: n, Synchronous: "NORMAL"}
-	first := NewWatcher("first", nil, false, nil)
-	fs := &WatchSet{Watchers: []*Watcher{first}}
-	if err := fs.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 1); err != nil {
+	saved, reuse := e.savedCatchup(n)
+	var c *Child
+	var err error
+	if reuse {
+		c, err = e.calsyncOn(ctx, "catchup", saved.DB, "NORMAL")
+	} else {
+		c, err = e.calsync(ctx, "catchup", 0, "NORMAL")
+	}
+	if err != nil {
 		return res, err
 	}
-	from := first.Cursor()
-	fs.Stop()
-	w := NewWorkload(100, 100)
-	p := NewPoster("http://"+c.HTTPAddr, 64)
-	start := time.Now()
-	w.Run(ctx, p, LoadSpec{Conns: 64, MaxSends: int64(n)})
-	if _, err := waitDrained(ctx, c, 30*time.Minute); err != nil {
-		return res, err
+	stopped := false
+	defer func() {
+		if !stopped {
+			c.Stop(30 * time.Second)
+		}
+	}()
+	if reuse {
+		log.Printf("catch-up: replaying the log saved in %s", e.CatchupDB)
+		res.FillSeconds, res.FillPerS = saved.FillSeconds, saved.FillPerS
+	} else {
+		saved, err = e.fillCatchup(ctx, c, n)
+		if err != nil {
+			return res, err
+		}
+		res.FillSeconds, res.FillPerS = saved.FillSeconds, saved.FillPerS
 	}
-	res.FillSeconds = time.Since(start).Seconds()
-	// Every event also made its calendar once: count only event changes.
-	res.FillPerS = float64(n) / res.FillSeconds
-	want := w.Versions()
+	want := saved.Want
 	rd := NewWatcher("replay", nil, false, nil)
 	rd.keepLatency = false
-	rd.cursor = from
+	rd.cursor = saved.From
+	// The server's profile must cover the replay, whose length is not known
+	// yet: it is sized for 100,000 changes/s, and the server is idle once
+	// the replay ends, so a longer profile holds the same samples.
+	waitProfile := e.profile("catchup", time.Duration(n/100_000+1)*time.Second)
+	stopClientProfile := e.clientProfile("catchup-client")
 	before, smp := c.Stats(), sample(c)
-	start = time.Now()
+	start := time.Now()
 	set := &WatchSet{Watchers: []*Watcher{rd}}
 	if err := set.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 1); err != nil {
 		return res, err
 	}
 	ok := set.WaitCaught(func(*Watcher) map[string]int { return want }, 10*time.Minute)
 	res.Seconds = time.Since(start).Seconds()
+	stopClientProfile()
 	set.Stop()
+	waitProfile()
 	res.Server = serverUse(c, before, time.Since(start), smp.done(), 0)
 	res.ServerRSSMB = res.Server.PeakRSSMB
 	res.ChangesPerS = float64(rd.Checker.Received) / res.Seconds
@@ -496,7 +544,106 @@ func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
 		log.Printf("catch-up: replay did not finish")
 	}
 	log.Printf("catch-up: %d changes replayed in %.2f s = %.0f changes/s (fill %.0f/s)", rd.Checker.Received, res.Seconds, res.ChangesPerS, res.FillPerS)
+	if e.CatchupDB != "" && !reuse {
+		// The database is copied only once calsync has closed it.
+		c.Stop(30 * time.Second)
+		stopped = true
+		if err := saveCatchup(e.CatchupDB, c.DB, saved); err != nil {
+			log.Printf("catch-up: save the filled log: %v", err)
+		}
+	}
 	return res, nil
+}
+
+// catchupLog is a filled catch-up change log: where the replay starts and
+// the versions it must end at.
+type catchupLog struct {
+	Changes     int            `json:"changes"`
+	From        string         `json:"from_cursor"`
+	Want        map[string]int `json:"want"`
+	FillSeconds float64        `json:"fill_s"`
+	FillPerS    float64        `json:"fill_changes_per_s"`
+	// DB is the copy a reused log's server runs on.
+	DB string `json:"-"`
+}
+
+// fillCatchup sends n webhooks, one change each, to c and waits until they
+// are processed.
+func (e *Env) fillCatchup(ctx context.Context, c *Child, n int) (catchupLog, error) {
+	first := NewWatcher("first", nil, false, nil)
+	fs := &WatchSet{Watchers: []*Watcher{first}}
+	if err := fs.Start(ctx, c.GRPCAddr, "http://"+c.HTTPAddr, 1); err != nil {
+		return catchupLog{}, err
+	}
+	l := catchupLog{Changes: n, From: first.Cursor()}
+	fs.Stop()
+	w := NewWorkload(100, 100)
+	p := NewPoster("http://"+c.HTTPAddr, 64)
+	start := time.Now()
+	w.Run(ctx, p, LoadSpec{Conns: 64, MaxSends: int64(n)})
+	if _, err := waitDrained(ctx, c, 30*time.Minute); err != nil {
+		return l, err
+	}
+	l.FillSeconds = time.Since(start).Seconds()
+	// Every event also made its calendar once: count only event changes.
+	l.FillPerS = float64(n) / l.FillSeconds
+	l.Want = w.Versions()
+	return l, nil
+}
+
+// savedCatchup returns the log saved by -catchup-db, copied to a fresh
+// database, if one of n changes is there.
+func (e *Env) savedCatchup(n int) (catchupLog, bool) {
+	var l catchupLog
+	if e.CatchupDB == "" || !readJSON(e.CatchupDB+".json", &l) || l.Changes != n {
+		return l, false
+	}
+	e.runs++
+	l.DB = filepath.Join(e.Dir, fmt.Sprintf("%02d-catchup.db", e.runs))
+	if err := copyDB(l.DB, e.CatchupDB); err != nil {
+		log.Printf("catch-up: reuse %s: %v", e.CatchupDB, err)
+		return l, false
+	}
+	return l, true
+}
+
+// saveCatchup keeps a filled log for later runs: the database at dst and
+// what the replay needs at dst.json.
+func saveCatchup(dst, db string, l catchupLog) error {
+	if err := copyDB(dst, db); err != nil {
+		return err
+	}
+	log.Printf("catch-up: saved the filled log in %s", dst)
+	return writeJSON(dst+".json", l)
+}
+
+// copyDB copies a closed SQLite database, with its write-ahead log if
+// closing left one.
+func copyDB(dst, src string) error {
+	_ = os.Remove(dst + "-wal")
+	if _, err := os.Stat(src + "-wal"); err == nil {
+		if err := copyFile(dst+"-wal", src+"-wal"); err != nil {
+			return err
+		}
+	}
+	return copyFile(dst, src)
+}
+
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // bareServer answers 200 to every request after reading its body: the

@@ -18,6 +18,8 @@ const cursorVersion = 1
 const (
 	storeTagLen  = 8
 	cursorRawLen = 1 + storeTagLen + 8 + 4
+	// cursorTextLen is the length of an encoded cursor: unpadded base64.
+	cursorTextLen = (cursorRawLen*8 + 5) / 6
 )
 
 // castagnoli is the CRC-32C table; the checksum makes a mistyped cursor
@@ -43,12 +45,19 @@ func NewCursorCodec(storeID string) CursorCodec {
 
 // Encode returns the opaque cursor of position pos.
 func (c CursorCodec) Encode(pos store.Cursor) string {
+	var b [cursorTextLen]byte
+	return string(c.AppendEncode(b[:0], pos))
+}
+
+// AppendEncode appends the opaque cursor of position pos to b, for frames
+// built without a string per cursor.
+func (c CursorCodec) AppendEncode(b []byte, pos store.Cursor) []byte {
 	var raw [cursorRawLen]byte
 	raw[0] = cursorVersion
 	copy(raw[1:], c.tag[:])
 	binary.BigEndian.PutUint64(raw[1+storeTagLen:], uint64(pos))
 	binary.BigEndian.PutUint32(raw[cursorRawLen-4:], crc32.Checksum(raw[:cursorRawLen-4], castagnoli))
-	return base64.RawURLEncoding.EncodeToString(raw[:])
+	return base64.RawURLEncoding.AppendEncode(b, raw[:])
 }
 
 // Decode returns the position an opaque cursor names. It fails with an

@@ -45,70 +45,100 @@ func (e *entry) frame(includePrevious bool) Frame {
 	return e.lean
 }
 
-// newEntry encodes a change log record once for every stream. The record's
-// bytes are a Change with an empty cursor, so appending the cursor field
-// gives the complete Change: protobuf lets fields come in any order.
+// newEntry encodes a change log record once for every stream: the full
+// frame and, when the change carries previous state, the lean one, both in
+// one allocation.
 //
 // A record whose bytes cannot be parsed still goes out, previous state
 // included: a gap in the stream would be worse, and the client's decoder
 // reports the damage.
 func newEntry(rec store.ChangeRecord, codec CursorCodec) *entry {
-	cursor := codec.Encode(rec.Cursor)
 	e := &entry{cursor: rec.Cursor, typ: rec.Type, calendarID: rec.CalendarID, provider: rec.Provider}
-	e.full = changeFrame(rec.Change, cursor)
+	prev := previousSize(rec.Change)
+	size := changeFrameSize(len(rec.Change))
+	if prev > 0 {
+		size += changeFrameSize(len(rec.Change) - prev)
+	}
+	b := appendChangeFrame(make([]byte, 0, size), rec.Change, 0, rec.Cursor, codec)
+	e.full = b[:len(b):len(b)]
 	e.lean = e.full
-	if lean, stripped := stripPrevious(rec.Change); stripped {
-		e.lean = changeFrame(lean, cursor)
+	if prev > 0 {
+		b = appendChangeFrame(b, rec.Change, prev, rec.Cursor, codec)
+		e.lean = b[len(e.full):len(b):len(b)]
 	}
 	return e
 }
 
-// changeFrame wraps an encoded Change without cursor into a
-// WatchEventsResponse carrying that cursor.
-func changeFrame(change []byte, cursor string) Frame {
-	inner := protowire.SizeTag(changeCursorField) + protowire.SizeBytes(len(cursor))
-	n := len(change) + inner
-	b := make([]byte, 0, protowire.SizeTag(responseChangeField)+protowire.SizeBytes(n))
+// cursorFieldSize is the encoded size of a Change's cursor field.
+var cursorFieldSize = protowire.SizeTag(changeCursorField) + protowire.SizeBytes(cursorTextLen)
+
+// changeFrameSize is the size of the frame of an encoded Change of n bytes
+// without cursor.
+func changeFrameSize(n int) int {
+	return protowire.SizeTag(responseChangeField) + protowire.SizeBytes(n+cursorFieldSize)
+}
+
+// appendChangeFrame appends to b the WatchEventsResponse of a change log
+// record: change is a Change with an empty cursor, so appending the cursor
+// field gives the complete Change, as protobuf lets fields come in any
+// order. prev is 0 to keep the previous state, or [previousSize] of change
+// to leave it out.
+func appendChangeFrame(b, change []byte, prev int, cursor store.Cursor, codec CursorCodec) []byte {
 	b = protowire.AppendTag(b, responseChangeField, protowire.BytesType)
-	b = protowire.AppendVarint(b, uint64(n))
-	b = append(b, change...)
+	b = protowire.AppendVarint(b, uint64(len(change)-prev+cursorFieldSize))
+	if prev == 0 {
+		b = append(b, change...)
+	} else {
+		b = appendWithoutPrevious(b, change)
+	}
 	b = protowire.AppendTag(b, changeCursorField, protowire.BytesType)
-	b = protowire.AppendString(b, cursor)
+	b = protowire.AppendVarint(b, cursorTextLen)
+	return codec.AppendEncode(b, cursor)
+}
+
+// previousSize returns how many bytes of an encoded Change its
+// previous_event and previous_calendar fields take: 0 when it has none, or
+// when the bytes do not parse.
+func previousSize(change []byte) int {
+	n := 0
+	for rest := change; len(rest) > 0; {
+		num, size := nextField(rest)
+		if size < 0 {
+			return 0
+		}
+		if num == changePrevEventField || num == changePrevCalField {
+			n += size
+		}
+		rest = rest[size:]
+	}
+	return n
+}
+
+// appendWithoutPrevious appends the fields of an encoded Change other than
+// previous_event and previous_calendar; the bytes must parse.
+func appendWithoutPrevious(b, change []byte) []byte {
+	for rest := change; len(rest) > 0; {
+		num, size := nextField(rest)
+		if num != changePrevEventField && num != changePrevCalField {
+			b = append(b, rest[:size]...)
+		}
+		rest = rest[size:]
+	}
 	return b
 }
 
-// stripPrevious returns change without its previous_event and
-// previous_calendar fields, and whether it removed any. Bytes that do not
-// parse are returned unchanged.
-func stripPrevious(change []byte) ([]byte, bool) {
-	var out []byte
-	rest := change
-	for len(rest) > 0 {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return change, false
-		}
-		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
-		if m < 0 {
-			return change, false
-		}
-		field := rest[:n+m]
-		rest = rest[n+m:]
-		if num == changePrevEventField || num == changePrevCalField {
-			if out == nil {
-				out = make([]byte, 0, len(change))
-				out = append(out, change[:len(change)-len(rest)-len(field)]...)
-			}
-			continue
-		}
-		if out != nil {
-			out = append(out, field...)
-		}
+// nextField returns the number of the first field in b and its size, tag
+// included; size is negative when b does not parse.
+func nextField(b []byte) (protowire.Number, int) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 {
+		return 0, n
 	}
-	if out == nil {
-		return change, false
+	m := protowire.ConsumeFieldValue(num, typ, b[n:])
+	if m < 0 {
+		return 0, m
 	}
-	return out, true
+	return num, n + m
 }
 
 // bookmarkFrame encodes a Bookmark response.

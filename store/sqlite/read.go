@@ -267,6 +267,22 @@ func (db *DB) ChangeBounds(ctx context.Context) (store.ChangeBounds, error) {
 	return b, err
 }
 
+// maxChangesPrealloc caps the room ReadChanges reserves for its result, so a
+// huge limit on a short log costs nothing.
+const maxChangesPrealloc = 4096
+
+const readChangesQuery = `SELECT cursor, type, calendar_id, provider, commit_ns, data
+	FROM changes WHERE cursor > ? ORDER BY cursor LIMIT ?`
+
+// queryPrepared runs query in tx, through its prepared statement once cache
+// has one.
+func queryPrepared(ctx context.Context, tx *sql.Tx, cache *stmtCache, query string, args ...any) (*sql.Rows, error) {
+	if st := cache.get(query); st != nil {
+		return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
+	return tx.QueryContext(ctx, query, args...)
+}
+
 // ReadChanges returns up to limit changes after the cursor after, in cursor
 // order. The compaction point and the changes are read in one transaction,
 // so a compaction running meanwhile cannot open a silent gap. limit must be
@@ -275,9 +291,14 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 	if limit <= 0 {
 		return nil, fmt.Errorf("sqlite: read changes: limit must be positive: %w", store.ErrInvalidArgument)
 	}
+	// A watcher catching up runs this query once per page: it is kept
+	// prepared.
+	defer db.readStmts.prepareWanted(ctx, db.r)
 	var out []store.ChangeRecord
 	err := db.read(ctx, func(tx *sql.Tx) error {
-		out = nil
+		// Catch-up reads ask for full pages: growing the slice row by
+		// row would copy every record several times.
+		out = make([]store.ChangeRecord, 0, min(limit, maxChangesPrealloc))
 		compacted, err := compactedCursor(ctx, tx)
 		if err != nil {
 			return err
@@ -286,8 +307,7 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 			return fmt.Errorf("sqlite: cursor %d is older than the change log (compacted up to %d): %w",
 				after, compacted, store.ErrCompacted)
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT cursor, type, calendar_id, provider, commit_ns, data
-			FROM changes WHERE cursor > ? ORDER BY cursor LIMIT ?`, int64(after), limit)
+		rows, err := queryPrepared(ctx, tx, db.readStmts, readChangesQuery, int64(after), limit)
 		if err != nil {
 			return fmt.Errorf("sqlite: read changes: %w", err)
 		}

@@ -94,8 +94,9 @@ type DB struct {
 	// holding updateLeader (a one-slot semaphore), to run together.
 	updates      chan *updateRequest
 	updateLeader chan struct{}
-	// stmts keeps the writer's statements prepared across transactions.
-	stmts *stmtCache
+	// stmts keeps the writer's statements prepared across transactions;
+	// readStmts does the same for the hottest reads on the read pool.
+	stmts, readStmts *stmtCache
 
 	gate      gate
 	closeOnce sync.Once
@@ -127,6 +128,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		onBatch:       opts.OnBatch,
 		wlock:         make(chan struct{}, 1),
 		stmts:         newStmtCache(),
+		readStmts:     newStmtCache(),
 		committerDone: make(chan struct{}),
 	}
 	if db.log == nil {
@@ -321,7 +323,7 @@ func (db *DB) Close() error {
 		if _, err := db.w.Exec(`PRAGMA optimize`); err != nil {
 			db.log.Warn("sqlite: optimize at close failed", "err", err)
 		}
-		db.closeErr = errors.Join(db.stmts.close(), db.r.Close(), db.w.Close())
+		db.closeErr = errors.Join(db.stmts.close(), db.readStmts.close(), db.r.Close(), db.w.Close())
 	})
 	return db.closeErr
 }

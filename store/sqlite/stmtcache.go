@@ -7,11 +7,11 @@ import (
 	"sync"
 )
 
-// stmtCache keeps the writer's statements prepared across transactions:
-// for the small statements of an Update, SQLite spends about as long
-// parsing as running them. A statement is prepared after its first use,
-// between transactions — the writer has a single connection, so preparing
-// during a transaction would wait for that transaction for ever.
+// stmtCache keeps statements prepared across transactions: for the small
+// statements of an Update, or a page of the change log, SQLite spends about
+// as long parsing as running them. A statement is prepared after its first
+// use, between transactions — the writer has a single connection, so
+// preparing during a transaction would wait for that transaction for ever.
 type stmtCache struct {
 	mu     sync.Mutex
 	stmts  map[string]*sql.Stmt
@@ -34,8 +34,8 @@ func (c *stmtCache) get(query string) *sql.Stmt {
 	return s
 }
 
-// prepareWanted prepares the statements used since the last call. The
-// caller holds the writer lock and has no transaction open.
+// prepareWanted prepares the statements used since the last call. For the
+// writer, the caller holds the writer lock and has no transaction open.
 func (c *stmtCache) prepareWanted(ctx context.Context, w *sql.DB) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -70,17 +70,22 @@ func benchTitle(ver int, sent time.Time) string {
 }
 
 // parseTitle reads what benchTitle wrote; ok is false for other titles.
+// It runs once per change a watcher receives, so it allocates nothing.
 func parseTitle(title string) (ver int, sent time.Time, ok bool) {
-	f := strings.Fields(title)
-	if len(f) != 3 || f[0] != "bench" {
+	rest, ok := strings.CutPrefix(title, "bench ")
+	if !ok {
 		return 0, time.Time{}, false
 	}
-	v, err1 := strconv.Atoi(f[1])
-	ns, err2 := strconv.ParseInt(f[2], 10, 64)
+	v, ns, ok := strings.Cut(rest, " ")
+	if !ok {
+		return 0, time.Time{}, false
+	}
+	ver, err1 := strconv.Atoi(v)
+	nanos, err2 := strconv.ParseInt(ns, 10, 64)
 	if err1 != nil || err2 != nil {
 		return 0, time.Time{}, false
 	}
-	return v, time.Unix(0, ns), true
+	return ver, time.Unix(0, nanos), true
 }
 
 // postpressBody builds a postpress calendar_event_updated webhook for

@@ -30,10 +30,12 @@ type Watcher struct {
 	REST        bool
 	Checker     *Checker
 
-	mu      sync.Mutex
-	cursor  string
+	mu     sync.Mutex
+	cursor string
+	lat    []time.Duration
+	// lastSeq is the previous change's log position; only the goroutine
+	// that reads the stream uses it.
 	lastSeq uint64
-	lat     []time.Duration
 	// Others counts changes not made by the postpress load (Recall events,
 	// calendars).
 	Others atomic.Int64
@@ -84,33 +86,26 @@ func (w *Watcher) handle(resp *calsyncv1.WatchEventsResponse, now time.Time) {
 	if c == nil {
 		return
 	}
+	ev := c.GetEvent()
+	ver, sent, ok := parseTitle(ev.GetTitle())
+	if ev == nil || ev.GetProvider() != model.ProviderPostpress || !ok {
+		w.mu.Lock()
+		w.cursor = c.GetCursor()
+		w.mu.Unlock()
+		w.Others.Add(1)
+		return
+	}
+	seq, seqOK := cursorSeq(c.GetCursor())
+	w.Checker.Observe(ev.GetProviderEventId(), ver, c.GetCursor(), seqOK && seq <= w.lastSeq)
 	w.mu.Lock()
 	w.cursor = c.GetCursor()
-	w.mu.Unlock()
-	ev := c.GetEvent()
-	if ev == nil || ev.GetProvider() != model.ProviderPostpress {
-		w.Others.Add(1)
-		return
-	}
-	ver, sent, ok := parseTitle(ev.GetTitle())
-	if !ok {
-		w.Others.Add(1)
-		return
-	}
-	w.Checker.Observe(ev.GetProviderEventId(), ver, c.GetCursor())
-	if seq, ok := cursorSeq(c.GetCursor()); ok {
-		w.mu.Lock()
-		if seq <= w.lastSeq {
-			w.Checker.addRegression()
-		}
+	if seqOK {
 		w.lastSeq = seq
-		w.mu.Unlock()
 	}
 	if w.keepLatency {
-		w.mu.Lock()
 		w.lat = append(w.lat, now.Sub(sent))
-		w.mu.Unlock()
 	}
+	w.mu.Unlock()
 }
 
 // Run keeps the stream open until ctx is done, resuming after every break.
@@ -137,7 +132,7 @@ func (w *Watcher) request() *calsyncv1.WatchEventsRequest {
 }
 
 func (w *Watcher) runGRPC(ctx context.Context, conn *grpc.ClientConn) {
-	stream, err := calsyncv1.NewCalendarServiceClient(conn).WatchEvents(ctx, w.request())
+	stream, err := calsyncv1.NewCalendarServiceClient(conn).WatchEvents(ctx, w.request(), watchCallOption())
 	if err != nil {
 		return
 	}
@@ -311,8 +306,12 @@ func (s *WatchSet) Latencies() Summary {
 // (version byte, 8-byte store tag, big-endian sequence, checksum) only to
 // prove cursor order directly, and reports ok=false for anything else.
 func cursorSeq(cursor string) (uint64, bool) {
-	raw, err := base64.RawURLEncoding.DecodeString(cursor)
-	if err != nil || len(raw) != 21 || raw[0] != 1 {
+	var raw [21]byte
+	if base64.RawURLEncoding.DecodedLen(len(cursor)) != len(raw) {
+		return 0, false
+	}
+	n, err := base64.RawURLEncoding.Decode(raw[:], []byte(cursor))
+	if err != nil || n != len(raw) || raw[0] != 1 {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(raw[9:17]), true

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"errors"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+// checkedCodec decodes watch responses into only the fields the checker
+// reads: a change's cursor and its event's provider, provider event id and
+// title, or a bookmark's cursor. Decoding every field of every event is
+// what a subscriber pays for what it uses; this tool uses four, and on a
+// small machine a full decode would make the client, not calsync, the
+// limit of a catch-up. The response, its change or bookmark and the event
+// are still walked field by field, so a malformed one fails the stream.
+// Other messages use the proto codec.
+type checkedCodec struct{ proto encoding.CodecV2 }
+
+// watchCallOption makes a WatchEvents call decode with [checkedCodec].
+func watchCallOption() grpc.CallOption {
+	return grpc.ForceCodecV2(checkedCodec{proto: encoding.GetCodecV2("proto")})
+}
+
+func (c checkedCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+
+func (c checkedCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	resp, ok := v.(*calsyncv1.WatchEventsResponse)
+	if !ok {
+		return c.proto.Unmarshal(data, v)
+	}
+	var b []byte
+	if len(data) == 1 {
+		b = data[0].ReadOnlyData()
+	} else {
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		b = buf.ReadOnlyData()
+	}
+	// The strings kept are copied out of b: grpc reuses its buffers.
+	return decodeWatchResponse(b, resp)
+}
+
+func (checkedCodec) Name() string { return "proto" }
+
+// Field numbers, read from the generated descriptors so that a renumbered
+// proto cannot silently break the decoder.
+var (
+	respChange       = fieldNum((*calsyncv1.WatchEventsResponse)(nil), "change")
+	respBookmark     = fieldNum((*calsyncv1.WatchEventsResponse)(nil), "bookmark")
+	changeCursor     = fieldNum((*calsyncv1.Change)(nil), "cursor")
+	changeEvent      = fieldNum((*calsyncv1.Change)(nil), "event")
+	bookmarkCursor   = fieldNum((*calsyncv1.Bookmark)(nil), "cursor")
+	eventProvider    = fieldNum((*calsyncv1.CalendarEvent)(nil), "provider")
+	eventProviderID  = fieldNum((*calsyncv1.CalendarEvent)(nil), "provider_event_id")
+	eventTitle       = fieldNum((*calsyncv1.CalendarEvent)(nil), "title")
+	errMalformedWire = errors.New("malformed watch response")
+)
+
+func fieldNum(m interface{ ProtoReflect() protoreflect.Message }, name protoreflect.Name) protowire.Number {
+	f := m.ProtoReflect().Descriptor().Fields().ByName(name)
+	if f == nil {
+		panic("calsync-bench: no field " + string(name))
+	}
+	return f.Number()
+}
+
+// decodeWatchResponse fills resp with the checked fields of b.
+func decodeWatchResponse(b []byte, resp *calsyncv1.WatchEventsResponse) error {
+	resp.Reset()
+	return walkFields(b, func(num protowire.Number, v []byte) error {
+		switch num {
+		case respChange:
+			c := &calsyncv1.Change{}
+			resp.Kind = &calsyncv1.WatchEventsResponse_Change{Change: c}
+			return walkFields(v, func(num protowire.Number, v []byte) error {
+				switch num {
+				case changeCursor:
+					c.Cursor = string(v)
+				case changeEvent:
+					ev := &calsyncv1.CalendarEvent{}
+					c.Event = ev
+					return walkFields(v, func(num protowire.Number, v []byte) error {
+						switch num {
+						case eventProvider:
+							ev.Provider = string(v)
+						case eventProviderID:
+							ev.ProviderEventId = string(v)
+						case eventTitle:
+							ev.Title = string(v)
+						}
+						return nil
+					})
+				}
+				return nil
+			})
+		case respBookmark:
+			bm := &calsyncv1.Bookmark{}
+			resp.Kind = &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: bm}
+			return walkFields(v, func(num protowire.Number, v []byte) error {
+				if num == bookmarkCursor {
+					bm.Cursor = string(v)
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+}
+
+// walkFields calls fn with the number and contents of every length-delimited
+// field of the message b, and checks that the other fields parse.
+func walkFields(b []byte, fn func(protowire.Number, []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return errMalformedWire
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return errMalformedWire
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return errMalformedWire
+		}
+		if err := fn(num, v); err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+func TestCheckedCodec(t *testing.T) {
+	ev := &calsyncv1.CalendarEvent{
+		Id: "evt_1", CalendarId: "cal_1", Provider: "postpress", ProviderEventId: "e7",
+		Title: "bench 3 1767225600000000000", Description: "notes", StartTime: timestamppb.Now(),
+		Attendees: []*calsyncv1.Attendee{{Email: "a@example.com"}},
+	}
+	full := &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
+		Cursor: "AQID", Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED, Event: ev,
+		PreviousEvent: &calsyncv1.CalendarEvent{Id: "evt_1", Title: "bench 2 1"}, ChangedFields: []string{"title"},
+	}}}
+	codec := checkedCodec{}
+	for _, c := range []struct {
+		name string
+		in   *calsyncv1.WatchEventsResponse
+		want *calsyncv1.WatchEventsResponse
+	}{
+		{"Change", full, &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
+			Cursor: "AQID", Event: &calsyncv1.CalendarEvent{Provider: "postpress", ProviderEventId: "e7", Title: "bench 3 1767225600000000000"},
+		}}}},
+		{"Bookmark", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "AQIE", SnapshotComplete: true}}},
+			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "AQIE"}}}},
+		{"ChangeWithoutEvent", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}},
+			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := proto.Marshal(c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Split in two buffers, as grpc may hand a message over.
+			data := mem.BufferSlice{mem.SliceBuffer(b[:len(b)/2]), mem.SliceBuffer(b[len(b)/2:])}
+			got := &calsyncv1.WatchEventsResponse{}
+			if err := codec.Unmarshal(data, got); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(c.want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("decoded (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("ErrMalformed", func(t *testing.T) {
+		b, _ := proto.Marshal(full)
+		for _, bad := range [][]byte{b[:len(b)-1], {0x0a, 0x05, 0x0a}, {0xff}} {
+			if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &calsyncv1.WatchEventsResponse{}); err == nil {
+				t.Errorf("% x decoded without error", bad)
+			}
+		}
+	})
+}

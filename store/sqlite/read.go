@@ -274,15 +274,6 @@ const maxChangesPrealloc = 4096
 const readChangesQuery = `SELECT cursor, type, calendar_id, provider, commit_ns, data
 	FROM changes WHERE cursor > ? ORDER BY cursor LIMIT ?`
 
-// queryPrepared runs query in tx, through its prepared statement once cache
-// has one.
-func queryPrepared(ctx context.Context, tx *sql.Tx, cache *stmtCache, query string, args ...any) (*sql.Rows, error) {
-	if st := cache.get(query); st != nil {
-		return tx.StmtContext(ctx, st).QueryContext(ctx, args...)
-	}
-	return tx.QueryContext(ctx, query, args...)
-}
-
 // ReadChanges returns up to limit changes after the cursor after, in cursor
 // order. The compaction point and the changes are read in one transaction,
 // so a compaction running meanwhile cannot open a silent gap. limit must be
@@ -291,15 +282,23 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 	if limit <= 0 {
 		return nil, fmt.Errorf("sqlite: read changes: limit must be positive: %w", store.ErrInvalidArgument)
 	}
-	// A watcher catching up runs this query once per page: it is kept
-	// prepared.
+	// A watcher catching up runs these queries once per page: they are
+	// prepared after their first use, outside the read transaction (a
+	// pool of one connection would wait for it) but before Close can
+	// close the cache.
+	if err := db.enter(); err != nil {
+		return nil, err
+	}
+	defer db.leave()
 	defer db.readStmts.prepareWanted(ctx, db.r)
 	var out []store.ChangeRecord
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		// Catch-up reads ask for full pages: growing the slice row by
 		// row would copy every record several times.
 		out = make([]store.ChangeRecord, 0, min(limit, maxChangesPrealloc))
-		compacted, err := compactedCursor(ctx, tx)
+		// Both queries go through statements kept prepared.
+		q := writeQuerier{tx: tx, cache: db.readStmts}
+		compacted, err := compactedCursor(ctx, q)
 		if err != nil {
 			return err
 		}
@@ -307,7 +306,7 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 			return fmt.Errorf("sqlite: cursor %d is older than the change log (compacted up to %d): %w",
 				after, compacted, store.ErrCompacted)
 		}
-		rows, err := queryPrepared(ctx, tx, db.readStmts, readChangesQuery, int64(after), limit)
+		rows, err := q.QueryContext(ctx, readChangesQuery, int64(after), limit)
 		if err != nil {
 			return fmt.Errorf("sqlite: read changes: %w", err)
 		}

@@ -60,7 +60,8 @@ func (c *stmtCache) close() error {
 }
 
 // writeQuerier runs statements in the writer's transaction, prepared ones
-// from the cache when it has them.
+// from the cache when it has them. ReadChanges uses it in a read
+// transaction with the read pool's cache.
 type writeQuerier struct {
 	tx    *sql.Tx
 	cache *stmtCache

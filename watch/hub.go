@@ -360,6 +360,8 @@ type stream struct {
 	filter          filter
 	includePrevious bool
 	interval        time.Duration
+	// ahead is the change log page being read ahead, if any (logread.go).
+	ahead *pageAhead
 }
 
 // newStream validates a request.
@@ -533,62 +535,4 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 			}
 		}
 	}
-}
-
-// readLog reads the next batch after pos from the change log, for a stream
-// that is not within the tail. A compacted position is OUT_OF_RANGE when the
-// stream has not moved since it started, RESOURCE_EXHAUSTED once it has: it
-// fell behind retention.
-func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*entry) ([]*entry, error) {
-	h := s.hub
-	recs, err := h.st.ReadChanges(ctx, pos, h.cfg.BatchSize)
-	if errors.Is(err, store.ErrCompacted) {
-		var oldest string
-		if b, err := h.st.ChangeBounds(ctx); err == nil {
-			oldest = h.codec.Encode(b.Compacted)
-		}
-		if pos == start {
-			return nil, errCompacted(oldest)
-		}
-		return nil, errBehind(oldest)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("watch: read the change log: %w", err)
-	}
-	return s.logEntries(recs, dst), nil
-}
-
-// logEntries appends the entries of change log records read for this
-// stream alone, so unlike [newEntry] it encodes only what the stream sends:
-// one frame per matching change (the one its include_previous asks for),
-// all in one buffer, and the entries in one slice. The run loop reads only
-// the filter's fields and that frame.
-func (s *stream) logEntries(recs []store.ChangeRecord, dst []*entry) []*entry {
-	ents := make([]entry, len(recs))
-	size := 0
-	for i, r := range recs {
-		ents[i] = entry{cursor: r.Cursor, typ: r.Type, calendarID: r.CalendarID, provider: r.Provider}
-		if s.filter.matches(&ents[i]) {
-			// Full frames: an upper bound for lean ones.
-			size += changeFrameSize(len(r.Change))
-		}
-	}
-	buf := make([]byte, 0, size)
-	for i, r := range recs {
-		e := &ents[i]
-		if s.filter.matches(e) {
-			prev := 0
-			if !s.includePrevious {
-				prev = previousSize(r.Change)
-			}
-			start := len(buf)
-			buf = appendChangeFrame(buf, r.Change, prev, r.Cursor, s.hub.codec)
-			// The capacity ends with the frame, so that nothing appended
-			// later can write into it.
-			e.full = buf[start:len(buf):len(buf)]
-			e.lean = e.full
-		}
-		dst = append(dst, e)
-	}
-	return dst
 }

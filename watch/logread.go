@@ -1,0 +1,124 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/calsync/calsync/store"
+)
+
+// logPage is a page of the change log encoded for one stream.
+type logPage struct {
+	entries []*entry
+	// full says the page holds as many changes as were asked for: more
+	// probably follow.
+	full bool
+	err  error
+}
+
+// pageAhead is a page being read in the background; done receives it.
+type pageAhead struct {
+	after store.Cursor
+	done  chan logPage
+}
+
+// readLog appends the next batch after pos from the change log, for a
+// stream that is not within the tail. A compacted position is OUT_OF_RANGE
+// when the stream has not moved since it started, RESOURCE_EXHAUSTED once
+// it has: it fell behind retention.
+//
+// After a full page, the next one is read ahead while the stream sends this
+// one, so that reading SQLite and sending over gRPC overlap during a long
+// catch-up. A stream holds at most two pages. The page read ahead is used
+// only if the stream asks for exactly that position next; otherwise it is
+// dropped, and its goroutine ends after its one read.
+func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*entry) ([]*entry, error) {
+	var p logPage
+	if a := s.ahead; a != nil && a.after == pos {
+		select {
+		case p = <-a.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	} else {
+		p = s.readPage(ctx, pos)
+	}
+	s.ahead = nil
+	if p.err != nil {
+		return nil, s.logError(ctx, p.err, pos, start)
+	}
+	if p.full {
+		s.ahead = s.readAhead(ctx, p.entries[len(p.entries)-1].cursor)
+	}
+	return append(dst, p.entries...), nil
+}
+
+// logError turns a failed change log read into the stream's error.
+func (s *stream) logError(ctx context.Context, err error, pos, start store.Cursor) error {
+	h := s.hub
+	if !errors.Is(err, store.ErrCompacted) {
+		return fmt.Errorf("watch: read the change log: %w", err)
+	}
+	var oldest string
+	if b, err := h.st.ChangeBounds(ctx); err == nil {
+		oldest = h.codec.Encode(b.Compacted)
+	}
+	if pos == start {
+		return errCompacted(oldest)
+	}
+	return errBehind(oldest)
+}
+
+// readAhead starts reading the page after after.
+func (s *stream) readAhead(ctx context.Context, after store.Cursor) *pageAhead {
+	a := &pageAhead{after: after, done: make(chan logPage, 1)}
+	go func() { a.done <- s.readPage(ctx, after) }()
+	return a
+}
+
+// readPage reads and encodes the page after after. It only reads what never
+// changes during a stream, so it may run on another goroutine.
+func (s *stream) readPage(ctx context.Context, after store.Cursor) logPage {
+	recs, err := s.hub.st.ReadChanges(ctx, after, s.hub.cfg.BatchSize)
+	if err != nil {
+		return logPage{err: err}
+	}
+	return logPage{entries: s.logEntries(recs), full: len(recs) == s.hub.cfg.BatchSize}
+}
+
+// logEntries encodes change log records read for this stream alone, so
+// unlike [newEntry] it encodes only what the stream sends: one frame per
+// matching change (the one its include_previous asks for), all in one
+// buffer, and the entries in one slice. The run loop reads only the
+// filter's fields and that frame.
+func (s *stream) logEntries(recs []store.ChangeRecord) []*entry {
+	ents := make([]entry, len(recs))
+	size := 0
+	for i, r := range recs {
+		ents[i] = entry{cursor: r.Cursor, typ: r.Type, calendarID: r.CalendarID, provider: r.Provider}
+		if s.filter.matches(&ents[i]) {
+			// Full frames: an upper bound for lean ones.
+			size += changeFrameSize(len(r.Change))
+		}
+	}
+	buf := make([]byte, 0, size)
+	out := make([]*entry, len(recs))
+	for i, r := range recs {
+		e := &ents[i]
+		if s.filter.matches(e) {
+			prev := 0
+			if !s.includePrevious {
+				prev = previousSize(r.Change)
+			}
+			start := len(buf)
+			buf = appendChangeFrame(buf, r.Change, prev, r.Cursor, s.hub.codec)
+			// The capacity ends with the frame, so that nothing appended
+			// later can write into it.
+			e.full = buf[start:len(buf):len(buf)]
+			e.lean = e.full
+		}
+		out[i] = e
+	}
+	return out
+}

@@ -160,7 +160,7 @@ func runBench(ctx context.Context, p Profile, o RunOptions) error {
 		res.Ingest = append(res.Ingest, r)
 	}
 	if !o.runs("fanout") {
-		// Skipped.
+		log.Printf("fanout: skipped (-only)")
 	} else if c, err := env.calsync(ctx, "fanout", 0, "FULL"); err != nil {
 		res.fail("fanout", err)
 	} else {
@@ -173,7 +173,7 @@ func runBench(ctx context.Context, p Profile, o RunOptions) error {
 		c.Stop(10 * time.Second)
 	}
 	if !o.runs("broadcast") {
-		// Skipped.
+		log.Printf("broadcast: skipped (-only)")
 	} else if c, err := env.calsync(ctx, "broadcast", 0, "FULL"); err != nil {
 		res.fail("broadcast", err)
 	} else {
@@ -337,8 +337,8 @@ func writeMarkdown(md string) error {
 		fmt.Fprintf(&b, "| idle RSS ≤ 40 MB | %.1f MB | | %s |\n", x.IdleRSSMB, mark(x.IdleRSSMB <= 40))
 	}
 	if x := r.Catchup; x != nil {
-		fmt.Fprintf(&b, "| catch-up from a %d-change log ≥ 200,000 changes/s | %.0f changes/s (%d missing, %d duplicated; server CPU %.0f%%, client CPU %.0f%%) | | %s |\n",
-			x.Changes, x.ChangesPerS, x.Missing, x.Duplicates, x.Server.CPUPercent, x.Server.ClientCPUPercent, mark(x.ChangesPerS >= 200000 && x.Missing+x.Duplicates == 0))
+		fmt.Fprintf(&b, "| catch-up from a %d-change log ≥ 200,000 changes/s | %.0f changes/s (%d missing, %d duplicated, %d out of order; server CPU %.0f%%, client CPU %.0f%%) | | %s |\n",
+			x.Changes, x.ChangesPerS, x.Missing, x.Duplicates, x.CursorRegressions, x.Server.CPUPercent, x.Server.ClientCPUPercent, mark(x.ChangesPerS >= 200000 && x.Missing+x.Duplicates+x.CursorRegressions == 0))
 	}
 	b.WriteString("\n")
 	if r.Fanout != nil || r.Broadcast != nil {

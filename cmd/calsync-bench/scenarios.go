@@ -478,10 +478,13 @@ type CatchupResult struct {
 	Seconds     float64 `json:"replay_s"`
 	ChangesPerS float64 `json:"replay_changes_per_s"`
 	Duplicates  int64   `json:"duplicates"`
-	Missing     int64   `json:"missing"`
-	ServerRSSMB float64 `json:"peak_rss_mb"`
-	Server      Server  `json:"replay_cpu"`
-	Synchronous string  `json:"fill_synchronous"`
+	// CursorRegressions counts changes whose cursor was not above the
+	// previous one: the replay must be in cursor order.
+	CursorRegressions int64   `json:"cursor_regressions"`
+	Missing           int64   `json:"missing"`
+	ServerRSSMB       float64 `json:"peak_rss_mb"`
+	Server            Server  `json:"replay_cpu"`
+	Synchronous       string  `json:"fill_synchronous"`
 }
 
 // catchup fills a change log with n changes through webhooks, then times
@@ -539,7 +542,7 @@ func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
 	res.Server = serverUse(c, before, time.Since(start), smp.done(), 0)
 	res.ServerRSSMB = res.Server.PeakRSSMB
 	res.ChangesPerS = float64(rd.Checker.Received) / res.Seconds
-	res.Duplicates, res.Missing = rd.Checker.Duplicates, rd.Checker.Missing(want)
+	res.Duplicates, res.Missing, res.CursorRegressions = rd.Checker.Duplicates, rd.Checker.Missing(want), rd.Checker.Regressions
 	if !ok {
 		log.Printf("catch-up: replay did not finish")
 	}
@@ -580,11 +583,13 @@ func (e *Env) fillCatchup(ctx context.Context, c *Child, n int) (catchupLog, err
 	w := NewWorkload(100, 100)
 	p := NewPoster("http://"+c.HTTPAddr, 64)
 	start := time.Now()
-	w.Run(ctx, p, LoadSpec{Conns: 64, MaxSends: int64(n)})
-	if _, err := waitDrained(ctx, c, 30*time.Minute); err != nil {
+	load := w.Run(ctx, p, LoadSpec{Conns: 64, MaxSends: int64(n)})
+	drain, err := waitDrained(ctx, c, 30*time.Minute)
+	if err != nil {
 		return l, err
 	}
 	l.FillSeconds = time.Since(start).Seconds()
+	log.Printf("catch-up fill: %d webhooks answered in %.1f s (%.0f/s), processed %.1f s later", load.OK, load.Seconds, load.Throughput, drain.Seconds())
 	// Every event also made its calendar once: count only event changes.
 	l.FillPerS = float64(n) / l.FillSeconds
 	l.Want = w.Versions()

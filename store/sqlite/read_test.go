@@ -1,0 +1,45 @@
+package sqlite_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/sqlite"
+)
+
+// TestReadChangesPrepared reads the change log through the statements
+// ReadChanges prepares after its first call: later calls must see the same
+// rows, and the compaction point as it is now, not as it was when the
+// statement was prepared.
+func TestReadChangesPrepared(t *testing.T) {
+	ctx := context.Background()
+	db := mustOpen(t, filepath.Join(t.TempDir(), "r.db"), sqlite.Options{Synchronous: "NORMAL"})
+	cursors := appendN(t, db, 10)
+	for i := range 3 {
+		recs, err := db.ReadChanges(ctx, cursors[1], 4)
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if len(recs) != 4 || recs[0].Cursor != cursors[2] || recs[3].Cursor != cursors[5] {
+			t.Fatalf("read %d returned %d changes from %v, want 4 from %d", i, len(recs), recs[0].Cursor, cursors[2])
+		}
+	}
+	if _, err := db.CompactChanges(ctx, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ReadChanges(ctx, cursors[1], 4); !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("read after compaction: %v, want ErrCompacted", err)
+	}
+	recs, err := db.ReadChanges(ctx, cursors[8], 4)
+	if err != nil || len(recs) != 1 || recs[0].Cursor != cursors[9] {
+		t.Fatalf("read after the compaction point = %v, %v; want the last change", recs, err)
+	}
+	db.Close()
+	if _, err := db.ReadChanges(ctx, cursors[8], 4); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("read after Close: %v, want ErrClosed", err)
+	}
+}

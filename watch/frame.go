@@ -102,11 +102,11 @@ func appendChangeFrame(b, change []byte, prev int, cursor store.Cursor, codec Cu
 func previousSize(change []byte) int {
 	n := 0
 	for rest := change; len(rest) > 0; {
-		num, size := nextField(rest)
+		size, prev := nextField(rest)
 		if size < 0 {
 			return 0
 		}
-		if num == changePrevEventField || num == changePrevCalField {
+		if prev {
 			n += size
 		}
 		rest = rest[size:]
@@ -118,8 +118,8 @@ func previousSize(change []byte) int {
 // previous_event and previous_calendar; the bytes must parse.
 func appendWithoutPrevious(b, change []byte) []byte {
 	for rest := change; len(rest) > 0; {
-		num, size := nextField(rest)
-		if num != changePrevEventField && num != changePrevCalField {
+		size, prev := nextField(rest)
+		if !prev {
 			b = append(b, rest[:size]...)
 		}
 		rest = rest[size:]
@@ -127,18 +127,21 @@ func appendWithoutPrevious(b, change []byte) []byte {
 	return b
 }
 
-// nextField returns the number of the first field in b and its size, tag
-// included; size is negative when b does not parse.
-func nextField(b []byte) (protowire.Number, int) {
+// nextField returns the size of the first field of an encoded Change, tag
+// included, and whether it is previous state; size is negative when b does
+// not parse. Only a length-delimited field is a previous_event or
+// previous_calendar message: with another wire type, a decoder keeps it as
+// an unknown field, and so do lean frames.
+func nextField(b []byte) (size int, prev bool) {
 	num, typ, n := protowire.ConsumeTag(b)
 	if n < 0 {
-		return 0, n
+		return n, false
 	}
 	m := protowire.ConsumeFieldValue(num, typ, b[n:])
 	if m < 0 {
-		return 0, m
+		return m, false
 	}
-	return num, n + m
+	return n + m, typ == protowire.BytesType && (num == changePrevEventField || num == changePrevCalField)
 }
 
 // bookmarkFrame encodes a Bookmark response.

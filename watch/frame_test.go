@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"bytes"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -57,10 +58,54 @@ func TestFrames(t *testing.T) {
 			t.Error("a change without previous state was encoded twice")
 		}
 	})
+	t.Run("UnparseableSentAsIs", func(t *testing.T) {
+		// A field 5 (previous_event) whose length runs past the end.
+		damaged := []byte{0x2a, 0x10, 0x01}
+		e := newEntry(store.ChangeRecord{Cursor: 11, Change: damaged}, codec)
+		if &e.full[0] != &e.lean[0] || !bytes.Contains(e.full, damaged) {
+			t.Errorf("damaged change not sent whole to every stream: full % x, lean % x", e.full, e.lean)
+		}
+	})
 	t.Run("Bookmark", func(t *testing.T) {
 		want := &calsyncv1.Bookmark{Cursor: codec.Encode(3), SnapshotComplete: true}
 		if diff := cmp.Diff(want, decode(t, bookmarkFrame(want.Cursor, true)).GetBookmark(), protocmp.Transform()); diff != "" {
 			t.Errorf("bookmark (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// FuzzNewEntry feeds arbitrary change bytes to newEntry: it must never
+// panic, and when the bytes are a Change, both frames must decode to it,
+// the lean one without the previous state.
+func FuzzNewEntry(f *testing.F) {
+	seed, _ := proto.Marshal(&calsyncv1.Change{
+		Type:          calsyncv1.ChangeType_CHANGE_TYPE_UPDATED,
+		Event:         &calsyncv1.CalendarEvent{Id: "evt_a", Title: "new"},
+		PreviousEvent: &calsyncv1.CalendarEvent{Id: "evt_a", Title: "old"},
+	})
+	f.Add(seed)
+	f.Add([]byte{0x2a, 0x10, 0x01})
+	codec := NewCursorCodec("store-a")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e := newEntry(store.ChangeRecord{Cursor: 5, Change: data}, codec)
+		var want calsyncv1.Change
+		if proto.Unmarshal(data, &want) != nil {
+			return
+		}
+		want.Cursor = codec.Encode(5)
+		var full, lean calsyncv1.WatchEventsResponse
+		if err := proto.Unmarshal(e.full, &full); err != nil {
+			t.Fatalf("full frame: %v", err)
+		}
+		if err := proto.Unmarshal(e.lean, &lean); err != nil {
+			t.Fatalf("lean frame: %v", err)
+		}
+		if !proto.Equal(full.GetChange(), &want) {
+			t.Fatalf("full frame holds %v, want %v", full.GetChange(), &want)
+		}
+		want.PreviousEvent, want.PreviousCalendar = nil, nil
+		if !proto.Equal(lean.GetChange(), &want) {
+			t.Fatalf("lean frame holds %v, want %v", lean.GetChange(), &want)
 		}
 	})
 }

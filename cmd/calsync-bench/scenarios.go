@@ -31,7 +31,13 @@ type Profile struct {
 	BroadcastStreams  int           `json:"broadcast_streams"`
 	BroadcastRate     float64       `json:"broadcast_rate"`
 	IdleStreams       int           `json:"idle_streams"`
-	CatchupChanges    int           `json:"catchup_changes"`
+	// CatchupChanges is the size of the log the catch-up replays. It is
+	// filled through webhooks, one change each, as fast as calsync
+	// processes them: about 1,000 a second on two shared cores, so the
+	// full profile stops at 200,000 and `-catchup-changes 1000000` (with
+	// `-only catchup -catchup-db FILE` to fill once) measures the target's
+	// million.
+	CatchupChanges int `json:"catchup_changes"`
 	// Drain waits for the inbox to empty around each ingestion run, which
 	// measures processing too but costs the quick profile its minute.
 	Drain bool `json:"drain"`

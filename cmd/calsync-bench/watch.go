@@ -33,6 +33,8 @@ type Watcher struct {
 	mu     sync.Mutex
 	cursor string
 	lat    []time.Duration
+	// lastChange is when the newest checked change arrived.
+	lastChange time.Time
 	// lastSeq is the previous change's log position; only the goroutine
 	// that reads the stream uses it.
 	lastSeq uint64
@@ -63,6 +65,13 @@ func (w *Watcher) Cursor() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.cursor
+}
+
+// LastChange returns when the newest checked change arrived.
+func (w *Watcher) LastChange() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lastChange
 }
 
 // TakeLatencies returns and forgets the change latencies recorded so far.
@@ -99,6 +108,7 @@ func (w *Watcher) handle(resp *calsyncv1.WatchEventsResponse, now time.Time) {
 	w.Checker.Observe(ev.GetProviderEventId(), ver, c.GetCursor(), seqOK && seq <= w.lastSeq)
 	w.mu.Lock()
 	w.cursor = c.GetCursor()
+	w.lastChange = now
 	if seqOK {
 		w.lastSeq = seq
 	}

@@ -94,7 +94,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.recallResyncInterval, "recall-resync-interval", 6*time.Hour, "how often every connected Recall calendar is fully reconciled (0 disables)")
 	fs.StringVar(&c.postpressAuthHeader, "postpress-auth-header", "Postpress-Auth", "request header carrying the postpress webhook secret")
 	fs.StringVar(&c.postpressAuthSecrets, "postpress-auth-secrets", "", "comma-separated accepted values of the postpress auth header")
-	fs.IntVar(&c.workers, "workers", 8, "deliveries processed in parallel")
+	fs.IntVar(&c.workers, "workers", 32, "deliveries processed in parallel")
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
 	fs.IntVar(&c.watchMemory, "watch-memory-changes", watch.DefaultTailSize, "newest changes kept in memory for watch streams to share; streams further behind read the change log")
 	fs.DurationVar(&c.minBookmarkInterval, "min-bookmark-interval", watch.DefaultMinBookmarkInterval, "shortest bookmark interval a watch may ask for")

@@ -24,7 +24,8 @@ type ProcessorConfig struct {
 	// spends most of a delivery waiting for the group commit its Update
 	// rides in, so this bounds how many deliveries one commit completes:
 	// with 8, processing topped out near 8 per commit and fell behind
-	// 2,000 webhooks/s.
+	// 2,000 webhooks/s. While intake is busy, three quarters of them wait
+	// (Intake).
 	Workers int
 	// MaxAttempts is how many times a delivery is tried before it is
 	// dead-lettered (12: with the default backoff, about an hour).
@@ -41,6 +42,9 @@ type ProcessorConfig struct {
 	ResyncInterval time.Duration
 	Logger         *slog.Logger
 	Now            func() time.Time
+	// Intake, if set, is the Receiver's: while webhooks queue for their
+	// commit, all but a quarter of the workers wait (see [Intake]).
+	Intake *Intake
 	// OnProcessed, if set, is told the outcome of every attempt at a batch
 	// of deliveries, for metrics: the provider, the outcome ("done" — the
 	// batch is done or ignored —, "retry" or "dead"), how many deliveries
@@ -110,8 +114,11 @@ func (p *Processor) Notify() {
 func (p *Processor) Run(ctx context.Context) {
 	go p.sched.closeOnDone(ctx)
 	var wg sync.WaitGroup
-	for range p.cfg.Workers {
-		wg.Go(func() { p.work(ctx) })
+	// A quarter of the workers (at least one) never give way to intake,
+	// so processing goes on under any load.
+	steady := max(1, p.cfg.Workers/4)
+	for i := range p.cfg.Workers {
+		wg.Go(func() { p.work(ctx, i >= steady) })
 	}
 	wg.Go(func() { p.dispatch(ctx) })
 	if p.cfg.ResyncInterval > 0 && p.cfg.Recall != nil {
@@ -161,8 +168,13 @@ func (p *Processor) scan(ctx context.Context, after int64) int64 {
 	return after
 }
 
-func (p *Processor) work(ctx context.Context) {
+// work processes deliveries until the scheduler closes. A worker that
+// yields waits, between deliveries, while intake is busy.
+func (p *Processor) work(ctx context.Context, yields bool) {
 	for {
+		if yields && !p.cfg.Intake.waitQuiet(ctx) {
+			return
+		}
 		key, batch, ok := p.sched.next(coalesces)
 		if !ok {
 			return

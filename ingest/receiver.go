@@ -40,6 +40,7 @@ type Receiver struct {
 	now       func() time.Time
 	// notify is poked after each new delivery so workers pick it up at once.
 	notify func()
+	intake *Intake
 }
 
 // ReceiverConfig configures a Receiver. A nil verifier means that provider
@@ -49,12 +50,15 @@ type ReceiverConfig struct {
 	Postpress *postpress.Authenticator
 	// Notify, if set, is called after a new (non-duplicate) delivery commits.
 	Notify func()
+	// Intake, if set, counts the webhooks being received, for the
+	// Processor sharing it.
+	Intake *Intake
 	Now    func() time.Time
 }
 
 // NewReceiver returns a Receiver committing to inbox.
 func NewReceiver(inbox store.Inbox, cfg ReceiverConfig) *Receiver {
-	r := &Receiver{inbox: inbox, recall: cfg.Recall, postpress: cfg.Postpress, now: cfg.Now, notify: cfg.Notify}
+	r := &Receiver{inbox: inbox, recall: cfg.Recall, postpress: cfg.Postpress, now: cfg.Now, notify: cfg.Notify, intake: cfg.Intake}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -75,6 +79,7 @@ type Receipt struct {
 // authenticates but cannot be parsed is stored all the same (the processor
 // dead-letters it with the reason), so nothing verified is ever lost.
 func (r *Receiver) Receive(ctx context.Context, provider string, body []byte, h http.Header) (Receipt, error) {
+	defer r.intake.begin()()
 	d := store.NewDelivery{Provider: provider, Body: body, ReceiveTime: r.now().UTC()}
 	switch provider {
 	case model.ProviderRecall:

@@ -196,7 +196,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		defer stopPprof()
 	}
 
-	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed}
+	intake := &ingest.Intake{}
+	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed}
 	if cfg.recallResyncInterval == 0 {
 		procCfg.ResyncInterval = -1
 	}
@@ -204,7 +205,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, recall.WithLogger(log), recall.WithObserver(m.RecallRequest))
 	}
 	processor := ingest.NewProcessor(db, procCfg)
-	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify}
+	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify, Intake: intake}
 	if secrets := splitList(cfg.recallWebhookSecrets); len(secrets) > 0 {
 		if recvCfg.Recall, err = recall.NewVerifier(secrets); err != nil {
 			return usageError{fmt.Errorf("--recall-webhook-secrets: %w", err)}

@@ -196,7 +196,13 @@ type LoadResult struct {
 // Run sends the workload through p until spec is exhausted or ctx is done.
 // A webhook not answered 200 is sent again, unchanged, before anything else
 // from the same connection.
+//
+// When spec.Duration ends, no new webhook starts, but those in flight are
+// waited for: cancelling them would drop the slowest answers from the
+// figures, and a webhook calsync commits after its sender gave up would
+// reach the watchers as a version the checkers were never told about.
 func (w *Workload) Run(ctx context.Context, p *Poster, spec LoadSpec) LoadResult {
+	reqCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if spec.Duration > 0 {
@@ -242,7 +248,7 @@ func (w *Workload) Run(ctx context.Context, p *Poster, spec LoadSpec) LoadResult
 					return
 				}
 				if !spec.OnePass && w.RecallEvery > 0 && len(w.RecallCalendars) > 0 && n%w.RecallEvery == 0 {
-					status, err = p.RecallHint(ctx, w.RecallCalendars[(wkr+n)%len(w.RecallCalendars)])
+					status, err = p.RecallHint(reqCtx, w.RecallCalendars[(wkr+n)%len(w.RecallCalendars)])
 				} else if len(owned) > 0 {
 					i := owned[next]
 					body := w.pending[i]
@@ -257,7 +263,7 @@ func (w *Workload) Run(ctx context.Context, p *Poster, spec LoadSpec) LoadResult
 						body = w.postpressBody(i, w.versions[i]+1, due)
 						w.pending[i] = body
 					}
-					status, err = p.Postpress(ctx, body)
+					status, err = p.Postpress(reqCtx, body)
 					if err == nil && status == http.StatusOK {
 						w.versions[i]++
 						w.pending[i] = nil

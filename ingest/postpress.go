@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,15 +33,50 @@ func (p *Processor) processPostpress(ctx context.Context, d store.Delivery) erro
 		ev.ProviderUpdateTime = timestamppb.New(d.ReceiveTime)
 	}
 	now := p.cfg.Now()
-	return p.store.Update(ctx, func(tx store.Tx) error {
-		if err := ensureCalendar(ctx, tx, postpress.CalendarFor(w), now); err != nil {
-			return err
+	cal := postpress.CalendarFor(w)
+	known := p.calendars.has(cal.GetId())
+	err = p.store.Update(ctx, func(tx store.Tx) error {
+		if !known {
+			if err := ensureCalendar(ctx, tx, cal, now); err != nil {
+				return err
+			}
 		}
 		if _, err := applyEvent(ctx, tx, ev, now); err != nil {
 			return err
 		}
 		return tx.FinishDelivery(ctx, d.ID, calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "")
 	})
+	if err == nil {
+		// Committed, so the calendar is stored, and calendars are never
+		// removed: its next events need not look it up.
+		p.calendars.add(cal.GetId())
+	}
+	return err
+}
+
+// knownIDs is a set of ids safe for concurrent use, emptied when it grows
+// past maxKnownIDs so that it never holds more than a working set.
+type knownIDs struct {
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+const maxKnownIDs = 100_000
+
+func (k *knownIDs) has(id string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.ids[id]
+	return ok
+}
+
+func (k *knownIDs) add(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ids == nil || len(k.ids) >= maxKnownIDs {
+		k.ids = make(map[string]struct{})
+	}
+	k.ids[id] = struct{}{}
 }
 
 // ensureCalendar stores a calendar the first time one of its events

@@ -61,6 +61,8 @@ type Processor struct {
 	log   *slog.Logger
 	sched *scheduler
 	wake  chan struct{}
+	// calendars holds ids of postpress calendars known to be stored.
+	calendars knownIDs
 }
 
 // maxQueued bounds the deliveries held in memory; the rest wait in the

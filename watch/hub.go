@@ -490,12 +490,14 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 					return err
 				}
 				sent++
-				lastSend = time.Now()
 			}
 			pos = e.cursor
 			batch[i] = nil // let evicted changes go
 		}
 		if sent > 0 {
+			// Once per batch, not per change: the clock showed in catch-up
+			// profiles.
+			lastSend = time.Now()
 			h.cfg.OnSent(sent)
 		}
 

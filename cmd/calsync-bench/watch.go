@@ -198,7 +198,11 @@ func (w *Watcher) runREST(ctx context.Context, base string) {
 func dialConns(addr string, n int) ([]*grpc.ClientConn, error) {
 	conns := make([]*grpc.ClientConn, n)
 	for i := range conns {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		// HTTP/2 windows sized for a catch-up: with gRPC's defaults a
+		// single replaying stream waited on flow control, not on either
+		// side's CPU (174–199k changes/s against 208–227k from a million).
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20), grpc.WithReadBufferSize(256<<10))
 		if err != nil {
 			return nil, fmt.Errorf("dial %s: %w", addr, err)
 		}

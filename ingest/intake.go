@@ -29,13 +29,18 @@ const intakeBusyAbove = 32
 // watcher while intake is quiet.
 const yieldPoll = 10 * time.Millisecond
 
-// begin records one webhook being received until end is called.
-func (in *Intake) begin() (end func()) {
-	if in == nil {
-		return func() {}
+// begin records one more webhook being received, until its end.
+func (in *Intake) begin() {
+	if in != nil {
+		in.receiving.Add(1)
 	}
-	in.receiving.Add(1)
-	return func() { in.receiving.Add(-1) }
+}
+
+// end records that a webhook's answer is decided.
+func (in *Intake) end() {
+	if in != nil {
+		in.receiving.Add(-1)
+	}
 }
 
 // busy reports whether more webhooks are waiting than intake handles

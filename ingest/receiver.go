@@ -79,7 +79,8 @@ type Receipt struct {
 // authenticates but cannot be parsed is stored all the same (the processor
 // dead-letters it with the reason), so nothing verified is ever lost.
 func (r *Receiver) Receive(ctx context.Context, provider string, body []byte, h http.Header) (Receipt, error) {
-	defer r.intake.begin()()
+	r.intake.begin()
+	defer r.intake.end()
 	d := store.NewDelivery{Provider: provider, Body: body, ReceiveTime: r.now().UTC()}
 	switch provider {
 	case model.ProviderRecall:

@@ -118,16 +118,10 @@ func runCrash(ctx context.Context, bin string, cycles int, out string) error {
 			return fmt.Errorf("cycle %d: %w", cycle, err)
 		}
 		want := func(wt *Watcher) map[string]int {
-			ci, ok := calOf[wt]
-			if !ok {
-				return stored
+			if ci, ok := calOf[wt]; ok {
+				return w.CalendarVersions(stored, ci)
 			}
-			m := map[string]int{}
-			for j := range w.EventsPerCalendar {
-				k := EventKey(ci*w.EventsPerCalendar + j)
-				m[k] = stored[k]
-			}
-			return m
+			return stored
 		}
 		caught := set.WaitCaught(want, time.Minute)
 		chk := set.Check(want)

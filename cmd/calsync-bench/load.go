@@ -64,6 +64,17 @@ func (w *Workload) Versions() map[string]int {
 	return m
 }
 
+// CalendarVersions returns the versions in all of the events of calendar
+// ci: what a stream filtered to that calendar must end with.
+func (w *Workload) CalendarVersions(all map[string]int, ci int) map[string]int {
+	m := make(map[string]int, w.EventsPerCalendar)
+	for j := range w.EventsPerCalendar {
+		k := EventKey(ci*w.EventsPerCalendar + j)
+		m[k] = all[k]
+	}
+	return m
+}
+
 // benchTitle is the title of version ver sent at sent.
 func benchTitle(ver int, sent time.Time) string {
 	return "bench " + strconv.Itoa(ver) + " " + strconv.FormatInt(sent.UnixNano(), 10)

@@ -397,17 +397,10 @@ func (e *Env) fanout(ctx context.Context, c *Child, name string, rate float64, f
 	}
 	defer set.Stop()
 	want := func(wt *Watcher) map[string]int {
-		all := w.Versions()
-		ci, ok := calOf[wt]
-		if !ok {
-			return all
+		if ci, ok := calOf[wt]; ok {
+			return w.CalendarVersions(w.Versions(), ci)
 		}
-		m := map[string]int{}
-		for j := range w.EventsPerCalendar {
-			k := EventKey(ci*w.EventsPerCalendar + j)
-			m[k] = all[k]
-		}
-		return m
+		return w.Versions()
 	}
 	before, smp := c.Stats(), sample(c)
 	start := time.Now()

@@ -145,9 +145,7 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	// may abort it.
 	ctx := context.Background()
 	results := make([]enqueueResult, len(reqs))
-	if err := db.lockWriter(ctx); err != nil {
-		return nil, err
-	}
+	db.wlock <- struct{}{}
 	defer db.unlockWriter()
 	var updates []*updateRequest
 	if withUpdates && db.maxBatch > 1 {

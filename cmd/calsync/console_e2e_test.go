@@ -192,6 +192,11 @@ type consoleResults struct {
 		// restart were committed (ms since the epoch).
 		RestartCommittedAt int64 `json:"restartCommittedAt"`
 	} `json:"cors"`
+	MutualTLS struct {
+		RowsWithCert       int  `json:"rowsWithCert"`
+		TokenPanelWithCert bool `json:"tokenPanelWithCert"`
+		RowsWithout        int  `json:"rowsWithout"`
+	} `json:"mtls"`
 	Screenshots []string `json:"screenshots"`
 }
 
@@ -250,6 +255,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	corsCfg.corsOrigins = allowed
 	cors := mustServe(t, corsCfg)
 
+	// The mutual TLS server: no tokens, a client certificate instead, and
+	// one calendar to show.
+	pki := mustPKI(t)
+	mtlsCfg := defaultTestConfig(t)
+	mtlsCfg.tlsCert, mtlsCfg.tlsKey, mtlsCfg.tlsClientCA = pki.serverCert, pki.serverKey, pki.caFile
+	mtlsCfg.postpressAuthSecrets = postpressSecret
+	mtls := mustServe(t, mtlsCfg)
+	mtlsClient := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.tlsClient(t, pki.clientCert, pki.clientKey)}}
+	mtlsURL := "https://" + mtls.httpAddr
+	req, _ := http.NewRequest(http.MethodPost, mtlsURL+"/v1/webhooks/postpress", bytes.NewReader(postpressEventBody("calendar_event_created", "tls-event", "Over TLS", time.Now())))
+	req.Header.Set("Postpress-Auth", postpressSecret)
+	if resp, err := mtlsClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("webhook over TLS: %v %v", resp, err)
+	}
+	eventually(t, "the calendar over mutual TLS", func() bool {
+		resp, err := mtlsClient.Get(mtlsURL + "/v1/calendars")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), `"cal_`)
+	})
+
 	liveSeq := 0
 	var liveEvent string
 	ctl := map[string]func() any{
@@ -283,6 +312,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		"recallCalendar": recallCal, "postpressCalendar": ppCal, "xssEvent": xssEvent, "xssTitle": xssTitle,
 		"deadDelivery": deadID,
 		"corsServer":   cors.url(""), "allowedOrigin": allowed, "deniedOrigin": denied,
+		"mtlsConsole": mtlsURL + "/ui/", "mtlsOrigin": mtlsURL, "clientCert": pki.clientCert, "clientKey": pki.clientKey,
 	})
 	results := runBrowserScript(t, node, filepath.Join("testdata", "console_e2e.mjs"), cfg, ctl)
 	cors.stop()
@@ -344,6 +374,12 @@ func TestConsoleInBrowser(t *testing.T) {
 		want := fmt.Sprint(m[`calsync_webhooks_received_total{outcome="accepted",provider="postpress"}`])
 		if results.Overview.PostpressAccepted != want || results.Overview.Dead != "0" {
 			t.Errorf("overview: postpress accepted %s (metrics: %s), dead letters %s", results.Overview.PostpressAccepted, want, results.Overview.Dead)
+		}
+	})
+	t.Run("MutualTLSWithBrowserCertificate", func(t *testing.T) {
+		m := results.MutualTLS
+		if m.RowsWithCert != 1 || m.TokenPanelWithCert || m.RowsWithout != 0 {
+			t.Errorf("with the client certificate: %d calendars, token asked %v; without: %d calendars", m.RowsWithCert, m.TokenPanelWithCert, m.RowsWithout)
 		}
 	})
 	t.Run("CrossOriginEventSource", func(t *testing.T) { checkCORSEvents(t, results) })

@@ -4,8 +4,6 @@
 // CONSOLE_E2E_CONTROL/<action>. It prints one JSON object of observations on
 // stdout; the Go test asserts on them. Logs go to stderr.
 import { createRequire } from 'node:module';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const cfg = JSON.parse(process.env.CONSOLE_E2E);
@@ -29,23 +27,23 @@ async function shot(page, name) {
   results.screenshots.push(file);
 }
 
-const profile = mkdtempSync(join(tmpdir(), 'calsync-chromium-'));
-// One browser for every scenario; a fresh profile each run.
-const context = await chromium.launchPersistentContext(profile, {
+// One browser for every scenario, each in a context of its own; Playwright
+// gives the browser a fresh temporary profile (user-data-dir) per launch.
+const browser = await chromium.launch({
   executablePath: cfg.chromium,
   headless: true,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  viewport: { width: 1280, height: 860 },
 });
+const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
 context.setDefaultTimeout(30000);
 
 try {
   await consoleScenarios();
   await corsScenario();
+  await mutualTLSScenario();
 } finally {
-  await context.close();
-  rmSync(profile, { recursive: true, force: true });
+  await browser.close();
 }
 console.log(JSON.stringify(results));
 
@@ -223,4 +221,30 @@ async function corsScenario() {
   };
   await allowed.close();
   await denied.close();
+}
+
+// mutualTLSScenario: with mutual TLS and no tokens, the console works with
+// the browser's client certificate, and shows no data without one.
+async function mutualTLSScenario() {
+  const open = async (options) => {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, ...options });
+    ctx.setDefaultTimeout(30000);
+    const page = await ctx.newPage();
+    page.on('console', (m) => log('mtls page:', m.type(), m.text()));
+    await page.goto(cfg.mtlsConsole + '#/calendars');
+    return { ctx, page };
+  };
+  const withCert = await open({
+    clientCertificates: [{ origin: cfg.mtlsOrigin, certPath: cfg.clientCert, keyPath: cfg.clientKey }],
+  });
+  await withCert.page.locator('tr[data-calendar-id]').first().waitFor();
+  results.mtls = {
+    rowsWithCert: await withCert.page.locator('tr[data-calendar-id]').count(),
+    tokenPanelWithCert: await withCert.page.locator('#token-panel').isVisible(),
+  };
+  await withCert.ctx.close();
+  const without = await open({});
+  await without.page.locator('[data-error="401"]').waitFor();
+  results.mtls.rowsWithout = await without.page.locator('tr[data-calendar-id]').count();
+  await without.ctx.close();
 }

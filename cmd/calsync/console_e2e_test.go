@@ -142,9 +142,9 @@ type consoleResults struct {
 	} `json:"token"`
 	XSS struct {
 		Dialogs      int    `json:"dialogs"`
+		Visible      bool   `json:"visible"`
 		EventTitle   string `json:"eventTitle"`
 		HistoryTitle string `json:"historyTitle"`
-		LiveTitle    string `json:"liveTitle"`
 		Images       int    `json:"images"`
 		CSP          string `json:"csp"`
 	} `json:"xss"`
@@ -279,7 +279,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		return strings.Contains(string(b), `"cal_`)
 	})
 
-	liveSeq := 0
+	liveSeq, corsSeq := 0, 0
 	var liveEvent string
 	ctl := map[string]func() any{
 		// live-create: a new event; live-update: a new title for it.
@@ -294,14 +294,14 @@ func TestConsoleInBrowser(t *testing.T) {
 			return map[string]string{"title": "Moved: " + liveEvent}
 		},
 		// cors-post: three new events on the CORS server.
-		"cors-post": func() any { return corsPost(t, cors, 3) },
+		"cors-post": func() any { return corsPost(t, cors, &corsSeq, 3) },
 		// cors-restart: restart the CORS server on the same address and
 		// database, then commit three events before any browser can have
 		// reconnected.
 		"cors-restart": func() any {
 			cors.stop()
 			cors = mustServe(t, corsCfg)
-			ids := corsPost(t, cors, 3)
+			ids := corsPost(t, cors, &corsSeq, 3)
 			return map[string]any{"ids": ids, "committedAt": time.Now().UnixMilli()}
 		},
 	}
@@ -331,8 +331,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		if x.Dialogs != 0 || x.Images != 0 {
 			t.Errorf("the title ran: %d dialogs, %d img elements", x.Dialogs, x.Images)
 		}
-		if x.EventTitle != xssTitle || x.HistoryTitle != xssTitle {
-			t.Errorf("titles shown %q (events), %q (history); want the text %q", x.EventTitle, x.HistoryTitle, xssTitle)
+		if x.EventTitle != xssTitle || x.HistoryTitle != xssTitle || !x.Visible {
+			t.Errorf("titles shown %q (events, visible %v), %q (history); want the text %q", x.EventTitle, x.Visible, x.HistoryTitle, xssTitle)
 		}
 		if !strings.Contains(x.CSP, "script-src 'self'") || strings.Contains(x.CSP, "unsafe") {
 			t.Errorf("Content-Security-Policy = %q", x.CSP)
@@ -406,20 +406,19 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 }
 
-// corsPost commits n new postpress events on ts and returns their ids.
-func corsPost(t *testing.T, ts *testServer, n int) []string {
+// corsPost commits n new postpress events on ts, numbering them on from
+// *seq, and returns their ids.
+func corsPost(t *testing.T, ts *testServer, seq *int, n int) []string {
 	t.Helper()
 	var ids []string
 	for range n {
-		liveSeqCORS++
-		id := fmt.Sprintf("cors-%d", liveSeqCORS)
+		*seq++
+		id := fmt.Sprintf("cors-%d", *seq)
 		sendPostpress(t, ts, postpressEventBody("calendar_event_created", id, "CORS "+id, time.Now()))
 		ids = append(ids, model.EventID(model.ProviderPostpress, model.PostpressScope("acct-console", "owner@example.com"), id))
 	}
 	return ids
 }
-
-var liveSeqCORS int
 
 // checkCORSEvents: the allowed page saw every change exactly once, in
 // order, across the restart, and resumed with Last-Event-ID; the denied

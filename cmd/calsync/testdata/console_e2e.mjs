@@ -83,6 +83,7 @@ async function consoleScenarios() {
   results.xss = {
     csp: cspResp.headers()['content-security-policy'] || '',
     eventTitle: (await title.textContent()).replace(/deleted$/, ''),
+    visible: await page.getByText(cfg.xssTitle, { exact: true }).isVisible(),
   };
   await page.goto(cfg.console + '#/history/' + cfg.xssEvent);
   await page.locator('tr[data-type]').first().waitFor();
@@ -128,7 +129,6 @@ async function consoleScenarios() {
   results.live.updatedFields = await upd.locator('ul.fields li').evaluateAll((lis) => lis.map((li) => li.dataset.field));
   results.live.updatedOld = await upd.locator('li[data-field=title] .old').textContent();
   results.live.updatedNew = await upd.locator('li[data-field=title] .new').textContent();
-  results.xss.liveTitle = '';
 
   await page.click('#pause');
   await page.waitForFunction(() => document.getElementById('live-status').textContent === 'Paused');

@@ -296,9 +296,10 @@ func (c *consoleAPI) history(w http.ResponseWriter, r *http.Request) {
 		a.CompactedBefore = false
 	}
 	marshal := apiJSON()
-	for scanned := 0; pos < bounds.Head && scanned < historyScanBudget && len(a.Changes) < historyPageChanges; {
+	for scanned, compactions := 0, 0; pos < bounds.Head && scanned < historyScanBudget && len(a.Changes) < historyPageChanges; {
 		recs, err := c.store.ReadChanges(ctx, pos, historyReadPage)
-		if errors.Is(err, store.ErrCompacted) {
+		if errors.Is(err, store.ErrCompacted) && compactions < 3 {
+			compactions++
 			// Compaction ran meanwhile: what it removed is gone; go on
 			// from what is left.
 			if bounds, err = c.store.ChangeBounds(ctx); err != nil {

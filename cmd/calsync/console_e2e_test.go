@@ -526,3 +526,39 @@ func runBrowserScript(t *testing.T, node, script string, cfg []byte, ctl map[str
 		}
 	}
 }
+
+// TestCORSOriginsFlag: a malformed --cors-allowed-origins is a usage error
+// naming the flag; CALSYNC_CORS_ALLOWED_ORIGINS sets it too.
+func TestCORSOriginsFlag(t *testing.T) {
+	for _, bad := range []string{"*", "dash.example.com", "https://dash.example.com/app"} {
+		cfg := defaultTestConfig(t)
+		var stderr strings.Builder
+		code := run(context.Background(), append(serveArgs(cfg), "--cors-allowed-origins", "https://ok.example,"+bad), io.Discard, &stderr)
+		if code != 2 || !strings.Contains(stderr.String(), "--cors-allowed-origins") {
+			t.Errorf("%q: exit %d, stderr:\n%s", bad, code, stderr.String())
+		}
+	}
+	t.Setenv("CALSYNC_CORS_ALLOWED_ORIGINS", "http://dash.example:8081")
+	cfg := defaultTestConfig(t)
+	cfg.httpAddr = freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, serveArgs(cfg), io.Discard, io.Discard) }()
+	defer func() {
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited with %d", code)
+		}
+	}()
+	eventually(t, "calsync to answer", func() bool {
+		req, _ := http.NewRequest(http.MethodOptions, "http://"+cfg.httpAddr+"/v1/calendars", nil)
+		req.Header.Set("Origin", "http://dash.example:8081")
+		req.Header.Set("Access-Control-Request-Method", "GET")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusNoContent && resp.Header.Get("Access-Control-Allow-Origin") == "http://dash.example:8081"
+	})
+}

@@ -191,6 +191,11 @@ type consoleResults struct {
 		// RestartCommittedAt is when the changes made right after the
 		// restart were committed (ms since the epoch).
 		RestartCommittedAt int64 `json:"restartCommittedAt"`
+		// What the console's Live page on the same server showed: the
+		// created events in order, and its rows and distinct cursors.
+		ConsoleCreated         []string `json:"consoleCreated"`
+		ConsoleRows            int      `json:"consoleRows"`
+		ConsoleDistinctCursors int      `json:"consoleDistinctCursors"`
 	} `json:"cors"`
 	MutualTLS struct {
 		RowsWithCert       int  `json:"rowsWithCert"`
@@ -457,6 +462,9 @@ func checkCORSEvents(t *testing.T, r *consoleResults) {
 	// stream from "now" would have started after them.
 	if len(c.Opens) < 2 || c.Opens[1] <= c.RestartCommittedAt {
 		t.Errorf("EventSource opened at %v, changes after the restart committed at %d: want a reconnect after that", c.Opens, c.RestartCommittedAt)
+	}
+	if strings.Join(c.ConsoleCreated, ",") != strings.Join(want, ",") || c.ConsoleRows != c.ConsoleDistinctCursors {
+		t.Errorf("the console's Live page across the restart: created %v, %d rows with %d distinct cursors", c.ConsoleCreated, c.ConsoleRows, c.ConsoleDistinctCursors)
 	}
 	if c.DeniedEvents != 0 || c.DeniedState != 2 {
 		t.Errorf("page on a denied origin: %d events, readyState %d (want 0 and CLOSED)", c.DeniedEvents, c.DeniedState)

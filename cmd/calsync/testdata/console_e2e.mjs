@@ -200,6 +200,11 @@ async function openEventSource(origin) {
 async function corsScenario() {
   const allowed = await openEventSource(cfg.allowedOrigin);
   const denied = await openEventSource(cfg.deniedOrigin);
+  // The console's own Live page on the same server reconnects by itself
+  // (fetch, resuming from its last cursor) across the restart.
+  const consolePage = await context.newPage();
+  await consolePage.goto(cfg.corsServer + '/ui/#/live');
+  await consolePage.waitForFunction(() => document.getElementById('live-status').textContent === 'Live');
   // The denied origin's stream fails at once and stays closed.
   await denied.waitForFunction(() => window.es.readyState === 2);
   await allowed.waitForFunction(() => window.got.some((e) => e.type === 'bookmark'));
@@ -212,12 +217,20 @@ async function corsScenario() {
   await control('cors-post');
   await allowed.waitForFunction(() => window.got.filter((e) => e.type === 'change').length === 9);
   log('cross-origin changes:', await count());
+  const created = consolePage.locator('#live-rows tr[data-type="CHANGE_TYPE_CREATED"]');
+  await consolePage.waitForFunction(() => document.querySelectorAll('#live-rows tr[data-type="CHANGE_TYPE_CREATED"]').length >= 9);
+  const consoleCursors = await consolePage.locator('#live-rows tr[data-cursor]').evaluateAll((trs) => trs.map((tr) => tr.dataset.cursor));
+  const consoleCreated = await created.evaluateAll((trs) => trs.map((tr) => tr.dataset.eventId).reverse());
+  await consolePage.close();
   results.cors = {
     events: await allowed.evaluate(() => window.got),
     opens: await allowed.evaluate(() => window.opens),
     deniedEvents: await denied.evaluate(() => window.got.length),
     deniedState: await denied.evaluate(() => window.es.readyState),
     restartCommittedAt: restarted.committedAt,
+    consoleCreated,
+    consoleRows: consoleCursors.length,
+    consoleDistinctCursors: new Set(consoleCursors).size,
   };
   await allowed.close();
   await denied.close();

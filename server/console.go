@@ -266,9 +266,9 @@ type historyAnswer struct {
 	CompactedBefore bool `json:"compacted_before"`
 }
 
-// history finds an event's changes in the change log. The log is indexed by
-// cursor and calendar only, so it reads the entries of the event's calendar
-// from the given cursor on, within a budget per request.
+// history finds an event's changes in the change log. The log has no index
+// by event, so it reads the log from the given cursor on, decodes only the
+// entries of the event's calendar, and stops at a budget per request.
 func (c *consoleAPI) history(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	id := r.PathValue("event_id")

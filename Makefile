@@ -22,7 +22,7 @@ build:
 	$(GO) build -o bin/calsync ./cmd/calsync
 
 ## test: every check, then the whole test suite with the race detector
-test: check console-test-deps
+test: console-test-deps check
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # The console's browser tests (cmd/calsync/console_e2e_test.go) drive

@@ -9,7 +9,7 @@ GOOGLEAPIS := .build/googleapis
 # The API's descriptors with their comments, served by gRPC reflection.
 APIDESC    := server/apidesc/calsync.binpb
 
-.PHONY: all run build test check generate lint fmt-check vet clean openapi-validate
+.PHONY: all run build test check generate lint fmt-check vet clean openapi-validate console-test-deps
 
 all: check build
 
@@ -22,8 +22,24 @@ build:
 	$(GO) build -o bin/calsync ./cmd/calsync
 
 ## test: every check, then the whole test suite with the race detector
-test: check
+test: console-test-deps check
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# The console's browser tests (cmd/calsync/console_e2e_test.go) drive
+# Debian's chromium with playwright-core, pinned, installed by npm into a
+# git-ignored folder; Playwright's own browser download is never used.
+PLAYWRIGHT_CORE := .build/console-e2e/node_modules/playwright-core/package.json
+PLAYWRIGHT_CORE_VERSION := 1.65.1
+
+$(PLAYWRIGHT_CORE):
+	npm install --prefix .build/console-e2e --no-audit --no-fund --loglevel=error playwright-core@$(PLAYWRIGHT_CORE_VERSION)
+
+## console-test-deps: chromium and node from Debian when missing, playwright-core from npm
+console-test-deps:
+	@pkgs=""; test -x /usr/bin/chromium || pkgs="chromium"; command -v npm > /dev/null || pkgs="$$pkgs nodejs npm"; \
+	if [ -n "$$pkgs" ]; then SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$pkgs; fi
+	@$(MAKE) --no-print-directory $(PLAYWRIGHT_CORE)
 
 ## check: fail on stale gen/ or api/openapi/, buf lint or format findings, go vet, gofmt, an invalid OpenAPI document
 check: lint fmt-check vet openapi-validate

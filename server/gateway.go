@@ -126,6 +126,7 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, webhooks calsyncv1.W
 	mux := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, rawBodyMarshaler{jsonMarshaler()}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader(headers...)),
+		runtime.WithOutgoingHeaderMatcher(noGRPCMetadata), runtime.WithOutgoingTrailerMatcher(noGRPCMetadata),
 		runtime.WithMarshalerOption(mimeEventStream, sseMarshaler{jsonMarshaler()}),
 		runtime.WithErrorHandler(httpErrorHandler),
 		runtime.WithStreamErrorHandler(streamErrorHandler),

@@ -5,8 +5,10 @@ import (
 	"strings"
 
 	"github.com/calsync/calsync/api"
+	"github.com/calsync/calsync/console"
 	"github.com/calsync/calsync/metrics"
 	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/watch"
 )
 
 // Paths the HTTP listener serves beside the gateway's routes.
@@ -29,16 +31,28 @@ func serveOpenAPI(w http.ResponseWriter, r *http.Request) {
 }
 
 // httpHandler is the HTTP listener's handler: /openapi.json, /metrics
-// (unless it has a listener of its own) and the gateway, behind the API's
-// authentication.
+// (unless it has a listener of its own), the console's JSON routes and the
+// gateway, behind the API's authentication; the console's static files at
+// /ui/, which hold no data and so need none; and CORS for allowed origins
+// in front of everything.
 func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(openAPIPath, serveOpenAPI)
 	if s.cfg.MetricsAddr == "" {
 		mux.Handle(metricsPath, s.metrics.Handler())
 	}
+	retention := s.cfg.Watch.Retention
+	if retention <= 0 {
+		retention = watch.DefaultRetention
+	}
+	ui := &consoleAPI{store: s.deps.Store, metrics: s.metrics, cursors: s.hub.Cursors(), retention: retention, log: s.log}
+	ui.register(mux, s.cfg.Limits.RequestTimeout)
 	mux.Handle("/", countTooLarge(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
-	return s.auth.requireHTTPAuth(true, mux)
+
+	top := http.NewServeMux()
+	top.Handle(console.Path, console.Handler())
+	top.Handle("/", s.auth.requireHTTPAuth(true, mux))
+	return withCORS(s.cfg.CORSAllowedOrigins, top)
 }
 
 // countTooLarge counts webhooks refused with 413 before they reach the

@@ -63,6 +63,10 @@ type Config struct {
 	MetricsAddr string
 	// Limits bound requests, watch streams and keepalive.
 	Limits Limits
+	// CORSAllowedOrigins are the browser origins (scheme://host[:port]) that
+	// may call the REST API and open its streams from their pages; empty
+	// allows no cross-origin access. Webhooks are never open to them.
+	CORSAllowedOrigins []string
 }
 
 // Deps are the components the server exposes.
@@ -137,11 +141,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps.Metrics = metrics.New()
 	}
 	s := &Server{cfg: cfg, deps: deps, log: deps.Logger, stopping: make(chan struct{}), metrics: deps.Metrics}
+	var err error
 	s.auth = &authenticator{tokens: cfg.Tokens, requireCert: cfg.TLS.ClientCAFile != "", metrics: deps.Metrics}
 	if err := checkExposure(cfg, s.auth.enabled()); err != nil {
 		return nil, err
 	}
-	var err error
+	if s.cfg.CORSAllowedOrigins, err = ParseCORSOrigins(cfg.CORSAllowedOrigins); err != nil {
+		return nil, err
+	}
 	if s.tlsConfig, s.cert, err = serverTLS(cfg.TLS); err != nil {
 		return nil, err
 	}

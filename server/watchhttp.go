@@ -97,6 +97,13 @@ func (m sseMarshaler) errorEvent(st proto.Message) ([]byte, error) {
 	return append(append([]byte("event: error\ndata: "), data...), '\n'), nil
 }
 
+// noGRPCMetadata keeps the gRPC call's metadata out of REST answers. The
+// services set none for HTTP clients, and the gRPC transport's own
+// (content-type: application/grpc) would otherwise reach every answer,
+// streams included, as Grpc-Metadata-Content-Type, confusing browsers and
+// proxies about what they receive.
+func noGRPCMetadata(string) (string, bool) { return "", false }
+
 // streamCodeKey carries a *streamCode through a watch request's context.
 type streamCodeKey struct{}
 

@@ -60,6 +60,7 @@ type serveConfig struct {
 	keepaliveTime    time.Duration
 	keepaliveTimeout time.Duration
 	keepaliveMinTime time.Duration
+	corsOrigins      string
 
 	// reload, if set, triggers the same reload as SIGHUP (tests use it);
 	// reloaded, if set, is called after each reload.
@@ -110,6 +111,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.keepaliveTime, "grpc-keepalive-time", server.DefaultKeepalive.Time, "ping a gRPC connection quiet for this long")
 	fs.DurationVar(&c.keepaliveTimeout, "grpc-keepalive-timeout", server.DefaultKeepalive.Timeout, "close a gRPC connection whose ping is not answered within this")
 	fs.DurationVar(&c.keepaliveMinTime, "grpc-keepalive-min-time", server.DefaultKeepalive.MinTime, "shortest interval between client pings tolerated; clients pinging more often are disconnected")
+	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the REST API and its streams from their pages (empty: none); never webhooks")
 	fs.IntVar(&c.sqliteMaxBatch, "sqlite-max-batch", 0, "most webhook deliveries committed in one transaction (0: store default; 1 disables group commit, for benchmarks)")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (empty: off); never expose it publicly")
 }
@@ -175,6 +177,10 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.requestTimeout < 0 || cfg.maxWatchStreams < 0 || cfg.keepaliveTime <= 0 || cfg.keepaliveTimeout <= 0 || cfg.keepaliveMinTime <= 0 {
 		return usageError{fmt.Errorf("--request-timeout and --max-watch-streams must not be negative; the --grpc-keepalive-* durations must be positive")}
 	}
+	corsOrigins, err := server.ParseCORSOrigins(splitList(cfg.corsOrigins))
+	if err != nil {
+		return usageError{fmt.Errorf("--cors-allowed-origins: %w", err)}
+	}
 	tokens, err := loadTokens(cfg)
 	if err != nil {
 		return err
@@ -225,15 +231,16 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 			TailSize:            cfg.watchMemory,
 			MinBookmarkInterval: cfg.minBookmarkInterval,
 		},
-		GRPCAddr:        cfg.grpcAddr,
-		HTTPAddr:        cfg.httpAddr,
-		MaxWebhookBytes: cfg.maxWebhookBytes,
-		ShutdownTimeout: cfg.shutdownTimeout,
-		WebhookHeaders:  []string{cfg.postpressAuthHeader},
-		Tokens:          tokens,
-		TLS:             server.TLSFiles{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA},
-		InsecureNoAuth:  cfg.insecureNoAuth,
-		MetricsAddr:     cfg.metricsAddr,
+		GRPCAddr:           cfg.grpcAddr,
+		HTTPAddr:           cfg.httpAddr,
+		MaxWebhookBytes:    cfg.maxWebhookBytes,
+		ShutdownTimeout:    cfg.shutdownTimeout,
+		WebhookHeaders:     []string{cfg.postpressAuthHeader},
+		Tokens:             tokens,
+		TLS:                server.TLSFiles{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA},
+		InsecureNoAuth:     cfg.insecureNoAuth,
+		MetricsAddr:        cfg.metricsAddr,
+		CORSAllowedOrigins: corsOrigins,
 		Limits: server.Limits{
 			RequestTimeout:  cfg.requestTimeout,
 			MaxWatchStreams: cfg.maxWatchStreams,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -36,9 +37,11 @@ type ProcessorConfig struct {
 	RemoteWorkers int
 	// MaxQueuedBytes bounds the bytes of the deliveries held in memory,
 	// queued or being processed (64 MiB); the rest wait in the inbox and are
-	// read, in order, as room comes back. It holds 64 deliveries of the
-	// default largest webhook (1 MiB), enough to keep every worker busy,
-	// while 10,000 ordinary deliveries of a few KB stay under it.
+	// read, in order, as room comes back. Postpress and Recall deliveries
+	// each get half, so a backlog of one never keeps the other's deliveries
+	// in the inbox. Half holds 32 deliveries of the default largest webhook
+	// (1 MiB), enough to keep every worker busy, while thousands of
+	// ordinary deliveries of a few KB stay under it.
 	MaxQueuedBytes int64
 	// MaxDeliveryBytes is the largest delivery body the inbox can hold (the
 	// receiver's limit, 1 MiB): the inbox is read in pages small enough
@@ -82,9 +85,9 @@ type Processor struct {
 	calendars knownIDs
 }
 
-// maxQueued bounds the deliveries held in memory, whatever their size (see
-// also [ProcessorConfig.MaxQueuedBytes]); the rest wait in the inbox, which
-// is what it is for.
+// maxQueued bounds the deliveries held in memory, whatever their size, half
+// for each lane (see also [ProcessorConfig.MaxQueuedBytes]); the rest wait
+// in the inbox, which is what it is for.
 const maxQueued = 10_000
 
 // Defaults of [ProcessorConfig].
@@ -183,49 +186,91 @@ func (p *Processor) Run(ctx context.Context) {
 }
 
 // dispatch moves pending deliveries from the inbox to the scheduler: new
-// ones as they are notified, and the whole inbox now and then.
+// ones as they are notified, and now and then from the start of the inbox,
+// for deliveries put back behind the scan's position (a dead letter an
+// operator retried).
 func (p *Processor) dispatch(ctx context.Context) {
 	rescan := time.NewTicker(p.cfg.RescanInterval)
 	defer rescan.Stop()
-	var after int64
+	var after [numLanes]int64
+	fromStart := false
 	for {
-		after = p.scan(ctx, after)
+		var more bool
+		after, more = p.scan(ctx, after, fromStart)
+		fromStart = false
+		if more {
+			p.Notify() // go on after whatever else is waiting
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.wake:
 		case <-rescan.C:
-			after = 0
+			fromStart = true
 		}
 	}
 }
 
-// scan queues pending deliveries with ids above after, as many as the
-// scheduler has room for, and returns the id to continue from. Each read
-// asks for no more deliveries than fit even at the largest size, so what is
-// read never exceeds the scheduler's bound either; a delivery that does not
-// fit stays in the inbox, and the scan continues from it when the scheduler
-// signals room (Notify).
-func (p *Processor) scan(ctx context.Context, after int64) int64 {
+// maxScanRows bounds the deliveries one scan reads, so that a lane walking
+// past another lane's backlog (see scan) reads it a part at a time.
+const maxScanRows = 5000
+
+// scan queues pending deliveries, as many as the scheduler has room for,
+// and returns where each lane continues: after[l] is the id up to which
+// lane l has looked at the inbox. Each read starts at the earliest position
+// of a lane with room and asks for no more deliveries than fit even at the
+// largest size, so what is read never exceeds the scheduler's bound
+// either. A lane without room leaves its deliveries in the inbox and its
+// position where it was, while the other lanes go on past them; it
+// continues from there when the scheduler signals room (Notify). fromStart
+// reads from the start of the inbox instead, without moving any lane back.
+// more says the scan stopped after maxScanRows with lanes still open.
+func (p *Processor) scan(ctx context.Context, after [numLanes]int64, fromStart bool) ([numLanes]int64, bool) {
 	const page = 500
-	for {
-		limit := p.sched.room(p.cfg.MaxDeliveryBytes+deliveryOverhead, page)
-		if limit == 0 {
-			return after
+	pos := after
+	if fromStart {
+		pos = [numLanes]int64{}
+	}
+	// done merges the positions reached into after: a scan from the start
+	// never moves a lane back.
+	done := func(more bool) ([numLanes]int64, bool) {
+		for l := range after {
+			after[l] = max(after[l], pos[l])
 		}
-		ds, err := p.store.PendingDeliveries(ctx, after, limit)
+		return after, more
+	}
+	for read := 0; ; {
+		limit, open := p.sched.room(p.cfg.MaxDeliveryBytes+deliveryOverhead, page)
+		from, any := int64(math.MaxInt64), false
+		for l, o := range open {
+			if o {
+				from, any = min(from, pos[l]), true
+			}
+		}
+		if !any {
+			return done(false)
+		}
+		if read >= maxScanRows {
+			return done(true)
+		}
+		ds, err := p.store.PendingDeliveries(ctx, from, limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.log.Error("read pending deliveries", "err", err)
 			}
-			return after
+			return done(false)
 		}
-		n := p.sched.addAll(ds, p.cfg.Now())
-		if n > 0 {
-			after = ds[n-1].ID
+		read += len(ds)
+		through := p.sched.addAll(ds, p.cfg.Now(), &open)
+		for l, n := range through {
+			// A lane ahead of from has seen the deliveries up to its
+			// position already.
+			if n > 0 {
+				pos[l] = max(pos[l], ds[n-1].ID)
+			}
 		}
-		if n < len(ds) || len(ds) < limit {
-			return after
+		if len(ds) < limit {
+			return done(false)
 		}
 	}
 }

@@ -24,11 +24,12 @@ type watchedStore struct {
 	store.Store
 
 	mu sync.Mutex
-	// held maps the deliveries read and not finished to their body size.
-	held      map[int64]int
-	heldBytes int
-	peakBytes int
-	keyOf     map[int64]string
+	// peakPage is the most body bytes one read of the inbox returned;
+	// peakHeld the most that queued() and a page just read added up to.
+	peakPage int
+	peakHeld int64
+	queued   func() int64
+	keyOf    map[int64]string
 	// finished lists, per ordering key, delivery ids in the order their
 	// completion committed.
 	finished map[string][]int64
@@ -45,7 +46,7 @@ type watchedStore struct {
 }
 
 func newWatchedStore(st store.Store) *watchedStore {
-	return &watchedStore{Store: st, held: map[int64]int{}, keyOf: map[int64]string{}, finished: map[string][]int64{}}
+	return &watchedStore{Store: st, keyOf: map[int64]string{}, finished: map[string][]int64{}}
 }
 
 var errInjected = errors.New("injected write failure")
@@ -55,14 +56,16 @@ func (w *watchedStore) PendingDeliveries(ctx context.Context, afterID int64, lim
 	ds, err := w.Store.PendingDeliveries(ctx, afterID, limit)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	page := 0
 	for _, d := range ds {
-		if _, ok := w.held[d.ID]; !ok {
-			w.held[d.ID] = len(d.Body)
-			w.heldBytes += len(d.Body)
-			w.keyOf[d.ID] = d.OrderingKey
-		}
+		page += len(d.Body)
+		w.keyOf[d.ID] = d.OrderingKey
 	}
-	w.peakBytes = max(w.peakBytes, w.heldBytes)
+	w.peakPage = max(w.peakPage, page)
+	if w.queued != nil {
+		// What the processor holds and the page it is about to sort.
+		w.peakHeld = max(w.peakHeld, w.queued()+int64(page))
+	}
 	return ds, err
 }
 
@@ -102,10 +105,6 @@ func (w *watchedStore) Update(ctx context.Context, fn func(store.Tx) error) erro
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for _, id := range tx.finished {
-		if size, ok := w.held[id]; ok {
-			delete(w.held, id)
-			w.heldBytes -= size
-		}
 		w.finished[w.keyOf[id]] = append(w.finished[w.keyOf[id]], id)
 	}
 	if tx.puts > 0 {
@@ -147,15 +146,15 @@ func largePostpressBody(cal, n, size int) []byte {
 }
 
 // TestProcessingQueueBoundedInBytes: many large deliveries wait in the
-// inbox. The processor never holds more of them than its byte bound (seen
-// from the store: read and not yet finished), still processes every one,
-// each calendar's in inbox order, and reads what did not fit as soon as
-// room comes back: the periodic rescan is an hour away.
+// inbox. The processor never holds more of them than its byte bound, nor
+// reads more at once, yet processes every one, each calendar's in inbox
+// order, and reads what did not fit as soon as room comes back: the
+// periodic rescan is an hour away.
 func TestProcessingQueueBoundedInBytes(t *testing.T) {
 	const (
 		bodySize   = 32 << 10
 		maxBody    = bodySize + 4<<10
-		bound      = 5 * maxBody
+		bound      = 10 * (maxBody + deliveryOverhead)
 		calendars  = 3
 		deliveries = 45
 	)
@@ -163,6 +162,7 @@ func TestProcessingQueueBoundedInBytes(t *testing.T) {
 	p := newPipelineOn(t, st, nil, func(c *ProcessorConfig) {
 		c.MaxQueuedBytes, c.MaxDeliveryBytes, c.RescanInterval = bound, maxBody, time.Hour
 	})
+	st.queued = p.proc.QueuedBytes
 	var overBound []int64
 	st.check = func() {
 		if n := p.proc.QueuedBytes(); n > bound {
@@ -183,8 +183,11 @@ func TestProcessingQueueBoundedInBytes(t *testing.T) {
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.peakBytes > bound {
-		t.Errorf("the processor held %d bytes of deliveries read from the inbox at once; the bound is %d", st.peakBytes, bound)
+	if st.peakPage > bound {
+		t.Errorf("one read of the inbox returned %d bytes of deliveries; the bound is %d", st.peakPage, bound)
+	}
+	if st.peakHeld > bound {
+		t.Errorf("the processor held %d bytes of deliveries with a page just read; the bound is %d", st.peakHeld, bound)
 	}
 	if len(overBound) > 0 {
 		t.Errorf("QueuedBytes exceeded the bound %d: %v", bound, overBound)
@@ -206,7 +209,8 @@ func TestProcessingQueueBoundedInBytes(t *testing.T) {
 }
 
 // TestRecallStallDoesNotHoldPostpress: Recall stops answering, with more
-// calendars waiting on it than there are workers. Postpress deliveries are
+// calendars waiting on it than there are workers, and more hints than the
+// processing queue holds. Postpress deliveries received after them all are
 // processed all the same, while every Recall request is still held.
 func TestRecallStallDoesNotHoldPostpress(t *testing.T) {
 	fake := recalltest.New(t)
@@ -217,12 +221,21 @@ func TestRecallStallDoesNotHoldPostpress(t *testing.T) {
 	for range 8 {
 		recallCalendars = append(recallCalendars, fake.PutCalendar(recalltest.Calendar{}).ID)
 	}
-	p := newPipeline(t, fake, func(c *ProcessorConfig) { c.Workers, c.RemoteWorkers = 4, 2 })
-	for i, id := range recallCalendars {
-		p.sendHint(t, id, fmt.Sprint("msg_stall_", i))
+	// Ten deliveries of the largest size fill the queue; hints are a few
+	// hundred bytes, so hundreds of them overflow it.
+	const maxBody, bound = 1 << 10, 10 * (1<<10 + deliveryOverhead)
+	p := newPipeline(t, fake, func(c *ProcessorConfig) {
+		c.Workers, c.RemoteWorkers = 4, 2
+		c.MaxDeliveryBytes, c.MaxQueuedBytes, c.RescanInterval = maxBody, bound, time.Hour
+	})
+	for i := range 400 {
+		p.sendHint(t, recallCalendars[i%len(recallCalendars)], fmt.Sprint("msg_stall_", i))
 	}
 	p.start(t)
 	waitFor(t, "Recall-bound workers to be stalled", func() bool { return fake.InFlight() >= 2 })
+	if n := p.proc.Pending(); n >= 400 {
+		t.Fatalf("the processor holds all %d Recall hints; the test needs more than its queue holds", n)
+	}
 
 	h := http.Header{"Postpress-Auth": {testPostpressSecret}}
 	const postpress = 50
@@ -242,6 +255,14 @@ func TestRecallStallDoesNotHoldPostpress(t *testing.T) {
 	if fake.Requests("") != 0 {
 		t.Fatalf("Recall answered %d requests while it was stalled", fake.Requests(""))
 	}
+	if n := p.proc.QueuedBytes(); n > bound {
+		t.Errorf("the processor holds %d bytes of deliveries; the bound is %d", n, bound)
+	}
+
+	// Once Recall answers, every hint is worked through.
+	close(release)
+	release = make(chan struct{}) // for the cleanup
+	p.drain(t)
 }
 
 // waitFor polls cond until it holds, failing after 10 s.

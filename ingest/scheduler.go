@@ -18,12 +18,15 @@ import (
 // a worker takes keys of its lane only, so a lane whose deliveries wait on
 // a remote API never holds a worker another lane could use.
 //
-// The scheduler holds at most maxItems deliveries and maxBytes of them
-// (see [deliverySize]), queued or in flight, except that an empty scheduler
-// always takes one delivery, however large. What does not fit stays in the
-// inbox: [scheduler.addAll] stops at the first delivery that does not fit,
-// so the caller continues from there, in inbox order, once onRoom says
-// there is room again.
+// Each lane holds at most laneItems deliveries and laneBytes of them (see
+// [deliverySize]), queued or in flight, except that an empty lane always
+// takes one delivery, however large; so the scheduler holds at most
+// numLanes times that. What does not fit stays in the inbox:
+// [scheduler.addAll] stops a lane at its first delivery that does not fit,
+// so the caller continues that lane from there, in inbox order, once onRoom
+// says there is room again. Bounding lanes apart means a lane whose
+// deliveries pile up (Recall down for an hour) never keeps another lane's
+// deliveries in the inbox.
 type scheduler struct {
 	mu     sync.Mutex
 	lanes  [numLanes]laneQueue
@@ -31,12 +34,10 @@ type scheduler struct {
 	known  map[int64]string // every queued or in-flight delivery, by id → key
 	closed bool
 
-	bytes    int64 // sum of deliverySize over known
-	maxItems int
-	maxBytes int64
-	starved  bool   // deliveries were left in the inbox for lack of room
-	onRoom   func() // called (without blocking) when room comes back
-	laneOf   func(store.Delivery) lane
+	laneItems int
+	laneBytes int64
+	onRoom    func() // called (without blocking) when a starved lane has room
+	laneOf    func(store.Delivery) lane
 }
 
 // lane is a class of deliveries with workers of its own.
@@ -52,10 +53,16 @@ const (
 )
 
 // laneQueue is a lane's keys whose head can be processed now, in the order
-// they became ready, and the condition its workers wait on.
+// they became ready, the condition its workers wait on, and what the lane
+// holds.
 type laneQueue struct {
 	ready []string
 	cond  *sync.Cond
+	items int   // deliveries queued or in flight
+	bytes int64 // sum of their deliverySize
+	// starved says deliveries of the lane were left in the inbox for lack
+	// of room.
+	starved bool
 }
 
 type keyQueue struct {
@@ -65,9 +72,11 @@ type keyQueue struct {
 	busy bool
 }
 
+// newScheduler returns a scheduler holding at most maxItems deliveries and
+// maxBytes of them, each lane an equal share.
 func newScheduler(maxItems int, maxBytes int64, laneOf func(store.Delivery) lane, onRoom func()) *scheduler {
 	s := &scheduler{queues: map[string]*keyQueue{}, known: map[int64]string{},
-		maxItems: maxItems, maxBytes: maxBytes, laneOf: laneOf, onRoom: onRoom}
+		laneItems: max(1, maxItems/int(numLanes)), laneBytes: max(1, maxBytes/int64(numLanes)), laneOf: laneOf, onRoom: onRoom}
 	for i := range s.lanes {
 		s.lanes[i].cond = sync.NewCond(&s.mu)
 	}
@@ -89,59 +98,79 @@ func orderingKey(d store.Delivery) string {
 	return "delivery:" + strconv.FormatInt(d.ID, 10)
 }
 
-// room returns how many more deliveries of up to rowBytes each certainly
-// fit, at most limit: the page size to read from the inbox next, so that
-// the page itself stays within the bound. It is at least 1 when the
-// scheduler is empty. 0 means the scheduler is full, and marks it starved.
-func (s *scheduler) room(rowBytes int64, limit int) int {
+// room reports which lanes have room (open) and how many more deliveries
+// of up to rowBytes each certainly fit in them together, at most limit:
+// the page size to read from the inbox next, so that the page itself stays
+// within the bound. A lane without room is marked starved.
+func (s *scheduler) room(rowBytes int64, limit int) (n int, open [numLanes]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := min(int64(limit), int64(s.maxItems-len(s.known)), (s.maxBytes-s.bytes)/max(rowBytes, 1))
-	if n <= 0 && len(s.known) == 0 {
-		n = 1
-	}
-	if n <= 0 {
-		s.starved = true
-		return 0
-	}
-	return int(n)
-}
-
-// addAll queues deliveries (in inbox order) that are not already queued or
-// in flight, stopping at the first one that does not fit. It returns how
-// many of ds it went through: the caller continues after ds[n-1], and
-// n < len(ds) means the scheduler is full. The deliveries are added under
-// one lock, so a worker sees a page of deliveries whole and coalesces
-// everything it can.
-func (s *scheduler) addAll(ds []store.Delivery, now time.Time) (n int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, d := range ds {
-		if !s.addLocked(d, now) {
-			s.starved = true
-			return n
+	var items, bytes int64
+	for i := range s.lanes {
+		l := &s.lanes[i]
+		fit := min(int64(s.laneItems-l.items), (s.laneBytes-l.bytes)/max(rowBytes, 1))
+		if fit <= 0 && l.items == 0 {
+			fit = 1
 		}
-		n++
+		if fit <= 0 {
+			l.starved = true
+			continue
+		}
+		open[i] = true
+		items += int64(s.laneItems - l.items)
+		bytes += s.laneBytes - l.bytes
 	}
-	return n
+	n = int(max(0, min(int64(limit), items, bytes/max(rowBytes, 1))))
+	for _, o := range open {
+		if o {
+			n = max(n, 1)
+		}
+	}
+	return n, open
 }
 
-// addLocked queues d unless it is already queued or in flight, and reports
-// false if d does not fit. The caller holds s.mu.
-func (s *scheduler) addLocked(d store.Delivery, now time.Time) bool {
+// addAll queues, in order, the deliveries of ds that are not already
+// queued or in flight, for the lanes open says have room. A lane stops at
+// its first delivery that does not fit: that delivery and the lane's later
+// ones in ds are left alone, and open says the lane is closed. through[l]
+// says how many deliveries of ds lane l went through: the lane continues
+// after ds[through[l]-1]. The deliveries are added under one lock, so a
+// worker sees a page of deliveries whole and coalesces everything it can.
+func (s *scheduler) addAll(ds []store.Delivery, now time.Time, open *[numLanes]bool) (through [numLanes]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, d := range ds {
+		if l := s.laneOf(d); open[l] && !s.addLocked(d, l, now) {
+			open[l] = false
+			s.lanes[l].starved = true
+		}
+		for l := range open {
+			if open[l] {
+				through[l] = i + 1
+			}
+		}
+	}
+	return through
+}
+
+// addLocked queues d, of lane l, unless it is already queued or in flight,
+// and reports false if d does not fit. The caller holds s.mu.
+func (s *scheduler) addLocked(d store.Delivery, l lane, now time.Time) bool {
 	if _, ok := s.known[d.ID]; ok || s.closed {
 		return true
 	}
 	size := deliverySize(d)
-	if len(s.known) > 0 && (len(s.known) >= s.maxItems || s.bytes+size > s.maxBytes) {
+	lq := &s.lanes[l]
+	if lq.items > 0 && (lq.items >= s.laneItems || lq.bytes+size > s.laneBytes) {
 		return false
 	}
 	key := orderingKey(d)
 	s.known[d.ID] = key
-	s.bytes += size
+	lq.items++
+	lq.bytes += size
 	q := s.queues[key]
 	if q == nil {
-		q = &keyQueue{lane: s.laneOf(d)}
+		q = &keyQueue{lane: l}
 		s.queues[key] = q
 	}
 	q.items = append(q.items, d)
@@ -191,16 +220,18 @@ func (s *scheduler) next(l lane, coalesce func(head, d store.Delivery) bool) (ke
 }
 
 // finish removes the first n deliveries of key (they are done, ignored or
-// dead) and makes the key available again. Once a starved scheduler is
-// down to half its bounds, it calls onRoom, so that the deliveries left in
-// the inbox are read without waiting for the next rescan.
+// dead) and makes the key available again. Once a starved lane is down to
+// half its bounds, it calls onRoom, so that the deliveries left in the
+// inbox are read without waiting for the next rescan.
 func (s *scheduler) finish(key string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queues[key]
+	lq := &s.lanes[q.lane]
 	for _, d := range q.items[:n] {
 		delete(s.known, d.ID)
-		s.bytes -= deliverySize(d)
+		lq.items--
+		lq.bytes -= deliverySize(d)
 	}
 	q.items = q.items[n:]
 	q.busy = false
@@ -209,8 +240,8 @@ func (s *scheduler) finish(key string, n int) {
 	} else {
 		s.markReady(key, q)
 	}
-	if s.starved && len(s.known) <= s.maxItems/2 && s.bytes <= s.maxBytes/2 {
-		s.starved = false
+	if lq.starved && lq.items <= s.laneItems/2 && lq.bytes <= s.laneBytes/2 {
+		lq.starved = false
 		s.onRoom()
 	}
 }
@@ -244,7 +275,11 @@ func (s *scheduler) pending() int {
 func (s *scheduler) queuedBytes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.bytes
+	var n int64
+	for _, l := range s.lanes {
+		n += l.bytes
+	}
+	return n
 }
 
 // close wakes every waiting worker; next returns ok = false from then on.

@@ -183,6 +183,8 @@ func TestProcessingQueueBoundedInBytes(t *testing.T) {
 
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	t.Logf("bound %d bytes: largest read of the inbox %d bytes, most held with a page just read %d bytes (%d deliveries, %d bytes in all)",
+		bound, st.peakPage, st.peakHeld, deliveries, deliveries*bodySize)
 	if st.peakPage > bound {
 		t.Errorf("one read of the inbox returned %d bytes of deliveries; the bound is %d", st.peakPage, bound)
 	}

@@ -45,7 +45,13 @@ func mustPipeline(t testing.TB, fake *recalltest.Server) *pipeline {
 // newPipeline builds a pipeline whose processor is not running yet.
 func newPipeline(t testing.TB, fake *recalltest.Server, configure func(*ProcessorConfig)) *pipeline {
 	t.Helper()
-	st := mustOpenStore(t)
+	return newPipelineOn(t, mustOpenStore(t), fake, configure)
+}
+
+// newPipelineOn builds a pipeline over st (a store, or a test's wrapper
+// around one) whose processor is not running yet.
+func newPipelineOn(t testing.TB, st store.Store, fake *recalltest.Server, configure func(*ProcessorConfig)) *pipeline {
+	t.Helper()
 	auth, err := postpress.NewAuthenticator("Postpress-Auth", []string{testPostpressSecret})
 	if err != nil {
 		t.Fatal(err)

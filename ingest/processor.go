@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -20,13 +21,32 @@ type ProcessorConfig struct {
 	// Recall reads Recall's REST API; nil means no API key is configured, and
 	// Recall deliveries wait (retrying) until one is.
 	Recall RecallAPI
-	// Workers is how many deliveries are processed at once (32). A worker
-	// spends most of a delivery waiting for the group commit its Update
-	// rides in, so this bounds how many deliveries one commit completes:
-	// with 8, processing topped out near 8 per commit and fell behind
-	// 2,000 webhooks/s. While intake is busy, three quarters of them wait
-	// (Intake).
+	// Workers is how many deliveries processed from their own body
+	// (postpress) are processed at once (32). A worker spends most of a
+	// delivery waiting for the group commit its Update rides in, so this
+	// bounds how many deliveries one commit completes: with 8, processing
+	// topped out near 8 per commit and fell behind 2,000 webhooks/s. While
+	// intake is busy, three quarters of them wait (Intake).
 	Workers int
+	// RemoteWorkers is how many deliveries that wait on a provider's API
+	// (Recall) are processed at once (4), by workers of their own: however
+	// long Recall's rate limits or answers keep them, deliveries of other
+	// providers never wait behind them. Recall allows about one event list
+	// a second per workspace, so a few concurrent fetches already reach its
+	// limit; more would only wait on the rate limiter.
+	RemoteWorkers int
+	// MaxQueuedBytes bounds the bytes of the deliveries held in memory,
+	// queued or being processed (64 MiB); the rest wait in the inbox and are
+	// read, in order, as room comes back. Postpress and Recall deliveries
+	// each get half, so a backlog of one never keeps the other's deliveries
+	// in the inbox. Half holds 32 deliveries of the default largest webhook
+	// (1 MiB), enough to keep every worker busy, while thousands of
+	// ordinary deliveries of a few KB stay under it.
+	MaxQueuedBytes int64
+	// MaxDeliveryBytes is the largest delivery body the inbox can hold (the
+	// receiver's limit, 1 MiB): the inbox is read in pages small enough
+	// that a page of the largest deliveries stays within MaxQueuedBytes.
+	MaxDeliveryBytes int64
 	// MaxAttempts is how many times a delivery is tried before it is
 	// dead-lettered (12: with the default backoff, about an hour).
 	MaxAttempts int
@@ -65,14 +85,43 @@ type Processor struct {
 	calendars knownIDs
 }
 
-// maxQueued bounds the deliveries held in memory; the rest wait in the
-// inbox, which is what it is for.
+// maxQueued bounds the deliveries held in memory, whatever their size, half
+// for each lane (see also [ProcessorConfig.MaxQueuedBytes]); the rest wait
+// in the inbox, which is what it is for.
 const maxQueued = 10_000
+
+// Defaults of [ProcessorConfig].
+const (
+	DefaultRemoteWorkers    = 4
+	DefaultMaxQueuedBytes   = 64 << 20
+	DefaultMaxDeliveryBytes = 1 << 20
+)
+
+// deliveryOverhead is what a delivery's fields other than its body may add
+// to it, for sizing inbox reads (see [deliverySize]).
+const deliveryOverhead = 4 << 10
+
+// laneOf puts deliveries that wait on Recall's API in the remote lane.
+func laneOf(d store.Delivery) lane {
+	if d.Provider == model.ProviderRecall {
+		return laneRemote
+	}
+	return laneLocal
+}
 
 // NewProcessor returns a Processor over st; Run starts it.
 func NewProcessor(st store.Store, cfg ProcessorConfig) *Processor {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 32
+	}
+	if cfg.RemoteWorkers <= 0 {
+		cfg.RemoteWorkers = DefaultRemoteWorkers
+	}
+	if cfg.MaxQueuedBytes <= 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
+	if cfg.MaxDeliveryBytes <= 0 {
+		cfg.MaxDeliveryBytes = DefaultMaxDeliveryBytes
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 12
@@ -98,7 +147,9 @@ func NewProcessor(st store.Store, cfg ProcessorConfig) *Processor {
 	if cfg.OnProcessed == nil {
 		cfg.OnProcessed = func(string, string, int, time.Duration) {}
 	}
-	return &Processor{store: st, cfg: cfg, log: cfg.Logger, sched: newScheduler(), wake: make(chan struct{}, 1)}
+	p := &Processor{store: st, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}
+	p.sched = newScheduler(maxQueued, cfg.MaxQueuedBytes, laneOf, p.Notify)
+	return p
 }
 
 // Notify tells the processor a new delivery is in the inbox. It never
@@ -120,7 +171,12 @@ func (p *Processor) Run(ctx context.Context) {
 	// so processing goes on under any load.
 	steady := max(1, p.cfg.Workers/4)
 	for i := range p.cfg.Workers {
-		wg.Go(func() { p.work(ctx, i >= steady) })
+		wg.Go(func() { p.work(ctx, laneLocal, i >= steady) })
+	}
+	// Remote workers never give way to intake: they spend their time
+	// waiting on the provider, not on the database.
+	for range p.cfg.RemoteWorkers {
+		wg.Go(func() { p.work(ctx, laneRemote, false) })
 	}
 	wg.Go(func() { p.dispatch(ctx) })
 	if p.cfg.ResyncInterval > 0 && p.cfg.Recall != nil {
@@ -130,54 +186,103 @@ func (p *Processor) Run(ctx context.Context) {
 }
 
 // dispatch moves pending deliveries from the inbox to the scheduler: new
-// ones as they are notified, and the whole inbox now and then.
+// ones as they are notified, and now and then from the start of the inbox,
+// for deliveries put back behind the scan's position (a dead letter an
+// operator retried).
 func (p *Processor) dispatch(ctx context.Context) {
 	rescan := time.NewTicker(p.cfg.RescanInterval)
 	defer rescan.Stop()
-	var after int64
+	var after [numLanes]int64
+	fromStart := false
 	for {
-		after = p.scan(ctx, after)
+		var more bool
+		after, more = p.scan(ctx, after, fromStart)
+		fromStart = false
+		if more {
+			p.Notify() // go on after whatever else is waiting
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.wake:
 		case <-rescan.C:
-			after = 0
+			fromStart = true
 		}
 	}
 }
 
-// scan queues pending deliveries with ids above after and returns the id to
-// continue from.
-func (p *Processor) scan(ctx context.Context, after int64) int64 {
+// maxScanRows bounds the deliveries one scan reads, so that a lane walking
+// past another lane's backlog (see scan) reads it a part at a time.
+const maxScanRows = 5000
+
+// scan queues pending deliveries, as many as the scheduler has room for,
+// and returns where each lane continues: after[l] is the id up to which
+// lane l has looked at the inbox. Each read starts at the earliest position
+// of a lane with room and asks for no more deliveries than fit even at the
+// largest size, so what is read never exceeds the scheduler's bound
+// either. A lane without room leaves its deliveries in the inbox and its
+// position where it was, while the other lanes go on past them; it
+// continues from there when the scheduler signals room (Notify). fromStart
+// reads from the start of the inbox instead, without moving any lane back.
+// more says the scan stopped after maxScanRows with lanes still open.
+func (p *Processor) scan(ctx context.Context, after [numLanes]int64, fromStart bool) ([numLanes]int64, bool) {
 	const page = 500
-	for p.sched.pending() < maxQueued {
-		ds, err := p.store.PendingDeliveries(ctx, after, page)
+	pos := after
+	if fromStart {
+		pos = [numLanes]int64{}
+	}
+	// done merges the positions reached into after: a scan from the start
+	// never moves a lane back.
+	done := func(more bool) ([numLanes]int64, bool) {
+		for l := range after {
+			after[l] = max(after[l], pos[l])
+		}
+		return after, more
+	}
+	for read := 0; ; {
+		limit, open := p.sched.room(p.cfg.MaxDeliveryBytes+deliveryOverhead, page)
+		from, any := int64(math.MaxInt64), false
+		for l, o := range open {
+			if o {
+				from, any = min(from, pos[l]), true
+			}
+		}
+		if !any {
+			return done(false)
+		}
+		if read >= maxScanRows {
+			return done(true)
+		}
+		ds, err := p.store.PendingDeliveries(ctx, from, limit)
 		if err != nil {
 			if ctx.Err() == nil {
 				p.log.Error("read pending deliveries", "err", err)
 			}
-			return after
+			return done(false)
 		}
-		p.sched.addAll(ds, p.cfg.Now())
-		if len(ds) > 0 {
-			after = ds[len(ds)-1].ID
+		read += len(ds)
+		through := p.sched.addAll(ds, p.cfg.Now(), &open)
+		for l, n := range through {
+			// A lane ahead of from has seen the deliveries up to its
+			// position already.
+			if n > 0 {
+				pos[l] = max(pos[l], ds[n-1].ID)
+			}
 		}
-		if len(ds) < page {
-			break
+		if len(ds) < limit {
+			return done(false)
 		}
 	}
-	return after
 }
 
-// work processes deliveries until the scheduler closes. A worker that
+// work processes deliveries of lane l until the scheduler closes. A worker that
 // yields waits, between deliveries, while intake is busy.
-func (p *Processor) work(ctx context.Context, yields bool) {
+func (p *Processor) work(ctx context.Context, l lane, yields bool) {
 	for {
 		if yields && !p.cfg.Intake.waitQuiet(ctx) {
 			return
 		}
-		key, batch, ok := p.sched.next(coalesces)
+		key, batch, ok := p.sched.next(l, coalesces)
 		if !ok {
 			return
 		}
@@ -284,3 +389,8 @@ func finishAll(ctx context.Context, tx store.Tx, state calsyncv1.DeliveryState, 
 
 // Pending is how many deliveries the processor holds queued or in flight.
 func (p *Processor) Pending() int { return p.sched.pending() }
+
+// QueuedBytes is the size of the deliveries the processor holds queued or in
+// flight: at most [ProcessorConfig.MaxQueuedBytes], unless a single delivery
+// is larger.
+func (p *Processor) QueuedBytes() int64 { return p.sched.queuedBytes() }

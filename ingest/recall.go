@@ -125,8 +125,21 @@ func (p *Processor) refreshCalendar(ctx context.Context, recallCalendarID string
 
 // syncEvents answers calendar.sync_events (and resync requests): list the
 // calendar's events changed since the stored watermark — all of them when
-// full — and apply them, with the new watermark and the deliveries'
-// completion, in one transaction.
+// full — and apply them.
+//
+// The listing is applied a page at a time, each page in its own
+// transaction, so that neither memory nor a transaction grows with the
+// calendar: a full resync of a large calendar holds at most two pages and
+// never keeps the writer longer than one page takes. The last page is
+// applied together with the new sync state (watermark, last full sync) and
+// the deliveries' completion, so the sync state only ever advances once
+// every page is in. A sync that fails or crashes midway leaves its
+// deliveries pending and the watermark where it was: the retry lists the
+// same events again, and the pages already applied change nothing (an
+// unchanged event emits nothing; an older version never overwrites a newer
+// one). Recall never removes events (a deleted event is listed with
+// is_deleted), so what the listing returns is the whole calendar and no
+// sweep for vanished events is needed.
 func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, full bool, batch []store.Delivery) error {
 	calID := model.CalendarID(model.ProviderRecall, "", recallCalendarID)
 	var newCalendar *calsyncv1.Calendar
@@ -148,9 +161,19 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 		since = state.Watermark.Add(-watermarkOverlap)
 	}
 
-	var events []*calsyncv1.CalendarEvent
+	// held is the page fetched last: it is applied when the next one
+	// arrives, or with the sync state once the listing ends.
+	var held []*calsyncv1.CalendarEvent
+	var applyErr error // a failure to apply a page, as opposed to list it
 	watermark := state.Watermark
 	err = p.cfg.Recall.ListEvents(ctx, recallCalendarID, since, func(page []recall.Event) error {
+		if held != nil {
+			if applyErr = p.applyEvents(ctx, newCalendar, held, nil); applyErr != nil {
+				return applyErr
+			}
+			newCalendar = nil // stored with the first page
+		}
+		held = make([]*calsyncv1.CalendarEvent, 0, len(page))
 		for i := range page {
 			ev, err := recall.NormalizeEvent(&page[i])
 			if err != nil {
@@ -159,13 +182,16 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 					"recall_event_id", page[i].ID, "calendar_id", calID, "err", err)
 				continue
 			}
-			events = append(events, ev)
+			held = append(held, ev)
 			if t := ev.GetProviderUpdateTime(); t != nil && t.AsTime().After(watermark) {
 				watermark = t.AsTime()
 			}
 		}
 		return nil
 	})
+	if applyErr != nil {
+		return applyErr
+	}
 	if err != nil {
 		if recall.IsPermanent(err) {
 			return permanent(fmt.Errorf("list recall events of %s: %w", recallCalendarID, err))
@@ -173,14 +199,25 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 		return fmt.Errorf("list recall events of %s: %w", recallCalendarID, err)
 	}
 
-	now := p.cfg.Now()
 	state.Watermark = watermark
 	if full {
-		state.LastFullSync = now
+		state.LastFullSync = p.cfg.Now()
 	}
+	return p.applyEvents(ctx, newCalendar, held, func(tx store.Tx) error {
+		if err := tx.PutSyncState(ctx, state); err != nil {
+			return err
+		}
+		return finishAll(ctx, tx, calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "", batch)
+	})
+}
+
+// applyEvents applies, in one transaction, a calendar first seen (if not
+// nil), then events in order, then whatever then adds (if not nil).
+func (p *Processor) applyEvents(ctx context.Context, cal *calsyncv1.Calendar, events []*calsyncv1.CalendarEvent, then func(store.Tx) error) error {
+	now := p.cfg.Now()
 	return p.store.Update(ctx, func(tx store.Tx) error {
-		if newCalendar != nil {
-			if _, err := applyCalendar(ctx, tx, newCalendar, now); err != nil {
+		if cal != nil {
+			if _, err := applyCalendar(ctx, tx, cal, now); err != nil {
 				return err
 			}
 		}
@@ -189,10 +226,10 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 				return err
 			}
 		}
-		if err := tx.PutSyncState(ctx, state); err != nil {
-			return err
+		if then != nil {
+			return then(tx)
 		}
-		return finishAll(ctx, tx, calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "", batch)
+		return nil
 	})
 }
 

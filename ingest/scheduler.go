@@ -13,25 +13,80 @@ import (
 // ordering key (the same calendar) are processed one at a time, in inbox
 // order, while different keys proceed in parallel. A delivery waiting to be
 // retried holds back only its own key.
+//
+// Keys are split into lanes (see [lane]), each served by its own workers:
+// a worker takes keys of its lane only, so a lane whose deliveries wait on
+// a remote API never holds a worker another lane could use.
+//
+// Each lane holds at most laneItems deliveries and laneBytes of them (see
+// [deliverySize]), queued or in flight, except that an empty lane always
+// takes one delivery, however large; so the scheduler holds at most
+// numLanes times that. What does not fit stays in the inbox:
+// [scheduler.addAll] stops a lane at its first delivery that does not fit,
+// so the caller continues that lane from there, in inbox order, once onRoom
+// says there is room again. Bounding lanes apart means a lane whose
+// deliveries pile up (Recall down for an hour) never keeps another lane's
+// deliveries in the inbox.
 type scheduler struct {
 	mu     sync.Mutex
-	cond   *sync.Cond
+	lanes  [numLanes]laneQueue
 	queues map[string]*keyQueue
-	ready  []string         // keys whose head can be processed now
 	known  map[int64]string // every queued or in-flight delivery, by id → key
 	closed bool
+
+	laneItems int
+	laneBytes int64
+	onRoom    func() // called (without blocking) when a starved lane has room
+	laneOf    func(store.Delivery) lane
+}
+
+// lane is a class of deliveries with workers of its own.
+type lane int
+
+const (
+	// laneLocal holds deliveries processed from their own body (postpress).
+	laneLocal lane = iota
+	// laneRemote holds deliveries that wait on a provider's API and its
+	// rate limits (Recall).
+	laneRemote
+	numLanes
+)
+
+// laneQueue is a lane's keys whose head can be processed now, in the order
+// they became ready, the condition its workers wait on, and what the lane
+// holds.
+type laneQueue struct {
+	ready []string
+	cond  *sync.Cond
+	items int   // deliveries queued or in flight
+	bytes int64 // sum of their deliverySize
+	// starved says deliveries of the lane were left in the inbox for lack
+	// of room.
+	starved bool
 }
 
 type keyQueue struct {
 	items []store.Delivery
+	lane  lane
 	// busy is set while a worker holds the key or its head waits for a retry.
 	busy bool
 }
 
-func newScheduler() *scheduler {
-	s := &scheduler{queues: map[string]*keyQueue{}, known: map[int64]string{}}
-	s.cond = sync.NewCond(&s.mu)
+// newScheduler returns a scheduler holding at most maxItems deliveries and
+// maxBytes of them, each lane an equal share.
+func newScheduler(maxItems int, maxBytes int64, laneOf func(store.Delivery) lane, onRoom func()) *scheduler {
+	s := &scheduler{queues: map[string]*keyQueue{}, known: map[int64]string{},
+		laneItems: max(1, maxItems/int(numLanes)), laneBytes: max(1, maxBytes/int64(numLanes)), laneOf: laneOf, onRoom: onRoom}
+	for i := range s.lanes {
+		s.lanes[i].cond = sync.NewCond(&s.mu)
+	}
 	return s
+}
+
+// deliverySize is what a queued delivery counts against the byte bound: its
+// body and its other variable-length fields.
+func deliverySize(d store.Delivery) int64 {
+	return int64(len(d.Body) + len(d.DedupKey) + len(d.MessageID) + len(d.EventType) + len(d.OrderingKey) + len(d.LastError))
 }
 
 // orderingKey is the key a delivery is serialized under. Deliveries that
@@ -43,28 +98,79 @@ func orderingKey(d store.Delivery) string {
 	return "delivery:" + strconv.FormatInt(d.ID, 10)
 }
 
-// addAll queues deliveries that are not already queued or in flight. They
-// are added under one lock, so a worker sees a page of deliveries whole and
-// coalesces everything it can.
-func (s *scheduler) addAll(ds []store.Delivery, now time.Time) {
+// room reports which lanes have room (open) and how many more deliveries
+// of up to rowBytes each certainly fit in them together, at most limit:
+// the page size to read from the inbox next, so that the page itself stays
+// within the bound. A lane without room is marked starved.
+func (s *scheduler) room(rowBytes int64, limit int) (n int, open [numLanes]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, d := range ds {
-		s.addLocked(d, now)
+	var items, bytes int64
+	for i := range s.lanes {
+		l := &s.lanes[i]
+		fit := min(int64(s.laneItems-l.items), (s.laneBytes-l.bytes)/max(rowBytes, 1))
+		if fit <= 0 && l.items == 0 {
+			fit = 1
+		}
+		if fit <= 0 {
+			l.starved = true
+			continue
+		}
+		open[i] = true
+		items += int64(s.laneItems - l.items)
+		bytes += s.laneBytes - l.bytes
 	}
+	n = int(max(0, min(int64(limit), items, bytes/max(rowBytes, 1))))
+	for _, o := range open {
+		if o {
+			n = max(n, 1)
+		}
+	}
+	return n, open
 }
 
-// addLocked queues d unless it is already queued or in flight. The caller
-// holds s.mu.
-func (s *scheduler) addLocked(d store.Delivery, now time.Time) {
+// addAll queues, in order, the deliveries of ds that are not already
+// queued or in flight, for the lanes open says have room. A lane stops at
+// its first delivery that does not fit: that delivery and the lane's later
+// ones in ds are left alone, and open says the lane is closed. through[l]
+// says how many deliveries of ds lane l went through: the lane continues
+// after ds[through[l]-1]. The deliveries are added under one lock, so a
+// worker sees a page of deliveries whole and coalesces everything it can.
+func (s *scheduler) addAll(ds []store.Delivery, now time.Time, open *[numLanes]bool) (through [numLanes]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, d := range ds {
+		if l := s.laneOf(d); open[l] && !s.addLocked(d, l, now) {
+			open[l] = false
+			s.lanes[l].starved = true
+		}
+		for l := range open {
+			if open[l] {
+				through[l] = i + 1
+			}
+		}
+	}
+	return through
+}
+
+// addLocked queues d, of lane l, unless it is already queued or in flight,
+// and reports false if d does not fit. The caller holds s.mu.
+func (s *scheduler) addLocked(d store.Delivery, l lane, now time.Time) bool {
 	if _, ok := s.known[d.ID]; ok || s.closed {
-		return
+		return true
+	}
+	size := deliverySize(d)
+	lq := &s.lanes[l]
+	if lq.items > 0 && (lq.items >= s.laneItems || lq.bytes+size > s.laneBytes) {
+		return false
 	}
 	key := orderingKey(d)
 	s.known[d.ID] = key
+	lq.items++
+	lq.bytes += size
 	q := s.queues[key]
 	if q == nil {
-		q = &keyQueue{}
+		q = &keyQueue{lane: l}
 		s.queues[key] = q
 	}
 	q.items = append(q.items, d)
@@ -74,30 +180,33 @@ func (s *scheduler) addLocked(d store.Delivery, now time.Time) {
 			q.busy = true
 			time.AfterFunc(wait, func() { s.release(key) })
 		} else {
-			s.markReady(key)
+			s.markReady(key, q)
 		}
 	}
+	return true
 }
 
-func (s *scheduler) markReady(key string) {
-	s.ready = append(s.ready, key)
-	s.cond.Signal()
+func (s *scheduler) markReady(key string, q *keyQueue) {
+	l := &s.lanes[q.lane]
+	l.ready = append(l.ready, key)
+	l.cond.Signal()
 }
 
-// next blocks until a key is ready and returns its leading deliveries: the
-// head, plus the deliveries after it that coalesce with it (see coalesce).
-// It returns ok = false once the scheduler is closed.
-func (s *scheduler) next(coalesce func(head, d store.Delivery) bool) (key string, batch []store.Delivery, ok bool) {
+// next blocks until a key of lane l is ready and returns its leading
+// deliveries: the head, plus the deliveries after it that coalesce with it
+// (see coalesce). It returns ok = false once the scheduler is closed.
+func (s *scheduler) next(l lane, coalesce func(head, d store.Delivery) bool) (key string, batch []store.Delivery, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.ready) == 0 && !s.closed {
-		s.cond.Wait()
+	lq := &s.lanes[l]
+	for len(lq.ready) == 0 && !s.closed {
+		lq.cond.Wait()
 	}
 	if s.closed {
 		return "", nil, false
 	}
-	key = s.ready[0]
-	s.ready = s.ready[1:]
+	key = lq.ready[0]
+	lq.ready = lq.ready[1:]
 	q := s.queues[key]
 	q.busy = true
 	batch = []store.Delivery{q.items[0]}
@@ -111,21 +220,30 @@ func (s *scheduler) next(coalesce func(head, d store.Delivery) bool) (key string
 }
 
 // finish removes the first n deliveries of key (they are done, ignored or
-// dead) and makes the key available again.
+// dead) and makes the key available again. Once a starved lane is down to
+// half its bounds, it calls onRoom, so that the deliveries left in the
+// inbox are read without waiting for the next rescan.
 func (s *scheduler) finish(key string, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queues[key]
+	lq := &s.lanes[q.lane]
 	for _, d := range q.items[:n] {
 		delete(s.known, d.ID)
+		lq.items--
+		lq.bytes -= deliverySize(d)
 	}
 	q.items = q.items[n:]
 	q.busy = false
 	if len(q.items) == 0 {
 		delete(s.queues, key)
-		return
+	} else {
+		s.markReady(key, q)
 	}
-	s.markReady(key)
+	if lq.starved && lq.items <= s.laneItems/2 && lq.bytes <= s.laneBytes/2 {
+		lq.starved = false
+		s.onRoom()
+	}
 }
 
 // retryAfter keeps key's head in place and makes the key available again
@@ -142,7 +260,7 @@ func (s *scheduler) release(key string) {
 	defer s.mu.Unlock()
 	if q := s.queues[key]; q != nil && !s.closed {
 		q.busy = false
-		s.markReady(key)
+		s.markReady(key, q)
 	}
 }
 
@@ -153,12 +271,25 @@ func (s *scheduler) pending() int {
 	return len(s.known)
 }
 
+// queuedBytes is the size of the deliveries queued or in flight.
+func (s *scheduler) queuedBytes() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, l := range s.lanes {
+		n += l.bytes
+	}
+	return n
+}
+
 // close wakes every waiting worker; next returns ok = false from then on.
 func (s *scheduler) close() {
 	s.mu.Lock()
 	s.closed = true
 	s.mu.Unlock()
-	s.cond.Broadcast()
+	for i := range s.lanes {
+		s.lanes[i].cond.Broadcast()
+	}
 }
 
 // closeOnDone closes the scheduler when ctx ends.

@@ -272,3 +272,25 @@ func (c *inboxCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age)
 	ch <- prometheus.MustNewConstMetric(deadDesc, prometheus.GaugeValue, float64(st.Dead))
 }
+
+// WatchMemory exports the memory the changes kept for watch streams take
+// (bounded by --watch-memory-bytes), read at every scrape. Call it once.
+func (m *Metrics) WatchMemory(bytes func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "watch_memory_bytes",
+		Help: "Bytes of the newest changes kept in memory for watch streams (at most --watch-memory-bytes).",
+	}, func() float64 { return float64(bytes()) }))
+}
+
+// ProcessingQueue exports the deliveries the processor holds in memory,
+// queued or in flight, and their bytes (bounded by
+// --processing-queue-bytes), read at every scrape. Call it once.
+func (m *Metrics) ProcessingQueue(deliveries func() int, bytes func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "processing_queue_deliveries",
+		Help: "Deliveries read from the inbox and held in memory, queued or being processed.",
+	}, func() float64 { return float64(deliveries()) }), prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "processing_queue_bytes",
+		Help: "Bytes of the deliveries held in memory for processing (at most --processing-queue-bytes); the rest wait in the inbox.",
+	}, func() float64 { return float64(bytes()) }))
+}

@@ -222,6 +222,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	deps.Metrics.GRPC.InitializeMetrics(s.grpc)
 	deps.Metrics.WatchStreams(hub.Streams)
+	deps.Metrics.WatchMemory(hub.MemoryBytes)
+	deps.Metrics.ProcessingQueue(deps.Processor.Pending, deps.Processor.QueuedBytes)
 	deps.Metrics.Inbox(deps.Store, s.log)
 	return s, nil
 }

@@ -37,6 +37,19 @@ type entry struct {
 	full, lean Frame
 }
 
+// entryOverhead approximates what an entry takes beyond its frames: the
+// struct, its strings and the ring slot pointing at it.
+const entryOverhead = 160
+
+// memSize is the memory an entry holds, for the tail's byte bound.
+func (e *entry) memSize() int64 {
+	n := int64(len(e.full)+len(e.calendarID)+len(e.provider)) + entryOverhead
+	if len(e.lean) > 0 && len(e.full) > 0 && &e.lean[0] != &e.full[0] {
+		n += int64(len(e.lean)) // the lean frame is a second encoding
+	}
+	return n
+}
+
 // frame returns the encoding a stream with or without include_previous gets.
 func (e *entry) frame(includePrevious bool) Frame {
 	if includePrevious {

@@ -37,6 +37,12 @@ type Config struct {
 	// streams to share (default 4096). Streams further behind read the
 	// change log.
 	TailSize int
+	// TailBytes bounds the memory those changes take, their encoded frames
+	// included (default 64 MiB): whichever of TailSize and TailBytes is
+	// reached first evicts the oldest change, and streams behind it read
+	// the change log. Changes of a few KB stay within TailSize; the bytes
+	// bound is what holds when changes are large.
+	TailBytes int64
 	// BatchSize is the most changes a stream takes at once from memory or
 	// from the change log (default 256); it bounds what one stream holds.
 	BatchSize int
@@ -63,6 +69,7 @@ type Config struct {
 const (
 	DefaultRetention           = 7 * 24 * time.Hour
 	DefaultTailSize            = 4096
+	DefaultTailBytes           = 64 << 20
 	DefaultBatchSize           = 256
 	DefaultBookmarkInterval    = 15 * time.Second
 	DefaultMinBookmarkInterval = time.Second
@@ -73,7 +80,7 @@ const (
 )
 
 func (c Config) withDefaults() (Config, error) {
-	if c.Retention < 0 || c.CompactInterval < 0 || c.TailSize < 0 || c.BatchSize < 0 ||
+	if c.Retention < 0 || c.CompactInterval < 0 || c.TailSize < 0 || c.TailBytes < 0 || c.BatchSize < 0 ||
 		c.DefaultBookmarkInterval < 0 || c.MinBookmarkInterval < 0 || c.FutureCursorWait < 0 {
 		return c, errors.New("watch: config values must not be negative")
 	}
@@ -85,6 +92,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.TailSize == 0 {
 		c.TailSize = DefaultTailSize
+	}
+	if c.TailBytes == 0 {
+		c.TailBytes = DefaultTailBytes
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
@@ -141,7 +151,7 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Hub, error) {
 		cfg:    cfg,
 		codec:  NewCursorCodec(st.ID()),
 		log:    cfg.Logger,
-		tail:   newTail(cfg.TailSize),
+		tail:   newTail(cfg.TailSize, cfg.TailBytes),
 		wakers: newWakers(),
 	}
 	// The hook goes first: every commit after the bounds are read is
@@ -160,6 +170,14 @@ func New(ctx context.Context, st store.Store, cfg Config) (*Hub, error) {
 // Cursors returns the codec of the hub's store, for callers that hand out
 // cursors of their own (a list's position, for example).
 func (h *Hub) Cursors() CursorCodec { return h.codec }
+
+// MemoryBytes returns the memory the changes kept for streams take now: at
+// most [Config.TailBytes].
+func (h *Hub) MemoryBytes() int64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.tail.bytes
+}
 
 // Streams returns how many streams are open.
 func (h *Hub) Streams() int { return int(h.active.Load()) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -400,4 +401,45 @@ func TestFilteredStreamGetsChangesCommittedWhileSending(t *testing.T) {
 	if got := nextCursor(); got != second {
 		t.Fatalf("second change has cursor %d, want %d", got, second)
 	}
+}
+
+// TestTailBoundedInBytes: large changes fill the byte bound long before the
+// tail's count; the tail never holds more than the bound, and streams that
+// fall out of it (a live one, a stalled one, a resume from before them all)
+// still get every change, in order, from the change log.
+func TestTailBoundedInBytes(t *testing.T) {
+	st := MustOpenStore(t)
+	const bound = 256 << 10
+	h := MustHub(t, st, watch.Config{TailSize: 4096, TailBytes: bound, BatchSize: 4})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+
+	live := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{}, nil)
+	start := watchtest.Decode(t, st, live.next(t).GetBookmark().GetCursor())
+	gate := make(chan struct{})
+	stalled := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{}, gate)
+	gate <- struct{}{} // let the starting bookmark through
+	stalled.next(t)
+
+	big := strings.Repeat("x", 60<<10)
+	var last store.Cursor
+	for i := range 40 {
+		ev := watchtest.Event(model.ProviderPostpress, cal, i, "large")
+		ev.Description = big
+		last = watchtest.Commit(t, st, watchtest.Created(ev))[0]
+		if n := h.MemoryBytes(); n > bound || n <= 0 {
+			t.Fatalf("after change %d the tail holds %d bytes; the bound is %d", i, n, bound)
+		}
+	}
+	log := watchtest.Log(t, st, start)
+	if len(log) != 40 {
+		t.Fatalf("change log holds %d changes, want 40", len(log))
+	}
+	watchtest.CheckStream(t, "live", log, nil, live.changesUntil(t, st, last))
+	close(gate)
+	watchtest.CheckStream(t, "stalled", log, nil, stalled.changesUntil(t, st, last))
+	resumed := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{AfterCursor: h.Cursors().Encode(start)}, nil)
+	resumed.next(t) // the starting bookmark
+	watchtest.CheckStream(t, "resumed", log, nil, resumed.changesUntil(t, st, last))
 }

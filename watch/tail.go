@@ -7,21 +7,28 @@ import (
 )
 
 // tail is the in-memory end of the change log: the newest committed changes
-// in cursor order, in a ring of fixed capacity. It promises that every change
-// with a cursor greater than base and at most head is held, so a stream
-// positioned at or after base is served from memory and one before base
-// reads the change log instead.
+// in cursor order, in a ring of fixed capacity whose entries together hold at
+// most maxBytes. It promises that every change with a cursor greater than
+// base and at most head is held, so a stream positioned at or after base is
+// served from memory and one before base reads the change log instead.
+// Evicting moves base forward, so a bound (in changes or in bytes) only ever
+// sends more streams to the change log: it never loses a change.
 type tail struct {
 	ring  []*entry
 	start int // index of the oldest entry
 	n     int // entries held
+	// bytes is the memory the held entries take (see [entry.memSize]),
+	// at most maxBytes.
+	bytes, maxBytes int64
 	// base is the newest cursor known to be before every held entry; head
 	// is the newest cursor the tail has seen.
 	base, head store.Cursor
 	ready      bool
 }
 
-func newTail(capacity int) tail { return tail{ring: make([]*entry, capacity)} }
+func newTail(capacity int, maxBytes int64) tail {
+	return tail{ring: make([]*entry, capacity), maxBytes: maxBytes}
+}
 
 // at returns the i-th oldest held entry.
 func (t *tail) at(i int) *entry { return t.ring[(t.start+i)%len(t.ring)] }
@@ -38,8 +45,10 @@ func (t *tail) init(head store.Cursor) {
 	}
 }
 
-// push appends a newly committed change, evicting the oldest when full, and
-// reports whether it did. Changes at or before head were already seen (or
+// push appends a newly committed change, evicting the oldest while the ring
+// is full or the entries take more than maxBytes, and reports whether it
+// did. A change larger than maxBytes on its own is evicted at once: streams
+// read it from the change log. Changes at or before head were already seen (or
 // predate the hub) and are ignored.
 func (t *tail) push(e *entry) bool {
 	if t.n == 0 && !t.ready {
@@ -52,15 +61,26 @@ func (t *tail) push(e *entry) bool {
 		return false
 	}
 	if t.n == len(t.ring) {
-		t.base = t.ring[t.start].cursor
-		t.ring[t.start] = nil
-		t.start = (t.start + 1) % len(t.ring)
-		t.n--
+		t.evictOldest()
 	}
 	t.ring[(t.start+t.n)%len(t.ring)] = e
 	t.n++
+	t.bytes += e.memSize()
 	t.head = e.cursor
+	for t.bytes > t.maxBytes {
+		t.evictOldest()
+	}
 	return true
+}
+
+// evictOldest drops the oldest held entry; base moves up to its cursor.
+func (t *tail) evictOldest() {
+	old := t.ring[t.start]
+	t.base = old.cursor
+	t.bytes -= old.memSize()
+	t.ring[t.start] = nil
+	t.start = (t.start + 1) % len(t.ring)
+	t.n--
 }
 
 // after appends to dst up to max held entries with cursors greater than pos.

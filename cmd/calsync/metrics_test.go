@@ -188,6 +188,16 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want at least %v", k, after[k], min)
 		}
 	}
+	// Memory bounds: the changes kept for watchers take some; the
+	// processing queue is empty once everything is processed.
+	if after[`calsync_watch_memory_bytes`] <= 0 {
+		t.Errorf("calsync_watch_memory_bytes = %v, want the changes kept in memory", after[`calsync_watch_memory_bytes`])
+	}
+	for _, k := range []string{`calsync_processing_queue_deliveries`, `calsync_processing_queue_bytes`} {
+		if v, ok := after[k]; !ok || v != 0 {
+			t.Errorf("%s = %v (exported: %v), want 0", k, v, ok)
+		}
+	}
 
 	// Closing the streams: none open, two ended by their client.
 	stopWatch()

@@ -41,9 +41,12 @@ type serveConfig struct {
 	postpressAuthHeader  string
 	postpressAuthSecrets string
 	workers              int
+	recallWorkers        int
+	processingQueueBytes int64
 
 	changeRetention     time.Duration
 	watchMemory         int
+	watchMemoryBytes    int64
 	minBookmarkInterval time.Duration
 
 	// Authentication, TLS, metrics and limits: see the "Operating calsync"
@@ -96,8 +99,11 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.postpressAuthHeader, "postpress-auth-header", "Postpress-Auth", "request header carrying the postpress webhook secret")
 	fs.StringVar(&c.postpressAuthSecrets, "postpress-auth-secrets", "", "comma-separated accepted values of the postpress auth header")
 	fs.IntVar(&c.workers, "workers", 32, "deliveries processed in parallel")
+	fs.IntVar(&c.recallWorkers, "recall-workers", ingest.DefaultRemoteWorkers, "Recall deliveries processed in parallel, by workers of their own, so Recall's rate limits never hold up other deliveries")
+	fs.Int64Var(&c.processingQueueBytes, "processing-queue-bytes", ingest.DefaultMaxQueuedBytes, "most bytes of deliveries held in memory for processing; the rest wait in the inbox")
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
 	fs.IntVar(&c.watchMemory, "watch-memory-changes", watch.DefaultTailSize, "newest changes kept in memory for watch streams to share; streams further behind read the change log")
+	fs.Int64Var(&c.watchMemoryBytes, "watch-memory-bytes", watch.DefaultTailBytes, "most bytes the changes kept in memory for watch streams may take; streams further behind read the change log")
 	fs.DurationVar(&c.minBookmarkInterval, "min-bookmark-interval", watch.DefaultMinBookmarkInterval, "shortest bookmark interval a watch may ask for")
 	fs.StringVar(&c.apiTokens, "api-tokens", "", "comma-separated bearer tokens accepted on the API (gRPC and REST); webhooks, health and reflection need none")
 	fs.StringVar(&c.apiTokensFile, "api-tokens-file", "", "file of accepted API bearer tokens, one per line (# comments); re-read on SIGHUP")
@@ -204,6 +210,10 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 
 	intake := &ingest.Intake{}
 	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed}
+	if cfg.recallWorkers <= 0 || cfg.processingQueueBytes <= 0 || cfg.watchMemoryBytes <= 0 {
+		return usageError{fmt.Errorf("--recall-workers, --processing-queue-bytes and --watch-memory-bytes must be positive")}
+	}
+	procCfg.RemoteWorkers, procCfg.MaxQueuedBytes, procCfg.MaxDeliveryBytes = cfg.recallWorkers, cfg.processingQueueBytes, cfg.maxWebhookBytes
 	if cfg.recallResyncInterval == 0 {
 		procCfg.ResyncInterval = -1
 	}
@@ -229,6 +239,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		Watch: watch.Config{
 			Retention:           cfg.changeRetention,
 			TailSize:            cfg.watchMemory,
+			TailBytes:           cfg.watchMemoryBytes,
 			MinBookmarkInterval: cfg.minBookmarkInterval,
 		},
 		GRPCAddr:           cfg.grpcAddr,

@@ -82,6 +82,9 @@ type Fault struct {
 	RetryAfter time.Duration
 	// Delay holds the answer back (or until the client gives up).
 	Delay time.Duration
+	// Block, if set, holds the answer back until it is closed (or the
+	// client gives up): a test decides when a stalled Recall answers.
+	Block <-chan struct{}
 	// Truncate cuts the normal answer's body in half, as a dropped
 	// connection would.
 	Truncate bool
@@ -104,6 +107,7 @@ type Server struct {
 	pageSize int
 
 	mu        sync.Mutex
+	inFlight  int       // requests being answered
 	now       time.Time // zero: real time
 	calendars map[string]*Calendar
 	events    map[string]*Event
@@ -443,6 +447,14 @@ func (s *Server) Requests(endpoint string) int {
 	return n
 }
 
+// InFlight returns how many requests the fake is answering now (held back
+// by a Delay or Block fault, for example).
+func (s *Server) InFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inFlight
+}
+
 // RequestLog returns every request received, oldest first.
 func (s *Server) RequestLog() []Request {
 	s.mu.Lock()
@@ -476,9 +488,11 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	endpoint, id := route(r.URL.Path)
 	s.mu.Lock()
 	fault := s.takeFaultLocked(endpoint)
+	s.inFlight++
 	s.mu.Unlock()
 	status := s.serve(w, r, endpoint, id, fault)
 	s.mu.Lock()
+	s.inFlight--
 	s.log = append(s.log, Request{Endpoint: endpoint, URL: r.URL.String(), Status: status})
 	s.mu.Unlock()
 }
@@ -512,6 +526,13 @@ func (s *Server) takeFaultLocked(endpoint string) *Fault {
 
 // serve answers one request and returns the status sent.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, endpoint, id string, f *Fault) int {
+	if f != nil && f.Block != nil {
+		select {
+		case <-f.Block:
+		case <-r.Context().Done():
+			return 0
+		}
+	}
 	if f != nil && f.Delay > 0 {
 		t := time.NewTimer(f.Delay)
 		select {

@@ -41,6 +41,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Update", updateCases},
 		{"ChangeLog", changeLogCases},
 		{"Snapshot", snapshotCases},
+		{"SnapshotBounds", snapshotBoundsCases},
 		{"Inbox", inboxCases},
 		{"InboxBounds", inboxBoundsCases},
 		{"Lifecycle", lifecycleCases},

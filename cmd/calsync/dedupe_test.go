@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/store"
 )
 
 // testClock is a clock a test moves by hand.
@@ -125,6 +127,37 @@ func TestDeliveryRetentionAtLeastDedupeWindow(t *testing.T) {
 		var usage usageError
 		if !errors.As(err, &usage) {
 			t.Errorf("window %v, retention %v: serve = %v, want a usage error", c.window, c.retention, err)
+		}
+	}
+}
+
+// A provider's text is bounded where calsync keeps or logs it: a 500 KB
+// time zone that makes a delivery dead leaves a reason of at most 1 KiB,
+// and no log line carries it whole.
+func TestDeadLetterReasonBounded(t *testing.T) {
+	ts := postpressServer(t)
+	var m map[string]any
+	if err := json.Unmarshal(readTestdata(t, "postpress_created.json"), &m); err != nil {
+		t.Fatal(err)
+	}
+	huge := strings.Repeat("Z", 500_000)
+	m["start"].(map[string]any)["time_zone"] = huge
+	m["end"].(map[string]any)["time_zone"] = huge
+	body, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, b := postWebhook(t, ts, "postpress", body, ppAuth())
+	if code != http.StatusOK {
+		t.Fatalf("webhook = %d: %s", code, b)
+	}
+	d := waitForState(t, ts, decodeAnswer(t, b).DeliveryID, calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
+	if n := len(d.GetLastError()); n > store.MaxNoteBytes || !strings.Contains(d.GetLastError(), "truncated") {
+		t.Fatalf("dead-letter reason of %d bytes: %.200q", n, d.GetLastError())
+	}
+	for _, line := range strings.Split(ts.logs.String(), "\n") {
+		if len(line) > 8<<10 {
+			t.Fatalf("a log line of %d bytes: %.200s", len(line), line)
 		}
 	}
 }

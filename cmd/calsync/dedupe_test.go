@@ -161,3 +161,27 @@ func TestDeadLetterReasonBounded(t *testing.T) {
 		}
 	}
 }
+
+// The server prunes finished deliveries once they are older than
+// --delivery-retention, and counts them in metrics.
+func TestServerPrunesInbox(t *testing.T) {
+	start := time.Now().UTC()
+	clock := &testClock{now: start}
+	ts := postpressServer(t, func(c *serveConfig) {
+		c.dedupeWindow, c.deliveryRetention = time.Minute, time.Hour
+		c.now, c.pruneInterval = clock.Now, 10*time.Millisecond
+	})
+	code, b := postWebhook(t, ts, "postpress", readTestdata(t, "postpress_created.json"), ppAuth())
+	if code != http.StatusOK {
+		t.Fatalf("webhook = %d: %s", code, b)
+	}
+	waitForState(t, ts, decodeAnswer(t, b).DeliveryID, calsyncv1.DeliveryState_DELIVERY_STATE_DONE)
+	const prunedDone = `calsync_inbox_deliveries_pruned_total{state="done"}`
+	if got := scrape(t, ts.url("/metrics"), "")[prunedDone]; got != 0 {
+		t.Fatalf("%s = %v within the retention", prunedDone, got)
+	}
+	clock.set(start.Add(2 * time.Hour))
+	eventually(t, "the finished delivery to be pruned", func() bool {
+		return len(listDeliveries(t, ts)) == 0 && scrape(t, ts.url("/metrics"), "")[prunedDone] == 1
+	})
+}

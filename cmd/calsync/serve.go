@@ -80,6 +80,9 @@ type serveConfig struct {
 	// now, if set, is the clock of the inbox, the processor and pruning
 	// (tests move it to cross the dedupe window); nil means time.Now.
 	now func() time.Time
+	// pruneInterval, if set, is how often the inbox is pruned (tests make
+	// it short); 0 means ingest's default.
+	pruneInterval time.Duration
 
 	// ready, if set, is called once both listeners are up (tests use it to
 	// learn the ports picked for :0).
@@ -292,7 +295,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	pruningDone := make(chan struct{})
 	go func() {
 		defer close(pruningDone)
-		ingest.RunPruning(procCtx, db, ingest.PruneConfig{Retention: cfg.deliveryRetention, Now: cfg.now, Logger: log, OnPruned: m.InboxPruned})
+		ingest.RunPruning(procCtx, db, ingest.PruneConfig{Retention: cfg.deliveryRetention, Interval: cfg.pruneInterval,
+			Now: cfg.now, Logger: log, OnPruned: m.InboxPruned})
 	}()
 	defer func() {
 		stopProcessor()

@@ -46,3 +46,45 @@ func TestUpdateLeaderHonoursContext(t *testing.T) {
 	default:
 	}
 }
+
+// An Enqueue whose ctx ends after its delivery joined a transaction waits
+// for that transaction and reports its outcome: the delivery is stored,
+// so the answer says so.
+func TestEnqueueTakenReportsCommit(t *testing.T) {
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "e.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// An Update queued now runs in the inbox's next transaction, after its
+	// inserts: blocking in it holds that transaction open.
+	inTx, release := make(chan struct{}), make(chan struct{})
+	upd := queueUpdate(db, func(store.Tx) error {
+		close(inTx)
+		<-release
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	type answer struct {
+		id  int64
+		err error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		id, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "k", Body: []byte("{}")})
+		answered <- answer{id, err}
+	}()
+	<-inTx
+	cancel()
+	close(release)
+	if err := <-upd.done; err != nil {
+		t.Fatal(err)
+	}
+	a := <-answered
+	if a.err != nil || a.id <= 0 {
+		t.Fatalf("Enqueue = (%d, %v), want the committed delivery's id", a.id, a.err)
+	}
+	if d, err := db.GetDelivery(context.Background(), a.id); err != nil || d.DedupKey != "k" {
+		t.Fatalf("GetDelivery(%d) = %+v, %v", a.id, d, err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/url"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -59,7 +60,8 @@ type Options struct {
 	// store.DefaultDedupeWindow.
 	DedupeWindow time.Duration
 	// TempDir is where snapshots are spooled (see [DB.Snapshot]); empty
-	// means the system's temporary directory.
+	// means the database's own directory, which is on disk, where the
+	// system's temporary directory may live in memory.
 	TempDir string
 	// Logger receives what the store has to report; nil discards it.
 	Logger *slog.Logger
@@ -154,6 +156,9 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	if db.maxBatch == 0 {
 		db.maxBatch = DefaultMaxBatch
+	}
+	if db.tempDir == "" {
+		db.tempDir = filepath.Dir(path)
 	}
 	if db.dedupeWindow == 0 {
 		db.dedupeWindow = store.DefaultDedupeWindow

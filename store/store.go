@@ -319,9 +319,9 @@ type Inbox interface {
 // DefaultDedupeWindow is how long a delivery absorbs copies of itself
 // unless the store is configured otherwise. Svix retries a message over
 // about 27.6 hours (immediately, then after 5 s, 5 min, 30 min, 2 h, 5 h,
-// 10 h and 10 h) and postpress five times within minutes; 72 hours covers
-// the longer schedule more than twice over, leaving room for a manual
-// replay from Svix's dashboard the next day.
+// 10 h and 10 h); postpress makes five attempts with growing delays, a far
+// shorter schedule. 72 hours covers Svix's more than twice over, leaving
+// room for a manual replay from Svix's dashboard the next day.
 const DefaultDedupeWindow = 72 * time.Hour
 
 // PrunedDeliveries counts the deliveries one [Inbox.PruneDeliveries] call

@@ -334,7 +334,7 @@ func (p *Processor) failed(ctx context.Context, key string, batch []store.Delive
 			p.sched.retryAfter(key, head.Attempts, p.cfg.RetryBase)
 			return "retry"
 		}
-		p.log.Warn("delivery dead-lettered", "delivery_id", head.ID, "provider", head.Provider, "event_type", head.EventType, "reason", reason)
+		p.log.Warn("delivery dead-lettered", "delivery_id", head.ID, "provider", head.Provider, "event_type", head.EventType, "reason", store.TruncateNote(reason))
 		p.sched.finish(key, len(batch))
 		return "dead"
 	}
@@ -342,7 +342,7 @@ func (p *Processor) failed(ctx context.Context, key string, batch []store.Delive
 	if err := p.store.RecordAttempt(ctx, head.ID, cause.Error(), p.cfg.Now().Add(wait)); err != nil {
 		p.log.Error("record delivery attempt", "delivery_id", head.ID, "err", err)
 	}
-	p.log.Info("delivery will be retried", "delivery_id", head.ID, "attempt", attempts, "retry_in", wait, "err", cause)
+	p.log.Info("delivery will be retried", "delivery_id", head.ID, "attempt", attempts, "retry_in", wait, "err", store.TruncateNote(cause.Error()))
 	p.sched.retryAfter(key, attempts, wait)
 	return "retry"
 }

@@ -179,7 +179,7 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 			if err != nil {
 				// One event Recall cannot describe must not block the rest.
 				p.log.Warn("skipping recall event that cannot be normalized",
-					"recall_event_id", page[i].ID, "calendar_id", calID, "err", err)
+					"recall_event_id", store.TruncateNote(page[i].ID), "calendar_id", calID, "err", store.TruncateNote(err.Error()))
 				continue
 			}
 			held = append(held, ev)

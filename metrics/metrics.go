@@ -51,6 +51,7 @@ type Metrics struct {
 	processed       *prometheus.CounterVec
 	processing      *prometheus.HistogramVec
 	deadLettered    *prometheus.CounterVec
+	pruned          *prometheus.CounterVec
 	recallRequests  *prometheus.CounterVec
 	recallLatency   *prometheus.HistogramVec
 	batchSize       prometheus.Histogram
@@ -93,6 +94,10 @@ func New() *Metrics {
 			Namespace: namespace, Name: "deliveries_dead_lettered_total",
 			Help: "Deliveries dead-lettered by this process, by provider; see calsync_inbox_dead_deliveries for how many are dead now.",
 		}, []string{"provider"}),
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "inbox_deliveries_pruned_total",
+			Help: "Finished deliveries removed from the inbox after --delivery-retention, by state (done, ignored, dead); dead ones were never retried.",
+		}, []string{"state"}),
 		recallRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "recall_api_requests_total",
 			Help: `Requests to Recall's API, by endpoint and HTTP status ("error" for a network failure); 429s are rate limiting.`,
@@ -143,8 +148,13 @@ func New() *Metrics {
 		m.GRPC, m.webhooks, m.webhookLatency, m.processed, m.processing, m.deadLettered,
 		m.recallRequests, m.recallLatency, m.batchSize, m.commitLatency,
 		m.changesSent, m.fallbacks, m.streamsEnded, m.streamsRejected,
-		m.authFailures, m.tokenReloads,
+		m.authFailures, m.tokenReloads, m.pruned,
 	)
+	// Every state shows from the start, so a rate over it is defined
+	// before the first pruning.
+	for _, state := range []string{"done", "ignored", "dead"} {
+		m.pruned.WithLabelValues(state)
+	}
 	return m
 }
 
@@ -172,6 +182,14 @@ func (m *Metrics) Processed(provider, outcome string, deliveries int, d time.Dur
 	if outcome == "dead" {
 		m.deadLettered.WithLabelValues(provider).Add(float64(deliveries))
 	}
+}
+
+// InboxPruned is [ingest.PruneConfig.OnPruned]: it counts the deliveries
+// one pruning removed, by state.
+func (m *Metrics) InboxPruned(p store.PrunedDeliveries) {
+	m.pruned.WithLabelValues("done").Add(float64(p.Done))
+	m.pruned.WithLabelValues("ignored").Add(float64(p.Ignored))
+	m.pruned.WithLabelValues("dead").Add(float64(p.Dead))
 }
 
 // RecallRequest is the Recall client's observer (recall.WithObserver): one

@@ -46,6 +46,10 @@ type Store interface {
 	// nil. Changes appended through the Tx are handed to the commit hooks
 	// (see [ChangeLog.OnCommit]) only after the commit succeeded. fn may be
 	// called once per Update; it must not keep tx after returning.
+	//
+	// Waiting for the writer honours ctx: if ctx ends before fn was called,
+	// Update returns an error wrapping ctx.Err() and fn is never called.
+	// Once fn has been called, Update reports its transaction's outcome.
 	Update(ctx context.Context, fn func(tx Tx) error) error
 
 	// ID identifies this store (this database) for ever: cursors from one
@@ -75,6 +79,11 @@ type Reader interface {
 	// instant, and returns the change log head at that instant: a watcher that
 	// continues after the returned cursor misses nothing and sees nothing
 	// twice. It stops at the first error fn returns.
+	//
+	// fn is called only after the read is over: the events wait in a spool
+	// bounded by disk rather than memory, so fn may block (on a slow
+	// client, say) for as long as it likes without holding a database
+	// connection, a read transaction or the WAL from being checkpointed.
 	Snapshot(ctx context.Context, f SnapshotFilter, fn func(*calsyncv1.CalendarEvent) error) (Cursor, error)
 }
 
@@ -100,8 +109,8 @@ type Tx interface {
 	// PutSyncState stores a calendar's provider sync state.
 	PutSyncState(ctx context.Context, s SyncState) error
 	// FinishDelivery records the outcome of processing a delivery: DONE,
-	// IGNORED or DEAD (with note as the reason). ErrNotFound if no such
-	// delivery.
+	// IGNORED or DEAD (with note as the reason, cut by [TruncateNote]).
+	// ErrNotFound if no such delivery.
 	FinishDelivery(ctx context.Context, id int64, state calsyncv1.DeliveryState, note string) error
 }
 
@@ -203,7 +212,8 @@ type NewDelivery struct {
 	Provider string
 	// DedupKey identifies the delivery across retries: the Svix message id
 	// for Recall, a hash of the body for postpress. A second delivery with
-	// the same Provider and DedupKey is a duplicate.
+	// the same Provider and DedupKey, received within the store's dedupe
+	// window of a stored one, is a duplicate (see [Inbox.Enqueue]).
 	DedupKey string
 	// MessageID is the provider's message id, if it has one.
 	MessageID string
@@ -213,6 +223,8 @@ type NewDelivery struct {
 	// calsync calendar id they concern); empty means no ordering.
 	OrderingKey string
 	Body        []byte
+	// ReceiveTime is when calsync received the delivery; zero means now.
+	// Dedupe compares receive times.
 	ReceiveTime time.Time
 }
 
@@ -245,12 +257,33 @@ type DeliveryQuery struct {
 	Limit    int
 }
 
-// Inbox holds webhook deliveries from their commit until they are processed.
+// Inbox holds webhook deliveries from their commit until they are processed,
+// and then for a retention period, after which [Inbox.PruneDeliveries]
+// removes them.
+//
+// Dedupe is bounded in time. A store is configured with a dedupe window (a
+// backend option; [DefaultDedupeWindow] unless set): a delivery is a
+// duplicate when a delivery with the same Provider and DedupKey that is
+// still stored was received less than the window before it (or after it).
+// The same key received later is a new delivery, processed like any other:
+// providers resend a byte-identical body for a new event (a postpress
+// delete, deleted again after a restore), and only their retries, which
+// all come within the window, are copies.
+//
+// Every wait for the database's writer honours the caller's ctx: a call
+// whose ctx ends while it waits returns an error wrapping ctx.Err() and
+// has written nothing.
 type Inbox interface {
 	// Enqueue commits d durably (it survives a crash once Enqueue returns)
-	// and returns its id. A duplicate returns the existing delivery's id and
-	// duplicate = true, and changes nothing. Backends batch concurrent calls
-	// into one transaction (group commit).
+	// and returns its id. A duplicate (see [Inbox]) returns the stored
+	// delivery's id and duplicate = true, and changes nothing. Backends
+	// batch concurrent calls into one transaction (group commit).
+	//
+	// If ctx ends before d joined a transaction, Enqueue returns an error
+	// wrapping ctx.Err() and nothing is stored. Once d has joined one,
+	// Enqueue waits for that transaction's outcome and reports it, so an
+	// answer is always exact: a nil error means stored, an error means
+	// not stored.
 	Enqueue(ctx context.Context, d NewDelivery) (id int64, duplicate bool, err error)
 	// PendingDeliveries returns up to limit PENDING deliveries with an id
 	// greater than afterID, in id order, bodies included.
@@ -261,9 +294,9 @@ type Inbox interface {
 	// bodies.
 	ListDeliveries(ctx context.Context, q DeliveryQuery) ([]Delivery, error)
 	// RecordAttempt records a failed attempt on a PENDING delivery: attempts
-	// grows by one, lastErr is kept and the delivery is not tried before
-	// next. ErrNotFound if no such delivery; ErrFailedPrecondition if it is
-	// not PENDING.
+	// grows by one, lastErr is kept (cut by [TruncateNote]) and the delivery
+	// is not tried before next. ErrNotFound if no such delivery;
+	// ErrFailedPrecondition if it is not PENDING.
 	RecordAttempt(ctx context.Context, id int64, lastErr string, next time.Time) error
 	// RetryDelivery puts a DEAD delivery back to PENDING, due now.
 	// ErrNotFound if no such delivery; ErrFailedPrecondition if not DEAD.
@@ -271,6 +304,59 @@ type Inbox interface {
 	// InboxStats summarizes the inbox for metrics: how many deliveries wait,
 	// since when, and how many are dead-lettered.
 	InboxStats(ctx context.Context) (InboxStats, error)
+	// PruneDeliveries removes the finished deliveries (DONE, IGNORED and
+	// DEAD) that were both received and finished before the given time, in
+	// transactions small enough that webhooks never wait long for the
+	// writer. PENDING deliveries are never removed; a dead letter stays
+	// until it is retried or has been dead for as long as the caller's
+	// retention. A removed delivery no longer absorbs duplicates, so
+	// before must be at least the dedupe window in the past for dedupe
+	// to hold. It returns how many it removed of each state, also when it
+	// fails part way.
+	PruneDeliveries(ctx context.Context, before time.Time) (PrunedDeliveries, error)
+}
+
+// DefaultDedupeWindow is how long a delivery absorbs copies of itself
+// unless the store is configured otherwise. Svix retries a message over
+// about 27.6 hours (immediately, then after 5 s, 5 min, 30 min, 2 h, 5 h,
+// 10 h and 10 h); postpress makes five attempts with growing delays, a far
+// shorter schedule. 72 hours covers Svix's more than twice over, leaving
+// room for a manual replay from Svix's dashboard the next day.
+const DefaultDedupeWindow = 72 * time.Hour
+
+// PrunedDeliveries counts the deliveries one [Inbox.PruneDeliveries] call
+// removed, by state.
+type PrunedDeliveries struct {
+	Done, Ignored, Dead int64
+}
+
+// Total is how many deliveries were removed.
+func (p PrunedDeliveries) Total() int64 { return p.Done + p.Ignored + p.Dead }
+
+// MaxNoteBytes is the most bytes of a delivery's last error or outcome note
+// a store keeps. Notes carry provider text (a parse error quoting a field,
+// say), and a provider can make that text as long as its payload.
+const MaxNoteBytes = 1024
+
+// truncatedMarker ends a note cut by [TruncateNote].
+const truncatedMarker = " …[truncated]"
+
+// TruncateNote returns s if it fits in MaxNoteBytes, and otherwise the
+// longest prefix of it that, followed by a marker saying it was cut, fits.
+// The prefix ends on a character boundary, so valid UTF-8 stays valid.
+// Stores apply it to every note they keep; logs of provider text may use it
+// too.
+func TruncateNote(s string) string {
+	if len(s) <= MaxNoteBytes {
+		return s
+	}
+	cut := MaxNoteBytes - len(truncatedMarker)
+	// Back off to the start of a character: continuation bytes of UTF-8
+	// are 10xxxxxx.
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut] + truncatedMarker
 }
 
 // InboxStats is a summary of the inbox at one instant.

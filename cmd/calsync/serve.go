@@ -18,6 +18,7 @@ import (
 	"github.com/calsync/calsync/provider/postpress"
 	"github.com/calsync/calsync/provider/recall"
 	"github.com/calsync/calsync/server"
+	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/store/sqlite"
 	"github.com/calsync/calsync/watch"
 )
@@ -45,6 +46,8 @@ type serveConfig struct {
 	processingQueueBytes int64
 
 	changeRetention     time.Duration
+	dedupeWindow        time.Duration
+	deliveryRetention   time.Duration
 	watchMemory         int
 	watchMemoryBytes    int64
 	minBookmarkInterval time.Duration
@@ -78,6 +81,13 @@ type serveConfig struct {
 	// public listeners, so a slow figure can be profiled in place.
 	pprofAddr string
 
+	// now, if set, is the clock of the inbox, the processor and pruning
+	// (tests move it to cross the dedupe window); nil means time.Now.
+	now func() time.Time
+	// pruneInterval, if set, is how often the inbox is pruned (tests make
+	// it short); 0 means ingest's default.
+	pruneInterval time.Duration
+
 	// ready, if set, is called once both listeners are up (tests use it to
 	// learn the ports picked for :0).
 	ready func(grpcAddr, httpAddr string)
@@ -102,6 +112,8 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.recallWorkers, "recall-workers", ingest.DefaultRemoteWorkers, "Recall deliveries processed in parallel, by workers of their own, so Recall's rate limits never hold up other deliveries")
 	fs.Int64Var(&c.processingQueueBytes, "processing-queue-bytes", ingest.DefaultMaxQueuedBytes, "most bytes of deliveries held in memory for processing; the rest wait in the inbox")
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
+	fs.DurationVar(&c.dedupeWindow, "dedupe-window", store.DefaultDedupeWindow, "how long a webhook absorbs identical copies (the providers' retries); the same body later is a new delivery")
+	fs.DurationVar(&c.deliveryRetention, "delivery-retention", defaultDeliveryRetention, "how long finished deliveries (dead letters included) stay in the inbox; at least --dedupe-window")
 	fs.IntVar(&c.watchMemory, "watch-memory-changes", watch.DefaultTailSize, "newest changes kept in memory for watch streams to share; streams further behind read the change log")
 	fs.Int64Var(&c.watchMemoryBytes, "watch-memory-bytes", watch.DefaultTailBytes, "most bytes the changes kept in memory for watch streams may take; streams further behind read the change log")
 	fs.DurationVar(&c.minBookmarkInterval, "min-bookmark-interval", watch.DefaultMinBookmarkInterval, "shortest bookmark interval a watch may ask for")
@@ -121,6 +133,11 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.sqliteMaxBatch, "sqlite-max-batch", 0, "most webhook deliveries committed in one transaction (0: store default; 1 disables group commit, for benchmarks)")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (empty: off); never expose it publicly")
 }
+
+// defaultDeliveryRetention keeps finished deliveries a week, as long as the
+// change log keeps changes: long past the dedupe window, and long enough for
+// an operator back from a weekend to find and retry a dead letter.
+const defaultDeliveryRetention = 7 * 24 * time.Hour
 
 // splitList splits a comma-separated flag value, dropping empty items.
 func splitList(s string) []string {
@@ -195,7 +212,18 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.sqliteMaxBatch < 0 {
 		return usageError{fmt.Errorf("--sqlite-max-batch must not be negative")}
 	}
-	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{Synchronous: strings.ToUpper(cfg.synchronous), MaxBatch: cfg.sqliteMaxBatch, Logger: log, OnBatch: m.InboxBatch})
+	if cfg.dedupeWindow <= 0 || cfg.deliveryRetention < cfg.dedupeWindow {
+		return usageError{fmt.Errorf("--dedupe-window must be positive and --delivery-retention (%v) at least as long (%v): a pruned delivery no longer absorbs its retries",
+			cfg.deliveryRetention, cfg.dedupeWindow)}
+	}
+	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{
+		Synchronous:  strings.ToUpper(cfg.synchronous),
+		MaxBatch:     cfg.sqliteMaxBatch,
+		DedupeWindow: cfg.dedupeWindow,
+		Logger:       log,
+		Now:          cfg.now,
+		OnBatch:      m.InboxBatch,
+	})
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
@@ -209,7 +237,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 
 	intake := &ingest.Intake{}
-	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed}
+	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed, Now: cfg.now}
 	if cfg.recallWorkers <= 0 || cfg.processingQueueBytes <= 0 || cfg.watchMemoryBytes <= 0 {
 		return usageError{fmt.Errorf("--recall-workers, --processing-queue-bytes and --watch-memory-bytes must be positive")}
 	}
@@ -221,7 +249,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, recall.WithLogger(log), recall.WithObserver(m.RecallRequest))
 	}
 	processor := ingest.NewProcessor(db, procCfg)
-	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify, Intake: intake}
+	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify, Intake: intake, Now: cfg.now}
 	if secrets := splitList(cfg.recallWebhookSecrets); len(secrets) > 0 {
 		if recvCfg.Recall, err = recall.NewVerifier(secrets); err != nil {
 			return usageError{fmt.Errorf("--recall-webhook-secrets: %w", err)}
@@ -280,6 +308,17 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	defer func() {
 		stopProcessor()
 		<-processorDone
+	}()
+	// Pruning stops with the processor, before the store closes.
+	pruningDone := make(chan struct{})
+	go func() {
+		defer close(pruningDone)
+		ingest.RunPruning(procCtx, db, ingest.PruneConfig{Retention: cfg.deliveryRetention, Interval: cfg.pruneInterval,
+			Now: cfg.now, Logger: log, OnPruned: m.InboxPruned})
+	}()
+	defer func() {
+		stopProcessor()
+		<-pruningDone
 	}()
 	if err := srv.Start(ctx); err != nil {
 		return err

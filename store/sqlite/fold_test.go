@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"testing"
+	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
@@ -30,8 +31,17 @@ func appendEvent(id string) func(store.Tx) error {
 }
 
 func enqueueReq(key string) *enqueueRequest {
-	return &enqueueRequest{ctx: context.Background(), d: store.NewDelivery{Provider: "postpress", DedupKey: key, Body: []byte("{}")},
+	return &enqueueRequest{ctx: context.Background(),
+		d:    store.NewDelivery{Provider: "postpress", DedupKey: key, Body: []byte("{}"), ReceiveTime: time.Now()},
 		done: make(chan enqueueResult, 1)}
+}
+
+// insertLocked runs insertDeliveries holding the writer lock, as the
+// committer does.
+func insertLocked(db *DB, reqs []*enqueueRequest) ([]enqueueResult, error) {
+	db.wlock <- struct{}{}
+	defer db.unlockWriter()
+	return db.insertDeliveries(reqs, true)
 }
 
 // An inbox commit takes the Updates queued at that moment into its own
@@ -59,7 +69,7 @@ func TestInboxCommitCarriesQueuedUpdates(t *testing.T) {
 		}
 		return boom
 	})
-	res, err := db.insertDeliveries([]*enqueueRequest{enqueueReq("k1"), enqueueReq("k2"), enqueueReq("k1")}, true)
+	res, err := insertLocked(db, []*enqueueRequest{enqueueReq("k1"), enqueueReq("k2"), enqueueReq("k1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +105,7 @@ func TestInboxCommitCarriesQueuedUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	upd := queueUpdate(db, appendEvent("evt_after"))
-	if _, err := db.insertDeliveries([]*enqueueRequest{enqueueReq("k4"), enqueueReq("k3")}, true); err == nil {
+	if _, err := insertLocked(db, []*enqueueRequest{enqueueReq("k4"), enqueueReq("k3")}); err == nil {
 		t.Fatal("inserting an invalid delivery succeeded")
 	}
 	if err := <-upd.done; err != nil {

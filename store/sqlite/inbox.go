@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
+	"sync/atomic"
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
@@ -13,6 +15,8 @@ import (
 
 const (
 	statePending = int32(calsyncv1.DeliveryState_DELIVERY_STATE_PENDING)
+	stateDone    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DONE)
+	stateIgnored = int32(calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED)
 	stateDead    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
 )
 
@@ -21,7 +25,17 @@ type enqueueRequest struct {
 	ctx  context.Context
 	d    store.NewDelivery
 	done chan enqueueResult // buffered: the committer never waits for a caller
+	// state moves from queued to taken (by a transaction) or abandoned (by
+	// its caller, whose ctx ended first), never both.
+	state atomic.Int32
 }
+
+// States of an enqueueRequest (the same as an updateRequest's).
+const (
+	enqueueQueued    = updateQueued
+	enqueueTaken     = updateTaken
+	enqueueAbandoned = updateAbandoned
+)
 
 type enqueueResult struct {
 	id  int64
@@ -30,14 +44,16 @@ type enqueueResult struct {
 }
 
 // Enqueue commits d durably and returns its id, or the id of the delivery
-// already stored under the same provider and dedup key with duplicate set.
+// stored under the same provider and dedup key within the dedupe window,
+// with duplicate set.
 //
 // Concurrent calls are committed together: a single committer goroutine
 // takes every request waiting (up to Options.MaxBatch), writes them in one
 // transaction and answers them all after its commit, so that many webhooks
-// share one fsync. A call whose ctx ends while it waits returns ctx.Err(),
-// but its delivery may still be committed: the provider's retry is then
-// absorbed as a duplicate.
+// share one fsync. A call whose ctx ends while it waits for the writer
+// withdraws its delivery and returns ctx's error; once the committer holds
+// the writer and has taken the delivery into its transaction, the call
+// waits for that commit and reports its outcome.
 func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, error) {
 	if d.Provider == "" || d.DedupKey == "" {
 		return 0, false, fmt.Errorf("sqlite: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)
@@ -53,13 +69,18 @@ func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, er
 	select {
 	case db.enqueue <- req:
 	case <-ctx.Done():
-		return 0, false, ctx.Err()
+		return 0, false, fmt.Errorf("sqlite: enqueue: %w", ctx.Err())
 	}
 	select {
 	case r := <-req.done:
 		return r.id, r.dup, r.err
 	case <-ctx.Done():
-		return 0, false, ctx.Err()
+		if req.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+			return 0, false, fmt.Errorf("sqlite: enqueue: %w", ctx.Err())
+		}
+		// A transaction holds the delivery: its outcome is the answer.
+		r := <-req.done
+		return r.id, r.dup, r.err
 	}
 }
 
@@ -87,23 +108,32 @@ func (db *DB) commitLoop() {
 	}
 }
 
-// commitBatch commits the requests of one batch and answers them. Requests
-// whose caller already gave up are skipped. If the batch's inserts fail,
-// each request is tried on its own, so one bad delivery cannot fail the
-// others.
+// commitBatch commits the requests of one batch and answers them. It takes
+// the writer first and only then the requests, so a request whose caller
+// gave up while the writer was busy is left out, never written behind its
+// caller's back. If the batch's inserts fail, each request is tried on its
+// own, so one bad delivery cannot fail the others.
 //
 // The Updates queued at that moment (processed deliveries, mostly) commit
 // in the same transaction: one fsync then serves both the webhooks being
 // answered and the deliveries being completed, instead of the two taking
 // turns at the disk.
 func (db *DB) commitBatch(batch []*enqueueRequest) {
+	// The committer waits for the writer without a deadline: it serves
+	// many callers, and each of them stops waiting when its own ctx ends.
+	db.wlock <- struct{}{}
+	defer db.unlockWriter()
 	live := batch[:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
-			r.done <- enqueueResult{err: err}
+			if r.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+				r.done <- enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", err)}
+			}
 			continue
 		}
-		live = append(live, r)
+		if r.state.CompareAndSwap(enqueueQueued, enqueueTaken) {
+			live = append(live, r)
+		}
 	}
 	if len(live) == 0 {
 		return
@@ -134,19 +164,17 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	}
 }
 
-// insertDeliveries writes reqs in one transaction under the writer lock,
-// with the queued Updates when withUpdates is set (and group commit is on).
-// A request whose key is already stored, by an earlier transaction or
-// earlier in this one, gets the stored id and dup set. An error is the
-// inserts' own: Updates get theirs, and commit if they can without the
-// inserts.
+// insertDeliveries writes reqs in one transaction, with the queued Updates
+// when withUpdates is set (and group commit is on). The caller holds the
+// writer lock. A request whose key is already stored within the dedupe
+// window, by an earlier transaction or earlier in this one, gets the stored
+// id and dup set. An error is the inserts' own: Updates get theirs, and
+// commit if they can without the inserts.
 func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqueueResult, error) {
 	// The batch belongs to several callers, so no single caller's context
 	// may abort it.
 	ctx := context.Background()
 	results := make([]enqueueResult, len(reqs))
-	db.wlock <- struct{}{}
-	defer db.unlockWriter()
 	var updates []*updateRequest
 	if withUpdates && db.maxBatch > 1 {
 		updates = db.takeUpdates()
@@ -189,9 +217,12 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	return results, nil
 }
 
-// insertRows inserts reqs' deliveries in tx, filling results.
+// insertRows inserts reqs' deliveries in tx, filling results. A delivery
+// whose provider and key were received within the dedupe window of it
+// (before or after) is a duplicate of the newest such delivery.
 func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, reqs []*enqueueRequest, results []enqueueResult) error {
 	q := writeQuerier{tx: tx, cache: db.stmts}
+	window := db.dedupeWindow.Nanoseconds()
 	for i, r := range reqs {
 		d := r.d
 		body := d.Body
@@ -199,22 +230,42 @@ func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, reqs []*enqueueRequest
 			body = []byte{}
 		}
 		recv := nanos(d.ReceiveTime)
-		err := q.QueryRowContext(ctx, `INSERT INTO deliveries
+		err := q.QueryRowContext(ctx, `SELECT id FROM deliveries
+			WHERE provider = ? AND dedup_key = ? AND receive_ns > ? AND receive_ns < ?
+			ORDER BY receive_ns DESC, id DESC LIMIT 1`,
+			d.Provider, d.DedupKey, satSub(recv, window), satAdd(recv, window)).Scan(&results[i].id)
+		if err == nil {
+			results[i].dup = true
+			continue
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		err = q.QueryRowContext(ctx, `INSERT INTO deliveries
 			(provider, dedup_key, message_id, event_type, ordering_key, body, state, receive_ns, next_attempt_ns)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (provider, dedup_key) DO NOTHING RETURNING id`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 			d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
 			body, statePending, recv, recv).Scan(&results[i].id)
-		if errors.Is(err, sql.ErrNoRows) {
-			results[i].dup = true
-			err = q.QueryRowContext(ctx, `SELECT id FROM deliveries WHERE provider = ? AND dedup_key = ?`,
-				d.Provider, d.DedupKey).Scan(&results[i].id)
-		}
 		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// satAdd and satSub add and subtract nanoseconds without wrapping around.
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+func satSub(a, b int64) int64 {
+	if a < math.MinInt64+b {
+		return math.MinInt64
+	}
+	return a - b
 }
 
 // deliveryColumns are the columns scanDelivery reads; body is replaced by
@@ -345,7 +396,7 @@ func (db *DB) RecordAttempt(ctx context.Context, id int64, lastErr string, next 
 	defer db.leave()
 	return db.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_ns = ?
-			WHERE id = ? AND state = ?`, lastErr, nullNanos(next), id, statePending)
+			WHERE id = ? AND state = ?`, store.TruncateNote(lastErr), nullNanos(next), id, statePending)
 		if err != nil {
 			return fmt.Errorf("sqlite: record attempt on delivery %d: %w", id, err)
 		}
@@ -404,4 +455,60 @@ func (db *DB) InboxStats(ctx context.Context) (store.InboxStats, error) {
 		return store.InboxStats{}, fmt.Errorf("sqlite: inbox stats: %w", err)
 	}
 	return s, nil
+}
+
+// pruneChunk is the most deliveries one pruning transaction removes, so
+// that webhooks never wait long for the writer (bodies can be a megabyte
+// each).
+const pruneChunk = 256
+
+// PruneDeliveries removes finished deliveries received and finished before
+// the given time, in transactions of at most pruneChunk deliveries, taking
+// the writer afresh for each so webhooks interleave. It returns how many
+// of each state it removed, also when it fails part way.
+func (db *DB) PruneDeliveries(ctx context.Context, before time.Time) (store.PrunedDeliveries, error) {
+	var total store.PrunedDeliveries
+	if err := db.enter(); err != nil {
+		return total, err
+	}
+	defer db.leave()
+	beforeNs := nanos(before)
+	for {
+		var chunk store.PrunedDeliveries
+		err := db.write(ctx, func(tx *sql.Tx) error {
+			chunk = store.PrunedDeliveries{}
+			rows, err := tx.QueryContext(ctx, `DELETE FROM deliveries WHERE id IN (
+				SELECT id FROM deliveries WHERE state IN (?, ?, ?) AND receive_ns < ? AND process_ns < ?
+				LIMIT ?) RETURNING state`,
+				stateDone, stateIgnored, stateDead, beforeNs, beforeNs, pruneChunk)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var state int32
+				if err := rows.Scan(&state); err != nil {
+					return err
+				}
+				switch state {
+				case stateDone:
+					chunk.Done++
+				case stateIgnored:
+					chunk.Ignored++
+				case stateDead:
+					chunk.Dead++
+				}
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return total, fmt.Errorf("sqlite: prune deliveries: %w", err)
+		}
+		total.Done += chunk.Done
+		total.Ignored += chunk.Ignored
+		total.Dead += chunk.Dead
+		if chunk.Total() < pruneChunk {
+			return total, nil
+		}
+	}
 }

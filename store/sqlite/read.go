@@ -205,34 +205,6 @@ func getSyncState(ctx context.Context, q querier, calendarID string) (store.Sync
 	return store.SyncState{CalendarID: calendarID, Watermark: fromNanos(wm), LastFullSync: fromNanos(full)}, nil
 }
 
-// Snapshot hands fn every event matching f, in (calendar_id, start_time, id)
-// order, all read from one read transaction together with the change log
-// head it returns: WAL gives that transaction a fixed view of the database,
-// so no commit lands between the events and the cursor.
-func (db *DB) Snapshot(ctx context.Context, f store.SnapshotFilter, fn func(*calsyncv1.CalendarEvent) error) (store.Cursor, error) {
-	var w where
-	w.in("calendar_id", f.CalendarIDs)
-	w.in("provider", f.Providers)
-	if !f.IncludeDeleted {
-		w.add("deleted = 0")
-	}
-	query := `SELECT data, NULL FROM events` + w.String() + ` ORDER BY calendar_id, start_ns, id`
-	var head store.Cursor
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		// The first read fixes the transaction's view; the head comes first
-		// so that it belongs to the same view as the events.
-		var err error
-		if head, err = changeHead(ctx, tx); err != nil {
-			return err
-		}
-		return scanEvents(ctx, tx, query, w.args, fn)
-	})
-	if err != nil {
-		return 0, err
-	}
-	return head, nil
-}
-
 // changeHead returns the newest cursor ever committed. sqlite_sequence
 // remembers it even when the rows are gone.
 func changeHead(ctx context.Context, q querier) (store.Cursor, error) {

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/url"
 	"path"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -54,6 +55,14 @@ type Options struct {
 	// transaction; 0 means DefaultMaxBatch. 1 commits every delivery on its
 	// own, which is only useful as a baseline for benchmarks.
 	MaxBatch int
+	// DedupeWindow is how long a delivery absorbs later deliveries with its
+	// provider and dedup key (see [store.Inbox]); 0 means
+	// store.DefaultDedupeWindow.
+	DedupeWindow time.Duration
+	// TempDir is where snapshots are spooled (see [DB.Snapshot]); empty
+	// means the database's own directory, which is on disk, where the
+	// system's temporary directory may live in memory.
+	TempDir string
 	// Logger receives what the store has to report; nil discards it.
 	Logger *slog.Logger
 	// Now is the clock commit times and delivery times are read from; nil
@@ -75,6 +84,9 @@ type DB struct {
 	maxBatch int
 	onBatch  func(size int, d time.Duration)
 	id       string
+	// dedupeWindow bounds dedupe in time; tempDir holds snapshot spools.
+	dedupeWindow time.Duration
+	tempDir      string
 
 	// w is the single writer connection. Every write transaction holds
 	// wlock (a one-slot semaphore, so waiting for it can be cancelled).
@@ -120,12 +132,17 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if opts.MaxBatch < 0 {
 		return nil, fmt.Errorf("sqlite: negative MaxBatch %d", opts.MaxBatch)
 	}
+	if opts.DedupeWindow < 0 {
+		return nil, fmt.Errorf("sqlite: negative DedupeWindow %v", opts.DedupeWindow)
+	}
 	db := &DB{
 		path:          path,
 		log:           opts.Logger,
 		now:           opts.Now,
 		maxBatch:      opts.MaxBatch,
 		onBatch:       opts.OnBatch,
+		dedupeWindow:  opts.DedupeWindow,
+		tempDir:       opts.TempDir,
 		wlock:         make(chan struct{}, 1),
 		stmts:         newStmtCache(),
 		readStmts:     newStmtCache(),
@@ -139,6 +156,12 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	}
 	if db.maxBatch == 0 {
 		db.maxBatch = DefaultMaxBatch
+	}
+	if db.tempDir == "" {
+		db.tempDir = filepath.Dir(path)
+	}
+	if db.dedupeWindow == 0 {
+		db.dedupeWindow = store.DefaultDedupeWindow
 	}
 	db.gate.init()
 

@@ -13,7 +13,7 @@ import (
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, path string) store.Store {
 		t.Helper()
-		return mustOpen(t, path, sqlite.Options{})
+		return mustOpen(t, path, sqlite.Options{DedupeWindow: storetest.DedupeWindow})
 	})
 }
 
@@ -22,7 +22,7 @@ func TestConformance(t *testing.T) {
 func TestConformanceNoBatching(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, path string) store.Store {
 		t.Helper()
-		return mustOpen(t, path, sqlite.Options{MaxBatch: 1, Synchronous: "NORMAL"})
+		return mustOpen(t, path, sqlite.Options{MaxBatch: 1, Synchronous: "NORMAL", DedupeWindow: storetest.DedupeWindow})
 	})
 }
 

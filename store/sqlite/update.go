@@ -42,7 +42,7 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 			db.runUpdates()
 			db.unlockWriter()
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("sqlite: update: %w", ctx.Err())
 		}
 	}
 	for {
@@ -53,19 +53,32 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 			// One waiting Update at a time competes for the writer, so
 			// the inbox's group commit takes turns with whole batches of
 			// Updates instead of queueing behind each of their callers.
-			db.wlock <- struct{}{}
-			db.runUpdates()
-			db.unlockWriter()
-			<-db.updateLeader
-		case <-ctx.Done():
-			// Withdraw the request unless a transaction already took it;
-			// then its outcome is the answer.
-			if req.state.CompareAndSwap(updateQueued, updateAbandoned) {
-				return ctx.Err()
+			select {
+			case db.wlock <- struct{}{}:
+				db.runUpdates()
+				db.unlockWriter()
+				<-db.updateLeader
+			case err := <-req.done:
+				// Another writer ran this request meanwhile.
+				<-db.updateLeader
+				return err
+			case <-ctx.Done():
+				<-db.updateLeader
+				return req.abandon(ctx)
 			}
-			return <-req.done
+		case <-ctx.Done():
+			return req.abandon(ctx)
 		}
 	}
+}
+
+// abandon withdraws a request whose ctx ended, unless a transaction already
+// took it: then its outcome is the answer.
+func (r *updateRequest) abandon(ctx context.Context) error {
+	if r.state.CompareAndSwap(updateQueued, updateAbandoned) {
+		return fmt.Errorf("sqlite: update: %w", ctx.Err())
+	}
+	return <-r.done
 }
 
 // States of an updateRequest.
@@ -369,8 +382,8 @@ func (t *tx) PutSyncState(ctx context.Context, s store.SyncState) error {
 }
 
 // FinishDelivery records the outcome of processing a delivery. A non-empty
-// note replaces the delivery's last error, so the reason for DEAD (or
-// IGNORED) is kept.
+// note, cut by [store.TruncateNote], replaces the delivery's last error, so
+// the reason for DEAD (or IGNORED) is kept.
 func (t *tx) FinishDelivery(ctx context.Context, id int64, state calsyncv1.DeliveryState, note string) error {
 	if err := t.live(); err != nil {
 		return err
@@ -382,6 +395,7 @@ func (t *tx) FinishDelivery(ctx context.Context, id int64, state calsyncv1.Deliv
 	default:
 		return fmt.Errorf("sqlite: finish delivery %d as %v: %w", id, state, store.ErrInvalidArgument)
 	}
+	note = store.TruncateNote(note)
 	res, err := t.q().ExecContext(ctx, `UPDATE deliveries SET state = ?, process_ns = ?, next_attempt_ns = NULL,
 		last_error = CASE WHEN ? = '' THEN last_error ELSE ? END WHERE id = ?`,
 		int32(state), t.commit.UnixNano(), note, note, id)

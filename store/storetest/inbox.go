@@ -466,6 +466,10 @@ var lifecycleCases = []testCase{
 			"RecordAttempt": func() error { return s.RecordAttempt(ctx, 1, "x", time.Now()) },
 			"RetryDelivery": func() error { _, err := s.RetryDelivery(ctx, 1); return err },
 			"InboxStats":    func() error { _, err := s.InboxStats(ctx); return err },
+			"PruneDeliveries": func() error {
+				_, err := s.PruneDeliveries(ctx, time.Now())
+				return err
+			},
 		}
 		for name, call := range calls {
 			wantErr(t, name+" after Close", call(), store.ErrClosed)

@@ -22,7 +22,8 @@ import (
 
 // OpenFunc opens the store kept at path, creating it if it does not exist.
 // Opening a path again after the store there was closed must give back the
-// same data and the same ID, as a restart of the process would. The suite
+// same data and the same ID, as a restart of the process would. The store
+// must dedupe deliveries within [DedupeWindow]. The suite
 // gives every case its own path in a temporary directory and closes every
 // store it opens; a backend without files may use path as a key.
 type OpenFunc func(t *testing.T, path string) store.Store
@@ -40,7 +41,9 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Update", updateCases},
 		{"ChangeLog", changeLogCases},
 		{"Snapshot", snapshotCases},
+		{"SnapshotBounds", snapshotBoundsCases},
 		{"Inbox", inboxCases},
+		{"InboxBounds", inboxBoundsCases},
 		{"Lifecycle", lifecycleCases},
 	}
 	for _, g := range groups {

@@ -40,6 +40,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Update", updateCases},
 		{"ChangeLog", changeLogCases},
 		{"Snapshot", snapshotCases},
+		{"Extremes", extremeCases},
 		{"Inbox", inboxCases},
 		{"Lifecycle", lifecycleCases},
 	}

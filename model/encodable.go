@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
@@ -121,4 +122,12 @@ func checkDuration(m protoreflect.Message, path string) error {
 		return fmt.Errorf("%s: duration (%d s, %d ns) out of range: %w", path, s, n, ErrNotEncodable)
 	}
 	return nil
+}
+
+// InTimestampRange reports whether t fits a google.protobuf.Timestamp, the
+// only way the API carries instants: 0001-01-01T00:00:00Z to
+// 9999-12-31T23:59:59.999999999Z.
+func InTimestampRange(t time.Time) bool {
+	s := t.Unix()
+	return s >= minTimestampSeconds && s <= maxTimestampSeconds
 }

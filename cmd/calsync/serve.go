@@ -41,6 +41,7 @@ type serveConfig struct {
 	postpressAuthHeader  string
 	postpressAuthSecrets string
 	workers              int
+	maxClockSkew         time.Duration
 
 	changeRetention     time.Duration
 	watchMemory         int
@@ -95,6 +96,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.postpressAuthHeader, "postpress-auth-header", "Postpress-Auth", "request header carrying the postpress webhook secret")
 	fs.StringVar(&c.postpressAuthSecrets, "postpress-auth-secrets", "", "comma-separated accepted values of the postpress auth header")
 	fs.IntVar(&c.workers, "workers", 32, "deliveries processed in parallel")
+	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", ingest.DefaultMaxClockSkew, "how far ahead of calsync's clock a provider's updated_at may be; an event beyond it is refused (postpress: dead-lettered)")
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
 	fs.IntVar(&c.watchMemory, "watch-memory-changes", watch.DefaultTailSize, "newest changes kept in memory for watch streams to share; streams further behind read the change log")
 	fs.DurationVar(&c.minBookmarkInterval, "min-bookmark-interval", watch.DefaultMinBookmarkInterval, "shortest bookmark interval a watch may ask for")
@@ -197,7 +199,11 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 
 	intake := &ingest.Intake{}
-	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed}
+	if cfg.maxClockSkew <= 0 {
+		return usageError{fmt.Errorf("--max-clock-skew must be positive")}
+	}
+	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log,
+		OnProcessed: m.Processed, MaxClockSkew: cfg.maxClockSkew}
 	if cfg.recallResyncInterval == 0 {
 		procCfg.ResyncInterval = -1
 	}

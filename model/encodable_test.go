@@ -1,0 +1,67 @@
+package model
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+// TestCheckEncodable checks each refusal against the encoders themselves:
+// what CheckEncodable accepts both encode, and every refusal is one of
+// them would fail on.
+func TestCheckEncodable(t *testing.T) {
+	latest := time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC)
+	earliest := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name string
+		m    proto.Message
+		ok   bool
+	}{
+		{"Bounds", &calsyncv1.CalendarEvent{StartTime: timestamppb.New(earliest), EndTime: timestamppb.New(latest)}, true},
+		{"EmptyTimestamp", &calsyncv1.CalendarEvent{StartTime: &timestamppb.Timestamp{}}, true},
+		{"Nil", (*calsyncv1.CalendarEvent)(nil), true},
+		{"AfterLatest", &calsyncv1.CalendarEvent{EndTime: timestamppb.New(latest.Add(time.Nanosecond))}, false},
+		{"BeforeEarliest", &calsyncv1.CalendarEvent{StartTime: timestamppb.New(earliest.Add(-time.Nanosecond))}, false},
+		{"NegativeNanos", &calsyncv1.CalendarEvent{StartTime: &timestamppb.Timestamp{Nanos: -1}}, false},
+		{"BadUTF8", &calsyncv1.CalendarEvent{Organizer: &calsyncv1.Person{DisplayName: "\xc3("}}, false},
+		{"BadUTF8InList", &calsyncv1.CalendarEvent{Recurrence: []string{"RRULE:FREQ=DAILY", "\xff"}}, false},
+		{"NaNInStruct", &calsyncv1.CalendarEvent{Raw: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"a": structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewNumberValue(math.NaN())}}),
+		}}}, false},
+		{"InfInStruct", &calsyncv1.Calendar{Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewNumberValue(math.Inf(1))}}}, false},
+		{"NestedInChange", &calsyncv1.Change{Calendar: &calsyncv1.Calendar{StatusChanges: []*calsyncv1.CalendarStatusChange{
+			{Time: &timestamppb.Timestamp{Seconds: math.MaxInt64}},
+		}}}, false},
+		{"Duration", &calsyncv1.WatchEventsRequest{BookmarkInterval: durationpb.New(time.Minute)}, true},
+		{"DurationTooLong", &calsyncv1.WatchEventsRequest{BookmarkInterval: &durationpb.Duration{Seconds: 315576000001}}, false},
+		{"DurationMixedSigns", &calsyncv1.WatchEventsRequest{BookmarkInterval: &durationpb.Duration{Seconds: 1, Nanos: -1}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := CheckEncodable(c.m)
+			if (err == nil) != c.ok {
+				t.Fatalf("CheckEncodable = %v, want ok = %v", err, c.ok)
+			}
+			if err != nil && !errors.Is(err, ErrNotEncodable) {
+				t.Fatalf("error %v does not wrap ErrNotEncodable", err)
+			}
+			_, jsonErr := protojson.Marshal(c.m)
+			_, binErr := proto.Marshal(c.m)
+			if c.ok && (jsonErr != nil || binErr != nil) {
+				t.Fatalf("accepted, but JSON: %v, binary: %v", jsonErr, binErr)
+			}
+			if !c.ok && jsonErr == nil && binErr == nil {
+				t.Fatalf("refused (%v), but both encoders encode it", err)
+			}
+		})
+	}
+}

@@ -65,3 +65,43 @@ func TestCheckEncodable(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkCheckEncodable measures the check on a typical event with its
+// raw payload, next to the binary encoding every write does anyway.
+func BenchmarkCheckEncodable(b *testing.B) {
+	raw, err := structpb.NewStruct(map[string]any{
+		"event": "calendar_event_created", "account_id": "a4qFy0liRAGo-oZ2YFpirQ", "id": "5m8lnvb64dt2uuaq99k4685eeq",
+		"calendar_id": "owner@example.com", "title": "Meeting with customer", "is_all_day": false, "attendees": []any{},
+		"start":      map[string]any{"date_time": "2026-01-20T14:30:00+01:00", "time_zone": "Europe/Paris"},
+		"end":        map[string]any{"date_time": "2026-01-20T15:30:00+01:00", "time_zone": "Europe/Paris"},
+		"organizer":  map[string]any{"email": "organizer@example.com", "display_name": ""},
+		"created_at": "2026-01-16T16:14:01.000Z", "updated_at": "2026-01-16T16:14:02.021Z", "color": "#039BE5",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := timestamppb.Now()
+	ev := &calsyncv1.CalendarEvent{
+		Id: "evt_x", CalendarId: "cal_x", Provider: "postpress", Title: "Meeting with customer",
+		StartTime: now, EndTime: now, ProviderUpdateTime: now, CreateTime: now, UpdateTime: now,
+		Organizer: &calsyncv1.Person{Email: "organizer@example.com"},
+		Attendees: []*calsyncv1.Attendee{{Email: "a@example.com"}, {Email: "b@example.com"}},
+		Raw:       raw,
+	}
+	b.Run("CheckEncodable", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := CheckEncodable(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("proto.Marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := proto.Marshal(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -9,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/recall/recalltest"
@@ -121,47 +118,5 @@ func TestRecallFarFutureEventIsSkipped(t *testing.T) {
 	held, err := p.st.GetEvent(ctx, model.EventID(model.ProviderRecall, "", bad.ID), false)
 	if err != nil || held.GetTitle() != "fixed" {
 		t.Fatalf("after Recall fixed it: %v, %v", held, err)
-	}
-}
-
-// legacyTx is a store transaction that returns, for one event id, a
-// version no API encoding can carry, as a database written before the
-// store refused such events may still hold.
-type legacyTx struct {
-	store.Tx
-	id     string
-	legacy *calsyncv1.CalendarEvent
-}
-
-func (l legacyTx) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error) {
-	if id == l.id {
-		return proto.Clone(l.legacy).(*calsyncv1.CalendarEvent), nil
-	}
-	return l.Tx.GetEvent(ctx, id, withRaw)
-}
-
-// TestLegacyUnencodableEventIsReplaced: an event held from before the
-// store refused what the API cannot carry is replaced by its next version
-// or its delete, instead of making every change of it fail.
-func TestLegacyUnencodableEventIsReplaced(t *testing.T) {
-	st := mustOpenStore(t)
-	ctx := context.Background()
-	legacy := version(1, "legacy", false)
-	legacy.EndTime = &timestamppb.Timestamp{Seconds: 253402300800} // 10000-01-01
-	for _, next := range []*calsyncv1.CalendarEvent{version(2, "fixed", false), {
-		Id: legacy.GetId(), CalendarId: legacy.GetCalendarId(), Provider: legacy.GetProvider(),
-		ProviderEventId: "e1", Deleted: true, ProviderUpdateTime: timestamppb.New(t0.Add(time.Hour)),
-	}} {
-		err := st.Update(ctx, func(tx store.Tx) error {
-			_, err := applyEvent(ctx, legacyTx{Tx: tx, id: legacy.GetId(), legacy: legacy}, next, time.Now())
-			return err
-		})
-		if err != nil {
-			t.Fatalf("applying %v over the legacy event: %v", next, err)
-		}
-		held, err := st.GetEvent(ctx, legacy.GetId(), false)
-		if err != nil || held.GetDeleted() != next.GetDeleted() || held.GetTitle() != next.GetTitle() {
-			t.Fatalf("store holds %v (%v), want %v", held, err, next)
-		}
 	}
 }

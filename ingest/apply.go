@@ -27,12 +27,6 @@ import (
 func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent, now time.Time) (bool, error) {
 	ts := timestamppb.New(now)
 	prev, err := tx.GetEvent(ctx, next.GetId(), false)
-	if err == nil && model.CheckEncodable(prev) != nil {
-		// Held since before the store refused what the API cannot carry,
-		// the event never reached a REST reader and cannot be part of a
-		// change: any new version replaces it as if it were unknown.
-		err = store.ErrNotFound
-	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		next.CreateTime, next.UpdateTime = ts, ts

@@ -1,10 +1,14 @@
 package sqlite_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +54,9 @@ func TestMigrateEventTimes(t *testing.T) {
 		{"evt_c_now", now, now.Add(time.Hour), now.UnixNano(), now.Add(time.Hour).UnixNano()},
 		{"evt_d_before_epoch", before, now, before.UnixNano(), now.UnixNano()},
 		{"evt_e_year1", y1, y1.Add(time.Hour), math.MinInt64, math.MinInt64},
+		// An all-day event on 9999-12-31 whose end an older calsync
+		// widened into year 10000: no API encoding can carry it.
+		{"evt_f_poison", y9999, y9999.Add(24 * time.Hour), math.MaxInt64, math.MaxInt64},
 	}
 	for _, r := range rows {
 		e := &calsyncv1.CalendarEvent{Id: r.id, CalendarId: "cal_a", Provider: "postpress",
@@ -65,7 +72,8 @@ func TestMigrateEventTimes(t *testing.T) {
 	}
 	raw.Close()
 
-	db := mustOpen(t, path, sqlite.Options{})
+	var logs bytes.Buffer
+	db := mustOpen(t, path, sqlite.Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	list := func(q store.EventQuery) []string {
 		t.Helper()
 		evs, err := db.ListEvents(ctx, q)
@@ -94,4 +102,10 @@ func TestMigrateEventTimes(t *testing.T) {
 	check("the first hour of year 1", list(store.EventQuery{End: y1.Add(time.Minute)}), "evt_e_year1")
 	check("around the epoch", list(store.EventQuery{Start: before, End: before.Add(time.Nanosecond)}), "evt_d_before_epoch")
 	check("after evt_b", list(store.EventQuery{After: &store.EventKey{StartTime: y9999, ID: "evt_b_9999_early"}}), "evt_a_9999_late")
+	if _, err := db.GetEvent(ctx, "evt_f_poison", false); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the event no encoding can carry is still held (%v)", err)
+	}
+	if !strings.Contains(logs.String(), "evt_f_poison") {
+		t.Errorf("its removal was not logged:\n%s", logs.String())
+	}
 }

@@ -33,6 +33,9 @@ func (p *Processor) processPostpress(ctx context.Context, d store.Delivery) erro
 		ev.ProviderUpdateTime = timestamppb.New(d.ReceiveTime)
 	}
 	now := p.cfg.Now()
+	if err := admitEvent(ev, now, p.cfg.MaxClockSkew); err != nil {
+		return permanent(err)
+	}
 	cal := postpress.CalendarFor(w)
 	known := p.calendars.has(cal.GetId())
 	err = p.store.Update(ctx, func(tx store.Tx) error {

@@ -65,6 +65,11 @@ type ProcessorConfig struct {
 	// Intake, if set, is the Receiver's: while webhooks queue for their
 	// commit, all but a quarter of the workers wait (see [Intake]).
 	Intake *Intake
+	// MaxClockSkew is how far ahead of calsync's clock a provider's
+	// updated_at may be (DefaultMaxClockSkew). A postpress
+	// delivery beyond it is dead-lettered; a Recall event beyond it is
+	// skipped until a sync finds it sane.
+	MaxClockSkew time.Duration
 	// OnProcessed, if set, is told the outcome of every attempt at a batch
 	// of deliveries, for metrics: the provider, the outcome ("done" — the
 	// batch is done or ignored —, "retry" or "dead"), how many deliveries
@@ -143,6 +148,9 @@ func NewProcessor(st store.Store, cfg ProcessorConfig) *Processor {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxClockSkew <= 0 {
+		cfg.MaxClockSkew = DefaultMaxClockSkew
 	}
 	if cfg.OnProcessed == nil {
 		cfg.OnProcessed = func(string, string, int, time.Duration) {}
@@ -316,9 +324,12 @@ func (p *Processor) failed(ctx context.Context, key string, batch []store.Delive
 	head := batch[0]
 	attempts := head.Attempts + 1
 	var perm permanentError
-	if errors.As(cause, &perm) || attempts >= p.cfg.MaxAttempts {
+	// The store refusing an object is final too: the same delivery would
+	// build the same object again.
+	refused := errors.As(cause, &perm) || errors.Is(cause, store.ErrInvalidArgument)
+	if refused || attempts >= p.cfg.MaxAttempts {
 		reason := cause.Error()
-		if !errors.As(cause, &perm) {
+		if !refused {
 			reason = fmt.Sprintf("gave up after %d attempts: %v", attempts, cause)
 		}
 		err := p.store.Update(ctx, func(tx store.Tx) error {

@@ -182,6 +182,14 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 					"recall_event_id", store.TruncateNote(page[i].ID), "calendar_id", calID, "err", store.TruncateNote(err.Error()))
 				continue
 			}
+			// Nor must one event calsync cannot keep, which would come back
+			// at every sync: it is skipped, and taken as soon as Recall
+			// describes it sanely. Its updated_at never moves the watermark.
+			if err := admitEvent(ev, p.cfg.Now(), p.cfg.MaxClockSkew); err != nil {
+				p.log.Warn("skipping recall event calsync cannot keep",
+					"recall_event_id", store.TruncateNote(page[i].ID), "calendar_id", calID, "err", store.TruncateNote(err.Error()))
+				continue
+			}
 			held = append(held, ev)
 			if t := ev.GetProviderUpdateTime(); t != nil && t.AsTime().After(watermark) {
 				watermark = t.AsTime()

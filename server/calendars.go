@@ -128,7 +128,13 @@ func (s *calendarService) ListEvents(ctx context.Context, req *calsyncv1.ListEve
 	if !start.IsZero() && !end.IsZero() && !end.After(start) {
 		return nil, invalidArgument("end_time must be after start_time")
 	}
-	filter := filterHash("events", calendarID, nanos(start), nanos(end), nanos(updatedSince),
+	if req.GetEndTime() != nil && end.IsZero() {
+		// The earliest instant (0001-01-01T00:00:00Z) is also Go's zero
+		// time, which the store reads as "no bound": nothing starts before
+		// it, so the answer is empty.
+		return &calsyncv1.ListEventsResponse{}, nil
+	}
+	filter := filterHash("events", calendarID, timeKey(start), timeKey(end), timeKey(updatedSince),
 		strconv.FormatBool(req.GetIncludeDeleted()), strconv.FormatBool(req.GetIncludeRaw()))
 	tok, err := decodePageToken(req.GetPageToken(), filter)
 	if err != nil {
@@ -146,7 +152,7 @@ func (s *calendarService) ListEvents(ctx context.Context, req *calsyncv1.ListEve
 		q.CalendarID = calendarID
 	}
 	if tok.AfterID != "" {
-		q.After = &store.EventKey{StartTime: time.Unix(0, tok.AfterStartNanos).UTC(), ID: tok.AfterID}
+		q.After = &store.EventKey{StartTime: tok.afterStart(), ID: tok.AfterID}
 	}
 	events, err := s.store.ListEvents(ctx, q)
 	if err != nil {
@@ -156,10 +162,12 @@ func (s *calendarService) ListEvents(ctx context.Context, req *calsyncv1.ListEve
 	if len(events) > limit {
 		last := events[limit-1]
 		resp.Events = events[:limit]
+		// An event without a start sorts at the epoch, as the store orders it.
 		resp.NextPageToken = encodePageToken(pageToken{
-			Filter:          filter,
-			AfterID:         last.GetId(),
-			AfterStartNanos: last.GetStartTime().AsTime().UnixNano(),
+			Filter:            filter,
+			AfterID:           last.GetId(),
+			AfterStartSeconds: last.GetStartTime().GetSeconds(),
+			AfterStartNanos:   last.GetStartTime().GetNanos(),
 		})
 	}
 	return resp, nil
@@ -188,9 +196,11 @@ func optionalTime(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 	return ts.AsTime(), nil
 }
 
-func nanos(t time.Time) string {
+// timeKey is a filter time as it enters a page token's filter hash: exact
+// for every instant a Timestamp holds, and empty when unset.
+func timeKey(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return strconv.FormatInt(t.UnixNano(), 10)
+	return t.UTC().Format(time.RFC3339Nano)
 }

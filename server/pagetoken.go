@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strings"
+	"time"
 )
 
 // pageToken is what a next_page_token carries: where the next page starts,
@@ -13,11 +14,14 @@ import (
 // other filters (that would silently skip or repeat items).
 type pageToken struct {
 	Filter string `json:"f"`
-	// AfterID and AfterStartNanos are the keyset position of the last item
-	// returned.
-	AfterID         string `json:"i,omitempty"`
-	AfterStartNanos int64  `json:"s,omitempty"`
-	AfterNum        int64  `json:"n,omitempty"`
+	// AfterID and AfterStart are the keyset position of the last item
+	// returned. The start is unix seconds and nanoseconds: a count of
+	// nanoseconds in 64 bits holds only 1677 to 2262, and events lie
+	// anywhere from year 1 to 9999.
+	AfterID           string `json:"i,omitempty"`
+	AfterStartSeconds int64  `json:"ss,omitempty"`
+	AfterStartNanos   int32  `json:"sn,omitempty"`
+	AfterNum          int64  `json:"n,omitempty"`
 }
 
 // filterHash summarizes the filter fields of a list request.
@@ -70,4 +74,9 @@ func pageSize(n int32) (int, error) {
 		return maxPageSize, nil
 	}
 	return int(n), nil
+}
+
+// afterStart returns the start time of a token's keyset position.
+func (t pageToken) afterStart() time.Time {
+	return time.Unix(t.AfterStartSeconds, int64(t.AfterStartNanos)).UTC()
 }

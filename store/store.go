@@ -95,6 +95,10 @@ type Tx interface {
 	// only when withRaw is true: decoding it is most of a read's cost.
 	GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error)
 	// PutCalendar inserts or replaces a calendar. It needs Id and Provider.
+	//
+	// PutCalendar, PutEvent and AppendChange refuse with ErrInvalidArgument
+	// an object some API encoding cannot carry (see model.CheckEncodable):
+	// once stored, it would fail every reader that lists or watches it.
 	PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error
 	// PutEvent inserts or replaces an event, raw payload included. It needs
 	// Id, CalendarId and Provider.

@@ -44,6 +44,7 @@ type serveConfig struct {
 	workers              int
 	recallWorkers        int
 	processingQueueBytes int64
+	maxClockSkew         time.Duration
 
 	changeRetention     time.Duration
 	dedupeWindow        time.Duration
@@ -111,6 +112,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.workers, "workers", 32, "deliveries processed in parallel")
 	fs.IntVar(&c.recallWorkers, "recall-workers", ingest.DefaultRemoteWorkers, "Recall deliveries processed in parallel, by workers of their own, so Recall's rate limits never hold up other deliveries")
 	fs.Int64Var(&c.processingQueueBytes, "processing-queue-bytes", ingest.DefaultMaxQueuedBytes, "most bytes of deliveries held in memory for processing; the rest wait in the inbox")
+	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", ingest.DefaultMaxClockSkew, "how far ahead of calsync's clock a provider's updated_at may be; an event beyond it is refused (postpress: dead-lettered)")
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
 	fs.DurationVar(&c.dedupeWindow, "dedupe-window", store.DefaultDedupeWindow, "how long a webhook absorbs identical copies (the providers' retries); the same body later is a new delivery")
 	fs.DurationVar(&c.deliveryRetention, "delivery-retention", defaultDeliveryRetention, "how long finished deliveries (dead letters included) stay in the inbox; at least --dedupe-window")
@@ -237,10 +239,11 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 
 	intake := &ingest.Intake{}
-	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log, OnProcessed: m.Processed, Now: cfg.now}
-	if cfg.recallWorkers <= 0 || cfg.processingQueueBytes <= 0 || cfg.watchMemoryBytes <= 0 {
-		return usageError{fmt.Errorf("--recall-workers, --processing-queue-bytes and --watch-memory-bytes must be positive")}
+	if cfg.recallWorkers <= 0 || cfg.processingQueueBytes <= 0 || cfg.watchMemoryBytes <= 0 || cfg.maxClockSkew <= 0 {
+		return usageError{fmt.Errorf("--recall-workers, --processing-queue-bytes, --watch-memory-bytes and --max-clock-skew must be positive")}
 	}
+	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log,
+		OnProcessed: m.Processed, Now: cfg.now, MaxClockSkew: cfg.maxClockSkew}
 	procCfg.RemoteWorkers, procCfg.MaxQueuedBytes, procCfg.MaxDeliveryBytes = cfg.recallWorkers, cfg.processingQueueBytes, cfg.maxWebhookBytes
 	if cfg.recallResyncInterval == 0 {
 		procCfg.ResyncInterval = -1

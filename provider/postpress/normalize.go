@@ -37,10 +37,10 @@ func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 	ev.Description = w.Body
 	ev.Location = w.Location
 	ev.TimeZone = t.zone
-	if !t.start.IsZero() {
+	if t.hasStart {
 		ev.StartTime = timestamppb.New(t.start)
 	}
-	if !t.end.IsZero() {
+	if t.hasEnd {
 		ev.EndTime = timestamppb.New(t.end)
 	}
 	if w.IsAllDay && t.startDate != "" {
@@ -79,10 +79,10 @@ func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 	}
 	ev.Visibility = model.Visibility(w.Visibility)
 	ev.Transparency = model.Transparency(w.Transparency)
-	if !t.createdAt.IsZero() {
+	if t.hasCreated {
 		ev.ProviderCreateTime = timestamppb.New(t.createdAt)
 	}
-	if !t.updatedAt.IsZero() {
+	if t.hasUpd {
 		ev.ProviderUpdateTime = timestamppb.New(t.updatedAt)
 	}
 	ev.MeetingUrl, ev.MeetingPlatform = meeting.Find(w.Location, w.Body)

@@ -7,8 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
@@ -163,6 +165,11 @@ func TestParseErrors(t *testing.T) {
 		{"ErrEndBeforeStart", `{"event":"calendar_event_created",` + ok + `,"start":{"date_time":"2026-01-20T14:30:00+01:00"},"end":{"date_time":"2026-01-20T13:30:00+01:00"}}`, ErrMalformed},
 		{"ErrBadUpdatedAt", `{"event":"calendar_event_updated",` + ok + `,"updated_at":"yesterday"}`, ErrMalformed},
 		{"ErrYearZero", `{"event":"calendar_event_updated",` + ok + `,"start":{"date_time":"0000-01-01T00:00:00+01:00"}}`, ErrMalformed},
+		// An all-day event's instants move to the starts of its dates: the
+		// end of 9999-12-31 is in year 10000, and midnight of 0001-01-01 in
+		// Tokyo is still in year 0 in UTC. Neither fits a Timestamp.
+		{"ErrAllDayEndsAfterYear9999", `{"event":"calendar_event_created",` + ok + `,"is_all_day":true,"start":{"date_time":"9999-12-31T00:00:00Z"}}`, ErrMalformed},
+		{"ErrAllDayStartsBeforeYear1", `{"event":"calendar_event_created",` + ok + `,"is_all_day":true,"start":{"date_time":"0001-01-01T12:00:00Z","time_zone":"Asia/Tokyo"}}`, ErrMalformed},
 		{"IgnoredUnknownEvent", `{"event":"calendar_event_moved",` + ok + `}`, ErrIgnored},
 		{"IgnoredAccountStatus", `{"event":"account_status","account_id":"a","status":"sync_success"}`, ErrIgnored},
 		{"IgnoredAccountStatusNoEvent", `{"source":"account_status","account_id":"a","status":"stopped"}`, ErrIgnored},
@@ -204,6 +211,34 @@ func TestParseLenient(t *testing.T) {
 	}
 }
 
+// TestEarliestInstant checks that 0001-01-01T00:00:00Z, which is also Go's
+// zero time, is a start and a provider time like any other, not "none".
+func TestEarliestInstant(t *testing.T) {
+	body := []byte(`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","id":"e",
+		"start":{"date_time":"0001-01-01T00:00:00Z"},"end":{"date_time":"0001-01-01T01:00:00Z"},
+		"created_at":"0001-01-01T00:00:00Z","updated_at":"0001-01-01T00:00:00Z"}`)
+	w, err := Parse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := Normalize(w, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	earliest := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	for name, ts := range map[string]*timestamppb.Timestamp{
+		"start_time": ev.GetStartTime(), "provider_create_time": ev.GetProviderCreateTime(),
+		"provider_update_time": ev.GetProviderUpdateTime(),
+	} {
+		if ts == nil || !ts.AsTime().Equal(earliest) {
+			t.Errorf("%s = %v, want %s", name, ts, earliest)
+		}
+	}
+	if ev.GetEndTime() == nil || !ev.GetEndTime().AsTime().Equal(earliest.Add(time.Hour)) {
+		t.Errorf("end_time = %v", ev.GetEndTime())
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	inputs, _ := filepath.Glob("testdata/*.json")
 	for _, in := range inputs {
@@ -213,6 +248,8 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","id":"e","is_all_day":true,"start":{"date_time":"2026-01-20","time_zone":"UTC"}}`))
 	f.Add([]byte(`{"event":"account_status"}`))
+	f.Add([]byte(`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","id":"e","is_all_day":true,"start":{"date_time":"9999-12-31T00:00:00Z"}}`))
+	f.Add([]byte(`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","id":"e","is_all_day":true,"start":{"date_time":"0001-01-01T12:00:00Z","time_zone":"Asia/Tokyo"}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		w, err := Parse(body)
 		if err != nil {
@@ -230,6 +267,9 @@ func FuzzParse(f *testing.F) {
 		}
 		if s, e := ev.GetStartTime(), ev.GetEndTime(); s != nil && e != nil && e.AsTime().Before(s.AsTime()) {
 			t.Fatalf("end before start: %v", ev)
+		}
+		if err := model.CheckEncodable(ev); err != nil {
+			t.Fatalf("a normalized event the API cannot carry: %v", err)
 		}
 		golden.Marshal(t, ev) // Every normalized event must be representable as JSON.
 	})

@@ -277,16 +277,23 @@ func (w *Webhook) EventID() string {
 	return model.EventID(model.ProviderPostpress, model.PostpressScope(w.AccountID, w.ProviderCalendarID), w.ID)
 }
 
-// times is the validated, converted form of a webhook's time fields.
+// times is the validated, converted form of a webhook's time fields. The
+// has* flags say whether a time was given: every instant is a valid time,
+// the earliest one (Go's zero time) included.
 type times struct {
-	start, end           time.Time // zero when absent
-	zone                 string    // IANA name, "" when the payload gives none
+	start, end           time.Time
+	hasStart, hasEnd     bool
+	zone                 string // IANA name, "" when the payload gives none
 	loc                  *time.Location
 	startDate, endDate   string
 	createdAt, updatedAt time.Time
+	hasCreated, hasUpd   bool
 }
 
-// validate checks the identifiers and converts the time fields.
+// validate checks the identifiers and converts the time fields. Times are
+// checked against what the API can carry after every conversion, since
+// turning an all-day event's instants into the starts of its dates can
+// move them by a day and more.
 func (w *Webhook) validate() (*times, error) {
 	switch {
 	case w.AccountID == "":
@@ -298,26 +305,28 @@ func (w *Webhook) validate() (*times, error) {
 	}
 	t := &times{loc: time.UTC}
 	var err error
-	if t.createdAt, err = parseTimestamp("created_at", w.CreatedAt); err != nil {
+	if t.createdAt, t.hasCreated, err = parseTimestamp("created_at", w.CreatedAt); err != nil {
 		return nil, err
 	}
-	if t.updatedAt, err = parseTimestamp("updated_at", w.UpdatedAt); err != nil {
+	if t.updatedAt, t.hasUpd, err = parseTimestamp("updated_at", w.UpdatedAt); err != nil {
 		return nil, err
 	}
 	if w.Deleted() {
-		return t, nil
+		return t, t.checkRange()
 	}
 	var startLoc, endLoc *time.Location
 	if w.Start != nil {
 		if t.start, startLoc, err = w.Start.parse("start"); err != nil {
 			return nil, err
 		}
+		t.hasStart = true
 		t.zone = w.Start.TimeZone
 	}
 	if w.End != nil {
 		if t.end, endLoc, err = w.End.parse("end"); err != nil {
 			return nil, err
 		}
+		t.hasEnd = true
 		if t.zone == "" {
 			t.zone = w.End.TimeZone
 		}
@@ -328,18 +337,28 @@ func (w *Webhook) validate() (*times, error) {
 	case endLoc != nil:
 		t.loc = endLoc
 	}
-	for _, x := range []time.Time{t.start, t.end, t.createdAt, t.updatedAt} {
-		if !x.IsZero() && !representable(x) {
-			return nil, fmt.Errorf("time %s out of range", x.Format(time.RFC3339))
-		}
-	}
-	if !t.start.IsZero() && !t.end.IsZero() && t.end.Before(t.start) {
+	if t.hasStart && t.hasEnd && t.end.Before(t.start) {
 		return nil, fmt.Errorf("end %s before start %s", w.End.DateTime, w.Start.DateTime)
 	}
-	if w.IsAllDay && !t.start.IsZero() {
+	if w.IsAllDay && t.hasStart {
 		t.allDay()
 	}
-	return t, nil
+	return t, t.checkRange()
+}
+
+// checkRange refuses times the API cannot carry.
+func (t *times) checkRange() error {
+	for _, x := range []struct {
+		name string
+		t    time.Time
+		has  bool
+	}{{"start", t.start, t.hasStart}, {"end", t.end, t.hasEnd}, {"created_at", t.createdAt, t.hasCreated}, {"updated_at", t.updatedAt, t.hasUpd}} {
+		if x.has && !model.InTimestampRange(x.t) {
+			return fmt.Errorf("%s %s is outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59.999999999Z",
+				x.name, x.t.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return nil
 }
 
 // allDay turns the instants of an all-day event into dates in the event's
@@ -349,7 +368,7 @@ func (t *times) allDay() {
 	s := t.start.In(t.loc)
 	sd := time.Date(s.Year(), s.Month(), s.Day(), 0, 0, 0, 0, t.loc)
 	ed := sd.AddDate(0, 0, 1)
-	if !t.end.IsZero() {
+	if t.hasEnd {
 		e := t.end.In(t.loc)
 		ed = time.Date(e.Year(), e.Month(), e.Day(), 0, 0, 0, 0, t.loc)
 		if !e.Equal(ed) { // An inclusive end such as 23:59:59 ends the next day.
@@ -359,14 +378,8 @@ func (t *times) allDay() {
 			ed = sd.AddDate(0, 0, 1)
 		}
 	}
-	t.start, t.end = sd, ed
+	t.start, t.end, t.hasEnd = sd, ed, true
 	t.startDate, t.endDate = sd.Format(time.DateOnly), ed.Format(time.DateOnly)
-}
-
-// representable reports whether t fits a google.protobuf.Timestamp.
-func representable(t time.Time) bool {
-	y := t.UTC().Year()
-	return y >= 1 && y <= 9999
 }
 
 // parse converts a postpress start or end into an instant and its zone.
@@ -399,16 +412,17 @@ func (d *DateTime) parse(field string) (time.Time, *time.Location, error) {
 	return time.Time{}, nil, fmt.Errorf("%s.date_time: bad time %q", field, s)
 }
 
-// parseTimestamp parses an optional RFC 3339 timestamp.
-func parseTimestamp(field, s string) (time.Time, error) {
+// parseTimestamp parses an optional RFC 3339 timestamp and reports
+// whether one was given.
+func parseTimestamp(field, s string) (time.Time, bool, error) {
 	if s == "" {
-		return time.Time{}, nil
+		return time.Time{}, false, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%s: bad timestamp %q", field, s)
+		return time.Time{}, false, fmt.Errorf("%s: bad timestamp %q", field, s)
 	}
-	return t, nil
+	return t, true, nil
 }
 
 // looksLikeEmail reports whether s is a bare email address.

@@ -115,16 +115,19 @@ func googleDetails(raw []byte) (details, error) {
 		if err != nil {
 			return details{}, err
 		}
-		d.allDay, d.start, d.end, d.startDate, d.endDate = true, s, e, g.Start.Date, endDate
+		d.allDay, d.start, d.end, d.startDate, d.endDate = true, &s, &e, g.Start.Date, endDate
 	case g.Start.DateTime != "":
-		var err error
-		if d.start, err = googleDateTime(g.Start.DateTime, loc); err != nil {
+		s, err := googleDateTime(g.Start.DateTime, loc)
+		if err != nil {
 			return details{}, fmt.Errorf("start: %w", err)
 		}
+		d.start = &s
 		if g.End.DateTime != "" {
-			if d.end, err = googleDateTime(g.End.DateTime, loc); err != nil {
+			e, err := googleDateTime(g.End.DateTime, loc)
+			if err != nil {
 				return details{}, fmt.Errorf("end: %w", err)
 			}
+			d.end = &e
 		}
 	}
 	return d, nil

@@ -221,13 +221,17 @@ func (d *details) graphTimes(g *graphEvent) error {
 		}
 		return d.allDayInstants(loc)
 	}
-	if d.start, err = graphDateTime(g.Start.DateTime, startLoc); err != nil {
+	s, err := graphDateTime(g.Start.DateTime, startLoc)
+	if err != nil {
 		return fmt.Errorf("start: %w", err)
 	}
+	d.start = &s
 	if g.End.DateTime != "" {
-		if d.end, err = graphDateTime(g.End.DateTime, endLoc); err != nil {
+		e, err := graphDateTime(g.End.DateTime, endLoc)
+		if err != nil {
 			return fmt.Errorf("end: %w", err)
 		}
+		d.end = &e
 	}
 	return nil
 }
@@ -237,7 +241,7 @@ func (d *details) allDayInstants(loc *time.Location) error {
 	if err != nil {
 		return err
 	}
-	d.start, d.end, d.endDate = s, e, endDate
+	d.start, d.end, d.endDate = &s, &e, endDate
 	return nil
 }
 

@@ -101,10 +101,10 @@ func baseEvent(e *Event) *calsyncv1.CalendarEvent {
 		ProviderCalendarId: e.CalendarID,
 		PlatformEventId:    e.PlatformID,
 		IcalUid:            e.ICalUID,
-		ProviderCreateTime: timestamp(e.CreatedAt),
-		ProviderUpdateTime: timestamp(e.UpdatedAt),
-		StartTime:          timestamp(e.StartTime),
-		EndTime:            timestamp(e.EndTime),
+		ProviderCreateTime: optionalTimestamp(e.CreatedAt),
+		ProviderUpdateTime: optionalTimestamp(e.UpdatedAt),
+		StartTime:          optionalTimestamp(e.StartTime),
+		EndTime:            optionalTimestamp(e.EndTime),
 	}
 	if e.CalendarID != "" {
 		ev.CalendarId = model.CalendarID(model.ProviderRecall, "", e.CalendarID)
@@ -119,8 +119,8 @@ func normalizeEvent(e *Event) (*calsyncv1.CalendarEvent, error) {
 	if e.CalendarID == "" {
 		return nil, fmt.Errorf("%w: event %s without calendar_id", ErrMalformed, e.ID)
 	}
-	for _, t := range []time.Time{e.StartTime, e.EndTime, e.CreatedAt, e.UpdatedAt} {
-		if !t.IsZero() && !representable(t) {
+	for _, t := range []*time.Time{e.StartTime, e.EndTime, e.CreatedAt, e.UpdatedAt} {
+		if t != nil && !model.InTimestampRange(*t) {
 			return nil, fmt.Errorf("%w: event %s: time out of range", ErrMalformed, e.ID)
 		}
 	}
@@ -155,17 +155,27 @@ func normalizeEvent(e *Event) (*calsyncv1.CalendarEvent, error) {
 	if ev.PlatformEventId == "" {
 		ev.PlatformEventId = d.platformID
 	}
+	// Recall's own times win over the raw ones, except for an all-day
+	// event, whose instants are the starts of its dates.
+	start, end := e.StartTime, e.EndTime
+	if d.allDay || start == nil {
+		start = d.start
+	}
+	if d.allDay || end == nil {
+		end = d.end
+	}
+	// The times are checked after their conversion: the start of an all-day
+	// event's first date, in its zone, can lie outside what the API carries
+	// (midnight of 0001-01-01 in Tokyo is in year 0 in UTC).
+	for _, t := range []*time.Time{start, end} {
+		if t != nil && !model.InTimestampRange(*t) {
+			return nil, fmt.Errorf("%w: event %s: time %s out of range", ErrMalformed, e.ID, t.UTC().Format(time.RFC3339))
+		}
+	}
+	ev.StartTime, ev.EndTime = optionalTimestamp(start), optionalTimestamp(end)
 	if d.allDay {
 		ev.AllDay = true
 		ev.StartDate, ev.EndDate = d.startDate, d.endDate
-		ev.StartTime, ev.EndTime = timestamp(d.start), timestamp(d.end)
-	} else {
-		if ev.StartTime == nil {
-			ev.StartTime = timestamp(d.start)
-		}
-		if ev.EndTime == nil {
-			ev.EndTime = timestamp(d.end)
-		}
 	}
 	if s, en := ev.GetStartTime(), ev.GetEndTime(); s != nil && en != nil && en.AsTime().Before(s.AsTime()) {
 		return nil, fmt.Errorf("%w: event %s ends before it starts", ErrMalformed, e.ID)
@@ -195,7 +205,7 @@ func platformOf(e *Event, raw []byte) string {
 // details is what the raw platform event says, in calsync's terms.
 type details struct {
 	title, description, location string
-	start, end                   time.Time
+	start, end                   *time.Time // nil when the platform gives none
 	zone                         string
 	allDay                       bool
 	startDate, endDate           string
@@ -294,16 +304,23 @@ func allDayDates(startDate, endDate string, loc *time.Location) (time.Time, time
 	return s, e, endDate, nil
 }
 
-func representable(t time.Time) bool {
-	y := t.UTC().Year()
-	return y >= 1 && y <= 9999
-}
-
+// timestamp converts a time Recall always sends (a calendar's), nil when
+// it is missing or cannot be carried.
 func timestamp(t time.Time) *timestamppb.Timestamp {
-	if t.IsZero() || !representable(t) {
+	if t.IsZero() || !model.InTimestampRange(t) {
 		return nil
 	}
 	return timestamppb.New(t)
+}
+
+// optionalTimestamp converts an optional time: nil, and a time the API
+// cannot carry, are nil; every other time, the earliest instant (Go's zero
+// time) included, is kept.
+func optionalTimestamp(t *time.Time) *timestamppb.Timestamp {
+	if t == nil || !model.InTimestampRange(*t) {
+		return nil
+	}
+	return timestamppb.New(*t)
 }
 
 // structFromJSON converts a JSON object to a Struct; anything else is nil.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/internal/golden"
 )
@@ -176,6 +178,39 @@ func TestNormalizeEventErrors(t *testing.T) {
 			t.Fatalf("NormalizeEvent = %v, %v", ev, err)
 		}
 	})
+	// An all-day event's instants are the starts of its dates in its zone,
+	// which can fall outside what the API carries even when the dates are
+	// valid: such an event is refused, not stored without its times.
+	for name, raw := range map[string]string{
+		"GoogleAllDayBeforeYear1InTokyo": `{"start":{"date":"0001-01-01","timeZone":"Asia/Tokyo"},"end":{"date":"0001-01-02","timeZone":"Asia/Tokyo"}}`,
+		"GoogleAllDayLastDay":            `{"start":{"date":"9999-12-31"}}`,
+		"MicrosoftAllDayLastDay":         `{"subject":"x","isAllDay":true,"start":{"dateTime":"9999-12-31T00:00:00.0000000","timeZone":"UTC"}}`,
+	} {
+		t.Run("Err"+name, func(t *testing.T) {
+			body := `{"id":"e1","calendar_id":"c1","raw":` + raw + `}`
+			ev, err := NormalizeEvent(decodeEvent(t, []byte(body)))
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("NormalizeEvent = %v, %v; want ErrMalformed", ev, err)
+			}
+		})
+	}
+	t.Run("EarliestInstantIsATime", func(t *testing.T) {
+		body := `{"id":"e1","calendar_id":"c1","start_time":"0001-01-01T00:00:00Z","end_time":"0001-01-01T01:00:00Z",
+			"created_at":"0001-01-01T00:00:00Z","updated_at":"0001-01-01T00:00:00Z","raw":null}`
+		ev, err := NormalizeEvent(decodeEvent(t, []byte(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		earliest := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+		for name, ts := range map[string]*timestamppb.Timestamp{
+			"start_time": ev.GetStartTime(), "provider_create_time": ev.GetProviderCreateTime(),
+			"provider_update_time": ev.GetProviderUpdateTime(),
+		} {
+			if ts == nil || !ts.AsTime().Equal(earliest) {
+				t.Errorf("%s = %v, want %s", name, ts, earliest)
+			}
+		}
+	})
 	t.Run("CustomZoneUsesRecallTimes", func(t *testing.T) {
 		body := `{"id":"e1","calendar_id":"c1","platform":"microsoft_outlook","start_time":"2026-01-21T10:00:00Z","end_time":"2026-01-21T11:00:00Z",
 			"raw":{"subject":"x","start":{"dateTime":"2026-01-21T12:00:00.0000000","timeZone":"tzone://Microsoft/Custom"},"end":{"dateTime":"2026-01-21T13:00:00.0000000","timeZone":"tzone://Microsoft/Custom"}}}`
@@ -199,6 +234,7 @@ func FuzzNormalize(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`{"id":"e","calendar_id":"c","raw":null}`))
+	f.Add([]byte(`{"id":"e","calendar_id":"c","raw":{"start":{"date":"0001-01-01","timeZone":"Asia/Tokyo"}}}`))
 	f.Add([]byte(`{"id":"e","calendar_id":"c","platform":"microsoft_outlook","raw":{"isAllDay":true,"start":{"dateTime":"2026-01-01T00:00:00","timeZone":"UTC"}}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var e Event
@@ -217,6 +253,9 @@ func FuzzNormalize(f *testing.F) {
 		}
 		if s, en := ev.GetStartTime(), ev.GetEndTime(); !ev.GetDeleted() && s != nil && en != nil && en.AsTime().Before(s.AsTime()) {
 			t.Fatalf("end before start: %v", ev)
+		}
+		if err := model.CheckEncodable(ev); err != nil {
+			t.Fatalf("a normalized event the API cannot carry: %v", err)
 		}
 		golden.Marshal(t, ev)
 	})

@@ -60,20 +60,22 @@ func (s *StatusChange) UnmarshalJSON(b []byte) error {
 }
 
 // Event is a Recall calendar event. Raw is the platform's own event
-// (a Google Calendar v3 event or a Microsoft Graph event).
+// (a Google Calendar v3 event or a Microsoft Graph event). Times are nil
+// when absent (or null): every instant is a valid time, the earliest one
+// (Go's zero time) included.
 type Event struct {
-	ID              string    `json:"id"`
-	CalendarID      string    `json:"calendar_id"`
-	StartTime       time.Time `json:"start_time"`
-	EndTime         time.Time `json:"end_time"`
-	Platform        string    `json:"platform"`
-	PlatformID      string    `json:"platform_id"`
-	ICalUID         string    `json:"ical_uid"`
-	MeetingPlatform string    `json:"meeting_platform"`
-	MeetingURL      string    `json:"meeting_url"`
-	CreatedAt       time.Time `json:"created_at"`
-	UpdatedAt       time.Time `json:"updated_at"`
-	IsDeleted       bool      `json:"is_deleted"`
+	ID              string     `json:"id"`
+	CalendarID      string     `json:"calendar_id"`
+	StartTime       *time.Time `json:"start_time"`
+	EndTime         *time.Time `json:"end_time"`
+	Platform        string     `json:"platform"`
+	PlatformID      string     `json:"platform_id"`
+	ICalUID         string     `json:"ical_uid"`
+	MeetingPlatform string     `json:"meeting_platform"`
+	MeetingURL      string     `json:"meeting_url"`
+	CreatedAt       *time.Time `json:"created_at"`
+	UpdatedAt       *time.Time `json:"updated_at"`
+	IsDeleted       bool       `json:"is_deleted"`
 	// Bots are the bots scheduled for the event, left undecoded.
 	Bots json.RawMessage `json:"bots"`
 	Raw  json.RawMessage `json:"raw"`

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
 )
 
@@ -78,31 +79,62 @@ func without(m proto.Message, names ...protoreflect.Name) proto.Message {
 	return dst.Interface()
 }
 
+// instant is a point in time as the events table keeps it: unix seconds
+// and nanoseconds within the second (0 to 999,999,999). Compared as a pair
+// it orders every instant a google.protobuf.Timestamp holds (years 1 to
+// 9999), which a count of nanoseconds in 64 bits (1677 to 2262) cannot.
+type instant struct {
+	sec  int64
+	nsec int64
+}
+
+// timeInstant is t as an instant.
+func timeInstant(t time.Time) instant {
+	return instant{sec: t.Unix(), nsec: int64(t.Nanosecond())}
+}
+
+// tsInstant is a protobuf timestamp as an instant; an unset one is the
+// epoch, as the API reads it.
+func tsInstant(ts *timestamppb.Timestamp) instant {
+	if ts == nil {
+		return instant{}
+	}
+	return instant{sec: ts.GetSeconds(), nsec: int64(ts.GetNanos())}
+}
+
 // eventRow is an event as the events table keeps it.
 type eventRow struct {
 	id, calendarID, provider string
-	startNs, endNs, updateNs int64
+	start, end               instant
+	updateNs                 int64
 	deleted                  bool
 	data, raw                []byte
 }
 
-// encodeEvent validates e and splits it into its columns.
+// encodeEvent validates e and splits it into its columns. An event some API
+// encoding could not carry is refused with [store.ErrInvalidArgument], so
+// no stored event can break the readers that list or watch it.
 func encodeEvent(e *calsyncv1.CalendarEvent) (eventRow, error) {
 	if e.GetId() == "" || e.GetCalendarId() == "" || e.GetProvider() == "" {
 		return eventRow{}, fmt.Errorf("sqlite: event needs id, calendar_id and provider: %w", store.ErrInvalidArgument)
+	}
+	if err := model.CheckEncodable(e); err != nil {
+		return eventRow{}, fmt.Errorf("sqlite: event %s: %w: %w", e.GetId(), err, store.ErrInvalidArgument)
 	}
 	r := eventRow{
 		id:         e.GetId(),
 		calendarID: e.GetCalendarId(),
 		provider:   e.GetProvider(),
-		startNs:    tsNanos(e.GetStartTime()),
-		updateNs:   tsNanos(e.GetUpdateTime()),
-		deleted:    e.GetDeleted(),
+		start:      tsInstant(e.GetStartTime()),
+		// update_time is calsync's own clock, always within what a count
+		// of nanoseconds holds.
+		updateNs: tsNanos(e.GetUpdateTime()),
+		deleted:  e.GetDeleted(),
 	}
 	// An event without an end is an instant at its start.
-	r.endNs = r.startNs
+	r.end = r.start
 	if e.GetEndTime() != nil {
-		r.endNs = tsNanos(e.GetEndTime())
+		r.end = tsInstant(e.GetEndTime())
 	}
 	var err error
 	if r.data, err = marshal(without(e, "raw")); err != nil {
@@ -141,6 +173,8 @@ func decodeCalendar(data []byte) (*calsyncv1.Calendar, error) {
 
 // encodeChange prepares c for the change log: without cursor, with the
 // transaction's commit time, and with no raw payload in its events.
+// It refuses, wrapping [store.ErrInvalidArgument], a change that some API
+// encoding could not carry: every reader from its cursor on would fail.
 func encodeChange(c *calsyncv1.Change, commit time.Time) ([]byte, error) {
 	m := without(c, "cursor", "commit_time").(*calsyncv1.Change)
 	m.CommitTime = timestamppb.New(commit)
@@ -149,6 +183,9 @@ func encodeChange(c *calsyncv1.Change, commit time.Time) ([]byte, error) {
 	}
 	if m.GetPreviousEvent().GetRaw() != nil {
 		m.PreviousEvent = without(m.PreviousEvent, "raw").(*calsyncv1.CalendarEvent)
+	}
+	if err := model.CheckEncodable(m); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, store.ErrInvalidArgument)
 	}
 	return marshal(m)
 }

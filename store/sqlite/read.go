@@ -124,10 +124,12 @@ func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.
 		w.add("calendar_id = ?", q.CalendarID)
 	}
 	if !q.Start.IsZero() {
-		w.add("end_ns > ?", nanos(q.Start))
+		s := timeInstant(q.Start)
+		w.add("(end_sec, end_nsec) > (?, ?)", s.sec, s.nsec)
 	}
 	if !q.End.IsZero() {
-		w.add("start_ns < ?", nanos(q.End))
+		e := timeInstant(q.End)
+		w.add("(start_sec, start_nsec) < (?, ?)", e.sec, e.nsec)
 	}
 	if !q.UpdatedSince.IsZero() {
 		w.add("update_ns >= ?", nanos(q.UpdatedSince))
@@ -136,13 +138,14 @@ func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.
 		w.add("deleted = 0")
 	}
 	if q.After != nil {
-		w.add("(start_ns, id) > (?, ?)", nanos(q.After.StartTime), q.After.ID)
+		a := timeInstant(q.After.StartTime)
+		w.add("(start_sec, start_nsec, id) > (?, ?, ?)", a.sec, a.nsec, q.After.ID)
 	}
 	cols := "data, NULL"
 	if q.IncludeRaw {
 		cols = "data, raw"
 	}
-	query := `SELECT ` + cols + ` FROM events` + w.String() + ` ORDER BY start_ns, id` + limit(q.Limit)
+	query := `SELECT ` + cols + ` FROM events` + w.String() + ` ORDER BY start_sec, start_nsec, id` + limit(q.Limit)
 	var out []*calsyncv1.CalendarEvent
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		out = nil

@@ -31,7 +31,7 @@ func (db *DB) Snapshot(ctx context.Context, f store.SnapshotFilter, fn func(*cal
 	if !f.IncludeDeleted {
 		w.add("deleted = 0")
 	}
-	query := `SELECT data FROM events` + w.String() + ` ORDER BY calendar_id, start_ns, id`
+	query := `SELECT data FROM events` + w.String() + ` ORDER BY calendar_id, start_sec, start_nsec, id`
 	sp := &spool{dir: db.tempDir}
 	defer sp.close()
 	var head store.Cursor

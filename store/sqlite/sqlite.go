@@ -291,6 +291,9 @@ func (db *DB) migrate(ctx context.Context) error {
 			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 				return err
 			}
+			if err := runMigrationFix(ctx, tx, m.name, db.log); err != nil {
+				return err
+			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_ns) VALUES (?, ?, ?)`,
 				m.version, m.name, db.now().UnixNano()); err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
 )
 
@@ -280,6 +281,9 @@ func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
 	if c.GetId() == "" || c.GetProvider() == "" {
 		return fmt.Errorf("sqlite: calendar needs id and provider: %w", store.ErrInvalidArgument)
 	}
+	if err := model.CheckEncodable(c); err != nil {
+		return fmt.Errorf("sqlite: calendar %s: %w: %w", c.GetId(), err, store.ErrInvalidArgument)
+	}
 	data, err := marshal(c)
 	if err != nil {
 		return fmt.Errorf("sqlite: marshal calendar %s: %w", c.GetId(), err)
@@ -303,12 +307,14 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.q().ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_ns, end_ns, update_ns, deleted, data, raw)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	_, err = t.q().ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_sec, start_nsec, end_sec, end_nsec,
+			update_ns, deleted, data, raw)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET calendar_id = excluded.calendar_id, provider = excluded.provider,
-			start_ns = excluded.start_ns, end_ns = excluded.end_ns, update_ns = excluded.update_ns,
+			start_sec = excluded.start_sec, start_nsec = excluded.start_nsec,
+			end_sec = excluded.end_sec, end_nsec = excluded.end_nsec, update_ns = excluded.update_ns,
 			deleted = excluded.deleted, data = excluded.data, raw = excluded.raw`,
-		r.id, r.calendarID, r.provider, r.startNs, r.endNs, r.updateNs, r.deleted, r.data, r.raw)
+		r.id, r.calendarID, r.provider, r.start.sec, r.start.nsec, r.end.sec, r.end.nsec, r.updateNs, r.deleted, r.data, r.raw)
 	if err != nil {
 		return fmt.Errorf("sqlite: put event %s: %w", r.id, err)
 	}
@@ -334,7 +340,7 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 	}
 	data, err := encodeChange(c, t.commit)
 	if err != nil {
-		return 0, fmt.Errorf("sqlite: marshal change: %w", err)
+		return 0, fmt.Errorf("sqlite: encode change: %w", err)
 	}
 	var cursor int64
 	err = t.q().QueryRowContext(ctx, `INSERT INTO changes (type, calendar_id, provider, commit_ns, data)

@@ -42,6 +42,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"ChangeLog", changeLogCases},
 		{"Snapshot", snapshotCases},
 		{"SnapshotBounds", snapshotBoundsCases},
+		{"Extremes", extremeCases},
 		{"Inbox", inboxCases},
 		{"InboxBounds", inboxBoundsCases},
 		{"Lifecycle", lifecycleCases},

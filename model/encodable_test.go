@@ -1,0 +1,107 @@
+package model
+
+import (
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+// TestCheckEncodable checks each refusal against the encoders themselves:
+// what CheckEncodable accepts both encode, and every refusal is one of
+// them would fail on.
+func TestCheckEncodable(t *testing.T) {
+	latest := time.Date(9999, 12, 31, 23, 59, 59, 999_999_999, time.UTC)
+	earliest := time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC)
+	cases := []struct {
+		name string
+		m    proto.Message
+		ok   bool
+	}{
+		{"Bounds", &calsyncv1.CalendarEvent{StartTime: timestamppb.New(earliest), EndTime: timestamppb.New(latest)}, true},
+		{"EmptyTimestamp", &calsyncv1.CalendarEvent{StartTime: &timestamppb.Timestamp{}}, true},
+		{"Nil", (*calsyncv1.CalendarEvent)(nil), true},
+		{"AfterLatest", &calsyncv1.CalendarEvent{EndTime: timestamppb.New(latest.Add(time.Nanosecond))}, false},
+		{"BeforeEarliest", &calsyncv1.CalendarEvent{StartTime: timestamppb.New(earliest.Add(-time.Nanosecond))}, false},
+		{"NegativeNanos", &calsyncv1.CalendarEvent{StartTime: &timestamppb.Timestamp{Nanos: -1}}, false},
+		{"BadUTF8", &calsyncv1.CalendarEvent{Organizer: &calsyncv1.Person{DisplayName: "\xc3("}}, false},
+		{"BadUTF8InList", &calsyncv1.CalendarEvent{Recurrence: []string{"RRULE:FREQ=DAILY", "\xff"}}, false},
+		{"NaNInStruct", &calsyncv1.CalendarEvent{Raw: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"a": structpb.NewListValue(&structpb.ListValue{Values: []*structpb.Value{structpb.NewNumberValue(math.NaN())}}),
+		}}}, false},
+		{"InfInStruct", &calsyncv1.Calendar{Metadata: &structpb.Struct{Fields: map[string]*structpb.Value{"a": structpb.NewNumberValue(math.Inf(1))}}}, false},
+		{"NestedInChange", &calsyncv1.Change{Calendar: &calsyncv1.Calendar{StatusChanges: []*calsyncv1.CalendarStatusChange{
+			{Time: &timestamppb.Timestamp{Seconds: math.MaxInt64}},
+		}}}, false},
+		{"Duration", &calsyncv1.WatchEventsRequest{BookmarkInterval: durationpb.New(time.Minute)}, true},
+		{"DurationTooLong", &calsyncv1.WatchEventsRequest{BookmarkInterval: &durationpb.Duration{Seconds: 315576000001}}, false},
+		{"DurationMixedSigns", &calsyncv1.WatchEventsRequest{BookmarkInterval: &durationpb.Duration{Seconds: 1, Nanos: -1}}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := CheckEncodable(c.m)
+			if (err == nil) != c.ok {
+				t.Fatalf("CheckEncodable = %v, want ok = %v", err, c.ok)
+			}
+			if err != nil && !errors.Is(err, ErrNotEncodable) {
+				t.Fatalf("error %v does not wrap ErrNotEncodable", err)
+			}
+			_, jsonErr := protojson.Marshal(c.m)
+			_, binErr := proto.Marshal(c.m)
+			if c.ok && (jsonErr != nil || binErr != nil) {
+				t.Fatalf("accepted, but JSON: %v, binary: %v", jsonErr, binErr)
+			}
+			if !c.ok && jsonErr == nil && binErr == nil {
+				t.Fatalf("refused (%v), but both encoders encode it", err)
+			}
+		})
+	}
+}
+
+// BenchmarkCheckEncodable measures the check on a typical event with its
+// raw payload, next to the binary encoding every write does anyway.
+func BenchmarkCheckEncodable(b *testing.B) {
+	raw, err := structpb.NewStruct(map[string]any{
+		"event": "calendar_event_created", "account_id": "a4qFy0liRAGo-oZ2YFpirQ", "id": "5m8lnvb64dt2uuaq99k4685eeq",
+		"calendar_id": "owner@example.com", "title": "Meeting with customer", "is_all_day": false, "attendees": []any{},
+		"start":      map[string]any{"date_time": "2026-01-20T14:30:00+01:00", "time_zone": "Europe/Paris"},
+		"end":        map[string]any{"date_time": "2026-01-20T15:30:00+01:00", "time_zone": "Europe/Paris"},
+		"organizer":  map[string]any{"email": "organizer@example.com", "display_name": ""},
+		"created_at": "2026-01-16T16:14:01.000Z", "updated_at": "2026-01-16T16:14:02.021Z", "color": "#039BE5",
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := timestamppb.Now()
+	ev := &calsyncv1.CalendarEvent{
+		Id: "evt_x", CalendarId: "cal_x", Provider: "postpress", Title: "Meeting with customer",
+		StartTime: now, EndTime: now, ProviderUpdateTime: now, CreateTime: now, UpdateTime: now,
+		Organizer: &calsyncv1.Person{Email: "organizer@example.com"},
+		Attendees: []*calsyncv1.Attendee{{Email: "a@example.com"}, {Email: "b@example.com"}},
+		Raw:       raw,
+	}
+	b.Run("CheckEncodable", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := CheckEncodable(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("proto.Marshal", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := proto.Marshal(ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -1,0 +1,334 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/calsync/calsync/client"
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/provider/postpress"
+	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/watch"
+	"github.com/calsync/calsync/watch/watchtest"
+)
+
+// recorder is a Watch handler that keeps what it was given.
+type recorder struct {
+	mu        sync.Mutex
+	cursors   []string
+	bookmarks []string
+	resyncs   int
+	snapshot  []*calsyncv1.CalendarEvent
+}
+
+func (r *recorder) handler() client.Handler {
+	return client.Handler{
+		OnChange: func(_ context.Context, c *calsyncv1.Change) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.cursors = append(r.cursors, c.GetCursor())
+			return nil
+		},
+		OnBookmark: func(_ context.Context, b *calsyncv1.Bookmark) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.bookmarks = append(r.bookmarks, b.GetCursor())
+			return nil
+		},
+		OnResync: func(_ context.Context, snapshot iter.Seq2[*calsyncv1.CalendarEvent, error]) error {
+			var evs []*calsyncv1.CalendarEvent
+			for ev, err := range snapshot {
+				if err != nil {
+					return err
+				}
+				evs = append(evs, ev)
+			}
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.resyncs++
+			r.snapshot = evs
+			return nil
+		},
+	}
+}
+
+func (r *recorder) changes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.cursors...)
+}
+
+func (r *recorder) firstBookmark() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.bookmarks) == 0 {
+		return ""
+	}
+	return r.bookmarks[0]
+}
+
+// runWatch runs Watch in the background until the test ends; the returned
+// channel yields what Watch returned.
+func runWatch(t *testing.T, c *client.Client, opts client.WatchOptions, h client.Handler) (stop func(), done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Watch(ctx, opts, h) }()
+	t.Cleanup(cancel)
+	return cancel, errc
+}
+
+// TestWatchAcrossRestarts restarts calsync three times while a steady stream
+// of postpress webhooks arrives over HTTP: the handler sees every change of
+// the change log exactly once, in order.
+func TestWatchAcrossRestarts(t *testing.T) {
+	ts := startServer(t)
+	c := newClient(t, ts.grpcAddr)
+	var rec recorder
+	var retries sync.Map
+	_, done := runWatch(t, c, client.WatchOptions{
+		NewBackoff: fastRetry,
+		OnRetry:    func(err error, _ time.Duration) { retries.Store(status.Code(err), true) },
+	}, rec.handler())
+	waitFor(t, "the stream's first bookmark", func() bool { return rec.firstBookmark() != "" })
+
+	// The sender retries every webhook until calsync answers 200, as
+	// postpress does; a retry of a delivery whose answer was lost is a
+	// duplicate and changes nothing, which the change log shows.
+	const webhooks, events = 80, 8
+	httpAddr := ts.httpAddr
+	sent := make(chan int, webhooks)
+	senderDone := make(chan error, 1)
+	go func() {
+		start := time.Date(2030, 3, 1, 9, 0, 0, 0, time.UTC)
+		for i := range webhooks {
+			e := postpressEvent{Event: postpress.EventUpdated, ID: fmt.Sprintf("evt-%d", i%events),
+				Title: fmt.Sprintf("version %d", i), Start: start.Add(time.Duration(i%events) * time.Hour), Version: i}
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				code, err := sendWebhook(context.Background(), httpAddr, e)
+				if err == nil && code == http.StatusOK {
+					break
+				}
+				if time.Now().After(deadline) {
+					senderDone <- fmt.Errorf("webhook %d never accepted: %d %v", i, code, err)
+					return
+				}
+				time.Sleep(5 * time.Millisecond) // postpress's retry pause, not synchronization
+			}
+			sent <- i
+		}
+		senderDone <- nil
+	}()
+	for _, at := range []int{10, 30, 50} {
+		waitFor(t, fmt.Sprintf("%d changes handled", at), func() bool { return len(rec.changes()) >= at })
+		ts.Restart()
+	}
+	if err := <-senderDone; err != nil {
+		t.Fatal(err)
+	}
+	st := ts.Store()
+	waitFor(t, "every delivery processed and handled", func() bool {
+		stats, err := st.InboxStats(context.Background())
+		if err != nil || stats.Pending > 0 {
+			return false
+		}
+		b, err := st.ChangeBounds(context.Background())
+		got := rec.changes()
+		return err == nil && len(got) > 0 && watchtest.Decode(t, st, got[len(got)-1]) == b.Head
+	})
+	var got []store.Cursor
+	for _, cur := range rec.changes() {
+		got = append(got, watchtest.Decode(t, st, cur))
+	}
+	log := watchtest.Log(t, st, watchtest.Decode(t, st, rec.firstBookmark()))
+	if len(log) < webhooks {
+		t.Errorf("the change log holds %d changes for %d webhooks of distinct content", len(log), webhooks)
+	}
+	watchtest.CheckStream(t, "Watch across restarts", log, nil, got)
+	if _, ok := retries.Load(codes.Unavailable); !ok {
+		t.Error("Watch never reported an UNAVAILABLE it recovered from: the restarts did not reach it")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Watch returned %v while calsync restarted", err)
+	default:
+	}
+}
+
+// TestWatchResyncsAfterCompaction: a watch whose cursor was compacted away
+// while it was disconnected gets a snapshot through OnResync, then the live
+// changes after it.
+func TestWatchResyncsAfterCompaction(t *testing.T) {
+	ts := startServer(t)
+	st := ts.Store()
+	px := startProxy(t, ts.grpcAddr)
+	c := newClient(t, px.Addr())
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	ev := func(n int, title string) *calsyncv1.CalendarEvent {
+		return watchtest.Event(model.ProviderPostpress, cal, n, title)
+	}
+	watchtest.Commit(t, st, watchtest.Created(ev(0, "a")))
+	var rec recorder
+	runWatch(t, c, client.WatchOptions{NewBackoff: fastRetry, StartWithSnapshot: true}, rec.handler())
+	waitFor(t, "the first snapshot", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.resyncs == 1 && len(rec.snapshot) == 1
+	})
+	watchtest.Commit(t, st, watchtest.Created(ev(1, "b")))
+	waitFor(t, "a live change", func() bool { return len(rec.changes()) == 1 })
+
+	px.SetDown(true)
+	watchtest.Commit(t, st, watchtest.Created(ev(2, "c")))
+	watchtest.Commit(t, st, watchtest.Deleted(ev(0, "a")))
+	watchtest.Commit(t, st, watchtest.Updated(ev(1, "b"), ev(1, "b2")))
+	if n, err := st.CompactChanges(context.Background(), time.Now().Add(time.Second)); err != nil || n == 0 {
+		t.Fatalf("compaction removed %d changes: %v", n, err)
+	}
+	px.SetDown(false)
+	waitFor(t, "a second snapshot", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.resyncs == 2
+	})
+	rec.mu.Lock()
+	titles := map[string]bool{}
+	for _, e := range rec.snapshot {
+		titles[e.GetTitle()] = true
+	}
+	rec.mu.Unlock()
+	if len(titles) != 2 || !titles["b2"] || !titles["c"] {
+		t.Errorf("the resync's snapshot holds %v, want b2 and c", titles)
+	}
+	if got := rec.changes(); len(got) != 1 {
+		t.Errorf("OnChange saw %d changes, want only the one before the disconnect: compacted changes cannot be replayed", len(got))
+	}
+	watchtest.Commit(t, st, watchtest.Created(ev(3, "d")))
+	waitFor(t, "live changes after the resync", func() bool { return len(rec.changes()) == 2 })
+}
+
+// TestWatchRejectsForeignCursor: a cursor of another database, or a damaged
+// one, ends Watch with ErrCursorRejected; it never restarts from now.
+func TestWatchRejectsForeignCursor(t *testing.T) {
+	ts := startServer(t)
+	other := startServer(t)
+	foreign := watch.NewCursorCodec(other.Store().ID()).Encode(0)
+	c := newClient(t, ts.grpcAddr)
+	for name, cursor := range map[string]string{"foreign": foreign, "malformed": "not-a-cursor"} {
+		t.Run(name, func(t *testing.T) {
+			cursors := &client.MemoryCursorStore{}
+			cursors.Save(context.Background(), cursor)
+			var rec recorder
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := c.Watch(ctx, client.WatchOptions{Cursors: cursors, NewBackoff: fastRetry, StartWithSnapshot: true}, rec.handler())
+			if !errors.Is(err, client.ErrCursorRejected) || status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("Watch = %v, want ErrCursorRejected with INVALID_ARGUMENT", err)
+			}
+			if saved, _ := cursors.Load(ctx); saved != cursor || rec.resyncs != 0 || len(rec.bookmarks) != 0 {
+				t.Errorf("Watch moved on from a rejected cursor: saved %q, %d snapshots, %d bookmarks", saved, rec.resyncs, len(rec.bookmarks))
+			}
+		})
+	}
+}
+
+// TestWatchNeedsOnResync: without OnResync, a compacted cursor is an error
+// Watch returns, not a silent jump.
+func TestWatchNeedsOnResync(t *testing.T) {
+	ts := startServer(t)
+	st := ts.Store()
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	cs := watchtest.Commit(t, st, watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, 0, "a")),
+		watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, 1, "b")))
+	watchtest.Commit(t, st, watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, 2, "c")))
+	if _, err := st.CompactChanges(context.Background(), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	cursors := &client.MemoryCursorStore{}
+	cursors.Save(context.Background(), watch.NewCursorCodec(st.ID()).Encode(cs[0]))
+	c := newClient(t, ts.grpcAddr)
+	err := c.Watch(context.Background(), client.WatchOptions{Cursors: cursors}, client.Handler{
+		OnChange: func(context.Context, *calsyncv1.Change) error { return errors.New("no change expected") },
+	})
+	if !errors.Is(err, client.ErrResyncRequired) || status.Code(err) != codes.OutOfRange {
+		t.Fatalf("Watch = %v, want ErrResyncRequired with OUT_OF_RANGE", err)
+	}
+}
+
+// TestWatchHandlerErrorStops: a handler's error ends Watch and the change is
+// not recorded, so the next Watch delivers it again.
+func TestWatchHandlerErrorStops(t *testing.T) {
+	ts := startServer(t)
+	st := ts.Store()
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	cursors := client.NewFileCursorStore(filepath.Join(t.TempDir(), "cursor"))
+	cursors.Save(context.Background(), watch.NewCursorCodec(st.ID()).Encode(0))
+	cs := watchtest.Commit(t, st, watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, 0, "a")),
+		watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, 1, "b")))
+	c := newClient(t, ts.grpcAddr)
+	boom := errors.New("boom")
+	var seen []store.Cursor
+	h := client.Handler{OnChange: func(_ context.Context, ch *calsyncv1.Change) error {
+		seen = append(seen, watchtest.Decode(t, st, ch.GetCursor()))
+		if len(seen) == 2 {
+			return boom
+		}
+		return nil
+	}}
+	if err := c.Watch(context.Background(), client.WatchOptions{Cursors: cursors}, h); !errors.Is(err, boom) {
+		t.Fatalf("Watch = %v, want the handler's error", err)
+	}
+	saved, _ := cursors.Load(context.Background())
+	if watchtest.Decode(t, st, saved) != cs[0] {
+		t.Fatalf("cursor file holds %q, want the first change's cursor", saved)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.OnChange = func(_ context.Context, ch *calsyncv1.Change) error {
+		seen = append(seen, watchtest.Decode(t, st, ch.GetCursor()))
+		cancel()
+		return nil
+	}
+	if err := c.Watch(ctx, client.WatchOptions{Cursors: cursors}, h); err != nil {
+		t.Fatalf("Watch after cancel = %v, want nil", err)
+	}
+	if want := []store.Cursor{cs[0], cs[1], cs[1]}; fmt.Sprint(seen) != fmt.Sprint(want) {
+		t.Fatalf("handled %v, want %v", seen, want)
+	}
+}
+
+func TestFileCursorStore(t *testing.T) {
+	dir := t.TempDir()
+	f := client.NewFileCursorStore(filepath.Join(dir, "cursor"))
+	ctx := context.Background()
+	if got, err := f.Load(ctx); got != "" || err != nil {
+		t.Fatalf("Load of a missing file = %q, %v; want empty", got, err)
+	}
+	for _, c := range []string{"first", "second"} {
+		if err := f.Save(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.Load(ctx); got != c || err != nil {
+			t.Fatalf("Load = %q, %v; want %q", got, err, c)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("the directory holds %d files, want only the cursor file (no temporary left)", len(entries))
+	}
+	if err := client.NewFileCursorStore(filepath.Join(dir, "missing", "cursor")).Save(ctx, "x"); err == nil {
+		t.Error("Save into a missing directory succeeded")
+	}
+}

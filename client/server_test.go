@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -327,4 +328,51 @@ func (p *proxy) SetDown(down bool) {
 	if down {
 		p.Cut()
 	}
+}
+
+// startExampleServer starts calsync for an Example, which has no
+// testing.TB; the caller stops it with Stop.
+func startExampleServer() *testServer {
+	dir, err := os.MkdirTemp("", "calsync-example")
+	if err != nil {
+		panic(err)
+	}
+	ts := &testServer{path: filepath.Join(dir, "calsync.db"), grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0"}
+	if err := ts.start(); err != nil {
+		panic(err)
+	}
+	stop := ts.stop
+	ts.stop = func() {
+		stop()
+		os.RemoveAll(dir)
+	}
+	return ts
+}
+
+// post sends postpress webhooks to calsync and waits until they are
+// processed, so their changes are committed when it returns.
+func (ts *testServer) post(events ...postpressEvent) {
+	for _, e := range events {
+		if code, err := sendWebhook(context.Background(), ts.httpAddr, e); err != nil || code != http.StatusOK {
+			panic(fmt.Sprintf("webhook: %d %v", code, err))
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		stats, err := ts.Store().InboxStats(context.Background())
+		if err == nil && stats.Pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			panic("webhooks not processed within 20s")
+		}
+	}
+}
+
+// meeting is a postpress webhook creating (or, with a higher version,
+// updating) a meeting with a Google Meet link, at an hour of 2030-06-03.
+// Its Meet code is the id's first three letters.
+func meeting(id, title string, hour, version int) postpressEvent {
+	return postpressEvent{Event: postpress.EventUpdated, ID: id, Title: title, Version: version,
+		Start:    time.Date(2030, 6, 3, hour, 0, 0, 0, time.UTC),
+		Location: "https://meet.google.com/" + id[:3] + "-defg-hij"}
 }

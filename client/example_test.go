@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/calsync/calsync/client"
@@ -59,10 +60,11 @@ func ExampleClient_Watch() {
 	ctx, stop := context.WithCancel(context.Background())
 	watching := make(chan struct{})
 	go func() {
-		<-watching
+		<-watching // then send two webhooks: one meeting, created then moved
 		calsync.post(meeting("standup", "Daily standup", 9, 1), meeting("standup", "Daily standup", 10, 2))
 	}()
 	handled := 0
+	var once sync.Once
 	err = c.Watch(ctx, client.WatchOptions{
 		ChangeTypes: []calsyncv1.ChangeType{calsyncv1.ChangeType_CHANGE_TYPE_CREATED, calsyncv1.ChangeType_CHANGE_TYPE_UPDATED},
 		Cursors:     client.NewFileCursorStore(filepath.Join(dir, "watch.cursor")),
@@ -79,10 +81,7 @@ func ExampleClient_Watch() {
 		OnBookmark: func(ctx context.Context, b *calsyncv1.Bookmark) error {
 			// Every stream starts with a bookmark: from here on, no change
 			// is missed.
-			if watching != nil {
-				close(watching)
-				watching = nil
-			}
+			once.Do(func() { close(watching) })
 			return nil
 		},
 	})

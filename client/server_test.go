@@ -42,15 +42,22 @@ type testServer struct {
 	grpcAddr string
 	httpAddr string
 
+	// configure, if set, adjusts the server's configuration (TLS, tokens).
+	configure func(*server.Config)
+
 	mu   sync.Mutex
 	st   store.Store
 	stop func()
 }
 
-// startServer serves a new database until the test ends.
-func startServer(tb testing.TB) *testServer {
+// startServer serves a new database until the test ends; configure, if
+// given, adjusts the server's configuration.
+func startServer(tb testing.TB, configure ...func(*server.Config)) *testServer {
 	tb.Helper()
 	ts := &testServer{tb: tb, path: filepath.Join(tb.TempDir(), "calsync.db"), grpcAddr: "127.0.0.1:0", httpAddr: "127.0.0.1:0"}
+	if len(configure) > 0 {
+		ts.configure = configure[0]
+	}
 	if err := ts.start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -71,11 +78,15 @@ func (ts *testServer) start() error {
 		return err
 	}
 	processor := ingest.NewProcessor(db, ingest.ProcessorConfig{Logger: log})
-	srv, err := server.New(server.Config{
+	cfg := server.Config{
 		GRPCAddr: ts.grpcAddr, HTTPAddr: ts.httpAddr, ShutdownTimeout: 5 * time.Second,
 		WebhookHeaders: []string{postpressHeader},
 		Watch:          watch.Config{MinBookmarkInterval: 20 * time.Millisecond, FutureCursorWait: 200 * time.Millisecond},
-	}, server.Deps{
+	}
+	if ts.configure != nil {
+		ts.configure(&cfg)
+	}
+	srv, err := server.New(cfg, server.Deps{
 		Store: db, Logger: log, Processor: processor,
 		Receiver: ingest.NewReceiver(db, ingest.ReceiverConfig{Postpress: auth, Notify: processor.Notify}),
 	})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -19,6 +20,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/postpress"
+	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
@@ -331,4 +333,77 @@ func TestFileCursorStore(t *testing.T) {
 	if err := client.NewFileCursorStore(filepath.Join(dir, "missing", "cursor")).Save(ctx, "x"); err == nil {
 		t.Error("Save into a missing directory succeeded")
 	}
+}
+
+// TestWatchResyncsWhenBehindRetention: a handler so slow that its stream
+// falls behind the change log's retention (SUBSCRIBER_BEHIND_RETENTION) gets
+// the changes it had in order, then a snapshot, then live changes.
+func TestWatchResyncsWhenBehindRetention(t *testing.T) {
+	ts := startServer(t, func(c *server.Config) { c.Watch.TailSize, c.Watch.BatchSize = 8, 4 })
+	st := ts.Store()
+	// Windows of 64 KiB make the server's sends to a stalled handler
+	// stop quickly, as a slow consumer's would.
+	c, err := client.New(context.Background(), ts.grpcAddr,
+		client.WithDialOptions(grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	big := string(make([]byte, 8<<10))
+	ev := func(n int) *calsyncv1.CalendarEvent {
+		e := watchtest.Event(model.ProviderPostpress, cal, n, "e")
+		e.Description = big
+		return e
+	}
+	var rec recorder
+	stalled, release := make(chan struct{}), make(chan struct{})
+	h := rec.handler()
+	onChange := h.OnChange
+	h.OnChange = func(ctx context.Context, ch *calsyncv1.Change) error {
+		if len(rec.changes()) == 0 {
+			close(stalled)
+			<-release
+		}
+		return onChange(ctx, ch)
+	}
+	var retried sync.Map
+	runWatch(t, c, client.WatchOptions{NewBackoff: fastRetry, OnRetry: func(err error, _ time.Duration) { retried.Store(err.Error(), true) }}, h)
+	waitFor(t, "the stream's first bookmark", func() bool { return rec.firstBookmark() != "" })
+	watchtest.Commit(t, st, watchtest.Created(ev(0)))
+	<-stalled
+	for n := 1; n < 300; n++ {
+		watchtest.Commit(t, st, watchtest.Created(ev(n)))
+	}
+	if _, err := st.CompactChanges(context.Background(), time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	waitFor(t, "a resync", func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return rec.resyncs == 1
+	})
+	rec.mu.Lock()
+	if len(rec.snapshot) != 300 {
+		t.Errorf("the resync's snapshot holds %d events, want 300", len(rec.snapshot))
+	}
+	rec.mu.Unlock()
+	before := rec.changes()
+	if len(before) == 0 || len(before) >= 300 {
+		t.Fatalf("OnChange saw %d changes before the resync, want some but not all of 300", len(before))
+	}
+	for i, cur := range before {
+		if got := watchtest.Decode(t, st, cur); got != store.Cursor(i+1) {
+			t.Fatalf("change %d before the resync has cursor %d: not the log's order", i, got)
+		}
+	}
+	// SUBSCRIBER_BEHIND_RETENTION leads straight to the snapshot, without
+	// a retry of the compacted cursor first.
+	retried.Range(func(k, _ any) bool { t.Errorf("Watch retried after %s", k); return true })
+	last := watchtest.Commit(t, st, watchtest.Created(ev(300)))
+	waitFor(t, "the live change after the resync", func() bool {
+		got := rec.changes()
+		return len(got) == len(before)+1 && watchtest.Decode(t, st, got[len(got)-1]) == last[0]
+	})
 }

@@ -60,6 +60,14 @@ type WatchOptions struct {
 	// Cursors keeps the watch's position; nil keeps it in memory only, so
 	// a new process starts again from now (or a snapshot).
 	Cursors CursorStore
+	// SaveInterval spaces the saves of the cursor after changes: 0 saves
+	// after every change, so a crash repeats at most the change being
+	// handled; a positive interval saves at most that often while changes
+	// stream (a [FileCursorStore] save costs two fsyncs, milliseconds, which
+	// would otherwise bound a catch-up), so a crash repeats at most the
+	// changes handled since. Bookmarks, snapshots and the end of Watch
+	// always save.
+	SaveInterval time.Duration
 	// BookmarkInterval is how often an idle stream gets a bookmark (and the
 	// cursor is saved); 0 means the server's default, 15s.
 	BookmarkInterval time.Duration
@@ -113,10 +121,11 @@ type Handler struct {
 //     jittered exponential backoff and resumes after the last change a
 //     handler function returned for.
 //   - At least once across processes: the cursor is saved to opts.Cursors
-//     after the handler returns, so a process that dies between the two
-//     gets the last change again from a new Watch on the same store; no
-//     change is ever skipped. Make OnChange idempotent (the change's cursor
-//     identifies it) if a repeat matters.
+//     after the handler returns (and when Watch returns), so a process
+//     that dies between the two gets the last change again (with a
+//     SaveInterval, the changes handled since the last save) from a new
+//     Watch on the same store; no change is ever skipped. Make OnChange
+//     idempotent (the change's cursor identifies it) if a repeat matters.
 //   - Resynchronizing, never silently skipping: when calsync can no longer
 //     replay the changes since the cursor (OUT_OF_RANGE, or
 //     SUBSCRIBER_BEHIND_RETENTION), OnResync receives a fresh snapshot, and
@@ -125,7 +134,7 @@ type Handler struct {
 //     returned as [ErrCursorRejected]; so are other permanent errors
 //     (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED, ...) and
 //     errors from opts.Cursors.
-func (c *Client) Watch(ctx context.Context, opts WatchOptions, h Handler) error {
+func (c *Client) Watch(ctx context.Context, opts WatchOptions, h Handler) (err error) {
 	if h.OnChange == nil {
 		return errors.New("client: Watch needs a Handler with OnChange")
 	}
@@ -137,8 +146,14 @@ func (c *Client) Watch(ctx context.Context, opts WatchOptions, h Handler) error 
 	if err != nil {
 		return fmt.Errorf("client: load watch cursor: %w", err)
 	}
-	w := &watcher{client: c, opts: opts, h: h, cursors: cursors, cursor: cursor,
+	w := &watcher{client: c, opts: opts, h: h, cursors: cursors, cursor: cursor, saved: cursor,
 		resync: cursor == "" && opts.StartWithSnapshot}
+	// Whatever ends Watch, the changes handled so far are recorded.
+	defer func() {
+		if ferr := w.flush(context.WithoutCancel(ctx)); ferr != nil && err == nil {
+			err = ferr
+		}
+	}()
 	retry := newBackoff(opts)
 	for {
 		progressed, err := w.stream(ctx)
@@ -202,6 +217,9 @@ type watcher struct {
 	// cursor is the position after the last change or bookmark a handler
 	// returned for; empty before the first.
 	cursor string
+	// saved is the cursor last saved to cursors, at lastSave.
+	saved    string
+	lastSave time.Time
 	// resync says the next stream must start with a snapshot.
 	resync bool
 }
@@ -270,7 +288,7 @@ func (w *watcher) stream(ctx context.Context) (progressed bool, err error) {
 		if err := w.h.OnChange(ctx, ch); err != nil {
 			return progressed, &handlerError{err}
 		}
-		if err := w.advance(ctx, ch.GetCursor()); err != nil {
+		if err := w.advance(ctx, ch.GetCursor(), false); err != nil {
 			return progressed, err
 		}
 	}
@@ -328,18 +346,34 @@ func (w *watcher) bookmark(ctx context.Context, bm *calsyncv1.Bookmark) error {
 			return &handlerError{err}
 		}
 	}
-	return w.advance(ctx, bm.GetCursor())
+	return w.advance(ctx, bm.GetCursor(), true)
 }
 
-// advance records that everything up to cursor was handled.
-func (w *watcher) advance(ctx context.Context, cursor string) error {
-	if cursor == "" || cursor == w.cursor {
+// advance records that everything up to cursor was handled, saving it now
+// if always is set or SaveInterval allows.
+func (w *watcher) advance(ctx context.Context, cursor string, always bool) error {
+	if cursor == "" {
 		return nil
 	}
 	w.cursor = cursor
-	if err := w.cursors.Save(ctx, cursor); err != nil {
-		return &handlerError{fmt.Errorf("client: save watch cursor: %w", err)}
+	if !always && w.opts.SaveInterval > 0 && time.Since(w.lastSave) < w.opts.SaveInterval {
+		return nil
 	}
+	if err := w.flush(ctx); err != nil {
+		return &handlerError{err}
+	}
+	return nil
+}
+
+// flush saves the cursor if it moved since the last save.
+func (w *watcher) flush(ctx context.Context) error {
+	if w.cursor == w.saved {
+		return nil
+	}
+	if err := w.cursors.Save(ctx, w.cursor); err != nil {
+		return fmt.Errorf("client: save watch cursor: %w", err)
+	}
+	w.saved, w.lastSave = w.cursor, time.Now()
 	return nil
 }
 

@@ -407,3 +407,61 @@ func TestWatchResyncsWhenBehindRetention(t *testing.T) {
 		return len(got) == len(before)+1 && watchtest.Decode(t, st, got[len(got)-1]) == last[0]
 	})
 }
+
+// BenchmarkFileCursorStoreSave measures what recording a cursor costs per
+// handled change: two fsyncs.
+func BenchmarkFileCursorStoreSave(b *testing.B) {
+	f := client.NewFileCursorStore(filepath.Join(b.TempDir(), "cursor"))
+	for b.Loop() {
+		if err := f.Save(context.Background(), "AQIDBAUGBwgJAAAAAAAAAAEAAAAA"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// countingStore records every cursor saved to it.
+type countingStore struct {
+	client.MemoryCursorStore
+	mu    sync.Mutex
+	saves []string
+}
+
+func (c *countingStore) Save(ctx context.Context, cursor string) error {
+	c.mu.Lock()
+	c.saves = append(c.saves, cursor)
+	c.mu.Unlock()
+	return c.MemoryCursorStore.Save(ctx, cursor)
+}
+
+// TestWatchSaveInterval: with a SaveInterval, a burst of changes is saved
+// once, and the last one is saved when Watch returns.
+func TestWatchSaveInterval(t *testing.T) {
+	ts := startServer(t)
+	st := ts.Store()
+	c := newClient(t, ts.grpcAddr)
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	cursors := &countingStore{}
+	var rec recorder
+	stop, done := runWatch(t, c, client.WatchOptions{Cursors: cursors, SaveInterval: time.Hour}, rec.handler())
+	waitFor(t, "the stream's first bookmark", func() bool { return rec.firstBookmark() != "" })
+	var changes []*calsyncv1.Change
+	for n := range 5 {
+		changes = append(changes, watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, n, "e")))
+	}
+	log := watchtest.Commit(t, st, changes...)
+	waitFor(t, "5 changes", func() bool { return len(rec.changes()) == 5 })
+	cursors.mu.Lock()
+	during := len(cursors.saves)
+	cursors.mu.Unlock()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if during != 1 {
+		t.Errorf("%d saves before Watch returned, want 1: the first bookmark's", during)
+	}
+	saved, _ := cursors.Load(context.Background())
+	if watchtest.Decode(t, st, saved) != log[4] {
+		t.Errorf("Watch returned with %q saved, want the last change's cursor", saved)
+	}
+}

@@ -41,7 +41,7 @@ func (c *watchConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.providers, "providers", "", "comma-separated providers to keep: recall, postpress (default: all)")
 	fs.StringVar(&c.types, "types", "", "comma-separated change types to keep: created, updated, deleted, calendar_updated (default: all)")
 	fs.StringVar(&c.cursor, "cursor", "", "resume after this cursor (default: from now, or from --cursor-file)")
-	fs.StringVar(&c.cursorFile, "cursor-file", "", "file that keeps the last cursor seen: read at start to resume, rewritten as the stream advances")
+	fs.StringVar(&c.cursorFile, "cursor-file", "", "file that keeps the last cursor seen: read at start to resume; rewritten atomically at most once a second while changes stream, at every bookmark, and on exit")
 	fs.BoolVar(&c.snapshot, "snapshot", false, "start with the current state of every matching event (when there is no cursor to resume from)")
 	fs.BoolVar(&c.includeDeleted, "include-deleted", false, "include deleted events in the snapshot")
 	fs.BoolVar(&c.includePrevious, "include-previous", false, "include the previous state of updated and deleted events")
@@ -111,6 +111,9 @@ func watchChanges(ctx context.Context, cfg watchConfig, stdout, stderr io.Writer
 		return fmt.Errorf("read --cursor-file: %w", err)
 	}
 	opts.Cursors = cursors
+	// Saving is two fsyncs: once a second keeps a catch-up from waiting on
+	// the disk, and a crash repeats at most a second of changes.
+	opts.SaveInterval = time.Second
 	opts.OnRetry = func(err error, wait time.Duration) {
 		fmt.Fprintf(stderr, "calsync watch: %v; reconnecting in %v\n", status.Convert(err).Message(), wait.Round(time.Millisecond))
 	}

@@ -25,7 +25,8 @@
 // jittered exponential backoff and resumes after the last change the handler
 // returned for. With a [FileCursorStore] it resumes across restarts of the
 // watching process too, at least once: the cursor is saved after the
-// handler returns, so a crash in between delivers that change again, and no
+// handler returns, so a crash in between delivers that change again (with
+// WatchOptions.SaveInterval, the changes handled since the last save), and no
 // change is ever skipped. When calsync can no longer replay what was missed
 // (the cursor is older than the change log's retention), the handler's
 // OnResync receives a fresh snapshot instead; a cursor of another database

@@ -282,8 +282,14 @@ func (w *watcher) stream(ctx context.Context) (progressed bool, err error) {
 			continue
 		}
 		ch := resp.GetChange()
+		if ch == nil {
+			// A kind of response this client does not know yet.
+			continue
+		}
 		if ch.GetCursor() == "" {
-			return progressed, status.Error(codes.Internal, "calsync sent a change without a cursor outside a snapshot")
+			// Reconnecting would not help, and handling it would lose
+			// the position.
+			return progressed, &handlerError{errors.New("client: calsync sent a change without a cursor outside a snapshot")}
 		}
 		if err := w.h.OnChange(ctx, ch); err != nil {
 			return progressed, &handlerError{err}

@@ -24,6 +24,7 @@ import (
 	"github.com/calsync/calsync/client"
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/provider/postpress"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
@@ -189,9 +190,10 @@ func TestListFollowsPages(t *testing.T) {
 	}
 }
 
-// TestIngestWebhook sends a postpress webhook over gRPC with its
-// authentication header as metadata.
-func TestIngestWebhook(t *testing.T) {
+// TestUnaryCalls sends a postpress webhook over gRPC, with its
+// authentication header as metadata, then reads what it made through the
+// other calls.
+func TestUnaryCalls(t *testing.T) {
 	ts := startServer(t)
 	c := newClient(t, ts.grpcAddr)
 	e := meeting("standup", "Standup", 9, 1)
@@ -203,6 +205,35 @@ func TestIngestWebhook(t *testing.T) {
 	}
 	if _, err := c.IngestWebhook(context.Background(), "postpress", e.body(), nil); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("without the header: %v, want UNAUTHENTICATED", err)
+	}
+
+	// The delivery, then the calendar and event it made.
+	ctx := context.Background()
+	waitFor(t, "the delivery processed", func() bool {
+		for d, err := range c.ListDeliveries(ctx, &calsyncv1.ListDeliveriesRequest{State: calsyncv1.DeliveryState_DELIVERY_STATE_DONE}) {
+			return err == nil && d.GetId() == resp.GetDeliveryId()
+		}
+		return false
+	})
+	if _, err := c.RetryDelivery(ctx, resp.GetDeliveryId()); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("RetryDelivery of a done delivery: %v, want FAILED_PRECONDITION", err)
+	}
+	var cal *calsyncv1.Calendar
+	for got, err := range c.ListCalendars(ctx, &calsyncv1.ListCalendarsRequest{Provider: "postpress"}) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		cal = got
+	}
+	if got, err := c.GetCalendar(ctx, cal.GetId()); err != nil || got.GetProviderCalendarId() != "owner@example.com" {
+		t.Fatalf("GetCalendar = %v, %v", got, err)
+	}
+	w := postpress.Webhook{AccountID: "acct-1", ProviderCalendarID: "owner@example.com", ID: "standup"}
+	if got, err := c.GetEvent(ctx, cal.GetId(), w.EventID()); err != nil || got.GetTitle() != "Standup" {
+		t.Fatalf("GetEvent = %v, %v", got, err)
+	}
+	if _, err := c.ResyncCalendar(ctx, "cal_unknown"); status.Code(err) == codes.OK {
+		t.Error("ResyncCalendar of an unknown calendar succeeded")
 	}
 }
 

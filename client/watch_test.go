@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,10 +95,12 @@ func runWatch(t *testing.T, c *client.Client, opts client.WatchOptions, h client
 
 // TestWatchAcrossRestarts restarts calsync three times while a steady stream
 // of postpress webhooks arrives over HTTP: the handler sees every change of
-// the change log exactly once, in order.
+// the change log exactly once, in order. The second restart looks like a
+// crash to the client: its connection is cut before calsync says anything.
 func TestWatchAcrossRestarts(t *testing.T) {
 	ts := startServer(t)
-	c := newClient(t, ts.grpcAddr)
+	px := startProxy(t, ts.grpcAddr)
+	c := newClient(t, px.Addr())
 	var rec recorder
 	var retries sync.Map
 	_, done := runWatch(t, c, client.WatchOptions{
@@ -108,14 +111,19 @@ func TestWatchAcrossRestarts(t *testing.T) {
 
 	// The sender retries every webhook until calsync answers 200, as
 	// postpress does; a retry of a delivery whose answer was lost is a
-	// duplicate and changes nothing, which the change log shows.
-	const webhooks, events = 80, 8
+	// duplicate and changes nothing, which the change log shows. It keeps
+	// at most 8 webhooks ahead of the handler, so webhooks keep coming
+	// until the end, restarts included.
+	const webhooks, events, lead = 80, 8, 8
 	httpAddr := ts.httpAddr
-	sent := make(chan int, webhooks)
+	var sent atomic.Int64
 	senderDone := make(chan error, 1)
 	go func() {
 		start := time.Date(2030, 3, 1, 9, 0, 0, 0, time.UTC)
 		for i := range webhooks {
+			for len(rec.changes()) < i-lead {
+				time.Sleep(time.Millisecond) // polls the handler's progress
+			}
 			e := postpressEvent{Event: postpress.EventUpdated, ID: fmt.Sprintf("evt-%d", i%events),
 				Title: fmt.Sprintf("version %d", i), Start: start.Add(time.Duration(i%events) * time.Hour), Version: i}
 			deadline := time.Now().Add(20 * time.Second)
@@ -130,13 +138,20 @@ func TestWatchAcrossRestarts(t *testing.T) {
 				}
 				time.Sleep(5 * time.Millisecond) // postpress's retry pause, not synchronization
 			}
-			sent <- i
+			sent.Add(1)
 		}
 		senderDone <- nil
 	}()
-	for _, at := range []int{10, 30, 50} {
+	for i, at := range []int{10, 30, 50} {
 		waitFor(t, fmt.Sprintf("%d changes handled", at), func() bool { return len(rec.changes()) >= at })
+		if n := sent.Load(); n == webhooks {
+			t.Fatalf("all webhooks were accepted before restart %d: the restarts do not interrupt a stream", i)
+		}
+		if i == 1 {
+			px.SetDown(true)
+		}
 		ts.Restart()
+		px.SetDown(false)
 	}
 	if err := <-senderDone; err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/calsync/calsync/client"
 	"github.com/calsync/calsync/server"
 )
 
@@ -100,6 +101,33 @@ func (c *clientConfig) dial() (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// newClient returns a calsync client configured by the flags, with the
+// same refusals as dial.
+func (c *clientConfig) newClient(ctx context.Context) (*client.Client, error) {
+	if c.server == "" {
+		return nil, usageError{errors.New("--server is empty")}
+	}
+	var opts []client.Option
+	if c.useTLS || c.tlsCA != "" || c.tlsCert != "" || c.tlsKey != "" {
+		// tlsConfig checks the files and says which flag is wrong.
+		tc, err := c.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithTLSConfig(tc))
+	} else if c.token != "" && !server.LoopbackOnly(c.server) {
+		return nil, usageError{fmt.Errorf("refusing to send the API token in plain text to %s: use --tls or --tls-ca", c.server)}
+	}
+	if c.token != "" {
+		opts = append(opts, client.WithToken(c.token))
+	}
+	cl, err := client.New(ctx, c.server, opts...)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--server %s: %w", c.server, err)}
+	}
+	return cl, nil
+}
+
 func (c *clientConfig) tlsConfig() (*tls.Config, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.tlsServerName}
 	if c.tlsCA != "" {
@@ -136,10 +164,13 @@ func (c *clientConfig) callContext(ctx context.Context) (context.Context, contex
 // rpcError turns a failed call into the one-line error the CLI prints:
 // the gRPC code, as the API documents it, then the server's message.
 func rpcError(err error) error {
-	st, ok := status.FromError(err)
-	if !ok {
+	// The status itself, not status.FromError's, which takes the message
+	// of whatever wraps it.
+	var withStatus interface{ GRPCStatus() *status.Status }
+	if !errors.As(err, &withStatus) {
 		return err
 	}
+	st := withStatus.GRPCStatus()
 	msg := strings.Join(strings.Fields(st.Message()), " ")
 	if st.Code() == codes.Unavailable && msg == "" {
 		msg = "server unreachable"

@@ -2,23 +2,19 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
+	"iter"
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/calsync/calsync/client"
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 )
 
@@ -45,7 +41,7 @@ func (c *watchConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.providers, "providers", "", "comma-separated providers to keep: recall, postpress (default: all)")
 	fs.StringVar(&c.types, "types", "", "comma-separated change types to keep: created, updated, deleted, calendar_updated (default: all)")
 	fs.StringVar(&c.cursor, "cursor", "", "resume after this cursor (default: from now, or from --cursor-file)")
-	fs.StringVar(&c.cursorFile, "cursor-file", "", "file that keeps the last cursor seen: read at start to resume, rewritten as the stream advances")
+	fs.StringVar(&c.cursorFile, "cursor-file", "", "file that keeps the last cursor seen: read at start to resume; rewritten atomically at most once a second while changes stream, at every bookmark, and on exit")
 	fs.BoolVar(&c.snapshot, "snapshot", false, "start with the current state of every matching event (when there is no cursor to resume from)")
 	fs.BoolVar(&c.includeDeleted, "include-deleted", false, "include deleted events in the snapshot")
 	fs.BoolVar(&c.includePrevious, "include-previous", false, "include the previous state of updated and deleted events")
@@ -75,114 +71,106 @@ func watchCommand(stdout, stderr io.Writer) *ffcli.Command {
 	}
 }
 
-// watchRequest builds the request of a watch that resumes after cursor, or
-// starts afresh when cursor is empty.
-func (c *watchConfig) watchRequest(cursor string) (*calsyncv1.WatchEventsRequest, error) {
-	req := &calsyncv1.WatchEventsRequest{
-		AfterCursor:     cursor,
-		InitialSnapshot: c.snapshot && cursor == "",
-		CalendarIds:     splitList(c.calendars),
-		Providers:       splitList(c.providers),
-		IncludeDeleted:  c.includeDeleted,
-		IncludePrevious: c.includePrevious,
+// watchOptions turns the flags into the options of [client.Client.Watch].
+func (c *watchConfig) watchOptions() (client.WatchOptions, error) {
+	opts := client.WatchOptions{
+		CalendarIDs:       splitList(c.calendars),
+		Providers:         splitList(c.providers),
+		IncludeDeleted:    c.includeDeleted,
+		IncludePrevious:   c.includePrevious,
+		StartWithSnapshot: c.snapshot,
+		BookmarkInterval:  c.bookmarkInterval,
 	}
 	for _, t := range splitList(c.types) {
 		v, ok := calsyncv1.ChangeType_value["CHANGE_TYPE_"+strings.ToUpper(t)]
 		if !ok || v == 0 {
-			return nil, usageError{fmt.Errorf("--types: unknown change type %q", t)}
+			return opts, usageError{fmt.Errorf("--types: unknown change type %q", t)}
 		}
-		req.ChangeTypes = append(req.ChangeTypes, calsyncv1.ChangeType(v))
+		opts.ChangeTypes = append(opts.ChangeTypes, calsyncv1.ChangeType(v))
 	}
-	if c.bookmarkInterval > 0 {
-		req.BookmarkInterval = durationpb.New(c.bookmarkInterval)
-	}
-	return req, nil
+	return opts, nil
 }
 
-// watchChanges prints changes until ctx is done or the stream fails for a
-// reason retrying cannot fix.
+// watchChanges prints changes until ctx is done or the watch fails for a
+// reason retrying cannot fix. [client.Client.Watch] does the reconnecting,
+// resuming and resynchronizing; this prints what it hands over.
 func watchChanges(ctx context.Context, cfg watchConfig, stdout, stderr io.Writer) error {
-	cursor := cfg.cursor
-	if cursor == "" && cfg.cursorFile != "" {
-		b, err := os.ReadFile(cfg.cursorFile)
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("read --cursor-file: %w", err)
-		}
-		cursor = strings.TrimSpace(string(b))
-	}
-	if _, err := cfg.watchRequest(cursor); err != nil {
-		return err
-	}
-	conn, err := cfg.client.dial()
+	opts, err := cfg.watchOptions()
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	client := calsyncv1.NewCalendarServiceClient(conn)
-	p := &changePrinter{out: stdout, json: cfg.jsonOut, cursorFile: cfg.cursorFile}
-
-	retry := backoff.NewExponentialBackOff()
-	retry.MaxInterval = 10 * time.Second
-	for {
-		req, _ := cfg.watchRequest(cursor)
-		progressed, err := p.stream(ctx, client, req, &cursor)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case status.Code(err) != codes.Unavailable:
-			return rpcError(err)
-		}
-		if progressed {
-			retry.Reset()
-		}
-		wait := retry.NextBackOff()
+	var cursors client.CursorStore = &client.MemoryCursorStore{}
+	if cfg.cursorFile != "" {
+		cursors = client.NewFileCursorStore(cfg.cursorFile)
+	}
+	if cfg.cursor != "" {
+		cursors = &startAt{cursor: cfg.cursor, CursorStore: cursors}
+	}
+	start, err := cursors.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("read --cursor-file: %w", err)
+	}
+	opts.Cursors = cursors
+	// Saving is two fsyncs: once a second keeps a catch-up from waiting on
+	// the disk, and a crash repeats at most a second of changes.
+	opts.SaveInterval = time.Second
+	opts.OnRetry = func(err error, wait time.Duration) {
 		fmt.Fprintf(stderr, "calsync watch: %v; reconnecting in %v\n", status.Convert(err).Message(), wait.Round(time.Millisecond))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(wait):
-		}
 	}
-}
-
-// changePrinter writes a stream's responses and remembers its position.
-type changePrinter struct {
-	out        io.Writer
-	json       bool
-	cursorFile string
-}
-
-// stream runs one WatchEvents call, updating *cursor as responses arrive.
-// progressed says whether anything was received.
-func (p *changePrinter) stream(ctx context.Context, client calsyncv1.CalendarServiceClient, req *calsyncv1.WatchEventsRequest, cursor *string) (progressed bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	s, err := client.WatchEvents(ctx, req)
+	c, err := cfg.client.newClient(ctx)
 	if err != nil {
-		return false, err
+		return err
 	}
-	for {
-		resp, err := s.Recv()
-		if err != nil {
-			return progressed, err
-		}
-		progressed = true
-		if err := p.print(resp); err != nil {
-			return progressed, err
-		}
-		// Snapshot changes carry no cursor: the snapshot resumes only from
-		// the bookmark that completes it.
-		next := resp.GetChange().GetCursor()
-		if resp.GetBookmark() != nil {
-			next = resp.GetBookmark().GetCursor()
-		}
-		if next != "" && next != *cursor {
-			*cursor = next
-			if err := p.saveCursor(next); err != nil {
-				return progressed, err
+	defer c.Close()
+
+	p := &changePrinter{out: stdout, json: cfg.jsonOut}
+	// hasPosition says whether the watch had a place to resume from, so a
+	// snapshot is a resync rather than the one --snapshot asked for.
+	hasPosition := start != ""
+	err = c.Watch(ctx, opts, client.Handler{
+		OnChange: func(_ context.Context, ch *calsyncv1.Change) error {
+			hasPosition = true
+			return p.print(&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: ch}})
+		},
+		OnBookmark: func(_ context.Context, bm *calsyncv1.Bookmark) error {
+			hasPosition = true
+			return p.print(&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: bm}})
+		},
+		OnResync: func(_ context.Context, snapshot iter.Seq2[*calsyncv1.CalendarEvent, error]) error {
+			if hasPosition {
+				fmt.Fprintln(stderr, "calsync watch: the changes since the last cursor are no longer kept; the current state of every matching event follows, then live changes")
 			}
-		}
+			for ev, err := range snapshot {
+				if err != nil {
+					return err
+				}
+				created := &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CREATED, Event: ev}
+				if err := p.print(&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: created}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return rpcError(err)
 	}
+	return nil
+}
+
+// startAt is a cursor store that starts from --cursor instead of what the
+// store holds, and saves to the store.
+type startAt struct {
+	cursor string
+	client.CursorStore
+}
+
+func (s *startAt) Load(context.Context) (string, error) { return s.cursor, nil }
+
+// changePrinter writes what a watch delivers, as text or JSON lines.
+type changePrinter struct {
+	out  io.Writer
+	json bool
 }
 
 var jsonLine = protojson.MarshalOptions{UseProtoNames: true}
@@ -220,28 +208,4 @@ func (p *changePrinter) print(resp *calsyncv1.WatchEventsResponse) error {
 		_, err = fmt.Fprintln(p.out, line)
 	}
 	return err
-}
-
-// saveCursor replaces the cursor file atomically, so a crash leaves the
-// previous cursor rather than a torn one.
-func (p *changePrinter) saveCursor(cursor string) error {
-	if p.cursorFile == "" {
-		return nil
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(p.cursorFile), ".cursor-*")
-	if err != nil {
-		return fmt.Errorf("save cursor: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(cursor + "\n"); err != nil {
-		tmp.Close()
-		return fmt.Errorf("save cursor: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save cursor: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), p.cursorFile); err != nil {
-		return fmt.Errorf("save cursor: %w", err)
-	}
-	return nil
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -18,6 +20,7 @@ import (
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/store/sqlite"
+	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
 )
 
@@ -164,4 +167,73 @@ func TestWatchCLI(t *testing.T) {
 			t.Fatalf("exit code %d, want 2", code)
 		}
 	})
+}
+
+// TestWatchCLIResync: a --cursor-file whose cursor was compacted away makes
+// calsync watch print the current state, then go on live, instead of
+// failing; a cursor of another database is an error, never a restart from
+// now.
+func TestWatchCLIResync(t *testing.T) {
+	addr, st := mustServeStore(t)
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	ev := func(n int) *calsyncv1.CalendarEvent {
+		return watchtest.Event(model.ProviderPostpress, cal, n, "standup")
+	}
+	old := watchtest.Commit(t, st, watchtest.Created(ev(0)), watchtest.Created(ev(1)))
+	watchtest.Commit(t, st, watchtest.Deleted(ev(0)), watchtest.Created(ev(2)))
+	if _, err := st.CompactChanges(context.Background(), time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	cursorFile := filepath.Join(t.TempDir(), "cursor")
+	codec := watch.NewCursorCodec(st.ID())
+	if err := os.WriteFile(cursorFile, []byte(codec.Encode(old[0])+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	lines, stop := cliWatch(t, "--addr", addr, "--json", "--cursor-file", cursorFile)
+	var snapshot []string
+	var complete string
+	for complete == "" {
+		if !lines.Scan() {
+			t.Fatalf("calsync watch stopped: %v", lines.Err())
+		}
+		var l struct {
+			Change *struct {
+				Cursor string
+				Event  struct{ Id string }
+			}
+			Bookmark *struct {
+				Cursor           string
+				SnapshotComplete bool `json:"snapshot_complete"`
+			}
+		}
+		if err := json.Unmarshal(lines.Bytes(), &l); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case l.Change != nil && l.Change.Cursor == "":
+			snapshot = append(snapshot, l.Change.Event.Id)
+		case l.Bookmark != nil && l.Bookmark.SnapshotComplete:
+			complete = l.Bookmark.Cursor
+		default:
+			t.Fatalf("line %s before the snapshot completed", lines.Text())
+		}
+	}
+	if want := []string{ev(1).GetId(), ev(2).GetId()}; fmt.Sprint(snapshot) != fmt.Sprint(want) {
+		t.Errorf("the resync printed %v, want the live events %v", snapshot, want)
+	}
+	eventually(t, "the cursor file to hold the snapshot's cursor", func() bool {
+		b, _ := os.ReadFile(cursorFile)
+		return strings.TrimSpace(string(b)) == complete
+	})
+	stop()
+
+	var stderr bytes.Buffer
+	foreign := watch.NewCursorCodec("another database").Encode(1)
+	if code := run(context.Background(), []string{"watch", "--addr", addr, "--cursor", foreign}, io.Discard, &stderr); code != 1 {
+		t.Fatalf("exit code %d with a foreign cursor, want 1", code)
+	}
+	if !strings.Contains(stderr.String(), "INVALID_ARGUMENT") || !strings.Contains(stderr.String(), "another calsync store") {
+		t.Errorf("stderr %q, want the INVALID_ARGUMENT that names the foreign cursor", stderr.String())
+	}
 }

@@ -37,22 +37,26 @@ func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 	if s.cfg.MetricsAddr == "" {
 		mux.Handle(metricsPath, s.metrics.Handler())
 	}
-	mux.Handle("/", countTooLarge(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
-	return s.auth.requireHTTPAuth(true, mux)
+	mux.Handle("/", countRefusedWebhooks(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
+	return s.auth.requireHTTPAuth(true, limitRequestBodies(maxRequestBytes, mux))
 }
 
-// countTooLarge counts webhooks refused with 413 before they reach the
-// gRPC service (which counts every other outcome).
-func countTooLarge(m *metrics.Metrics, next http.Handler) http.Handler {
+// countRefusedWebhooks counts webhooks refused before they reach the gRPC
+// service (which counts every other outcome): 413 and 415.
+func countRefusedWebhooks(m *metrics.Metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, webhookPrefix) {
+		if !isWebhook(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		if rec.code == http.StatusRequestEntityTooLarge {
-			m.Webhook(providerLabel(strings.TrimPrefix(r.URL.Path, webhookPrefix)), metrics.WebhookTooLarge, 0)
+		provider := providerLabel(strings.TrimPrefix(r.URL.Path, webhookPrefix))
+		switch rec.code {
+		case http.StatusRequestEntityTooLarge:
+			m.Webhook(provider, metrics.WebhookTooLarge, 0)
+		case http.StatusUnsupportedMediaType:
+			m.Webhook(provider, metrics.WebhookUnsupportedEncoding, 0)
 		}
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -88,12 +89,14 @@ type Deps struct {
 
 // Server is a running calsync API.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    *slog.Logger
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	grpc *grpc.Server
+	// inprocGRPC serves the REST gateway's in-process connection.
+	inprocGRPC *grpc.Server
+	health     *health.Server
+	http       *http.Server
 
 	grpcLis net.Listener
 	httpLis net.Listener
@@ -186,11 +189,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.log.ErrorContext(ctx, "panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
 	})
-	var creds []grpc.ServerOption
-	if s.tlsConfig != nil {
-		creds = append(creds, grpc.Creds(gatewayOrTLS{credentials.NewTLS(s.tlsConfig.Clone())}))
-	}
-	s.grpc = grpc.NewServer(append(creds,
+	// Both gRPC servers serve the same services through the same
+	// interceptors (so limits such as --max-watch-streams are shared).
+	common := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecv),
 		// Watch responses are encoded once and sent to every stream as is.
 		grpc.ForceServerCodecV2(newFrameCodec()),
@@ -212,6 +213,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			healthLimiter.interceptor(),
 			observeWatch(deps.Metrics),
 		),
+	}
+	var creds []grpc.ServerOption
+	if s.tlsConfig != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(s.tlsConfig.Clone())))
+	}
+	s.grpc = grpc.NewServer(append(append(creds, common...),
 		// Watch streams live for hours, often behind load balancers that
 		// drop idle connections: ping them, and let clients ping us.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keep.Time, Timeout: keep.Timeout}),
@@ -223,13 +230,22 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		grpc.MaxHeaderListSize(maxHeaderBytes),
 		grpc.ConnectionTimeout(cfg.Limits.handshakeTimeout()),
 	)...)
-	calsyncv1.RegisterCalendarServiceServer(s.grpc, &calendarService{store: deps.Store, resync: deps.Processor.RequestResync, watch: hub, stopping: s.watchCtx, log: s.log})
+	// The REST gateway's in-process connection carries every REST call of
+	// every client at once, REST watches included: the bounds of one
+	// public connection would cap all of REST together. The HTTP listener
+	// bounds each REST client instead.
+	s.inprocGRPC = grpc.NewServer(common...)
 	s.webhooks = &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, timeout: cfg.Limits.RequestTimeout, log: s.log, metrics: deps.Metrics,
 		rejected: rejectionLog{sometimes: rate.Sometimes{First: 1, Interval: rejectionLogInterval}}}
-	calsyncv1.RegisterWebhookServiceServer(s.grpc, s.webhooks)
-	calsyncv1.RegisterDeliveryServiceServer(s.grpc, &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log})
 	s.health = health.NewServer()
-	grpc_health_v1.RegisterHealthServer(s.grpc, s.health)
+	calendars := &calendarService{store: deps.Store, resync: deps.Processor.RequestResync, watch: hub, stopping: s.watchCtx, log: s.log}
+	deliveries := &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log}
+	for _, srv := range []*grpc.Server{s.grpc, s.inprocGRPC} {
+		calsyncv1.RegisterCalendarServiceServer(srv, calendars)
+		calsyncv1.RegisterWebhookServiceServer(srv, s.webhooks)
+		calsyncv1.RegisterDeliveryServiceServer(srv, deliveries)
+		grpc_health_v1.RegisterHealthServer(srv, s.health)
+	}
 	if err := registerReflection(s.grpc); err != nil {
 		return nil, err
 	}
@@ -314,8 +330,8 @@ func (s *Server) Start(ctx context.Context) error {
 		defer close(s.compactionDone)
 		s.hub.RunCompaction(s.watchCtx)
 	}()
-	go s.serveGRPC(s.grpcLis)
-	go s.serveGRPC(s.inproc)
+	go s.serveGRPC(s.grpc, s.grpcLis)
+	go s.serveGRPC(s.inprocGRPC, s.inproc)
 	go s.serveHTTP(s.http, s.httpLis)
 	if s.metricsLis != nil {
 		mux := http.NewServeMux()
@@ -397,8 +413,8 @@ func (s *Server) ReloadTLS() error {
 	return s.cert.load()
 }
 
-func (s *Server) serveGRPC(lis net.Listener) {
-	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+func (s *Server) serveGRPC(srv *grpc.Server, lis net.Listener) {
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		s.log.Error("grpc server stopped", "err", err)
 	}
 }
@@ -425,7 +441,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 	done := make(chan struct{})
 	go func() {
-		s.grpc.GracefulStop()
+		var wg sync.WaitGroup
+		wg.Go(s.grpc.GracefulStop)
+		wg.Go(s.inprocGRPC.GracefulStop)
+		wg.Wait()
 		close(done)
 	}()
 	select {
@@ -433,6 +452,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 		s.log.Warn("graceful gRPC stop timed out; closing connections")
 		s.grpc.Stop()
+		s.inprocGRPC.Stop()
 		<-done
 	}
 	if err := s.http.Shutdown(ctx); err != nil {

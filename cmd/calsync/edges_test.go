@@ -400,3 +400,28 @@ func TestPprofTLS(t *testing.T) {
 		t.Errorf("pprof answered over plain HTTP with TLS configured")
 	}
 }
+
+// TestRESTNotCappedPerConnection opens more REST watches than one gRPC
+// connection may carry streams: every REST call reaches gRPC over one
+// in-process connection, which the per-connection limit must not cap.
+func TestRESTNotCappedPerConnection(t *testing.T) {
+	cfg := defaultTestConfig(t)
+	cfg.maxStreamsPerConn = 2
+	ts := mustServe(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 4 {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, ts.url("/v1/events:watch"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("REST watch %d: %v", i+1, err)
+		}
+		defer resp.Body.Close()
+		if _, err := bufio.NewReader(resp.Body).ReadString('\n'); resp.StatusCode != http.StatusOK || err != nil {
+			t.Fatalf("REST watch %d = %d, %v", i+1, resp.StatusCode, err)
+		}
+	}
+}

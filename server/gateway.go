@@ -129,6 +129,9 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, webhooks calsyncv1.W
 	}
 	mux := runtime.NewServeMux(
 		runtime.WithRoutingErrorHandler(routes.routingErrorHandler),
+		// A POST of a form is a POST: the gateway would otherwise serve it
+		// as the GET of the same path, where 405 is the answer.
+		runtime.WithDisablePathLengthFallback(),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, rawBodyMarshaler{jsonMarshaler()}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader(headers...)),
 		runtime.WithMarshalerOption(mimeEventStream, sseMarshaler{jsonMarshaler()}),

@@ -266,6 +266,11 @@ func TestMethodNotAllowed(t *testing.T) {
 			t.Errorf("%s %s = %d, Allow %q: %s; want 405, Allow %q", c.method, c.path, resp.StatusCode, resp.Header.Get("Allow"), body, c.allow)
 		}
 	}
+	// A form posted to a GET route is no GET.
+	form := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}}
+	if code, body := httpDo(t, http.MethodPost, ts.url("/v1/calendars"), []byte("page_size=1"), form); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST of a form to /v1/calendars = %d %s, want 405", code, body)
+	}
 	if code, body := httpDo(t, http.MethodGet, ts.url("/v1/nothing-here"), nil, nil); code != http.StatusNotFound {
 		t.Errorf("GET of an unknown path = %d %s, want 404", code, body)
 	}

@@ -34,7 +34,10 @@ const (
 	WebhookUnknownProvider = "unknown_provider"
 	WebhookNotConfigured   = "not_configured"
 	WebhookTooLarge        = "too_large"
-	WebhookError           = "error"
+	// WebhookUnsupportedEncoding is a body in a content coding (gzip...),
+	// refused with 415.
+	WebhookUnsupportedEncoding = "unsupported_encoding"
+	WebhookError               = "error"
 )
 
 // Metrics holds every collector of a calsync process in its own registry,
@@ -62,6 +65,8 @@ type Metrics struct {
 	streamsRejected prometheus.Counter
 	authFailures    *prometheus.CounterVec
 	tokenReloads    *prometheus.CounterVec
+
+	healthWatchesRejected prometheus.Counter
 }
 
 // New returns a Metrics with every collector registered, Go runtime and
@@ -74,7 +79,7 @@ func New() *Metrics {
 		)),
 		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "webhooks_received_total",
-			Help: "Webhook deliveries received, by provider and outcome (accepted, duplicate, unauthenticated, unknown_provider, not_configured, too_large, error).",
+			Help: "Webhook deliveries received, by provider and outcome (accepted, duplicate, unauthenticated, unknown_provider, not_configured, too_large, unsupported_encoding, error).",
 		}, []string{"provider", "outcome"}),
 		webhookLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "webhook_answer_seconds",
@@ -142,13 +147,17 @@ func New() *Metrics {
 			Help: "Reloads of --api-tokens-file, by result (ok, error).",
 		}, []string{"result"}),
 	}
+	m.healthWatchesRejected = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "health_watches_rejected_total",
+		Help: "gRPC health watches (grpc.health.v1.Health/Watch) refused because --max-health-watches were open.",
+	})
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.GRPC, m.webhooks, m.webhookLatency, m.processed, m.processing, m.deadLettered,
 		m.recallRequests, m.recallLatency, m.batchSize, m.commitLatency,
 		m.changesSent, m.fallbacks, m.streamsEnded, m.streamsRejected,
-		m.authFailures, m.tokenReloads, m.pruned,
+		m.authFailures, m.tokenReloads, m.pruned, m.healthWatchesRejected,
 	)
 	// Every state shows from the start, so a rate over it is defined
 	// before the first pruning.
@@ -220,6 +229,9 @@ func (m *Metrics) StreamEnded(reason string) { m.streamsEnded.WithLabelValues(re
 
 // StreamRejected counts a watch stream refused by the stream limit.
 func (m *Metrics) StreamRejected() { m.streamsRejected.Inc() }
+
+// HealthWatchRejected counts a health watch refused by its limit.
+func (m *Metrics) HealthWatchRejected() { m.healthWatchesRejected.Inc() }
 
 // AuthFailure counts a request refused for lack of credentials.
 func (m *Metrics) AuthFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }

@@ -260,7 +260,13 @@ func checkExposure(cfg Config, authenticated bool) error {
 	if authenticated || cfg.InsecureNoAuth {
 		return nil
 	}
-	for _, addr := range []string{cfg.GRPCAddr, cfg.HTTPAddr} {
+	addrs := []string{cfg.GRPCAddr, cfg.HTTPAddr}
+	if cfg.PprofAddr != "" {
+		// The profiles are as private as the API: more so, they show
+		// where the process spends its time and memory.
+		addrs = append(addrs, cfg.PprofAddr)
+	}
+	for _, addr := range addrs {
 		if !LoopbackOnly(addr) {
 			return fmt.Errorf("%w on %s, which is not a loopback address: set --api-tokens or --api-tokens-file (or --tls-client-ca), or pass --insecure-no-auth", ErrNoAuthentication, addr)
 		}

@@ -45,7 +45,8 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		// operator configures it; the message names what to set.
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, ingest.ErrUnauthorized):
-		log.InfoContext(ctx, "webhook rejected", "err", err)
+		// Not logged here: anyone can send these by the thousand. The
+		// webhook service logs a sample and counts every one.
 		return status.Error(codes.Unauthenticated, "webhook credentials are missing or invalid")
 	case errors.Is(err, ingest.ErrNotResyncable):
 		return status.Error(codes.FailedPrecondition, err.Error())

@@ -123,7 +123,15 @@ func httpErrorHandler(ctx context.Context, mux *runtime.ServeMux, m runtime.Mars
 // newGateway builds the REST gateway over a connection to the gRPC server,
 // except for webhooks, which it hands to the service in process.
 func newGateway(ctx context.Context, conn *grpc.ClientConn, webhooks calsyncv1.WebhookServiceServer, headers []string) (*runtime.ServeMux, error) {
+	routes, err := newRouteMethods()
+	if err != nil {
+		return nil, err
+	}
 	mux := runtime.NewServeMux(
+		runtime.WithRoutingErrorHandler(routes.routingErrorHandler),
+		// A POST of a form is a POST: the gateway would otherwise serve it
+		// as the GET of the same path, where 405 is the answer.
+		runtime.WithDisablePathLengthFallback(),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, rawBodyMarshaler{jsonMarshaler()}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader(headers...)),
 		runtime.WithOutgoingHeaderMatcher(noGRPCMetadata), runtime.WithOutgoingTrailerMatcher(noGRPCMetadata),
@@ -147,22 +155,29 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, webhooks calsyncv1.W
 }
 
 // limitWebhookBodies answers 413 to webhook bodies over max bytes before they
-// reach the gateway, and hands the gateway the body it read.
+// reach the gateway, and hands the gateway the body it read. A body in a
+// content coding (gzip...) is refused with 415 before anything is stored:
+// signatures are over the bytes the provider meant, and a sender told at
+// once can fix it, where a stored delivery could only be dead-lettered.
 func limitWebhookBodies(max int64, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/v1/webhooks/") {
+		if !isWebhook(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if !identityEncoding(r.Header) {
+			writeUnsupportedEncoding(w)
+			return
+		}
 		if r.ContentLength > max {
-			writeTooLarge(w, max)
+			writeTooLarge(w, "webhook body", max)
 			return
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 		if err != nil {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
-				writeTooLarge(w, max)
+				writeTooLarge(w, "webhook body", max)
 				return
 			}
 			http.Error(w, `{"code":3,"message":"could not read the request body"}`, http.StatusBadRequest)
@@ -174,8 +189,64 @@ func limitWebhookBodies(max int64, next http.Handler) http.Handler {
 	})
 }
 
-func writeTooLarge(w http.ResponseWriter, max int64) {
+// limitRequestBodies answers 413 to a request other than a webhook whose
+// body is over max bytes: API calls take no body or a small JSON object.
+// It reads at most max+1 bytes of a body, and none of one whose declared
+// length is already too large, so a client cannot make the server hold
+// more than max bytes per request.
+func limitRequestBodies(max int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isWebhook(r) || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.ContentLength > max {
+			writeTooLarge(w, "request body", max)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+		if err != nil {
+			http.Error(w, `{"code":3,"message":"could not read the request body"}`, http.StatusBadRequest)
+			return
+		}
+		if int64(len(body)) > max {
+			writeTooLarge(w, "request body", max)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// isWebhook reports whether r is a webhook delivery.
+func isWebhook(r *http.Request) bool {
+	return r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, webhookPrefix)
+}
+
+// identityEncoding reports whether a request's body is in no content
+// coding (Content-Encoding absent or "identity").
+func identityEncoding(h http.Header) bool {
+	for _, v := range h.Values("Content-Encoding") {
+		for _, coding := range strings.Split(v, ",") {
+			if c := strings.TrimSpace(coding); c != "" && !strings.EqualFold(c, "identity") {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func writeTooLarge(w http.ResponseWriter, what string, max int64) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusRequestEntityTooLarge)
-	fmt.Fprintf(w, `{"code":%d,"message":"webhook body exceeds %d bytes","details":[]}`+"\n", codes.ResourceExhausted, max)
+	fmt.Fprintf(w, `{"code":%d,"message":"%s exceeds %d bytes","details":[]}`+"\n", codes.ResourceExhausted, what, max)
+}
+
+func writeUnsupportedEncoding(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "application/json")
+	// Accept-Encoding on a 415 names the codings the server takes (RFC 9110).
+	w.Header().Set("Accept-Encoding", "identity")
+	w.WriteHeader(http.StatusUnsupportedMediaType)
+	fmt.Fprintf(w, `{"code":%d,"message":"webhook bodies must not be compressed or otherwise content-encoded: send them as is (Content-Encoding: identity)","details":[]}`+"\n", codes.InvalidArgument)
 }

@@ -47,26 +47,30 @@ func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 	}
 	ui := &consoleAPI{store: s.deps.Store, metrics: s.metrics, cursors: s.hub.Cursors(), retention: retention, log: s.log}
 	ui.register(mux, s.cfg.Limits.RequestTimeout)
-	mux.Handle("/", countTooLarge(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
+	mux.Handle("/", countRefusedWebhooks(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
 
 	top := http.NewServeMux()
 	top.Handle(console.Path, console.Handler())
-	top.Handle("/", s.auth.requireHTTPAuth(true, mux))
+	top.Handle("/", s.auth.requireHTTPAuth(true, limitRequestBodies(maxRequestBytes, mux)))
 	return withCORS(s.cfg.CORSAllowedOrigins, top)
 }
 
-// countTooLarge counts webhooks refused with 413 before they reach the
-// gRPC service (which counts every other outcome).
-func countTooLarge(m *metrics.Metrics, next http.Handler) http.Handler {
+// countRefusedWebhooks counts webhooks refused before they reach the gRPC
+// service (which counts every other outcome): 413 and 415.
+func countRefusedWebhooks(m *metrics.Metrics, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, webhookPrefix) {
+		if !isWebhook(r) {
 			next.ServeHTTP(w, r)
 			return
 		}
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		if rec.code == http.StatusRequestEntityTooLarge {
-			m.Webhook(providerLabel(strings.TrimPrefix(r.URL.Path, webhookPrefix)), metrics.WebhookTooLarge, 0)
+		provider := providerLabel(strings.TrimPrefix(r.URL.Path, webhookPrefix))
+		switch rec.code {
+		case http.StatusRequestEntityTooLarge:
+			m.Webhook(provider, metrics.WebhookTooLarge, 0)
+		case http.StatusUnsupportedMediaType:
+			m.Webhook(provider, metrics.WebhookUnsupportedEncoding, 0)
 		}
 	})
 }

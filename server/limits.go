@@ -9,12 +9,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"github.com/calsync/calsync/metrics"
 )
 
 // Limits bound what clients can make the server hold. Zero fields mean no
-// limit.
+// limit, except where a field says otherwise.
 type Limits struct {
 	// RequestTimeout is the longest a unary call may run; a client's shorter
 	// deadline wins. A call past it ends with DEADLINE_EXCEEDED.
@@ -25,6 +23,37 @@ type Limits struct {
 	// Keepalive is the gRPC keepalive policy; zero fields take the defaults
 	// of [DefaultKeepalive].
 	Keepalive Keepalive
+	// MaxStreamsPerConnection caps the gRPC streams (calls) open at once on
+	// one connection, advertised to clients in HTTP/2 SETTINGS; a client
+	// opening more waits for one to end.
+	MaxStreamsPerConnection uint32
+	// MaxHealthWatches caps the grpc.health.v1.Health/Watch streams open at
+	// once. They need no credentials, so without a cap anyone could hold
+	// memory with them; one more is refused with RESOURCE_EXHAUSTED.
+	MaxHealthWatches int
+	// HandshakeTimeout is the longest a new connection may take to finish
+	// its TLS handshake and send its first request headers (gRPC: the
+	// HTTP/2 preface); a slower or silent connection is closed. Zero takes
+	// [DefaultHandshakeTimeout].
+	HandshakeTimeout time.Duration
+}
+
+// DefaultHandshakeTimeout is Limits.HandshakeTimeout unless configured.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// Header and request body bounds of the public listeners. Headers carry
+// tokens and webhook signatures, a few hundred bytes; REST calls other
+// than webhooks carry no body or a small JSON object.
+const (
+	maxHeaderBytes  = 64 << 10
+	maxRequestBytes = 64 << 10
+)
+
+func (l Limits) handshakeTimeout() time.Duration {
+	if l.HandshakeTimeout <= 0 {
+		return DefaultHandshakeTimeout
+	}
+	return l.HandshakeTimeout
 }
 
 // Keepalive is the gRPC server's keepalive policy. Watch streams live for
@@ -77,25 +106,34 @@ func deadlineInterceptor(d time.Duration) grpc.UnaryServerInterceptor {
 	}
 }
 
-// watchMethod is the only streaming method of the API.
-const watchMethod = "/calsync.v1.CalendarService/WatchEvents"
+// The server's long-lived streaming methods: the API's watch, and the
+// health service's, which needs no credentials.
+const (
+	watchMethod       = "/calsync.v1.CalendarService/WatchEvents"
+	healthWatchMethod = "/grpc.health.v1.Health/Watch"
+)
 
-// streamLimiter refuses watch streams beyond a cap.
+// streamLimiter refuses streams of one method beyond a cap. It is safe for
+// concurrent use; a refused stream never reaches the handler.
 type streamLimiter struct {
-	max     int64
-	open    atomic.Int64
-	metrics *metrics.Metrics
+	method string
+	// what names the streams in the refusal, as in "watch streams".
+	what string
+	max  int64
+	open atomic.Int64
+	// rejected counts each refused stream.
+	rejected func()
 }
 
 func (l *streamLimiter) interceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if l.max <= 0 || info.FullMethod != watchMethod {
+		if l.max <= 0 || info.FullMethod != l.method {
 			return handler(srv, ss)
 		}
 		if l.open.Add(1) > l.max {
 			l.open.Add(-1)
-			l.metrics.StreamRejected()
-			return status.Error(codes.ResourceExhausted, fmt.Sprintf("too many watch streams are open (the limit is %d): retry later", l.max))
+			l.rejected()
+			return status.Error(codes.ResourceExhausted, fmt.Sprintf("too many %s are open (the limit is %d): retry later", l.what, l.max))
 		}
 		defer l.open.Add(-1)
 		return handler(srv, ss)

@@ -11,10 +11,12 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -67,6 +69,12 @@ type Config struct {
 	// may call the REST API and open its streams from their pages; empty
 	// allows no cross-origin access. Webhooks are never open to them.
 	CORSAllowedOrigins []string
+
+	// PprofAddr, if set, serves the runtime profiles (net/http/pprof, the
+	// command line excepted) on a listener of their own, under the same
+	// rules as the API: TLS when configured, the API's credentials when
+	// any are configured, and a loopback address otherwise.
+	PprofAddr string
 }
 
 // Deps are the components the server exposes.
@@ -86,12 +94,14 @@ type Deps struct {
 
 // Server is a running calsync API.
 type Server struct {
-	cfg    Config
-	deps   Deps
-	log    *slog.Logger
-	grpc   *grpc.Server
-	health *health.Server
-	http   *http.Server
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	grpc *grpc.Server
+	// inprocGRPC serves the REST gateway's in-process connection.
+	inprocGRPC *grpc.Server
+	health     *health.Server
+	http       *http.Server
 
 	grpcLis net.Listener
 	httpLis net.Listener
@@ -109,6 +119,9 @@ type Server struct {
 	// metricsHTTP serves /metrics when it has a listener of its own.
 	metricsHTTP *http.Server
 	metricsLis  net.Listener
+	// pprofHTTP serves the runtime profiles when PprofAddr is set.
+	pprofHTTP *http.Server
+	pprofLis  net.Listener
 
 	// stopping is closed when shutdown begins, so long-lived streams end
 	// (clients resume elsewhere) instead of holding GracefulStop open.
@@ -153,7 +166,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	keep := cfg.Limits.Keepalive.withDefaults()
-	limiter := &streamLimiter{max: int64(cfg.Limits.MaxWatchStreams), metrics: deps.Metrics}
+	watchLimiter := &streamLimiter{method: watchMethod, what: "watch streams", max: int64(cfg.Limits.MaxWatchStreams), rejected: deps.Metrics.StreamRejected}
+	healthLimiter := &streamLimiter{method: healthWatchMethod, what: "health watches", max: int64(cfg.Limits.MaxHealthWatches), rejected: deps.Metrics.HealthWatchRejected}
 	if cfg.Watch.Logger == nil {
 		cfg.Watch.Logger = s.log
 	}
@@ -171,8 +185,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.watchCtx, s.stopWatch = context.WithCancel(context.Background())
 
 	// A webhook body travels inside an IngestWebhookRequest: leave room for
-	// the envelope, and never go below gRPC's usual 4 MiB.
-	maxRecv := max(int(cfg.MaxWebhookBytes)+64<<10, 4<<20)
+	// the envelope. Every other request is far smaller. A message is read
+	// whole before any interceptor sees it, credentials included, so this
+	// is what an unauthenticated client can make each stream hold.
+	maxRecv := int(cfg.MaxWebhookBytes) + 64<<10
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(logLevel),
@@ -181,11 +197,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.log.ErrorContext(ctx, "panic in handler", "panic", p)
 		return status.Error(codes.Internal, "internal error")
 	})
-	var creds []grpc.ServerOption
-	if s.tlsConfig != nil {
-		creds = append(creds, grpc.Creds(gatewayOrTLS{credentials.NewTLS(s.tlsConfig.Clone())}))
-	}
-	s.grpc = grpc.NewServer(append(creds,
+	// Both gRPC servers serve the same services through the same
+	// interceptors (so limits such as --max-watch-streams are shared).
+	common := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(maxRecv),
 		// Watch responses are encoded once and sent to every stream as is.
 		grpc.ForceServerCodecV2(newFrameCodec()),
@@ -203,20 +217,43 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
 			recovery.StreamServerInterceptor(recoverOpt),
 			s.auth.stream(),
-			limiter.interceptor(),
+			watchLimiter.interceptor(),
+			healthLimiter.interceptor(),
 			observeWatch(deps.Metrics),
 		),
+	}
+	var creds []grpc.ServerOption
+	if s.tlsConfig != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(s.tlsConfig.Clone())))
+	}
+	s.grpc = grpc.NewServer(append(append(creds, common...),
 		// Watch streams live for hours, often behind load balancers that
 		// drop idle connections: ping them, and let clients ping us.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keep.Time, Timeout: keep.Timeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keep.MinTime, PermitWithoutStream: true}),
+		// A public server bounds what one connection can hold: its streams,
+		// its header block, and how long it may take to say anything at
+		// all (gRPC would wait 120 s for a silent connection).
+		grpc.MaxConcurrentStreams(cfg.Limits.MaxStreamsPerConnection),
+		grpc.MaxHeaderListSize(maxHeaderBytes),
+		grpc.ConnectionTimeout(cfg.Limits.handshakeTimeout()),
 	)...)
-	calsyncv1.RegisterCalendarServiceServer(s.grpc, &calendarService{store: deps.Store, resync: deps.Processor.RequestResync, watch: hub, stopping: s.watchCtx, log: s.log})
-	s.webhooks = &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, timeout: cfg.Limits.RequestTimeout, log: s.log, metrics: deps.Metrics}
-	calsyncv1.RegisterWebhookServiceServer(s.grpc, s.webhooks)
-	calsyncv1.RegisterDeliveryServiceServer(s.grpc, &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log})
+	// The REST gateway's in-process connection carries every REST call of
+	// every client at once, REST watches included: the bounds of one
+	// public connection would cap all of REST together. The HTTP listener
+	// bounds each REST client instead.
+	s.inprocGRPC = grpc.NewServer(common...)
+	s.webhooks = &webhookService{receiver: deps.Receiver, maxBytes: cfg.MaxWebhookBytes, timeout: cfg.Limits.RequestTimeout, log: s.log, metrics: deps.Metrics,
+		rejected: rejectionLog{sometimes: rate.Sometimes{First: 1, Interval: rejectionLogInterval}}}
 	s.health = health.NewServer()
-	grpc_health_v1.RegisterHealthServer(s.grpc, s.health)
+	calendars := &calendarService{store: deps.Store, resync: deps.Processor.RequestResync, watch: hub, stopping: s.watchCtx, log: s.log}
+	deliveries := &deliveryService{store: deps.Store, kick: deps.Processor.Notify, log: s.log}
+	for _, srv := range []*grpc.Server{s.grpc, s.inprocGRPC} {
+		calsyncv1.RegisterCalendarServiceServer(srv, calendars)
+		calsyncv1.RegisterWebhookServiceServer(srv, s.webhooks)
+		calsyncv1.RegisterDeliveryServiceServer(srv, deliveries)
+		grpc_health_v1.RegisterHealthServer(srv, s.health)
+	}
 	if err := registerReflection(s.grpc); err != nil {
 		return nil, err
 	}
@@ -229,10 +266,15 @@ func New(cfg Config, deps Deps) (*Server, error) {
 }
 
 // logLevel is the level a finished call is logged at: failures that are
-// the client's own business stay at debug, like successes.
+// the client's own business stay at debug, like successes. So do refusals
+// anyone can cause by the thousand without credentials (UNAUTHENTICATED,
+// RESOURCE_EXHAUSTED): a line each would let them fill the disk, and
+// metrics count every one (calsync_webhooks_received_total,
+// calsync_api_auth_failures_total, the *_rejected_total counters).
 func logLevel(c codes.Code) logging.Level {
 	switch c {
-	case codes.OK, codes.Canceled, codes.NotFound, codes.InvalidArgument, codes.AlreadyExists:
+	case codes.OK, codes.Canceled, codes.NotFound, codes.InvalidArgument, codes.AlreadyExists,
+		codes.Unauthenticated, codes.ResourceExhausted:
 		return logging.LevelDebug
 	case codes.Internal, codes.Unknown, codes.DataLoss:
 		return logging.LevelError
@@ -266,6 +308,16 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("listen metrics: %w", err)
 		}
 	}
+	if s.cfg.PprofAddr != "" {
+		if s.pprofLis, err = net.Listen("tcp", s.cfg.PprofAddr); err != nil {
+			s.grpcLis.Close()
+			s.httpLis.Close()
+			if s.metricsLis != nil {
+				s.metricsLis.Close()
+			}
+			return fmt.Errorf("listen pprof: %w", err)
+		}
+	}
 	s.inproc = bufconn.Listen(1 << 20)
 	s.gwConn, err = grpc.NewClient("passthrough:///calsync-inproc",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return s.inproc.DialContext(ctx) }),
@@ -282,27 +334,25 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.http = &http.Server{
-		Handler:   s.httpHandler(gw),
-		TLSConfig: s.tlsConfig,
-		// No WriteTimeout: it would cut long-lived watch streams.
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
+	s.http = s.newHTTPServer(s.httpHandler(gw))
 	s.compactionDone = make(chan struct{})
 	go func() {
 		defer close(s.compactionDone)
 		s.hub.RunCompaction(s.watchCtx)
 	}()
-	go s.serveGRPC(s.grpcLis)
-	go s.serveGRPC(s.inproc)
+	go s.serveGRPC(s.grpc, s.grpcLis)
+	go s.serveGRPC(s.inprocGRPC, s.inproc)
 	go s.serveHTTP(s.http, s.httpLis)
 	if s.metricsLis != nil {
 		mux := http.NewServeMux()
 		mux.Handle(metricsPath, s.metrics.Handler())
-		s.metricsHTTP = &http.Server{Handler: mux, TLSConfig: s.tlsConfig, ReadHeaderTimeout: 10 * time.Second}
+		s.metricsHTTP = s.newHTTPServer(mux)
 		go s.serveHTTP(s.metricsHTTP, s.metricsLis)
+	}
+	if s.pprofLis != nil {
+		// No path of it is public: every one needs the API's credentials.
+		s.pprofHTTP = s.newHTTPServer(s.auth.requireHTTPAuth(true, pprofHandler()))
+		go s.serveHTTP(s.pprofHTTP, s.pprofLis)
 	}
 	s.health.SetServingStatus("", grpc_health_v1.HealthCheckResponse_SERVING)
 	for name := range s.grpc.GetServiceInfo() {
@@ -313,8 +363,32 @@ func (s *Server) Start(ctx context.Context) error {
 	if s.metricsLis != nil {
 		attrs = append(attrs, "metrics_addr", s.metricsLis.Addr().String())
 	}
+	if s.pprofLis != nil {
+		attrs = append(attrs, "pprof_addr", s.pprofLis.Addr().String())
+	}
 	s.log.Info("calsync listening", attrs...)
 	return nil
+}
+
+// newHTTPServer is an HTTP server with the bounds every listener of
+// calsync has: a silent or slow client is closed after the handshake
+// timeout, an idle one after two minutes, and headers are bounded in
+// bytes. There is no WriteTimeout: it would cut long-lived watch streams.
+func (s *Server) newHTTPServer(h http.Handler) *http.Server {
+	var tc *tls.Config
+	if s.tlsConfig != nil {
+		// Each server gets its own copy: serving sets up HTTP/2 in it.
+		// The certificate is still the reloadable one (GetCertificate).
+		tc = s.tlsConfig.Clone()
+	}
+	return &http.Server{
+		Handler:           h,
+		TLSConfig:         tc,
+		ReadHeaderTimeout: s.cfg.Limits.handshakeTimeout(),
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 }
 
 // serveHTTP serves one HTTP listener, over TLS when configured.
@@ -349,8 +423,8 @@ func (s *Server) ReloadTLS() error {
 	return s.cert.load()
 }
 
-func (s *Server) serveGRPC(lis net.Listener) {
-	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+func (s *Server) serveGRPC(srv *grpc.Server, lis net.Listener) {
+	if err := srv.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		s.log.Error("grpc server stopped", "err", err)
 	}
 }
@@ -377,7 +451,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 	done := make(chan struct{})
 	go func() {
-		s.grpc.GracefulStop()
+		var wg sync.WaitGroup
+		wg.Go(s.grpc.GracefulStop)
+		wg.Go(s.inprocGRPC.GracefulStop)
+		wg.Wait()
 		close(done)
 	}()
 	select {
@@ -385,6 +462,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	case <-ctx.Done():
 		s.log.Warn("graceful gRPC stop timed out; closing connections")
 		s.grpc.Stop()
+		s.inprocGRPC.Stop()
 		<-done
 	}
 	if err := s.http.Shutdown(ctx); err != nil {
@@ -395,6 +473,10 @@ func (s *Server) Shutdown(ctx context.Context) {
 		if err := s.metricsHTTP.Shutdown(ctx); err != nil {
 			s.metricsHTTP.Close()
 		}
+	}
+	if s.pprofHTTP != nil {
+		// A profile being taken is not worth waiting for.
+		s.pprofHTTP.Close()
 	}
 	s.gwConn.Close()
 	<-s.compactionDone

@@ -5,11 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"sync/atomic"
-
-	"google.golang.org/grpc/credentials"
 )
 
 // TLSFiles names the PEM files of the server's TLS certificate and, for
@@ -84,26 +81,3 @@ func serverTLS(files TLSFiles) (*tls.Config, *certificate, error) {
 // inprocNetwork is the network name of the in-process listener the REST
 // gateway dials (bufconn's).
 const inprocNetwork = "bufconn"
-
-// gatewayOrTLS is the gRPC server's transport security: TLS on the network
-// listener, none on the in-process listener of the REST gateway, which
-// never leaves the process (the HTTP listener in front of it has TLS).
-type gatewayOrTLS struct {
-	credentials.TransportCredentials
-}
-
-// inprocInfo describes an in-process connection.
-type inprocInfo struct{ credentials.CommonAuthInfo }
-
-func (inprocInfo) AuthType() string { return "inproc" }
-
-func (c gatewayOrTLS) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	if conn.LocalAddr().Network() == inprocNetwork {
-		return conn, inprocInfo{credentials.CommonAuthInfo{SecurityLevel: credentials.NoSecurity}}, nil
-	}
-	return c.TransportCredentials.ServerHandshake(conn)
-}
-
-func (c gatewayOrTLS) Clone() credentials.TransportCredentials {
-	return gatewayOrTLS{c.TransportCredentials.Clone()}
-}

@@ -2,11 +2,15 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -29,6 +33,31 @@ type webhookService struct {
 	timeout time.Duration
 	log     *slog.Logger
 	metrics *metrics.Metrics
+	// rejected logs a sample of the webhooks refused for their
+	// credentials; metrics count every one.
+	rejected rejectionLog
+}
+
+// rejectionLogInterval is the shortest time between two "webhook rejected"
+// log lines.
+const rejectionLogInterval = 10 * time.Second
+
+// rejectionLog logs refused webhooks at most once per interval, each line
+// saying how many were refused since the one before: refusals cost an
+// unauthenticated sender nothing, and a flood of them must not become a
+// flood of log lines. It is safe for concurrent use.
+type rejectionLog struct {
+	sometimes rate.Sometimes
+	// since counts refusals not yet reported by a log line.
+	since atomic.Int64
+}
+
+func (l *rejectionLog) record(ctx context.Context, log *slog.Logger, provider string, err error) {
+	l.since.Add(1)
+	l.sometimes.Do(func() {
+		log.InfoContext(ctx, "webhook rejected", "provider", providerLabel(provider), "err", err,
+			"rejected_since_last_line", l.since.Swap(0), "next_line_after", rejectionLogInterval.String())
+	})
 }
 
 func (s *webhookService) IngestWebhook(ctx context.Context, req *calsyncv1.IngestWebhookRequest) (*calsyncv1.IngestWebhookResponse, error) {
@@ -41,6 +70,9 @@ func (s *webhookService) IngestWebhook(ctx context.Context, req *calsyncv1.Inges
 	provider := req.GetProvider()
 	receipt, err := s.receiver.Receive(ctx, provider, body, headersOf(ctx))
 	s.metrics.Webhook(providerLabel(provider), webhookOutcome(receipt.Duplicate, err), time.Since(began))
+	if errors.Is(err, ingest.ErrUnauthorized) {
+		s.rejected.record(ctx, s.log, provider, err)
+	}
 	if err != nil {
 		return nil, toStatus(ctx, s.log, err)
 	}

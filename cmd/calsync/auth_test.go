@@ -240,6 +240,8 @@ func TestRefuseToStartWithoutAuth(t *testing.T) {
 		{"LoopbackIsFine", func(*serveConfig) {}, false},
 		{"ErrAllInterfaces", func(c *serveConfig) { c.grpcAddr = ":0" }, true},
 		{"ErrPublicHTTP", func(c *serveConfig) { c.httpAddr = "0.0.0.0:0" }, true},
+		{"ErrPublicPprof", func(c *serveConfig) { c.pprofAddr = "0.0.0.0:0" }, true},
+		{"TokensAllowPublicPprof", func(c *serveConfig) { c.pprofAddr = "0.0.0.0:0"; c.apiTokens = goodToken }, false},
 		{"LocalhostIsFine", func(c *serveConfig) { c.httpAddr = "localhost:0" }, false},
 		{"TokensAllowIt", func(c *serveConfig) { c.grpcAddr = ":0"; c.apiTokens = goodToken }, false},
 		{"InsecureNoAuthAllowsIt", func(c *serveConfig) { c.grpcAddr = ":0"; c.insecureNoAuth = true }, false},
@@ -265,7 +267,11 @@ func TestRefuseToStartWithoutAuth(t *testing.T) {
 // serveArgs is the command line of `calsync serve` for cfg's addresses and
 // database.
 func serveArgs(cfg serveConfig) []string {
-	return []string{"serve", "--grpc-addr", cfg.grpcAddr, "--http-addr", cfg.httpAddr, "--db", cfg.dbPath, "--log-level", "error"}
+	args := []string{"serve", "--grpc-addr", cfg.grpcAddr, "--http-addr", cfg.httpAddr, "--db", cfg.dbPath, "--log-level", "error"}
+	if cfg.pprofAddr != "" {
+		args = append(args, "--pprof-addr", cfg.pprofAddr)
+	}
+	return args
 }
 
 func TestTokenFileReload(t *testing.T) {

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"html"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +36,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	cfg.postpressAuthSecrets = postpressSecret
 	cfg.recallWebhookSecrets = recallSecret
 	cfg.recallAPIURL, cfg.recallAPIKey = fake.URL, fake.APIKey()
+	cfg.pprofAddr = "127.0.0.1:0"
 	cfg.reload = make(chan struct{})
 	reloaded := make(chan struct{}, 1)
 	cfg.reloaded = func() { reloaded <- struct{}{} }
@@ -124,6 +127,12 @@ func TestSecretsNeverShown(t *testing.T) {
 	_, b := httpDo(t, http.MethodGet, ts.url("/metrics"), nil, http.Header{"Authorization": {"Bearer " + goodToken}})
 	record(string(b))
 
+	// Every profile pprof serves, with and without a token.
+	pprofBase := "http://" + addrFromLogs(t, ts.logs.String(), "pprof_addr") + "/debug/pprof/"
+	for _, token := range []string{"", goodToken} {
+		fetchPprof(t, pprofBase, token, record)
+	}
+
 	ts.stop()
 	secrets := map[string]string{
 		"API token":             goodToken,
@@ -168,4 +177,31 @@ func watchAll(t *testing.T, ctx context.Context, conn *grpc.ClientConn, record f
 			return
 		}
 	}
+}
+
+// fetchPprof GETs every endpoint the pprof listener at base serves — the
+// index, each profile it links to in text form, goroutine dumps with full
+// stacks, the command line, symbols, a CPU profile and a trace — and
+// records every answer.
+func fetchPprof(t *testing.T, base, token string, record func(...string)) {
+	t.Helper()
+	h := http.Header{}
+	if token != "" {
+		h.Set("Authorization", "Bearer "+token)
+	}
+	_, index := httpDo(t, http.MethodGet, base, nil, h)
+	record(string(index))
+	paths := []string{"cmdline", "symbol", "goroutine?debug=2", "profile?seconds=1", "trace?seconds=1"}
+	for _, m := range regexp.MustCompile(`href='([^']+)'`).FindAllStringSubmatch(string(index), -1) {
+		paths = append(paths, html.UnescapeString(m[1]))
+	}
+	if token != "" && len(paths) < 10 {
+		t.Fatalf("the pprof index links to %d profiles:\n%s", len(paths)-5, index)
+	}
+	for _, path := range paths {
+		_, b := httpDo(t, http.MethodGet, base+path, nil, h)
+		record(string(b))
+	}
+	_, b := httpDo(t, http.MethodPost, base+"symbol", []byte("0x1+0x2"), h)
+	record(string(b))
 }

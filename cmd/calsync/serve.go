@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 
@@ -55,19 +56,22 @@ type serveConfig struct {
 
 	// Authentication, TLS, metrics and limits: see the "Operating calsync"
 	// section of the README.
-	apiTokens        string
-	apiTokensFile    string
-	insecureNoAuth   bool
-	tlsCert          string
-	tlsKey           string
-	tlsClientCA      string
-	metricsAddr      string
-	requestTimeout   time.Duration
-	maxWatchStreams  int
-	keepaliveTime    time.Duration
-	keepaliveTimeout time.Duration
-	keepaliveMinTime time.Duration
-	corsOrigins      string
+	apiTokens         string
+	apiTokensFile     string
+	insecureNoAuth    bool
+	tlsCert           string
+	tlsKey            string
+	tlsClientCA       string
+	metricsAddr       string
+	requestTimeout    time.Duration
+	maxWatchStreams   int
+	keepaliveTime     time.Duration
+	keepaliveTimeout  time.Duration
+	keepaliveMinTime  time.Duration
+	maxStreamsPerConn uint
+	maxHealthWatches  int
+	handshakeTimeout  time.Duration
+	corsOrigins       string
 
 	// reload, if set, triggers the same reload as SIGHUP (tests use it);
 	// reloaded, if set, is called after each reload.
@@ -79,7 +83,8 @@ type serveConfig struct {
 	// benchmark baseline wants.
 	sqliteMaxBatch int
 	// pprofAddr, when set, serves net/http/pprof there, apart from the
-	// public listeners, so a slow figure can be profiled in place.
+	// public listeners, so a slow figure can be profiled in place; it is
+	// guarded like the API (server.Config.PprofAddr).
 	pprofAddr string
 
 	// now, if set, is the clock of the inbox, the processor and pruning
@@ -132,8 +137,11 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.keepaliveTimeout, "grpc-keepalive-timeout", server.DefaultKeepalive.Timeout, "close a gRPC connection whose ping is not answered within this")
 	fs.DurationVar(&c.keepaliveMinTime, "grpc-keepalive-min-time", server.DefaultKeepalive.MinTime, "shortest interval between client pings tolerated; clients pinging more often are disconnected")
 	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the REST API and its streams from their pages (empty: none); never webhooks")
+	fs.UintVar(&c.maxStreamsPerConn, "grpc-max-streams-per-connection", 1000, "most gRPC calls and streams open at once on one connection; a client opening more waits (0: no limit)")
+	fs.IntVar(&c.maxHealthWatches, "max-health-watches", 1000, "most gRPC health watches (Health/Watch, which need no token) open at once; more get RESOURCE_EXHAUSTED (0: no limit)")
+	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "longest a new connection may take for its TLS handshake and first request headers (gRPC: its HTTP/2 preface); slower or silent ones are closed")
 	fs.IntVar(&c.sqliteMaxBatch, "sqlite-max-batch", 0, "most webhook deliveries committed in one transaction (0: store default; 1 disables group commit, for benchmarks)")
-	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (empty: off); never expose it publicly")
+	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof (the command line excepted) on this address (empty: off), with TLS and the API's authentication; loopback only without it")
 }
 
 // defaultDeliveryRetention keeps finished deliveries a week, as long as the
@@ -202,6 +210,9 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.requestTimeout < 0 || cfg.maxWatchStreams < 0 || cfg.keepaliveTime <= 0 || cfg.keepaliveTimeout <= 0 || cfg.keepaliveMinTime <= 0 {
 		return usageError{fmt.Errorf("--request-timeout and --max-watch-streams must not be negative; the --grpc-keepalive-* durations must be positive")}
 	}
+	if cfg.maxHealthWatches < 0 || cfg.handshakeTimeout <= 0 || cfg.maxStreamsPerConn > math.MaxUint32 {
+		return usageError{fmt.Errorf("--max-health-watches must not be negative, --handshake-timeout must be positive, --grpc-max-streams-per-connection must fit 32 bits")}
+	}
 	corsOrigins, err := server.ParseCORSOrigins(splitList(cfg.corsOrigins))
 	if err != nil {
 		return usageError{fmt.Errorf("--cors-allowed-origins: %w", err)}
@@ -230,13 +241,6 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return fmt.Errorf("open database: %w", err)
 	}
 	defer db.Close()
-	if cfg.pprofAddr != "" {
-		stopPprof, err := servePprof(cfg.pprofAddr, log)
-		if err != nil {
-			return err
-		}
-		defer stopPprof()
-	}
 
 	intake := &ingest.Intake{}
 	if cfg.recallWorkers <= 0 || cfg.processingQueueBytes <= 0 || cfg.watchMemoryBytes <= 0 || cfg.maxClockSkew <= 0 {
@@ -282,11 +286,15 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		TLS:                server.TLSFiles{CertFile: cfg.tlsCert, KeyFile: cfg.tlsKey, ClientCAFile: cfg.tlsClientCA},
 		InsecureNoAuth:     cfg.insecureNoAuth,
 		MetricsAddr:        cfg.metricsAddr,
+		PprofAddr:          cfg.pprofAddr,
 		CORSAllowedOrigins: corsOrigins,
 		Limits: server.Limits{
-			RequestTimeout:  cfg.requestTimeout,
-			MaxWatchStreams: cfg.maxWatchStreams,
-			Keepalive:       server.Keepalive{Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout, MinTime: cfg.keepaliveMinTime},
+			RequestTimeout:          cfg.requestTimeout,
+			MaxWatchStreams:         cfg.maxWatchStreams,
+			Keepalive:               server.Keepalive{Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout, MinTime: cfg.keepaliveMinTime},
+			MaxStreamsPerConnection: uint32(cfg.maxStreamsPerConn),
+			MaxHealthWatches:        cfg.maxHealthWatches,
+			HandshakeTimeout:        cfg.handshakeTimeout,
 		},
 	}, server.Deps{Store: db, Logger: log, Receiver: ingest.NewReceiver(db, recvCfg), Processor: processor, Metrics: m})
 	if errors.Is(err, server.ErrNoAuthentication) {

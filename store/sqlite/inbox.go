@@ -204,57 +204,64 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	if withUpdates && db.maxBatch > 1 {
 		updates = db.takeUpdates()
 	}
-	applies := false
-	for _, r := range reqs {
-		applies = applies || r.apply != nil
-	}
-	t := db.newTx()
 	defer db.stmts.prepareWanted(ctx, db.w)
+	var t *tx
 	var insertErr error
 	applied := 0 // t.records[:applied] are the applies' changes
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		if len(updates) == 0 && !applies {
-			return db.insertRows(ctx, tx, t, reqs, results)
-		}
-		// With Updates sharing the transaction, failed inserts roll back
-		// alone: the Updates still commit, and the caller retries the
-		// deliveries one by one. A failed apply rolls the inserts back
-		// too, and they run again with that delivery left PENDING.
-		q := writeQuerier{tx: tx, cache: db.stmts}
-		for {
-			if _, err := q.ExecContext(ctx, "SAVEPOINT inbox"); err != nil {
-				return err
+	var err error
+	for {
+		t = db.newTx()
+		var af *applyFailure
+		err = db.writeTx(ctx, func(tx *sql.Tx) error {
+			if len(updates) == 0 {
+				// Alone in the transaction, the inserts need no
+				// savepoint: a failed apply rolls the whole
+				// transaction back, and the loop runs it again.
+				insertErr = db.insertRows(ctx, tx, t, reqs, results)
+				applied = len(t.records)
+				return insertErr
 			}
-			insertErr = db.insertRows(ctx, tx, t, reqs, results)
-			var af *applyFailure
-			if insertErr != nil {
-				if _, err := q.ExecContext(ctx, "ROLLBACK TO inbox"); err != nil {
+			// With Updates sharing the transaction, failed inserts roll
+			// back alone: the Updates still commit, and the caller
+			// retries the deliveries one by one. A failed apply rolls
+			// the inserts back too, and they run again with that
+			// delivery left PENDING.
+			q := writeQuerier{tx: tx, cache: db.stmts}
+			for {
+				if _, err := q.ExecContext(ctx, "SAVEPOINT inbox"); err != nil {
 					return err
 				}
-				t.records = t.records[:0]
-				if errors.As(insertErr, &af) {
-					af.req.applyErr = af.err
-					db.log.Warn("delivery could not be applied at intake; it is left for the processor",
-						"provider", af.req.d.Provider, "err", af.err)
+				insertErr = db.insertRows(ctx, tx, t, reqs, results)
+				af = nil
+				if insertErr != nil {
+					if _, err := q.ExecContext(ctx, "ROLLBACK TO inbox"); err != nil {
+						return err
+					}
+					t.records = t.records[:0]
+					if errors.As(insertErr, &af) {
+						db.noteApplyFailure(af)
+					}
+				}
+				if _, err := q.ExecContext(ctx, "RELEASE inbox"); err != nil {
+					return err
+				}
+				if af == nil {
+					break
 				}
 			}
-			if _, err := q.ExecContext(ctx, "RELEASE inbox"); err != nil {
-				return err
+			applied = len(t.records)
+			ran, err := t.runUpdates(ctx, tx, updates, false)
+			if err == nil && ran == 0 && insertErr != nil {
+				err = errNothingToCommit
 			}
-			if af == nil {
-				break
-			}
+			return err
+		})
+		if len(updates) == 0 && errors.As(insertErr, &af) {
+			db.noteApplyFailure(af)
+			continue // rolled back: run the batch again without that apply
 		}
-		applied = len(t.records)
-		if len(updates) == 0 {
-			return insertErr
-		}
-		ran, err := t.runUpdates(ctx, tx, updates, false)
-		if err == nil && ran == 0 && insertErr != nil {
-			err = errNothingToCommit
-		}
-		return err
-	})
+		break
+	}
 	if err == nil && insertErr == nil && applied > 0 {
 		// The applies' changes precede the Updates' in cursor order.
 		db.hooksMu.RLock()
@@ -282,6 +289,14 @@ type applyFailure struct {
 }
 
 func (f *applyFailure) Error() string { return "apply: " + f.err.Error() }
+
+// noteApplyFailure leaves the failed apply's delivery PENDING in the next
+// run of its batch.
+func (db *DB) noteApplyFailure(af *applyFailure) {
+	af.req.applyErr = af.err
+	db.log.Warn("delivery could not be applied at intake; it is left for the processor",
+		"provider", af.req.d.Provider, "err", af.err)
+}
 
 // insertRows inserts reqs' deliveries in tx, filling results, and runs the
 // applies of those that may be applied now through t. A delivery whose

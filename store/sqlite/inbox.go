@@ -314,22 +314,32 @@ func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqu
 		}
 		results[i] = enqueueResult{}
 		recv := nanos(d.ReceiveTime)
-		err := q.QueryRowContext(ctx, `SELECT id FROM deliveries
-			WHERE provider = ? AND dedup_key = ? AND receive_ns > ? AND receive_ns < ?
-			ORDER BY receive_ns DESC, id DESC LIMIT 1`,
-			d.Provider, d.DedupKey, satSub(recv, window), satAdd(recv, window)).Scan(&results[i].id)
-		if err == nil {
-			results[i].dup = true
-			continue
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
+		// One statement answers both questions asked of every delivery:
+		// is it a duplicate, and (for one to apply) does an earlier
+		// delivery of its ordering key wait. The literal state = 1 lets
+		// SQLite use the partial index of PENDING deliveries.
+		var dupID, waitingID sql.NullInt64
+		err := q.QueryRowContext(ctx, `SELECT
+			(SELECT id FROM deliveries
+				WHERE provider = ? AND dedup_key = ? AND receive_ns > ? AND receive_ns < ?
+				ORDER BY receive_ns DESC, id DESC LIMIT 1),
+			(SELECT id FROM deliveries WHERE state = 1 AND ordering_key = ? AND ? LIMIT 1)`,
+			d.Provider, d.DedupKey, satSub(recv, window), satAdd(recv, window),
+			d.OrderingKey, r.apply != nil && r.applyErr == nil && d.OrderingKey != "").Scan(&dupID, &waitingID)
+		if err != nil {
 			return err
 		}
+		if dupID.Valid {
+			results[i].id, results[i].dup = dupID.Int64, true
+			continue
+		}
 		state, note, processNs, nextNs := statePending, "", sql.NullInt64{}, sql.NullInt64{Int64: recv, Valid: true}
-		if r.applyErr != nil {
+		switch {
+		case r.applyErr != nil:
 			note = "apply at intake: " + r.applyErr.Error()
-		} else if r.apply != nil {
-			st, n, err := db.applyNow(ctx, q, sqlTx, t, r)
+		case r.apply != nil && !waitingID.Valid:
+			// Nothing of its key waits: apply it now.
+			st, n, err := db.applyNow(ctx, sqlTx, t, r)
 			if err != nil {
 				return err
 			}
@@ -338,12 +348,17 @@ func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqu
 				processNs, nextNs = sql.NullInt64{Int64: t.commit.UnixNano(), Valid: true}, sql.NullInt64{}
 			}
 		}
-		err = q.QueryRowContext(ctx, `INSERT INTO deliveries
+		res, err := q.ExecContext(ctx, `INSERT INTO deliveries
 			(provider, dedup_key, message_id, event_type, ordering_key, body, state, last_error, receive_ns, process_ns, next_attempt_ns)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
-			body, state, store.TruncateNote(note), recv, processNs, nextNs).Scan(&results[i].id)
+			body, state, store.TruncateNote(note), recv, processNs, nextNs)
 		if err != nil {
+			return err
+		}
+		// The writer is the only connection that writes, so the last
+		// rowid is this insert's.
+		if results[i].id, err = res.LastInsertId(); err != nil {
 			return err
 		}
 		results[i].state = state
@@ -351,20 +366,9 @@ func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqu
 	return nil
 }
 
-// applyNow runs r's apply unless a PENDING delivery of the same ordering
-// key must go first, and returns the state to store it in (statePending
-// when apply was not run). An apply's own failure is an *applyFailure.
-func (db *DB) applyNow(ctx context.Context, q writeQuerier, sqlTx *sql.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
-	if key := r.d.OrderingKey; key != "" {
-		var id int64
-		err := q.QueryRowContext(ctx, `SELECT id FROM deliveries WHERE state = 1 AND ordering_key = ? LIMIT 1`, key).Scan(&id)
-		if err == nil {
-			return statePending, "", nil // an earlier delivery of the key waits: keep its order
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return 0, "", err
-		}
-	}
+// applyNow runs r's apply through t and returns the state to store its
+// delivery in. An apply's own failure is an *applyFailure.
+func (db *DB) applyNow(ctx context.Context, sqlTx *sql.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
 	t.tx = sqlTx
 	state, note, err := r.apply(ctx, t)
 	t.tx = nil

@@ -2,9 +2,12 @@ package ingest
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
@@ -18,7 +21,15 @@ import (
 func TestPostpressAppliedAtIntake(t *testing.T) {
 	ctx := context.Background()
 	h := http.Header{"Postpress-Auth": {testPostpressSecret}}
-	p := newPipeline(t, nil, func(*ProcessorConfig) {}) // never started
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	p := newPipeline(t, nil, func(c *ProcessorConfig) {
+		c.OnProcessed = func(provider, outcome string, n int, _ time.Duration) {
+			mu.Lock()
+			defer mu.Unlock()
+			outcomes[provider+"/"+outcome] += n
+		}
+	}) // never started
 
 	rc, err := p.recv.Receive(ctx, model.ProviderPostpress, ppVersion("evt1", 0, false), h)
 	if err != nil {
@@ -59,6 +70,12 @@ func TestPostpressAppliedAtIntake(t *testing.T) {
 	s, err := p.st.InboxStats(ctx)
 	if err != nil || s.Pending != 0 || s.Dead != 1 {
 		t.Errorf("InboxStats = %+v, %v; want nothing pending and one dead letter", s, err)
+	}
+	// The processing metrics count deliveries applied at intake.
+	mu.Lock()
+	defer mu.Unlock()
+	if want := map[string]int{"postpress/done": 1, "postpress/dead": 1}; !maps.Equal(outcomes, want) {
+		t.Errorf("outcomes reported: %v, want %v", outcomes, want)
 	}
 }
 

@@ -114,6 +114,7 @@ func (p *Processor) committedPostpress(plan postpressPlan) {
 // transaction has committed, with its outcome. w and
 // parseErr are [postpress.Parse]'s results for body.
 func (p *Processor) applyAtIntake(w *postpress.Webhook, parseErr error, body []byte, received time.Time) (store.ApplyFunc, func(store.Enqueued)) {
+	began := time.Now()
 	plan := p.planPostpress(w, parseErr, body, received)
 	apply := func(ctx context.Context, tx store.Tx) (calsyncv1.DeliveryState, string, error) {
 		if plan.state == calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
@@ -123,13 +124,19 @@ func (p *Processor) applyAtIntake(w *postpress.Webhook, parseErr error, body []b
 		}
 		return plan.state, plan.note, nil
 	}
+	// committed reports the outcome as the workers report theirs, so
+	// the processing metrics count deliveries applied at intake too.
 	committed := func(res store.Enqueued) {
 		switch res.State {
-		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE:
-			p.committedPostpress(plan)
+		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE, calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED:
+			if res.State == calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
+				p.committedPostpress(plan)
+			}
+			p.cfg.OnProcessed(model.ProviderPostpress, "done", 1, time.Since(began))
 		case calsyncv1.DeliveryState_DELIVERY_STATE_DEAD:
 			p.log.Warn("delivery dead-lettered", "delivery_id", res.ID, "provider", model.ProviderPostpress,
 				"reason", store.TruncateNote(plan.note))
+			p.cfg.OnProcessed(model.ProviderPostpress, "dead", 1, time.Since(began))
 		}
 	}
 	return apply, committed

@@ -181,6 +181,24 @@ func testApplyFailureIsolated(t *testing.T, h *harness) {
 			results[i] = res
 		})
 	}
+	// Updates running at the same time may share the batches'
+	// transactions; a failed apply must not fail them either.
+	const updates = 8
+	for i := range updates {
+		wg.Go(func() {
+			ev := event(fmt.Sprint("upd_", i), "cal_u", at(time.Hour), at(2*time.Hour))
+			err := h.s.Update(ctx, func(tx store.Tx) error {
+				if err := tx.PutEvent(ctx, ev); err != nil {
+					return err
+				}
+				_, err := tx.AppendChange(ctx, &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CREATED, Event: ev})
+				return err
+			})
+			if err != nil {
+				t.Errorf("Update %d: %v", i, err)
+			}
+		})
+	}
 	wg.Wait()
 	for i, res := range results {
 		_, getErr := h.s.GetEvent(ctx, fmt.Sprint("evt_", i), false)
@@ -200,7 +218,12 @@ func testApplyFailureIsolated(t *testing.T, h *harness) {
 	}
 	recs, err := h.s.ReadChanges(ctx, 0, 100)
 	must(t, "ReadChanges", err)
-	if len(recs) != n-n/6 {
-		t.Errorf("%d changes in the log, want %d: one per successful apply", len(recs), n-n/6)
+	if want := n - (n+5)/6 + updates; len(recs) != want {
+		t.Errorf("%d changes in the log, want %d: one per successful apply and per Update", len(recs), want)
+	}
+	for i := range updates {
+		if _, err := h.s.GetEvent(ctx, fmt.Sprint("upd_", i), false); err != nil {
+			t.Errorf("event of Update %d: %v", i, err)
+		}
 	}
 }

@@ -74,7 +74,7 @@ func newPipelineOn(t testing.TB, st store.Store, fake *recalltest.Server, config
 	}
 	configure(&cfg)
 	p.proc = NewProcessor(st, cfg)
-	p.recv = NewReceiver(st, ReceiverConfig{Postpress: auth, Recall: verifier, Notify: p.proc.Notify})
+	p.recv = NewReceiver(st, ReceiverConfig{Postpress: auth, Recall: verifier, Notify: p.proc.Notify, Processor: p.proc})
 	return p
 }
 

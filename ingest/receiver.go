@@ -1,8 +1,19 @@
-// Package ingest turns provider webhooks into normalized changes: the
-// Receiver verifies a delivery and commits it to the inbox on the request
-// path; the Processor works through the inbox afterwards, fetching from
-// providers where a webhook is only a hint, and applies each delivery's
-// changes in one transaction with its completion.
+// Package ingest turns provider webhooks into normalized changes.
+//
+// The Receiver verifies a delivery and commits it to the inbox on the
+// request path. A webhook that carries its whole event (postpress) is
+// parsed, normalized and checked once, before any write, and then applied
+// in the very group commit that makes it durable: its inbox record (kept
+// for dedupe, audit and dead letters) is stored already DONE, IGNORED or
+// DEAD, next to the event and its change, and the 200 waits for that one
+// commit only. Deciding before writing is what keeps one delivery from
+// failing the others of its batch.
+//
+// The Processor works through what the inbox still holds PENDING: Recall
+// hints, which need a fetch from the provider; deliveries of a calendar
+// that already had one waiting (a retry pending, say), which keep their
+// order by waiting behind it; and dead letters an operator put back. It
+// applies each delivery's changes in one transaction with its completion.
 package ingest
 
 import (
@@ -12,6 +23,7 @@ import (
 	"net/http"
 	"time"
 
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/postpress"
 	"github.com/calsync/calsync/provider/recall"
@@ -41,6 +53,10 @@ type Receiver struct {
 	// notify is poked after each new delivery so workers pick it up at once.
 	notify func()
 	intake *Intake
+	// proc and applying, when both set, apply postpress deliveries in the
+	// transaction that commits them.
+	proc     *Processor
+	applying store.ApplyingInbox
 }
 
 // ReceiverConfig configures a Receiver. A nil verifier means that provider
@@ -53,12 +69,21 @@ type ReceiverConfig struct {
 	// Intake, if set, counts the webhooks being received, for the
 	// Processor sharing it.
 	Intake *Intake
-	Now    func() time.Time
+	// Processor, if set and the inbox can apply deliveries as it commits
+	// them ([store.ApplyingInbox]), applies each postpress delivery in the
+	// transaction that commits it, by the Processor's rules; only
+	// deliveries that must wait behind an earlier one of their calendar
+	// are left PENDING for it. Nil leaves every delivery to processing.
+	Processor *Processor
+	Now       func() time.Time
 }
 
 // NewReceiver returns a Receiver committing to inbox.
 func NewReceiver(inbox store.Inbox, cfg ReceiverConfig) *Receiver {
 	r := &Receiver{inbox: inbox, recall: cfg.Recall, postpress: cfg.Postpress, now: cfg.Now, notify: cfg.Notify, intake: cfg.Intake}
+	if a, ok := inbox.(store.ApplyingInbox); ok && cfg.Processor != nil {
+		r.proc, r.applying = cfg.Processor, a
+	}
 	if r.now == nil {
 		r.now = time.Now
 	}
@@ -107,10 +132,14 @@ func (r *Receiver) Receive(ctx context.Context, provider string, body []byte, h 
 		}
 		// postpress sends no message id; retries carry the same body.
 		d.DedupKey = postpress.DedupKey(body)
-		if w, err := postpress.Parse(body); err == nil {
+		w, err := postpress.Parse(body)
+		if err == nil {
 			d.EventType, d.OrderingKey = w.Event, w.CalendarID()
 		} else {
 			d.EventType = eventName(body)
+		}
+		if r.applying != nil {
+			return r.receiveApplying(ctx, d, w, err)
 		}
 	default:
 		return Receipt{}, fmt.Errorf("%w: %q", ErrUnknownProvider, provider)
@@ -123,4 +152,22 @@ func (r *Receiver) Receive(ctx context.Context, provider string, body []byte, h 
 		r.notify()
 	}
 	return Receipt{DeliveryID: id, Duplicate: dup}, nil
+}
+
+// receiveApplying commits a postpress delivery and applies it in the same
+// transaction, from the webhook already parsed (w, parseErr): the body is
+// decoded once, and the delivery costs one commit.
+func (r *Receiver) receiveApplying(ctx context.Context, d store.NewDelivery, w *postpress.Webhook, parseErr error) (Receipt, error) {
+	apply, committed := r.proc.applyAtIntake(w, parseErr, d.Body, d.ReceiveTime)
+	res, err := r.applying.EnqueueApply(ctx, d, apply)
+	if err != nil {
+		return Receipt{}, fmt.Errorf("commit delivery: %w", err)
+	}
+	if !res.Duplicate {
+		committed(res)
+		if res.State == calsyncv1.DeliveryState_DELIVERY_STATE_PENDING {
+			r.notify()
+		}
+	}
+	return Receipt{DeliveryID: res.ID, Duplicate: res.Duplicate}, nil
 }

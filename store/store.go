@@ -232,6 +232,58 @@ type NewDelivery struct {
 	ReceiveTime time.Time
 }
 
+// ApplyFunc processes a delivery inside the transaction that commits it to
+// the inbox (see [ApplyingInbox]). It writes through tx as an Update's fn
+// does and returns the state the delivery is stored in: DONE, IGNORED or
+// DEAD, with note (cut by [TruncateNote]) kept as its last error. An error
+// undoes its writes and leaves the delivery PENDING (see
+// [ApplyingInbox.EnqueueApply]).
+type ApplyFunc func(ctx context.Context, tx Tx) (state calsyncv1.DeliveryState, note string, err error)
+
+// Enqueued is the outcome of [ApplyingInbox.EnqueueApply].
+type Enqueued struct {
+	ID        int64
+	Duplicate bool
+	// State is the state the delivery was stored in: PENDING when it was
+	// left for asynchronous processing, or the outcome apply returned.
+	// A duplicate's State is unspecified (nothing was stored).
+	State calsyncv1.DeliveryState
+}
+
+// ApplyingInbox is an [Inbox] that can process a delivery in the same
+// transaction that makes it durable, so that a webhook carrying all its
+// data costs one commit instead of two. Backends implement it optionally;
+// callers fall back to [Inbox.Enqueue] and asynchronous processing.
+type ApplyingInbox interface {
+	// EnqueueApply commits d as [Inbox.Enqueue] does (same dedupe, same
+	// durability, same group commit, same ctx rules) and, in the same
+	// transaction, processes it with apply:
+	//
+	//   - A duplicate changes nothing: apply is not called.
+	//   - Order: if the inbox holds a PENDING delivery with the same
+	//     non-empty OrderingKey (stored before, or earlier in the same
+	//     transaction), apply is not called and d is stored PENDING, to be
+	//     processed after it. So deliveries of one key are applied in
+	//     inbox order, whether at intake or asynchronously.
+	//   - Otherwise apply runs in the transaction, after the dedupe check
+	//     and before any later delivery of the batch; the delivery is
+	//     stored in the state apply returns, and the changes apply
+	//     appended reach the [ChangeLog.OnCommit] hooks after the commit,
+	//     in cursor order, before those of later transactions.
+	//   - Isolation: if apply fails (or returns a state other than DONE,
+	//     IGNORED or DEAD), its writes are undone, d is stored PENDING with
+	//     the error as its last error, and the other deliveries of the
+	//     batch are unaffected.
+	//   - apply may be called more than once for one delivery (a batch is
+	//     run again when one of its deliveries fails), each time in a
+	//     transaction of which only the last commits; it must have no
+	//     effect outside tx, and must not keep tx after returning.
+	//
+	// A nil error means d and everything apply wrote committed together,
+	// durably; an error means nothing of d was stored.
+	EnqueueApply(ctx context.Context, d NewDelivery, apply ApplyFunc) (Enqueued, error)
+}
+
 // Delivery is a webhook delivery in the inbox.
 type Delivery struct {
 	ID          int64

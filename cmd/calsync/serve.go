@@ -256,7 +256,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, recall.WithLogger(log), recall.WithObserver(m.RecallRequest))
 	}
 	processor := ingest.NewProcessor(db, procCfg)
-	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify, Intake: intake, Now: cfg.now}
+	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify, Intake: intake, Now: cfg.now, Processor: processor}
 	if secrets := splitList(cfg.recallWebhookSecrets); len(secrets) > 0 {
 		if recvCfg.Recall, err = recall.NewVerifier(secrets); err != nil {
 			return usageError{fmt.Errorf("--recall-webhook-secrets: %w", err)}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -137,15 +138,54 @@ func encodeEvent(e *calsyncv1.CalendarEvent) (eventRow, error) {
 		r.end = tsInstant(e.GetEndTime())
 	}
 	var err error
-	if r.data, err = marshal(without(e, "raw")); err != nil {
+	if r.data, r.raw, err = splitRaw(e); err != nil {
 		return eventRow{}, fmt.Errorf("sqlite: marshal event %s: %w", e.GetId(), err)
 	}
-	if e.GetRaw() != nil {
-		if r.raw, err = marshal(e.GetRaw()); err != nil {
-			return eventRow{}, fmt.Errorf("sqlite: marshal raw of event %s: %w", e.GetId(), err)
-		}
-	}
 	return r, nil
+}
+
+// rawField is the field number of CalendarEvent.raw.
+var rawField = (&calsyncv1.CalendarEvent{}).ProtoReflect().Descriptor().Fields().ByName("raw").Number()
+
+// splitRaw marshals e once and splits the encoding into the event without
+// its raw payload (data) and the raw payload's own encoding (raw, nil when
+// e has none). A message's encoding is the concatenation of its fields',
+// so cutting one field out leaves the encoding of the message without it:
+// this spares a copy of the event and a second encoding of the payload,
+// the largest part of it.
+func splitRaw(e *calsyncv1.CalendarEvent) (data, raw []byte, err error) {
+	full, err := marshal(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e.GetRaw() == nil {
+		return full, nil, nil
+	}
+	data = full[:0:0]
+	for b := full; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, nil, protowire.ParseError(m)
+		}
+		if num == rawField && typ == protowire.BytesType {
+			v, k := protowire.ConsumeBytes(b[n:])
+			if k < 0 {
+				return nil, nil, protowire.ParseError(k)
+			}
+			raw = v
+		} else {
+			data = append(data, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	if raw == nil {
+		raw = []byte{} // an empty payload is still a payload
+	}
+	return data, raw, nil
 }
 
 // decodeEvent rebuilds an event from its data and, if wanted, raw columns.

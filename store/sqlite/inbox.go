@@ -25,6 +25,10 @@ type enqueueRequest struct {
 	ctx  context.Context
 	d    store.NewDelivery
 	done chan enqueueResult // buffered: the committer never waits for a caller
+	// apply, if set, processes the delivery in its transaction; applyErr
+	// is set once it failed, after which the delivery is stored PENDING.
+	apply    store.ApplyFunc
+	applyErr error
 	// state moves from queued to taken (by a transaction) or abandoned (by
 	// its caller, whose ctx ended first), never both.
 	state atomic.Int32
@@ -38,9 +42,10 @@ const (
 )
 
 type enqueueResult struct {
-	id  int64
-	dup bool
-	err error
+	id    int64
+	dup   bool
+	state int32
+	err   error
 }
 
 // Enqueue commits d durably and returns its id, or the id of the delivery
@@ -55,32 +60,52 @@ type enqueueResult struct {
 // the writer and has taken the delivery into its transaction, the call
 // waits for that commit and reports its outcome.
 func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, error) {
+	r := db.enqueueOne(ctx, d, nil)
+	return r.id, r.dup, r.err
+}
+
+// EnqueueApply commits d as Enqueue does and processes it with apply in
+// the same group commit, as [store.ApplyingInbox] describes. A batch
+// holding deliveries with apply runs them inside one savepoint: when one
+// apply fails, the batch rolls back to it and runs again with that
+// delivery stored PENDING, so no delivery pays for a savepoint of its own.
+func (db *DB) EnqueueApply(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) (store.Enqueued, error) {
+	r := db.enqueueOne(ctx, d, apply)
+	if r.err != nil {
+		return store.Enqueued{}, r.err
+	}
+	return store.Enqueued{ID: r.id, Duplicate: r.dup, State: calsyncv1.DeliveryState(r.state)}, nil
+}
+
+var _ store.ApplyingInbox = (*DB)(nil)
+
+// enqueueOne queues d for the group committer and waits for its outcome.
+func (db *DB) enqueueOne(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) enqueueResult {
 	if d.Provider == "" || d.DedupKey == "" {
-		return 0, false, fmt.Errorf("sqlite: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)
+		return enqueueResult{err: fmt.Errorf("sqlite: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)}
 	}
 	if err := db.enter(); err != nil {
-		return 0, false, err
+		return enqueueResult{err: err}
 	}
 	defer db.leave()
 	if d.ReceiveTime.IsZero() {
 		d.ReceiveTime = db.now()
 	}
-	req := &enqueueRequest{ctx: ctx, d: d, done: make(chan enqueueResult, 1)}
+	req := &enqueueRequest{ctx: ctx, d: d, apply: apply, done: make(chan enqueueResult, 1)}
 	select {
 	case db.enqueue <- req:
 	case <-ctx.Done():
-		return 0, false, fmt.Errorf("sqlite: enqueue: %w", ctx.Err())
+		return enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", ctx.Err())}
 	}
 	select {
 	case r := <-req.done:
-		return r.id, r.dup, r.err
+		return r
 	case <-ctx.Done():
 		if req.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
-			return 0, false, fmt.Errorf("sqlite: enqueue: %w", ctx.Err())
+			return enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", ctx.Err())}
 		}
 		// A transaction holds the delivery: its outcome is the answer.
-		r := <-req.done
-		return r.id, r.dup, r.err
+		return <-req.done
 	}
 }
 
@@ -179,34 +204,73 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	if withUpdates && db.maxBatch > 1 {
 		updates = db.takeUpdates()
 	}
-	t := db.newTx()
 	defer db.stmts.prepareWanted(ctx, db.w)
+	var t *tx
 	var insertErr error
-	err := db.writeTx(ctx, func(tx *sql.Tx) error {
-		if len(updates) == 0 {
-			return db.insertRows(ctx, tx, reqs, results)
-		}
-		// With Updates sharing the transaction, failed inserts roll back
-		// alone: the Updates still commit, and the caller retries the
-		// deliveries one by one.
-		q := writeQuerier{tx: tx, cache: db.stmts}
-		if _, err := q.ExecContext(ctx, "SAVEPOINT inbox"); err != nil {
-			return err
-		}
-		if insertErr = db.insertRows(ctx, tx, reqs, results); insertErr != nil {
-			if _, err := q.ExecContext(ctx, "ROLLBACK TO inbox"); err != nil {
-				return err
+	applied := 0 // t.records[:applied] are the applies' changes
+	var err error
+	for {
+		t = db.newTx()
+		var af *applyFailure
+		err = db.writeTx(ctx, func(tx *sql.Tx) error {
+			if len(updates) == 0 {
+				// Alone in the transaction, the inserts need no
+				// savepoint: a failed apply rolls the whole
+				// transaction back, and the loop runs it again.
+				insertErr = db.insertRows(ctx, tx, t, reqs, results)
+				applied = len(t.records)
+				return insertErr
 			}
-		}
-		if _, err := q.ExecContext(ctx, "RELEASE inbox"); err != nil {
+			// With Updates sharing the transaction, failed inserts roll
+			// back alone: the Updates still commit, and the caller
+			// retries the deliveries one by one. A failed apply rolls
+			// the inserts back too, and they run again with that
+			// delivery left PENDING.
+			q := writeQuerier{tx: tx, cache: db.stmts}
+			for {
+				if _, err := q.ExecContext(ctx, "SAVEPOINT inbox"); err != nil {
+					return err
+				}
+				insertErr = db.insertRows(ctx, tx, t, reqs, results)
+				af = nil
+				if insertErr != nil {
+					if _, err := q.ExecContext(ctx, "ROLLBACK TO inbox"); err != nil {
+						return err
+					}
+					t.records = t.records[:0]
+					if errors.As(insertErr, &af) {
+						db.noteApplyFailure(af)
+					}
+				}
+				if _, err := q.ExecContext(ctx, "RELEASE inbox"); err != nil {
+					return err
+				}
+				if af == nil {
+					break
+				}
+			}
+			applied = len(t.records)
+			ran, err := t.runUpdates(ctx, tx, updates, false)
+			if err == nil && ran == 0 && insertErr != nil {
+				err = errNothingToCommit
+			}
 			return err
+		})
+		if len(updates) == 0 && errors.As(insertErr, &af) {
+			db.noteApplyFailure(af)
+			continue // rolled back: run the batch again without that apply
 		}
-		ran, err := t.runUpdates(ctx, tx, updates, false)
-		if err == nil && ran == 0 && insertErr != nil {
-			err = errNothingToCommit
+		break
+	}
+	if err == nil && insertErr == nil && applied > 0 {
+		// The applies' changes precede the Updates' in cursor order.
+		db.hooksMu.RLock()
+		hooks := db.hooks
+		db.hooksMu.RUnlock()
+		for _, h := range hooks {
+			h(t.records[:applied:applied])
 		}
-		return err
-	})
+	}
 	db.finishUpdates(t, updates, err)
 	if err == nil {
 		err = insertErr
@@ -217,11 +281,30 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	return results, nil
 }
 
-// insertRows inserts reqs' deliveries in tx, filling results. A delivery
-// whose provider and key were received within the dedupe window of it
-// (before or after) is a duplicate of the newest such delivery.
-func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, reqs []*enqueueRequest, results []enqueueResult) error {
-	q := writeQuerier{tx: tx, cache: db.stmts}
+// applyFailure is an apply that failed in insertRows: the batch runs
+// again with req stored PENDING.
+type applyFailure struct {
+	req *enqueueRequest
+	err error
+}
+
+func (f *applyFailure) Error() string { return "apply: " + f.err.Error() }
+
+// noteApplyFailure leaves the failed apply's delivery PENDING in the next
+// run of its batch.
+func (db *DB) noteApplyFailure(af *applyFailure) {
+	af.req.applyErr = af.err
+	db.log.Warn("delivery could not be applied at intake; it is left for the processor",
+		"provider", af.req.d.Provider, "err", af.err)
+}
+
+// insertRows inserts reqs' deliveries in tx, filling results, and runs the
+// applies of those that may be applied now through t. A delivery whose
+// provider and key were received within the dedupe window of it (before or
+// after) is a duplicate of the newest such delivery. A failing apply stops
+// the inserts with an *applyFailure.
+func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqueueRequest, results []enqueueResult) error {
+	q := writeQuerier{tx: sqlTx, cache: db.stmts}
 	window := db.dedupeWindow.Nanoseconds()
 	for i, r := range reqs {
 		d := r.d
@@ -229,28 +312,76 @@ func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, reqs []*enqueueRequest
 		if body == nil {
 			body = []byte{}
 		}
+		results[i] = enqueueResult{}
 		recv := nanos(d.ReceiveTime)
-		err := q.QueryRowContext(ctx, `SELECT id FROM deliveries
-			WHERE provider = ? AND dedup_key = ? AND receive_ns > ? AND receive_ns < ?
-			ORDER BY receive_ns DESC, id DESC LIMIT 1`,
-			d.Provider, d.DedupKey, satSub(recv, window), satAdd(recv, window)).Scan(&results[i].id)
-		if err == nil {
-			results[i].dup = true
-			continue
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		err = q.QueryRowContext(ctx, `INSERT INTO deliveries
-			(provider, dedup_key, message_id, event_type, ordering_key, body, state, receive_ns, next_attempt_ns)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-			d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
-			body, statePending, recv, recv).Scan(&results[i].id)
+		// One statement answers both questions asked of every delivery:
+		// is it a duplicate, and (for one to apply) does an earlier
+		// delivery of its ordering key wait. The literal state = 1 lets
+		// SQLite use the partial index of PENDING deliveries.
+		var dupID, waitingID sql.NullInt64
+		err := q.QueryRowContext(ctx, `SELECT
+			(SELECT id FROM deliveries
+				WHERE provider = ? AND dedup_key = ? AND receive_ns > ? AND receive_ns < ?
+				ORDER BY receive_ns DESC, id DESC LIMIT 1),
+			(SELECT id FROM deliveries WHERE state = 1 AND ordering_key = ? AND ? LIMIT 1)`,
+			d.Provider, d.DedupKey, satSub(recv, window), satAdd(recv, window),
+			d.OrderingKey, r.apply != nil && r.applyErr == nil && d.OrderingKey != "").Scan(&dupID, &waitingID)
 		if err != nil {
 			return err
 		}
+		if dupID.Valid {
+			results[i].id, results[i].dup = dupID.Int64, true
+			continue
+		}
+		state, note, processNs, nextNs := statePending, "", sql.NullInt64{}, sql.NullInt64{Int64: recv, Valid: true}
+		switch {
+		case r.applyErr != nil:
+			note = "apply at intake: " + r.applyErr.Error()
+		case r.apply != nil && !waitingID.Valid:
+			// Nothing of its key waits: apply it now.
+			st, n, err := db.applyNow(ctx, sqlTx, t, r)
+			if err != nil {
+				return err
+			}
+			if st != statePending {
+				state, note = st, n
+				processNs, nextNs = sql.NullInt64{Int64: t.commit.UnixNano(), Valid: true}, sql.NullInt64{}
+			}
+		}
+		res, err := q.ExecContext(ctx, `INSERT INTO deliveries
+			(provider, dedup_key, message_id, event_type, ordering_key, body, state, last_error, receive_ns, process_ns, next_attempt_ns)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
+			body, state, store.TruncateNote(note), recv, processNs, nextNs)
+		if err != nil {
+			return err
+		}
+		// The writer is the only connection that writes, so the last
+		// rowid is this insert's.
+		if results[i].id, err = res.LastInsertId(); err != nil {
+			return err
+		}
+		results[i].state = state
 	}
 	return nil
+}
+
+// applyNow runs r's apply through t and returns the state to store its
+// delivery in. An apply's own failure is an *applyFailure.
+func (db *DB) applyNow(ctx context.Context, sqlTx *sql.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
+	t.tx = sqlTx
+	state, note, err := r.apply(ctx, t)
+	t.tx = nil
+	if err == nil {
+		switch state {
+		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
+			calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED,
+			calsyncv1.DeliveryState_DELIVERY_STATE_DEAD:
+			return int32(state), note, nil
+		}
+		err = fmt.Errorf("sqlite: apply returned state %v: %w", state, store.ErrInvalidArgument)
+	}
+	return 0, "", &applyFailure{req: r, err: err}
 }
 
 // satAdd and satSub add and subtract nanoseconds without wrapping around.

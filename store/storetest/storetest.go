@@ -45,6 +45,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Extremes", extremeCases},
 		{"Inbox", inboxCases},
 		{"InboxBounds", inboxBoundsCases},
+		{"Apply", applyCases},
 		{"Lifecycle", lifecycleCases},
 	}
 	for _, g := range groups {

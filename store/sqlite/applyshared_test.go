@@ -1,0 +1,90 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/store"
+)
+
+// A batch of applied deliveries that shares its transaction with queued
+// Updates isolates a failed apply with one savepoint for the batch: the
+// failed delivery and the later one of its ordering key are stored
+// PENDING, the others applied, and the Update commits, its changes after
+// the applies' in cursor order and in the hooks.
+func TestApplyFailureSharingTransactionWithUpdates(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "a.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var hooked []store.Cursor
+	db.OnCommit(func(rs []store.ChangeRecord) {
+		for _, r := range rs {
+			hooked = append(hooked, r.Cursor)
+		}
+	})
+	ev := func(id, cal string) *calsyncv1.CalendarEvent {
+		return &calsyncv1.CalendarEvent{Id: id, CalendarId: cal, Provider: "postpress",
+			StartTime: timestamppb.New(time.Unix(1e9, 0)), EndTime: timestamppb.New(time.Unix(1e9+3600, 0))}
+	}
+	write := func(e *calsyncv1.CalendarEvent, fail bool) store.ApplyFunc {
+		return func(ctx context.Context, tx store.Tx) (calsyncv1.DeliveryState, string, error) {
+			if err := tx.PutEvent(ctx, e); err != nil {
+				return 0, "", err
+			}
+			if _, err := tx.AppendChange(ctx, &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CREATED, Event: e}); err != nil {
+				return 0, "", err
+			}
+			if fail {
+				return 0, "", errors.New("boom")
+			}
+			return calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "", nil
+		}
+	}
+	up := &updateRequest{ctx: ctx, done: make(chan error, 1), fn: func(tx store.Tx) error {
+		_, _, err := write(ev("upd", "cal_u"), false)(ctx, tx)
+		return err
+	}}
+	up.state.Store(updateQueued)
+	db.updates <- up
+	req := func(key, cal string, apply store.ApplyFunc) *enqueueRequest {
+		return &enqueueRequest{ctx: ctx, apply: apply, done: make(chan enqueueResult, 1), d: store.NewDelivery{
+			Provider: "postpress", DedupKey: key, OrderingKey: cal, Body: []byte("{}"), ReceiveTime: time.Now()}}
+	}
+	reqs := []*enqueueRequest{
+		req("ok", "cal_a", write(ev("a", "cal_a"), false)),
+		req("fails", "cal_b", write(ev("b", "cal_b"), true)),
+		req("behind", "cal_b", write(ev("b2", "cal_b"), false)),
+	}
+	db.commitBatch(reqs)
+	want := []calsyncv1.DeliveryState{
+		calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
+		calsyncv1.DeliveryState_DELIVERY_STATE_PENDING,
+		calsyncv1.DeliveryState_DELIVERY_STATE_PENDING,
+	}
+	for i, r := range reqs {
+		res := <-r.done
+		if res.err != nil || calsyncv1.DeliveryState(res.state) != want[i] {
+			t.Errorf("delivery %s: state %v, err %v; want %v", r.d.DedupKey, calsyncv1.DeliveryState(res.state), res.err, want[i])
+		}
+	}
+	if err := <-up.done; err != nil {
+		t.Errorf("Update sharing the transaction: %v", err)
+	}
+	for id, wantErr := range map[string]error{"a": nil, "upd": nil, "b": store.ErrNotFound, "b2": store.ErrNotFound} {
+		if _, err := db.GetEvent(ctx, id, false); !errors.Is(err, wantErr) {
+			t.Errorf("GetEvent(%s) = %v, want %v", id, err, wantErr)
+		}
+	}
+	if len(hooked) != 2 || hooked[0] >= hooked[1] {
+		t.Errorf("hooks saw cursors %v, want the apply's then the Update's", hooked)
+	}
+}

@@ -38,7 +38,7 @@ var benchRecallSecret = "whsec_" + base64.StdEncoding.EncodeToString([]byte("ben
 // goes through body limits, the gateway and its in-process webhook
 // handler, verification and the inbox's group commit, with no HTTP client
 // or TCP in the measurement. The processor does not run: this is intake.
-func startIntakeBench(b *testing.B) http.Handler {
+func startIntakeBench(b testing.TB) http.Handler {
 	b.Helper()
 	ctx := context.Background()
 	db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "calsync.db"), sqlite.Options{Synchronous: "NORMAL"})

@@ -28,12 +28,13 @@ func currentGC() (percent int, limit int64) {
 func TestGCSettingsDefaultsAndFlags(t *testing.T) {
 	restoreGC(t)
 	noEnv := func(string) string { return "" }
-	got, err := applyGCSettings(defaultGCPercent, "256MiB", noEnv)
+	debug.SetGCPercent(100)
+	got, err := applyGCSettings(400, "256MiB", noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, l := currentGC(); p != defaultGCPercent || l != 256<<20 {
-		t.Fatalf("GC percent %d, memory limit %d; want %d, %d", p, l, defaultGCPercent, 256<<20)
+	if p, l := currentGC(); p != 400 || l != 256<<20 {
+		t.Fatalf("GC percent %d, memory limit %d; want 400, %d", p, l, 256<<20)
 	}
 	if got.GCPercent != "400" || got.MemoryLimit != "256MiB" {
 		t.Fatalf("reported %+v", got)

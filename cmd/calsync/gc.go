@@ -100,8 +100,12 @@ func parseByteSize(s string) (int64, error) {
 
 // cgroupMemoryLimit returns the memory limit of the cgroup this process
 // runs in (cgroup v2, then v1), or 0 when there is none.
-func cgroupMemoryLimit() int64 {
-	for _, f := range cgroupLimitFiles() {
+func cgroupMemoryLimit() int64 { return memoryLimitIn(cgroupLimitFiles()) }
+
+// memoryLimitIn reads the first of files that exists as a cgroup memory
+// limit: "max" (v2) or a huge number (v1) mean none, and so does 0.
+func memoryLimitIn(files []string) int64 {
+	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			continue

@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -89,5 +90,30 @@ func TestServeRejectsBadMemoryLimit(t *testing.T) {
 		"--db", filepath.Join(t.TempDir(), "calsync.db"), "--memory-limit", "lots")
 	if code != 2 || !strings.Contains(stderr, "--memory-limit") {
 		t.Fatalf("exit %d, stderr %q; want 2 and the flag named", code, stderr)
+	}
+}
+
+func TestMemoryLimitFromCgroupFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	missing := filepath.Join(dir, "missing")
+	for _, tt := range []struct {
+		files []string
+		want  int64
+	}{
+		{[]string{missing, write("v2", "536870912\n")}, 512 << 20},
+		{[]string{write("v2max", "max\n"), write("other", "1024\n")}, 0},
+		{[]string{write("v1", "9223372036854771712\n")}, 0},
+		{[]string{missing}, 0},
+	} {
+		if got := memoryLimitIn(tt.files); got != tt.want {
+			t.Errorf("memoryLimitIn(%v) = %d, want %d", tt.files, got, tt.want)
+		}
 	}
 }

@@ -102,7 +102,7 @@ FUZZTIME ?= 30s
 CYCLES   ?= 20
 ETCD     ?= $(shell command -v etcd || echo /usr/bin/etcd)
 
-.PHONY: bench bench-quick bench-peers crash-test fault-test fuzz etcd-server
+.PHONY: bench bench-quick bench-stages bench-peers crash-test fault-test fuzz etcd-server
 
 ## bench: every scenario and its baselines (bare net/http, group commit off); rewrites BENCHMARKS.md.
 ## The catch-up's million-change log is filled once and kept in .build/ for later runs.
@@ -113,6 +113,25 @@ bench:
 ## bench-quick: the same scenarios, small, in under a minute
 bench-quick:
 	$(BENCH) run -profile quick
+
+## bench-stages: one microbenchmark per stage of a webhook (intake, verify, inbox commit, normalize,
+## apply, Recall hints, broadcast), each with CPU and allocations per webhook; STAGETIME=1s each
+STAGETIME ?= 1s
+STAGE_BENCHES := \
+	'./provider/postpress=BenchmarkStage' \
+	'./provider/recall=BenchmarkStage' \
+	'./server=BenchmarkStage' \
+	'./store/sqlite=BenchmarkEnqueue$$' \
+	'./ingest=BenchmarkStage|BenchmarkProcessPostpress$$' \
+	'./watch=BenchmarkStage|BenchmarkFanOutFiltered$$'
+bench-stages:
+	@echo "load average: $$(cut -d' ' -f1-3 /proc/loadavg), $$(nproc) cores"
+	@set -o pipefail; for spec in $(STAGE_BENCHES); do \
+		pkg=$${spec%%=*}; pat=$${spec#*=}; \
+		$(GO) test -run '^$$' -bench "$$pat" -benchmem -count=1 -benchtime $(STAGETIME) $$pkg \
+			| grep -E '^(Benchmark|FAIL|panic|---)' || exit 1; \
+	done
+	@echo "load average after: $$(cut -d' ' -f1-3 /proc/loadavg)"
 
 ## bench-peers: etcd put → watch with calsync's load shapes; rewrites BENCHMARKS.md
 bench-peers: etcd-server

@@ -19,7 +19,7 @@ import (
 
 // sendHint delivers a signed calendar.sync_events hint for a Recall
 // calendar with a fresh message id.
-func (p *pipeline) sendHint(t *testing.T, recallCalendarID, msgID string) {
+func (p *pipeline) sendHint(t testing.TB, recallCalendarID, msgID string) {
 	t.Helper()
 	wh, _ := svix.NewWebhook(testRecallSecret)
 	body := fmt.Appendf(nil, `{"event":"calendar.sync_events","data":{"calendar_id":%q,"last_updated_ts":"2026-01-01T00:00:00Z"}}`, recallCalendarID)

@@ -73,6 +73,10 @@ func (m rawBodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 		// The generated code passes the address of the request's body
 		// field, which is itself a pointer.
 		if field, ok := v.(**httpbody.HttpBody); ok {
+			if body, ok := r.(webhookBody); ok {
+				*field = &httpbody.HttpBody{Data: body.data}
+				return nil
+			}
 			data, err := io.ReadAll(r)
 			if err != nil {
 				return err
@@ -173,7 +177,7 @@ func limitWebhookBodies(max int64, next http.Handler) http.Handler {
 			writeTooLarge(w, "webhook body", max)
 			return
 		}
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+		body, err := readWebhookBody(http.MaxBytesReader(w, r.Body, max), r.ContentLength, max)
 		if err != nil {
 			var tooLarge *http.MaxBytesError
 			if errors.As(err, &tooLarge) {
@@ -183,7 +187,7 @@ func limitWebhookBodies(max int64, next http.Handler) http.Handler {
 			http.Error(w, `{"code":3,"message":"could not read the request body"}`, http.StatusBadRequest)
 			return
 		}
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.Body = webhookBody{Reader: bytes.NewReader(body), data: body}
 		r.ContentLength = int64(len(body))
 		next.ServeHTTP(w, r)
 	})

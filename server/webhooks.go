@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -130,4 +132,41 @@ func (s inProcessWebhooks) IngestWebhook(ctx context.Context, req *calsyncv1.Ing
 		err = status.Error(codes.DeadlineExceeded, fmt.Sprintf("the request took longer than the server's limit of %v", s.timeout))
 	}
 	return resp, err
+}
+
+// webhookBody is a webhook's body once limitWebhookBodies has read it: the
+// request's Body, readable as usual, whose bytes the gateway's decoder
+// takes as they are (rawBodyMarshaler) instead of reading them into a
+// second copy.
+type webhookBody struct {
+	*bytes.Reader
+	data []byte
+}
+
+func (webhookBody) Close() error { return nil }
+
+// readWebhookBody reads a body of at most max bytes (r is already limited
+// to that) in one buffer sized from the request's Content-Length when it
+// gives one: io.ReadAll would start at 512 bytes and copy the body as it
+// grows.
+func readWebhookBody(r io.Reader, contentLength, max int64) ([]byte, error) {
+	size := int64(512)
+	if contentLength > 0 {
+		// One byte more, so the read that reports EOF needs no growth.
+		size = min(contentLength, max) + 1
+	}
+	buf := make([]byte, 0, size)
+	for {
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+	}
 }

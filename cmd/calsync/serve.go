@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"strings"
 	"time"
 
@@ -86,6 +87,11 @@ type serveConfig struct {
 	// public listeners, so a slow figure can be profiled in place; it is
 	// guarded like the API (server.Config.PprofAddr).
 	pprofAddr string
+	// gcPercent and memoryLimit are the garbage collector's target and
+	// soft memory limit (see applyGCSettings); GOGC and GOMEMLIMIT, when
+	// set, win.
+	gcPercent   int
+	memoryLimit string
 
 	// now, if set, is the clock of the inbox, the processor and pruning
 	// (tests move it to cross the dedupe window); nil means time.Now.
@@ -142,6 +148,8 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "longest a new connection may take for its TLS handshake and first request headers (gRPC: its HTTP/2 preface); slower or silent ones are closed")
 	fs.IntVar(&c.sqliteMaxBatch, "sqlite-max-batch", 0, "most webhook deliveries committed in one transaction (0: store default; 1 disables group commit, for benchmarks)")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof (the command line excepted) on this address (empty: off), with TLS and the API's authentication; loopback only without it")
+	fs.IntVar(&c.gcPercent, "gc-percent", defaultGCPercent, "garbage collection target, as GOGC (which, when set, wins); -1 collects only at --memory-limit")
+	fs.StringVar(&c.memoryLimit, "memory-limit", "", "soft limit of the Go heap, such as 512MiB, as GOMEMLIMIT (which, when set, wins); empty: 80% of the container's memory limit, none without one; off: none")
 }
 
 // defaultDeliveryRetention keeps finished deliveries a week, as long as the
@@ -221,6 +229,11 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	gc, err := applyGCSettings(cfg.gcPercent, cfg.memoryLimit, os.Getenv)
+	if err != nil {
+		return usageError{err}
+	}
+	log.Info("garbage collection", "gc_percent", gc.GCPercent, "memory_limit", gc.MemoryLimit)
 	m := metrics.New()
 	if cfg.sqliteMaxBatch < 0 {
 		return usageError{fmt.Errorf("--sqlite-max-batch must not be negative")}

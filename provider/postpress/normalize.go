@@ -1,11 +1,9 @@
 package postpress
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
@@ -87,11 +85,7 @@ func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 	}
 	ev.MeetingUrl, ev.MeetingPlatform = meeting.Find(w.Location, w.Body)
 	if len(body) > 0 {
-		var m map[string]any
-		if err := json.Unmarshal(body, &m); err != nil {
-			return nil, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
-		}
-		raw, err := structpb.NewStruct(m)
+		raw, err := model.StructFromJSON(body)
 		if err != nil {
 			return nil, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
 		}

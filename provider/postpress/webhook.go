@@ -8,6 +8,7 @@ import (
 	"net/mail"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/zone"
@@ -151,12 +152,38 @@ func (a *Attendee) UnmarshalJSON(b []byte) error {
 // firstString returns the first of keys whose value in m is a string.
 func firstString(m map[string]json.RawMessage, keys ...string) string {
 	for _, k := range keys {
-		var s string
-		if raw, ok := m[k]; ok && json.Unmarshal(raw, &s) == nil && s != "" {
-			return s
+		if raw, ok := m[k]; ok {
+			if s, ok := jsonString(raw); ok && s != "" {
+				return s
+			}
 		}
 	}
 	return ""
+}
+
+// jsonString decodes a JSON string as json.Unmarshal would. A plain one
+// (no escapes, no control characters, valid UTF-8: nearly every attendee
+// field) is its bytes between the quotes, so only the others pay for a
+// full json.Unmarshal.
+func jsonString(raw json.RawMessage) (string, bool) {
+	if n := len(raw); n >= 2 && raw[0] == '"' && raw[n-1] == '"' {
+		inner := raw[1 : n-1]
+		plain := utf8.Valid(inner)
+		for _, c := range inner {
+			if c == '\\' || c == '"' || c < 0x20 {
+				plain = false
+				break
+			}
+		}
+		if plain {
+			return string(inner), true
+		}
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
 }
 
 // lenientBool reads true, "true" or 1 as true and anything else as false.

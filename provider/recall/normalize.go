@@ -325,11 +325,11 @@ func optionalTimestamp(t *time.Time) *timestamppb.Timestamp {
 
 // structFromJSON converts a JSON object to a Struct; anything else is nil.
 func structFromJSON(b []byte) *structpb.Struct {
-	var m map[string]any
-	if len(b) == 0 || json.Unmarshal(b, &m) != nil || m == nil {
+	// A JSON null decodes to no map at all, which is no Struct either.
+	if len(b) == 0 || string(bytes.TrimSpace(b)) == "null" {
 		return nil
 	}
-	s, err := structpb.NewStruct(m)
+	s, err := model.StructFromJSON(b)
 	if err != nil {
 		return nil
 	}

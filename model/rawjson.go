@@ -1,0 +1,259 @@
+package model
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// StructFromJSON decodes a JSON object into a Struct, the form in which an
+// event keeps its provider's raw payload. The result, and the error, are
+// exactly those of json.Unmarshal into a map[string]any followed by
+// structpb.NewStruct, which is what it replaces: that path decodes every
+// value twice (into Go values, then into protobuf values) and was about
+// half of normalizing an event. Here, a body that is a plain JSON object
+// is decoded once, straight into protobuf values; anything the direct
+// decoder does not handle itself (escaped or non-UTF-8 strings are handed
+// to encoding/json one string at a time; invalid JSON, deep nesting and
+// out-of-range numbers fall back whole) takes the original path, so the
+// two never disagree. A null body gives an empty Struct, as NewStruct(nil)
+// does.
+func StructFromJSON(b []byte) (*structpb.Struct, error) {
+	// Every plain string and key is a slice of one copy of the body: one
+	// allocation instead of one per string.
+	d := rawDecoder{b: b, s: string(b)}
+	d.space()
+	if d.i < len(d.b) && d.b[d.i] == '{' {
+		if s, ok := d.object(0); ok {
+			if d.space(); d.i == len(d.b) {
+				return s, nil
+			}
+		}
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return structpb.NewStruct(m)
+}
+
+// maxRawDepth bounds the direct decoder's recursion; deeper documents take
+// encoding/json's path, which has its own limit.
+const maxRawDepth = 512
+
+// rawDecoder is StructFromJSON's direct decoder. Every method reports
+// false for input it does not handle, and the caller then falls back.
+type rawDecoder struct {
+	b []byte
+	s string // b as a string
+	i int
+}
+
+func (d *rawDecoder) space() {
+	for d.i < len(d.b) {
+		switch d.b[d.i] {
+		case ' ', '\t', '\n', '\r':
+			d.i++
+		default:
+			return
+		}
+	}
+}
+
+// object decodes an object starting at '{'.
+func (d *rawDecoder) object(depth int) (*structpb.Struct, bool) {
+	if depth > maxRawDepth {
+		return nil, false
+	}
+	d.i++ // '{'
+	s := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	d.space()
+	if d.i < len(d.b) && d.b[d.i] == '}' {
+		d.i++
+		return s, true
+	}
+	for {
+		d.space()
+		if d.i >= len(d.b) || d.b[d.i] != '"' {
+			return nil, false
+		}
+		key, ok := d.str()
+		if !ok {
+			return nil, false
+		}
+		d.space()
+		if d.i >= len(d.b) || d.b[d.i] != ':' {
+			return nil, false
+		}
+		d.i++
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		// A repeated key keeps its last value, as encoding/json's map does.
+		s.Fields[key] = v
+		d.space()
+		if d.i >= len(d.b) {
+			return nil, false
+		}
+		switch d.b[d.i] {
+		case ',':
+			d.i++
+		case '}':
+			d.i++
+			return s, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+// array decodes an array starting at '['.
+func (d *rawDecoder) array(depth int) (*structpb.ListValue, bool) {
+	if depth > maxRawDepth {
+		return nil, false
+	}
+	d.i++ // '['
+	l := &structpb.ListValue{Values: []*structpb.Value{}}
+	d.space()
+	if d.i < len(d.b) && d.b[d.i] == ']' {
+		d.i++
+		return l, true
+	}
+	for {
+		v, ok := d.value(depth + 1)
+		if !ok {
+			return nil, false
+		}
+		l.Values = append(l.Values, v)
+		d.space()
+		if d.i >= len(d.b) {
+			return nil, false
+		}
+		switch d.b[d.i] {
+		case ',':
+			d.i++
+		case ']':
+			d.i++
+			return l, true
+		default:
+			return nil, false
+		}
+	}
+}
+
+func (d *rawDecoder) value(depth int) (*structpb.Value, bool) {
+	d.space()
+	if d.i >= len(d.b) {
+		return nil, false
+	}
+	switch c := d.b[d.i]; {
+	case c == '{':
+		s, ok := d.object(depth)
+		return structpb.NewStructValue(s), ok
+	case c == '[':
+		l, ok := d.array(depth)
+		return structpb.NewListValue(l), ok
+	case c == '"':
+		s, ok := d.str()
+		return structpb.NewStringValue(s), ok
+	case c == 't':
+		return structpb.NewBoolValue(true), d.literal("true")
+	case c == 'f':
+		return structpb.NewBoolValue(false), d.literal("false")
+	case c == 'n':
+		return structpb.NewNullValue(), d.literal("null")
+	case c == '-' || ('0' <= c && c <= '9'):
+		return d.number()
+	}
+	return nil, false
+}
+
+func (d *rawDecoder) literal(word string) bool {
+	if len(d.b)-d.i < len(word) || string(d.b[d.i:d.i+len(word)]) != word {
+		return false
+	}
+	d.i += len(word)
+	return true
+}
+
+// str decodes a string starting at '"'. A string with an escape or with
+// bytes that are not UTF-8 is decoded by encoding/json, so it gets the
+// same unescaping and the same replacement characters.
+func (d *rawDecoder) str() (string, bool) {
+	start := d.i
+	d.i++
+	plain := true
+	for d.i < len(d.b) {
+		c := d.b[d.i]
+		switch {
+		case c == '"':
+			d.i++
+			lit := d.b[start:d.i]
+			if plain && utf8.Valid(lit) {
+				return d.s[start+1 : d.i-1], true
+			}
+			var s string
+			if json.Unmarshal(lit, &s) != nil {
+				return "", false
+			}
+			return s, true
+		case c == '\\':
+			plain = false
+			d.i += 2
+		case c < 0x20:
+			return "", false
+		default:
+			d.i++
+		}
+	}
+	return "", false
+}
+
+// number decodes a number that follows JSON's grammar exactly, as a
+// float64 the way encoding/json decodes one into an any.
+func (d *rawDecoder) number() (*structpb.Value, bool) {
+	start := d.i
+	if d.b[d.i] == '-' {
+		d.i++
+	}
+	switch {
+	case d.i < len(d.b) && d.b[d.i] == '0':
+		d.i++
+	case d.i < len(d.b) && '1' <= d.b[d.i] && d.b[d.i] <= '9':
+		d.digits()
+	default:
+		return nil, false
+	}
+	if d.i < len(d.b) && d.b[d.i] == '.' {
+		d.i++
+		if d.digits() == 0 {
+			return nil, false
+		}
+	}
+	if d.i < len(d.b) && (d.b[d.i] == 'e' || d.b[d.i] == 'E') {
+		d.i++
+		if d.i < len(d.b) && (d.b[d.i] == '+' || d.b[d.i] == '-') {
+			d.i++
+		}
+		if d.digits() == 0 {
+			return nil, false
+		}
+	}
+	f, err := strconv.ParseFloat(string(d.b[start:d.i]), 64)
+	if err != nil {
+		return nil, false
+	}
+	return structpb.NewNumberValue(f), true
+}
+
+func (d *rawDecoder) digits() int {
+	n := 0
+	for d.i < len(d.b) && '0' <= d.b[d.i] && d.b[d.i] <= '9' {
+		d.i++
+		n++
+	}
+	return n
+}

@@ -45,3 +45,10 @@ func TestPostgresConformance(t *testing.T) {
 	o := &opener{dbs: map[string]string{}}
 	storetest.Run(t, o.open)
 }
+
+// TestPostgresConformanceShared runs the cases for several instances (as
+// several replicas) on one database.
+func TestPostgresConformanceShared(t *testing.T) {
+	o := &opener{dbs: map[string]string{}}
+	storetest.RunShared(t, o.open)
+}

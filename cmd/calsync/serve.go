@@ -19,6 +19,7 @@ import (
 	"github.com/calsync/calsync/provider/recall"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/postgres"
 	"github.com/calsync/calsync/store/sqlite"
 	"github.com/calsync/calsync/watch"
 )
@@ -30,6 +31,7 @@ type serveConfig struct {
 	grpcAddr        string
 	dbPath          string
 	synchronous     string
+	dbMaxConns      int
 	maxWebhookBytes int64
 	shutdownTimeout time.Duration
 	logLevel        string
@@ -97,7 +99,8 @@ type serveConfig struct {
 func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "REST gateway listen address")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
-	fs.StringVar(&c.dbPath, "db", "./calsync.db", "SQLite database file (created if missing)")
+	fs.StringVar(&c.dbPath, "db", "./calsync.db", "SQLite database file (created if missing), or a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=... shared by replicas")
+	fs.IntVar(&c.dbMaxConns, "db-max-conns", 0, "most connections to PostgreSQL this process opens (0: the URL's pool_max_conns, else 16)")
 	fs.StringVar(&c.synchronous, "sqlite-synchronous", "FULL", "SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes")
 	fs.Int64Var(&c.maxWebhookBytes, "max-webhook-bytes", 1<<20, "largest accepted webhook body; larger ones get 413")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests under way")
@@ -134,6 +137,38 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.corsOrigins, "cors-allowed-origins", "", "comma-separated browser origins (scheme://host[:port]) allowed to call the REST API and its streams from their pages (empty: none); never webhooks")
 	fs.IntVar(&c.sqliteMaxBatch, "sqlite-max-batch", 0, "most webhook deliveries committed in one transaction (0: store default; 1 disables group commit, for benchmarks)")
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (empty: off); never expose it publicly")
+}
+
+// openStore opens the store --db names: a PostgreSQL database for a
+// postgres:// or postgresql:// URL, otherwise a SQLite file. It returns the
+// store and what to log about it, with any password in the URL hidden.
+func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger, m *metrics.Metrics) (store.Store, []any, error) {
+	if postgres.IsURL(cfg.dbPath) {
+		db, err := postgres.Open(ctx, cfg.dbPath, postgres.Options{
+			MaxConns:     cfg.dbMaxConns,
+			MaxBatch:     cfg.sqliteMaxBatch,
+			DedupeWindow: cfg.dedupeWindow,
+			Logger:       log,
+			Now:          cfg.now,
+			OnBatch:      m.InboxBatch,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, []any{"backend", "postgres", "url", postgres.Redact(cfg.dbPath)}, nil
+	}
+	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{
+		Synchronous:  strings.ToUpper(cfg.synchronous),
+		MaxBatch:     cfg.sqliteMaxBatch,
+		DedupeWindow: cfg.dedupeWindow,
+		Logger:       log,
+		Now:          cfg.now,
+		OnBatch:      m.InboxBatch,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, []any{"backend", "sqlite", "path", cfg.dbPath, "synchronous", strings.ToUpper(cfg.synchronous)}, nil
 }
 
 // defaultDeliveryRetention keeps finished deliveries a week, as long as the
@@ -218,14 +253,10 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return usageError{fmt.Errorf("--dedupe-window must be positive and --delivery-retention (%v) at least as long (%v): a pruned delivery no longer absorbs its retries",
 			cfg.deliveryRetention, cfg.dedupeWindow)}
 	}
-	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{
-		Synchronous:  strings.ToUpper(cfg.synchronous),
-		MaxBatch:     cfg.sqliteMaxBatch,
-		DedupeWindow: cfg.dedupeWindow,
-		Logger:       log,
-		Now:          cfg.now,
-		OnBatch:      m.InboxBatch,
-	})
+	if cfg.dbMaxConns < 0 {
+		return usageError{fmt.Errorf("--db-max-conns must not be negative")}
+	}
+	db, dbInfo, err := openStore(ctx, cfg, log, m)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
@@ -295,7 +326,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("database open", "path", cfg.dbPath, "store_id", db.ID(), "synchronous", strings.ToUpper(cfg.synchronous))
+	log.Info("database open", append(dbInfo, "store_id", db.ID())...)
 	log.Info("providers", "recall_webhooks", recvCfg.Recall != nil, "recall_api", procCfg.Recall != nil,
 		"postpress_webhooks", recvCfg.Postpress != nil)
 

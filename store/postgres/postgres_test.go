@@ -2,9 +2,11 @@ package postgres_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/calsync/calsync/internal/pgtest"
 	"github.com/calsync/calsync/store"
@@ -51,4 +53,59 @@ func TestPostgresConformance(t *testing.T) {
 func TestPostgresConformanceShared(t *testing.T) {
 	o := &opener{dbs: map[string]string{}}
 	storetest.RunShared(t, o.open)
+}
+
+// TestPostgresGroupCommit: concurrent webhooks share transactions, and
+// every one that was answered is stored.
+func TestPostgresGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	var mu sync.Mutex
+	var sizes []int
+	db, err := postgres.Open(ctx, url, postgres.Options{OnBatch: func(n int, _ time.Duration) {
+		mu.Lock()
+		sizes = append(sizes, n)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	ids := make(chan int64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id, dup, err := db.Enqueue(ctx, store.NewDelivery{Provider: "postpress", DedupKey: fmt.Sprint("k", i), Body: []byte("{}")})
+			if err != nil || dup {
+				t.Errorf("Enqueue = (%v, %v)", dup, err)
+			}
+			ids <- id
+		})
+	}
+	wg.Wait()
+	close(ids)
+	db.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	total, largest := 0, 0
+	for _, s := range sizes {
+		total += s
+		largest = max(largest, s)
+	}
+	if total != n || largest < 2 {
+		t.Fatalf("batches %v: want %d deliveries in all, some sharing a transaction", sizes, n)
+	}
+	if len(sizes) >= n {
+		t.Fatalf("%d transactions for %d deliveries: no group commit", len(sizes), n)
+	}
+	again, err := postgres.Open(ctx, url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	for id := range ids {
+		if _, err := again.GetDelivery(ctx, id); err != nil {
+			t.Fatalf("delivery %d answered but not stored: %v", id, err)
+		}
+	}
 }

@@ -165,6 +165,57 @@ var sharedCases = []testCase{
 			}
 		}
 	}},
+	{"DuplicatesAbsorbedAcrossInstances", func(t *testing.T, h *harness) {
+		// The same deliveries reach several instances at once, as a
+		// provider's retries reach several replicas behind a load balancer:
+		// each is stored once.
+		const instances, keys = 3, 20
+		stores := []store.Store{h.s}
+		for range instances - 1 {
+			stores = append(stores, h.openAnother())
+		}
+		type answer struct {
+			id  int64
+			dup bool
+		}
+		answers := make([][]answer, keys)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for k := range keys {
+			for _, s := range stores {
+				wg.Go(func() {
+					id, dup, err := s.Enqueue(context.Background(), delivery("recall", fmt.Sprintf("key_%d", k)))
+					if err != nil {
+						t.Errorf("Enqueue: %v", err)
+						return
+					}
+					mu.Lock()
+					answers[k] = append(answers[k], answer{id, dup})
+					mu.Unlock()
+				})
+			}
+		}
+		wg.Wait()
+		for k, as := range answers {
+			stored := 0
+			for _, a := range as {
+				if !a.dup {
+					stored++
+				}
+				if a.id != as[0].id {
+					t.Fatalf("key %d: answers %v name different deliveries", k, as)
+				}
+			}
+			if stored != 1 {
+				t.Fatalf("key %d: %d instances stored it (answers %v), want exactly 1", k, stored, as)
+			}
+		}
+		all, err := h.s.ListDeliveries(context.Background(), store.DeliveryQuery{})
+		must(t, "ListDeliveries", err)
+		if len(all) != keys {
+			t.Fatalf("the inbox holds %d deliveries, want %d", len(all), keys)
+		}
+	}},
 	{"LateCommitNeverSkipped", func(t *testing.T, h *harness) {
 		ctx := context.Background()
 		slow, fast, reader := h.s, h.openAnother(), h.openAnother()

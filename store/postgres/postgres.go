@@ -8,7 +8,8 @@
 // at a time: Update, the inbox's group commit, RecordAttempt, RetryDelivery,
 // PruneDeliveries and CompactChanges take turns, and waiting for the turn
 // honours the caller's ctx. Concurrent webhooks share one transaction
-// (group commit, see [DB.Enqueue]). synchronous_commit is forced on for the
+// (group commit, see [DB.Enqueue]), and so do concurrent Updates, each in
+// its own savepoint (see [DB.Update]). synchronous_commit is forced on for the
 // store's sessions: a call that returned nil is durable.
 //
 // # Change-log ordering across writers
@@ -172,6 +173,8 @@ type DB struct {
 
 	enqueue       chan *enqueueRequest
 	committerDone chan struct{}
+	// updates queues Updates for the next writer turn to run together.
+	updates chan *updateRequest
 
 	gate      gate
 	closeOnce sync.Once
@@ -233,6 +236,7 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("postgres: %s: %w", Redact(url), err)
 	}
 	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
+	db.updates = make(chan *updateRequest, 4*db.maxBatch)
 	go db.commitLoop()
 	return db, nil
 }

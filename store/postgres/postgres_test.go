@@ -2,12 +2,14 @@ package postgres_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/internal/pgtest"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/store/postgres"
@@ -106,6 +108,76 @@ func TestPostgresGroupCommit(t *testing.T) {
 	for id := range ids {
 		if _, err := again.GetDelivery(ctx, id); err != nil {
 			t.Fatalf("delivery %d answered but not stored: %v", id, err)
+		}
+	}
+}
+
+// TestPostgresConcurrentUpdatesSomeFail: Updates committed together keep
+// their own outcomes. Those that fail after appending leave neither changes
+// nor a gap in the cursors; those that succeed keep exactly theirs.
+func TestPostgresConcurrentUpdatesSomeFail(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	errFail := errors.New("fail on purpose")
+	const n = 64
+	var mu sync.Mutex
+	kept := map[store.Cursor]bool{}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			var mine []store.Cursor
+			err := db.Update(ctx, func(tx store.Tx) error {
+				mine = nil
+				for range 2 {
+					c, err := tx.AppendChange(ctx, &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CREATED,
+						Event: &calsyncv1.CalendarEvent{Id: fmt.Sprint("e", i), CalendarId: "cal", Provider: "postpress"}})
+					if err != nil {
+						return err
+					}
+					mine = append(mine, c)
+				}
+				if i%2 == 1 {
+					return errFail
+				}
+				return nil
+			})
+			switch {
+			case i%2 == 1 && !errors.Is(err, errFail):
+				t.Errorf("failing Update %d = %v", i, err)
+			case i%2 == 0 && err != nil:
+				t.Errorf("Update %d = %v", i, err)
+			case i%2 == 0:
+				mu.Lock()
+				for _, c := range mine {
+					kept[c] = true
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	var all []store.ChangeRecord
+	for after := store.Cursor(0); ; {
+		page, err := db.ReadChanges(ctx, after, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+		after = page[len(page)-1].Cursor
+	}
+	if len(all) != n || len(kept) != n {
+		t.Fatalf("the log holds %d changes and the successful Updates got %d cursors, want %d of each", len(all), len(kept), n)
+	}
+	for i, r := range all {
+		if r.Cursor != store.Cursor(i+1) || !kept[r.Cursor] {
+			t.Fatalf("change %d has cursor %d (kept by a successful Update: %v)", i, r.Cursor, kept[r.Cursor])
 		}
 	}
 }

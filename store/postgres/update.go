@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,42 +21,178 @@ var errTxDone = errors.New("postgres: transaction used after Update returned")
 // changes to the [DB.OnCommit] hooks, so hooks see this instance's commits
 // in cursor order. If fn or the commit fails, nothing fn wrote is kept and
 // no hook sees it.
+//
+// Concurrent Updates share one transaction, each in its own savepoint, so
+// that many deliveries processed at once cost one commit instead of one
+// each (up to Options.MaxBatch). Whoever takes the writer turn runs every
+// Update queued at that moment; the others wait for its commit. A failing
+// fn rolls back to its savepoint and leaves the others alone.
 func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	if err := db.enter(); err != nil {
 		return err
 	}
 	defer db.leave()
-	if err := db.lockWriter(ctx); err != nil {
-		return fmt.Errorf("postgres: update: %w", err)
-	}
-	defer db.unlockWriter()
-	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC()}
-	// Once fn has been called the outcome is the transaction's: the commit
-	// does not depend on the caller's ctx any more.
-	bg := context.WithoutCancel(ctx)
-	pgTx, err := db.pool.Begin(bg)
-	if err != nil {
-		return fmt.Errorf("postgres: begin: %w", err)
-	}
-	t.tx = pgTx
-	err = fn(t)
-	t.tx = nil
-	if err != nil {
-		pgTx.Rollback(bg)
-		return err
-	}
-	if err := pgTx.Commit(bg); err != nil {
-		return fmt.Errorf("postgres: commit: %w", err)
-	}
-	if len(t.records) > 0 {
-		db.hooksMu.RLock()
-		hooks := db.hooks
-		db.hooksMu.RUnlock()
-		for _, h := range hooks {
-			h(t.records[:len(t.records):len(t.records)])
+	req := &updateRequest{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	for queued := false; !queued; {
+		select {
+		case db.updates <- req:
+			queued = true
+		case db.wlock <- struct{}{}:
+			// The queue is full; only a writer empties it.
+			db.runUpdates()
+			db.unlockWriter()
+		case <-ctx.Done():
+			return fmt.Errorf("postgres: update: %w", ctx.Err())
 		}
 	}
-	return nil
+	for {
+		select {
+		case err := <-req.done:
+			return err
+		case db.wlock <- struct{}{}:
+			db.runUpdates()
+			db.unlockWriter()
+		case <-ctx.Done():
+			if req.state.CompareAndSwap(updateQueued, updateAbandoned) {
+				return fmt.Errorf("postgres: update: %w", ctx.Err())
+			}
+			// A transaction took it: its outcome is the answer.
+			return <-req.done
+		}
+	}
+}
+
+// States of an updateRequest: queued, then taken by a transaction or
+// abandoned by its caller, never both.
+const (
+	updateQueued int32 = iota
+	updateTaken
+	updateAbandoned
+)
+
+// updateRequest is one Update waiting for a transaction to run in.
+type updateRequest struct {
+	ctx  context.Context
+	fn   func(tx store.Tx) error
+	done chan error
+	err  error
+	// from and to delimit the request's changes in the transaction's.
+	from, to int
+	state    atomic.Int32
+}
+
+// runUpdates runs the Updates queued now in one transaction and answers
+// them. The caller holds the writer turn.
+func (db *DB) runUpdates() {
+	var batch []*updateRequest
+	for len(batch) < db.maxBatch {
+		select {
+		case r := <-db.updates:
+			if r.state.CompareAndSwap(updateQueued, updateTaken) {
+				batch = append(batch, r)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	if len(batch) == 0 {
+		return
+	}
+	ctx := context.Background()
+	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC()}
+	err := func() error {
+		pgTx, err := db.pool.Begin(ctx)
+		if err != nil {
+			return fmt.Errorf("postgres: begin: %w", err)
+		}
+		defer pgTx.Rollback(ctx)
+		ran, err := t.run(ctx, pgTx, batch)
+		if err != nil {
+			return err
+		}
+		if ran == 0 {
+			return errNothingToCommit
+		}
+		if err := pgTx.Commit(ctx); err != nil {
+			return fmt.Errorf("postgres: commit: %w", err)
+		}
+		return nil
+	}()
+	if err != nil {
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+			r.done <- r.err
+		}
+		return
+	}
+	db.hooksMu.RLock()
+	hooks := db.hooks
+	db.hooksMu.RUnlock()
+	// Hooks see each Update's changes as one commit, in cursor order.
+	for _, r := range batch {
+		if r.err == nil && r.to > r.from {
+			for _, h := range hooks {
+				h(t.records[r.from:r.to:r.to])
+			}
+		}
+	}
+	for _, r := range batch {
+		r.done <- r.err
+	}
+}
+
+// errNothingToCommit rolls back a shared transaction in which every Update
+// failed; each still gets its own error.
+var errNothingToCommit = errors.New("postgres: nothing to commit")
+
+// run runs batch's Updates in pgTx and reports how many succeeded. A lone
+// Update runs without a savepoint; in a batch each has its own, so a
+// failing one leaves the others. An error means the whole transaction must
+// roll back.
+func (t *tx) run(ctx context.Context, pgTx pgx.Tx, batch []*updateRequest) (ran int, err error) {
+	for _, r := range batch {
+		if r.err = r.ctx.Err(); r.err != nil {
+			r.err = fmt.Errorf("postgres: update: %w", r.err)
+			continue
+		}
+		r.from = len(t.records)
+		if len(batch) == 1 {
+			t.tx = pgTx
+			r.err = r.fn(t)
+			t.tx = nil
+			r.to = len(t.records)
+			if r.err != nil {
+				return 0, r.err
+			}
+			return 1, nil
+		}
+		if _, err := pgTx.Exec(ctx, "SAVEPOINT u"); err != nil {
+			return 0, err
+		}
+		appending := t.appending
+		t.tx = pgTx
+		r.err = r.fn(t)
+		t.tx = nil
+		if r.err != nil {
+			// The savepoint's rollback also undoes its cursors; the append
+			// lock may go with it, so take it again on the next append.
+			t.records = t.records[:r.from]
+			t.appending = appending
+			if _, err := pgTx.Exec(ctx, "ROLLBACK TO u"); err != nil {
+				return 0, err
+			}
+		} else {
+			ran++
+		}
+		r.to = len(t.records)
+		if _, err := pgTx.Exec(ctx, "RELEASE u"); err != nil {
+			return 0, err
+		}
+	}
+	return ran, nil
 }
 
 // OnCommit registers fn to receive the changes of every commit made through

@@ -143,7 +143,7 @@ func Start() (*Server, error) {
 		return nil, err
 	}
 	removeOrphans()
-	dir, err := os.MkdirTemp("", dirPrefix)
+	dir, err := os.MkdirTemp(baseDir(), dirPrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +294,7 @@ func freePort() (int, error) {
 // removeOrphans stops the servers and removes the directories of test
 // binaries that died without stopping theirs.
 func removeOrphans() {
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), dirPrefix+"*"))
+	dirs, _ := filepath.Glob(filepath.Join(baseDir(), dirPrefix+"*"))
 	for _, dir := range dirs {
 		b, err := os.ReadFile(filepath.Join(dir, "owner.pid"))
 		if err != nil {
@@ -308,6 +308,31 @@ func removeOrphans() {
 			syscall.Kill(pid, syscall.SIGQUIT)
 		}
 		os.RemoveAll(dir)
+	}
+}
+
+// baseDir is where server directories go: the system's temporary
+// directory, unless the postgres user could not reach it or the server's
+// socket path would be too long for Unix (107 bytes), then /tmp.
+func baseDir() string {
+	d := os.TempDir()
+	if len(d) > 60 || (os.Geteuid() == 0 && !traversable(d)) {
+		return "/tmp"
+	}
+	return d
+}
+
+// traversable reports whether every directory from d up to the root lets
+// other users through.
+func traversable(d string) bool {
+	for p := filepath.Clean(d); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if p == filepath.Dir(p) {
+			return true
+		}
 	}
 }
 

@@ -55,6 +55,7 @@ type Server struct {
 	Port int
 
 	cmd    *exec.Cmd
+	cred   *syscall.Credential
 	exited chan struct{}
 	admin  *pgx.Conn
 	mu     sync.Mutex // Guards admin.
@@ -157,7 +158,7 @@ func Start() (*Server, error) {
 			return nil, err
 		}
 	}
-	s := &Server{Dir: dir}
+	s := &Server{Dir: dir, cred: cred}
 	if err := s.start(cred); err != nil {
 		s.kill()
 		os.RemoveAll(dir)
@@ -255,6 +256,22 @@ func (s *Server) launch(data, logPath string, cred *syscall.Credential) error {
 		// Poll the server's readiness: nothing signals it but a connection.
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Restart stops the server (fast shutdown: sessions are cut, as in a
+// failover) and starts it again on the same port and data. Tests that
+// restart the binary's shared server must not run in parallel with others.
+func (s *Server) Restart() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.admin.Close(context.Background())
+	s.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-s.exited:
+	case <-time.After(30 * time.Second):
+		return errors.New("postgres did not stop within 30s")
+	}
+	return s.launch(filepath.Join(s.Dir, "data"), filepath.Join(s.Dir, "server.log"), s.cred)
 }
 
 // Stop shuts the server down (fast shutdown) and removes its directory.

@@ -100,7 +100,7 @@ func (db *DB) runUpdates() {
 		return
 	}
 	ctx := context.Background()
-	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC()}
+	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC(), now: db.now}
 	err := func() error {
 		pgTx, err := db.pool.Begin(ctx)
 		if err != nil {
@@ -206,8 +206,10 @@ func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 
 // tx implements [store.Tx] on one PostgreSQL transaction.
 type tx struct {
-	tx      pgx.Tx
+	tx pgx.Tx
+	// commit is the transaction's commit time, read from now.
 	commit  time.Time
+	now     func() time.Time
 	records []store.ChangeRecord
 	// appending is set once the transaction holds the append lock.
 	appending bool
@@ -301,15 +303,23 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 		return 0, fmt.Errorf("postgres: %v change needs its %s, with calendar id and provider: %w",
 			c.GetType(), what, store.ErrInvalidArgument)
 	}
-	data, err := encodeChange(c, t.commit)
-	if err != nil {
-		return 0, fmt.Errorf("postgres: encode change: %w", err)
-	}
 	if !t.appending {
 		if _, err := t.tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockAppendLog); err != nil {
 			return 0, fmt.Errorf("postgres: take the change log's append lock: %w", err)
 		}
 		t.appending = true
+		if len(t.records) == 0 {
+			// Read the commit time under the lock, so that commit times
+			// follow cursor order across writers as far as their clocks
+			// agree.
+			if now := time.Unix(0, nanos(t.now())).UTC(); now.After(t.commit) {
+				t.commit = now
+			}
+		}
+	}
+	data, err := encodeChange(c, t.commit)
+	if err != nil {
+		return 0, fmt.Errorf("postgres: encode change: %w", err)
 	}
 	var cursor int64
 	err = t.tx.QueryRow(ctx, `WITH next AS (UPDATE change_log_head SET head = head + 1 RETURNING head)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -143,5 +144,32 @@ func TestPostgresUnreachableHidesPassword(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("error %q does not say which database", err)
+	}
+}
+
+// TestPostgresURLSchemes: both URL schemes select PostgreSQL, anything else
+// stays a SQLite file, and --db-max-conns must not be negative.
+func TestPostgresURLSchemes(t *testing.T) {
+	cfg := defaultTestConfig(t)
+	cfg.dbPath = strings.Replace(pgtest.NewDatabase(t), "postgres://", "postgresql://", 1)
+	cfg.dbMaxConns = 3
+	ts := mustServe(t, cfg)
+	ts.stop()
+	if !strings.Contains(ts.logs.String(), `"backend":"postgres"`) {
+		t.Fatalf("a postgresql:// URL did not open PostgreSQL:\n%s", ts.logs)
+	}
+
+	sqliteCfg := defaultTestConfig(t)
+	ts = mustServe(t, sqliteCfg)
+	ts.stop()
+	if !strings.Contains(ts.logs.String(), `"backend":"sqlite"`) {
+		t.Fatalf("a file path did not open SQLite:\n%s", ts.logs)
+	}
+
+	bad := defaultTestConfig(t)
+	bad.dbMaxConns = -1
+	var usage usageError
+	if err := serve(context.Background(), bad, &syncBuffer{}); !errors.As(err, &usage) {
+		t.Fatalf("--db-max-conns -1: %v, want a usage error", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"html"
+	"maps"
 	"net/http"
 	"regexp"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/internal/pgtest"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/recall/recalltest"
 )
@@ -26,6 +28,22 @@ import (
 // reload — at debug log level, then requires that no secret appears in
 // the logs or in anything it answered.
 func TestSecretsNeverShown(t *testing.T) {
+	secretsNeverShown(t, nil)
+}
+
+// TestPostgresSecretsNeverShown does the same on PostgreSQL, with a
+// password in the database URL.
+func TestPostgresSecretsNeverShown(t *testing.T) {
+	url := withPassword(pgtest.NewDatabase(t))
+	secretsNeverShown(t, func(cfg *serveConfig) map[string]string {
+		cfg.dbPath = url
+		return map[string]string{"database password": pgPassword}
+	})
+}
+
+// secretsNeverShown is TestSecretsNeverShown's exercise; configure, if
+// set, changes the configuration and returns more secrets to look for.
+func secretsNeverShown(t *testing.T, configure func(*serveConfig) map[string]string) {
 	fake := recalltest.New(t)
 	const (
 		oauthSecret  = "oauth-client-secret-3f9a"
@@ -40,6 +58,10 @@ func TestSecretsNeverShown(t *testing.T) {
 	cfg.reload = make(chan struct{})
 	reloaded := make(chan struct{}, 1)
 	cfg.reloaded = func() { reloaded <- struct{}{} }
+	var moreSecrets map[string]string
+	if configure != nil {
+		moreSecrets = configure(&cfg)
+	}
 	ts := mustServe(t, cfg)
 	good := ts.withToken(t, goodToken)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -143,6 +165,7 @@ func TestSecretsNeverShown(t *testing.T) {
 		"OAuth client secret":   oauthSecret,
 		"OAuth refresh token":   oauthRefresh,
 	}
+	maps.Copy(secrets, moreSecrets)
 	logs := ts.logs.String()
 	if len(logs) < 1000 || !strings.Contains(logs, "webhook rejected") || !strings.Contains(logs, "dead-lettered") {
 		t.Fatalf("the logs do not show the exercise ran:\n%s", logs)

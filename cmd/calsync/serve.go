@@ -21,6 +21,7 @@ import (
 	"github.com/calsync/calsync/provider/recall"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/postgres"
 	"github.com/calsync/calsync/store/sqlite"
 	"github.com/calsync/calsync/watch"
 )
@@ -32,6 +33,7 @@ type serveConfig struct {
 	grpcAddr        string
 	dbPath          string
 	synchronous     string
+	dbMaxConns      int
 	maxWebhookBytes int64
 	shutdownTimeout time.Duration
 	logLevel        string
@@ -108,7 +110,8 @@ type serveConfig struct {
 func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.httpAddr, "http-addr", "127.0.0.1:8080", "REST gateway listen address")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
-	fs.StringVar(&c.dbPath, "db", "./calsync.db", "SQLite database file (created if missing)")
+	fs.StringVar(&c.dbPath, "db", "./calsync.db", "SQLite database file (created if missing), or a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=... shared by replicas")
+	fs.IntVar(&c.dbMaxConns, "db-max-conns", 0, "most connections to PostgreSQL this process opens (0: the URL's pool_max_conns, else 16)")
 	fs.StringVar(&c.synchronous, "sqlite-synchronous", "FULL", "SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes")
 	fs.Int64Var(&c.maxWebhookBytes, "max-webhook-bytes", 1<<20, "largest accepted webhook body; larger ones get 413")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests under way")
@@ -150,6 +153,38 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.pprofAddr, "pprof-addr", "", "serve net/http/pprof (the command line excepted) on this address (empty: off), with TLS and the API's authentication; loopback only without it")
 	fs.IntVar(&c.gcPercent, "gc-percent", defaultGCPercent, "garbage collection target, as GOGC (which, when set, wins); -1 collects only at --memory-limit")
 	fs.StringVar(&c.memoryLimit, "memory-limit", "", "soft limit of the Go heap, such as 512MiB, as GOMEMLIMIT (which, when set, wins); empty: 80% of the container's memory limit, none without one; off: none")
+}
+
+// openStore opens the store --db names: a PostgreSQL database for a
+// postgres:// or postgresql:// URL, otherwise a SQLite file. It returns the
+// store and what to log about it, with any password in the URL hidden.
+func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger, m *metrics.Metrics) (store.Store, []any, error) {
+	if postgres.IsURL(cfg.dbPath) {
+		db, err := postgres.Open(ctx, cfg.dbPath, postgres.Options{
+			MaxConns:     cfg.dbMaxConns,
+			MaxBatch:     cfg.sqliteMaxBatch,
+			DedupeWindow: cfg.dedupeWindow,
+			Logger:       log,
+			Now:          cfg.now,
+			OnBatch:      m.InboxBatch,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return db, []any{"backend", "postgres", "url", postgres.Redact(cfg.dbPath)}, nil
+	}
+	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{
+		Synchronous:  strings.ToUpper(cfg.synchronous),
+		MaxBatch:     cfg.sqliteMaxBatch,
+		DedupeWindow: cfg.dedupeWindow,
+		Logger:       log,
+		Now:          cfg.now,
+		OnBatch:      m.InboxBatch,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return db, []any{"backend", "sqlite", "path", cfg.dbPath, "synchronous", strings.ToUpper(cfg.synchronous)}, nil
 }
 
 // defaultDeliveryRetention keeps finished deliveries a week, as long as the
@@ -242,14 +277,10 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		return usageError{fmt.Errorf("--dedupe-window must be positive and --delivery-retention (%v) at least as long (%v): a pruned delivery no longer absorbs its retries",
 			cfg.deliveryRetention, cfg.dedupeWindow)}
 	}
-	db, err := sqlite.Open(ctx, cfg.dbPath, sqlite.Options{
-		Synchronous:  strings.ToUpper(cfg.synchronous),
-		MaxBatch:     cfg.sqliteMaxBatch,
-		DedupeWindow: cfg.dedupeWindow,
-		Logger:       log,
-		Now:          cfg.now,
-		OnBatch:      m.InboxBatch,
-	})
+	if cfg.dbMaxConns < 0 {
+		return usageError{fmt.Errorf("--db-max-conns must not be negative")}
+	}
+	db, dbInfo, err := openStore(ctx, cfg, log, m)
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}
@@ -316,7 +347,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("database open", "path", cfg.dbPath, "store_id", db.ID(), "synchronous", strings.ToUpper(cfg.synchronous))
+	log.Info("database open", append(dbInfo, "store_id", db.ID())...)
 	log.Info("providers", "recall_webhooks", recvCfg.Recall != nil, "recall_api", procCfg.Recall != nil,
 		"postpress_webhooks", recvCfg.Postpress != nil)
 

@@ -36,3 +36,12 @@ func mustOpen(t testing.TB, path string, opts sqlite.Options) *sqlite.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// TestConformanceShared runs the cases for several instances on one
+// database file, which SQLite's file locking makes take turns.
+func TestConformanceShared(t *testing.T) {
+	storetest.RunShared(t, func(t *testing.T, path string) store.Store {
+		t.Helper()
+		return mustOpen(t, path, sqlite.Options{DedupeWindow: storetest.DedupeWindow})
+	})
+}

@@ -1,0 +1,452 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/store"
+)
+
+const (
+	statePending = int32(calsyncv1.DeliveryState_DELIVERY_STATE_PENDING)
+	stateDone    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DONE)
+	stateIgnored = int32(calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED)
+	stateDead    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
+)
+
+// States of an enqueueRequest: queued, then taken by a transaction or
+// abandoned by its caller (whose ctx ended first), never both.
+const (
+	enqueueQueued int32 = iota
+	enqueueTaken
+	enqueueAbandoned
+)
+
+type enqueueRequest struct {
+	ctx   context.Context
+	d     store.NewDelivery
+	done  chan enqueueResult // Buffered: the committer never waits for a caller.
+	state atomic.Int32
+}
+
+type enqueueResult struct {
+	id  int64
+	dup bool
+	err error
+}
+
+// Enqueue commits d durably and returns its id. Concurrent calls share one
+// transaction (group commit), sent to the server in one round trip. Dedupe
+// holds across every process sharing the database: a transaction takes a
+// transaction-scoped advisory lock per (provider, dedup key), in a fixed
+// order, before looking for a stored copy.
+func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, error) {
+	if d.Provider == "" || d.DedupKey == "" {
+		return 0, false, fmt.Errorf("postgres: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)
+	}
+	if err := db.enter(); err != nil {
+		return 0, false, err
+	}
+	defer db.leave()
+	if d.ReceiveTime.IsZero() {
+		d.ReceiveTime = db.now()
+	}
+	req := &enqueueRequest{ctx: ctx, d: d, done: make(chan enqueueResult, 1)}
+	select {
+	case db.enqueue <- req:
+	case <-ctx.Done():
+		return 0, false, fmt.Errorf("postgres: enqueue: %w", ctx.Err())
+	}
+	select {
+	case r := <-req.done:
+		return r.id, r.dup, r.err
+	case <-ctx.Done():
+		if req.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+			return 0, false, fmt.Errorf("postgres: enqueue: %w", ctx.Err())
+		}
+		r := <-req.done
+		return r.id, r.dup, r.err
+	}
+}
+
+// commitLoop commits queued deliveries, everything queued at once in one
+// transaction, until Close closes the queue. One loop per instance keeps the
+// instance's delivery ids in commit order.
+func (db *DB) commitLoop() {
+	defer close(db.committerDone)
+	batch := make([]*enqueueRequest, 0, db.maxBatch)
+	for req := range db.enqueue {
+		batch = append(batch[:0], req)
+	fill:
+		for len(batch) < db.maxBatch {
+			select {
+			case r, ok := <-db.enqueue:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		db.commitBatch(batch)
+		clear(batch)
+	}
+}
+
+func (db *DB) commitBatch(batch []*enqueueRequest) {
+	db.wlock <- struct{}{}
+	defer db.unlockWriter()
+	live := batch[:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			if r.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+				r.done <- enqueueResult{err: fmt.Errorf("postgres: enqueue: %w", err)}
+			}
+			continue
+		}
+		if r.state.CompareAndSwap(enqueueQueued, enqueueTaken) {
+			live = append(live, r)
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	began := time.Now()
+	results, err := db.insertDeliveries(live)
+	if db.onBatch != nil {
+		db.onBatch(len(live), time.Since(began))
+	}
+	if err != nil && len(live) > 1 {
+		// One bad delivery must not fail the others: commit them alone.
+		db.log.Warn("inbox batch commit failed; committing deliveries one by one", "batch", len(live), "err", err)
+		for _, r := range live {
+			res, err := db.insertDeliveries([]*enqueueRequest{r})
+			if err != nil {
+				r.done <- enqueueResult{err: err}
+				continue
+			}
+			r.done <- res[0]
+		}
+		return
+	}
+	for i, r := range live {
+		if err != nil {
+			r.done <- enqueueResult{err: err}
+			continue
+		}
+		r.done <- results[i]
+	}
+}
+
+// dedupeLockKey is the advisory lock key of a (provider, dedup key).
+func dedupeLockKey(provider, key string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte(provider))
+	h.Write([]byte{0})
+	h.Write([]byte(key))
+	return int64(h.Sum64())
+}
+
+// insertDeliveries commits reqs in one transaction: the dedupe locks, then
+// per delivery one statement that returns the stored copy within the window
+// or inserts it, all in one round trip.
+func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) {
+	ctx := context.Background()
+	keys := make([]int64, 0, len(reqs))
+	for _, r := range reqs {
+		keys = append(keys, dedupeLockKey(r.d.Provider, r.d.DedupKey))
+	}
+	// A fixed order keeps two batches taking the same keys from deadlocking.
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	window := db.dedupeWindow.Nanoseconds()
+	results := make([]enqueueResult, len(reqs))
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY i`, keys)
+		for _, r := range reqs {
+			d := r.d
+			body := d.Body
+			if body == nil {
+				body = []byte{}
+			}
+			recv := nanos(d.ReceiveTime)
+			b.Queue(`WITH existing AS (
+					SELECT id FROM deliveries
+					WHERE provider = $1 AND dedup_key = $2 AND receive_ns > $3 AND receive_ns < $4
+					ORDER BY receive_ns DESC, id DESC LIMIT 1),
+				inserted AS (
+					INSERT INTO deliveries (provider, dedup_key, message_id, event_type, ordering_key, body,
+						state, receive_ns, next_attempt_ns)
+					SELECT $1, $2, $5, $6, $7, $8, $9, $10, $10 WHERE NOT EXISTS (SELECT 1 FROM existing)
+					RETURNING id)
+				SELECT id, TRUE FROM existing UNION ALL SELECT id, FALSE FROM inserted`,
+				d.Provider, []byte(d.DedupKey), satSub(recv, window), satAdd(recv, window),
+				[]byte(d.MessageID), []byte(d.EventType), []byte(d.OrderingKey), body, statePending, recv)
+		}
+		br := tx.SendBatch(ctx, b)
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return err
+		}
+		for i := range reqs {
+			if err := br.QueryRow().Scan(&results[i].id, &results[i].dup); err != nil {
+				br.Close()
+				return err
+			}
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: enqueue: %w", err)
+	}
+	return results, nil
+}
+
+func satAdd(a, b int64) int64 {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
+}
+
+func satSub(a, b int64) int64 {
+	if a < math.MinInt64+b {
+		return math.MinInt64
+	}
+	return a - b
+}
+
+const deliveryColumns = `id, provider, dedup_key, message_id, event_type, ordering_key, body,
+	state, attempts, last_error, receive_ns, process_ns, next_attempt_ns`
+
+const deliveryColumnsNoBody = `id, provider, dedup_key, message_id, event_type, ordering_key, NULL::bytea,
+	state, attempts, last_error, receive_ns, process_ns, next_attempt_ns`
+
+func scanDelivery(row pgx.Row) (store.Delivery, error) {
+	var d store.Delivery
+	var dedup, msg, typ, ordering, lastErr []byte
+	var state int32
+	var recv int64
+	var proc, next *int64
+	if err := row.Scan(&d.ID, &d.Provider, &dedup, &msg, &typ, &ordering, &d.Body,
+		&state, &d.Attempts, &lastErr, &recv, &proc, &next); err != nil {
+		return store.Delivery{}, err
+	}
+	d.DedupKey, d.MessageID, d.EventType, d.OrderingKey, d.LastError =
+		string(dedup), string(msg), string(typ), string(ordering), string(lastErr)
+	d.State = calsyncv1.DeliveryState(state)
+	d.ReceiveTime = time.Unix(0, recv).UTC()
+	d.ProcessTime = fromNanos(proc)
+	d.NextAttemptTime = fromNanos(next)
+	return d, nil
+}
+
+func queryDeliveries(ctx context.Context, q querier, query string, args ...any) ([]store.Delivery, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// PendingDeliveries returns up to limit PENDING deliveries after afterID.
+func (db *DB) PendingDeliveries(ctx context.Context, afterID int64, limit int) ([]store.Delivery, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("postgres: pending deliveries: limit must be positive: %w", store.ErrInvalidArgument)
+	}
+	var out []store.Delivery
+	err := db.read(ctx, func(tx pgx.Tx) (err error) {
+		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumns+` FROM deliveries
+			WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3`, statePending, afterID, limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: pending deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// GetDelivery returns one delivery, body included, or ErrNotFound.
+func (db *DB) GetDelivery(ctx context.Context, id int64) (store.Delivery, error) {
+	var d store.Delivery
+	err := db.read(ctx, func(tx pgx.Tx) (err error) {
+		d, err = getDelivery(ctx, tx, id)
+		return err
+	})
+	return d, err
+}
+
+func getDelivery(ctx context.Context, q querier, id int64) (store.Delivery, error) {
+	d, err := scanDelivery(q.QueryRow(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Delivery{}, fmt.Errorf("postgres: delivery %d: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Delivery{}, fmt.Errorf("postgres: get delivery %d: %w", id, err)
+	}
+	return d, nil
+}
+
+// ListDeliveries returns deliveries matching q, newest first, without
+// bodies.
+func (db *DB) ListDeliveries(ctx context.Context, q store.DeliveryQuery) ([]store.Delivery, error) {
+	if q.Limit < 0 {
+		return nil, fmt.Errorf("postgres: negative limit: %w", store.ErrInvalidArgument)
+	}
+	var w where
+	if q.State != calsyncv1.DeliveryState_DELIVERY_STATE_UNSPECIFIED {
+		w.add("state = ?", int32(q.State))
+	}
+	if q.Provider != "" {
+		w.add("provider = ?", q.Provider)
+	}
+	if q.BeforeID > 0 {
+		w.add("id < ?", q.BeforeID)
+	}
+	var out []store.Delivery
+	err := db.read(ctx, func(tx pgx.Tx) (err error) {
+		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumnsNoBody+` FROM deliveries`+w.String()+
+			` ORDER BY id DESC`+limit(q.Limit), w.args...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: list deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// RecordAttempt records a failed attempt on a PENDING delivery.
+func (db *DB) RecordAttempt(ctx context.Context, id int64, lastErr string, next time.Time) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	return db.write(ctx, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE deliveries SET attempts = attempts + 1, last_error = $1, next_attempt_ns = $2
+			WHERE id = $3 AND state = $4`, []byte(store.TruncateNote(lastErr)), nullNanos(next), id, statePending)
+		if err != nil {
+			return fmt.Errorf("postgres: record attempt on delivery %d: %w", id, err)
+		}
+		if tag.RowsAffected() == 1 {
+			return nil
+		}
+		d, err := getDelivery(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("postgres: record attempt on delivery %d in state %v: %w", id, d.State, store.ErrFailedPrecondition)
+	})
+}
+
+// RetryDelivery puts a DEAD delivery back to PENDING, due now.
+func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, error) {
+	if err := db.enter(); err != nil {
+		return store.Delivery{}, err
+	}
+	defer db.leave()
+	var d store.Delivery
+	err := db.write(ctx, func(tx pgx.Tx) error {
+		var err error
+		if d, err = getDelivery(ctx, tx, id); err != nil {
+			return err
+		}
+		if d.State != calsyncv1.DeliveryState_DELIVERY_STATE_DEAD {
+			return fmt.Errorf("postgres: retry delivery %d in state %v: %w", id, d.State, store.ErrFailedPrecondition)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE deliveries SET state = $1, attempts = 0, process_ns = NULL, next_attempt_ns = $2
+			WHERE id = $3`, statePending, nanos(db.now()), id); err != nil {
+			return fmt.Errorf("postgres: retry delivery %d: %w", id, err)
+		}
+		d, err = getDelivery(ctx, tx, id)
+		return err
+	})
+	return d, err
+}
+
+// InboxStats summarizes the inbox at one instant.
+func (db *DB) InboxStats(ctx context.Context) (store.InboxStats, error) {
+	var s store.InboxStats
+	err := db.read(ctx, func(tx pgx.Tx) error {
+		var oldest *int64
+		err := tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = $1), min(receive_ns) FILTER (WHERE state = $1),
+			count(*) FILTER (WHERE state = $2) FROM deliveries WHERE state IN ($1, $2)`,
+			statePending, stateDead).Scan(&s.Pending, &oldest, &s.Dead)
+		s.OldestPending = fromNanos(oldest)
+		return err
+	})
+	if err != nil {
+		return store.InboxStats{}, fmt.Errorf("postgres: inbox stats: %w", err)
+	}
+	return s, nil
+}
+
+// pruneChunk is the most deliveries one pruning transaction removes.
+const pruneChunk = 256
+
+// PruneDeliveries removes finished deliveries received and finished before
+// the given time, a chunk per transaction.
+func (db *DB) PruneDeliveries(ctx context.Context, before time.Time) (store.PrunedDeliveries, error) {
+	var total store.PrunedDeliveries
+	if err := db.enter(); err != nil {
+		return total, err
+	}
+	defer db.leave()
+	beforeNs := nanos(before)
+	for {
+		var chunk store.PrunedDeliveries
+		err := db.write(ctx, func(tx pgx.Tx) error {
+			chunk = store.PrunedDeliveries{}
+			rows, err := tx.Query(ctx, `DELETE FROM deliveries WHERE id IN (
+				SELECT id FROM deliveries WHERE state IN ($1, $2, $3) AND receive_ns < $4 AND process_ns < $4
+				LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING state`,
+				stateDone, stateIgnored, stateDead, beforeNs, pruneChunk)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var state int32
+				if err := rows.Scan(&state); err != nil {
+					return err
+				}
+				switch state {
+				case stateDone:
+					chunk.Done++
+				case stateIgnored:
+					chunk.Ignored++
+				case stateDead:
+					chunk.Dead++
+				}
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return total, fmt.Errorf("postgres: prune deliveries: %w", err)
+		}
+		total.Done += chunk.Done
+		total.Ignored += chunk.Ignored
+		total.Dead += chunk.Dead
+		if chunk.Total() < pruneChunk {
+			return total, nil
+		}
+	}
+}

@@ -47,7 +47,8 @@ func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 	}
 	ui := &consoleAPI{store: s.deps.Store, metrics: s.metrics, cursors: s.hub.Cursors(), retention: retention, log: s.log}
 	ui.register(mux, s.cfg.Limits.RequestTimeout)
-	mux.Handle("/", countTooLarge(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
+	mux.Handle("GET "+watchPath, s.watchHTTP)
+	mux.Handle("/", countTooLarge(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, gateway)))
 
 	top := http.NewServeMux()
 	top.Handle(console.Path, console.Handler())

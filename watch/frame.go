@@ -35,6 +35,9 @@ type entry struct {
 	// full carries previous_event / previous_calendar; lean does not. They
 	// are the same slice when the change has no previous state.
 	full, lean Frame
+	// json is the change's JSON, encoded when it was committed while a
+	// JSON stream was open; nil otherwise.
+	json *entryJSON
 }
 
 // entryOverhead approximates what an entry takes beyond its frames: the
@@ -46,6 +49,9 @@ func (e *entry) memSize() int64 {
 	n := int64(len(e.full)+len(e.calendarID)+len(e.provider)) + entryOverhead
 	if len(e.lean) > 0 && len(e.full) > 0 && &e.lean[0] != &e.full[0] {
 		n += int64(len(e.lean)) // the lean frame is a second encoding
+	}
+	if e.json != nil {
+		n += e.json.size()
 	}
 	return n
 }

@@ -35,13 +35,17 @@ func BenchmarkEncode(b *testing.B) {
 	}
 	rec := store.ChangeRecord{Cursor: 42, Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED, CalendarID: cal, Provider: model.ProviderPostpress, Change: data}
 	codec := NewCursorCodec("bench")
+	e := newEntry(rec, codec)
 	opts := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
 	for _, bc := range []struct {
 		name   string
 		encode func()
 	}{
 		{"frame", func() { newEntry(rec, codec) }},
-		{"json", func() { encodeJSON(rec, codec.Encode(rec.Cursor), opts) }},
+		{"json", func() {
+			encodeChangeJSON(e.full, opts)
+			encodeChangeJSON(e.lean, opts)
+		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -136,9 +136,6 @@ type Hub struct {
 	codec  CursorCodec
 	log    *slog.Logger
 	active atomic.Int64
-	// jsonStreams counts the open JSON streams: while there is one, each
-	// commit also encodes its changes to JSON.
-	jsonStreams atomic.Int64
 
 	mu   sync.RWMutex
 	tail tail
@@ -195,13 +192,8 @@ func (h *Hub) Streams() int { return int(h.active.Load()) }
 // blocks on a stream.
 func (h *Hub) onCommit(recs []store.ChangeRecord) {
 	entries := make([]*entry, 0, len(recs))
-	withJSON := h.jsonStreams.Load() > 0
 	for _, r := range recs {
-		e := newEntry(r, h.codec)
-		if withJSON {
-			e.json = encodeJSON(r, h.codec.Encode(r.Cursor), h.cfg.JSON)
-		}
-		entries = append(entries, e)
+		entries = append(entries, newEntry(r, h.codec))
 	}
 	h.mu.Lock()
 	added := entries[:0]

@@ -3,12 +3,12 @@ package watch
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
-	"github.com/calsync/calsync/store"
 )
 
 // Message is one WatchEventsResponse for a JSON stream (REST NDJSON or
@@ -36,55 +36,59 @@ type JSONSink interface {
 	Flush() error
 }
 
-// entryJSON is the JSON of a committed change, encoded once for every JSON
-// stream: full carries previous_event / previous_calendar, lean does not
-// (the same slice when the change has no previous state).
-type entryJSON struct {
-	cursor     string
-	full, lean []byte
+// lazyJSON is one JSON encoding of a change held in the tail, made by the
+// first JSON stream that sends it and then shared by all of them. Encoding
+// waits for a stream rather than running in the commit hook, which holds the
+// store's writer.
+type lazyJSON struct {
+	once   sync.Once
+	cursor string
+	data   []byte
+	err    error
 }
 
-// size is the memory the encodings take, for the tail's byte bound.
-func (j *entryJSON) size() int64 {
-	n := int64(len(j.full) + len(j.cursor))
-	if len(j.lean) > 0 && len(j.full) > 0 && &j.lean[0] != &j.full[0] {
-		n += int64(len(j.lean))
+// encodeChangeJSON encodes the Change of a change's frame as JSON, and
+// returns it with the change's cursor.
+func encodeChangeJSON(fr Frame, opts protojson.MarshalOptions) (cursor string, data []byte, err error) {
+	var resp calsyncv1.WatchEventsResponse
+	if err := proto.Unmarshal(fr, &resp); err != nil {
+		return "", nil, fmt.Errorf("watch: decode change: %w", err)
 	}
-	return n
+	if data, err = opts.Marshal(resp.GetChange()); err != nil {
+		return "", nil, fmt.Errorf("watch: encode change: %w", err)
+	}
+	return resp.GetChange().GetCursor(), data, nil
 }
 
-// encodeJSON encodes a change log record's Change, its cursor set, with and
-// without its previous state. A record that does not parse gets no JSON: the
-// streams that send it then decode its frame (see [jsonOut.change]), so
-// the damage surfaces as it does for any change they encode themselves.
-func encodeJSON(rec store.ChangeRecord, cursor string, opts protojson.MarshalOptions) *entryJSON {
-	var c calsyncv1.Change
-	if err := proto.Unmarshal(rec.Change, &c); err != nil {
-		return nil
+// changeJSON returns the JSON of a change with or without its previous
+// state, encoding it once for every JSON stream when the tail holds the
+// change. The tail's byte count takes in what the encoding holds while the
+// change is in the tail.
+func (h *Hub) changeJSON(e *entry, includePrevious bool) (cursor string, data []byte, err error) {
+	if !e.shared {
+		// A change log page read for this stream alone.
+		return encodeChangeJSON(e.frame(includePrevious), h.cfg.JSON)
 	}
-	c.Cursor = cursor
-	full, err := opts.Marshal(&c)
-	if err != nil {
-		return nil
+	l := &e.json[0]
+	if includePrevious && &e.full[0] != &e.lean[0] {
+		l = &e.json[1]
 	}
-	j := &entryJSON{cursor: cursor, full: full, lean: full}
-	if c.PreviousEvent != nil || c.PreviousCalendar != nil {
-		c.PreviousEvent, c.PreviousCalendar = nil, nil
-		if j.lean, err = opts.Marshal(&c); err != nil {
-			return nil
+	l.once.Do(func() {
+		l.cursor, l.data, l.err = encodeChangeJSON(e.frame(includePrevious), h.cfg.JSON)
+		if l.err == nil {
+			h.mu.Lock()
+			h.tail.grow(e, int64(len(l.data)+len(l.cursor)))
+			h.mu.Unlock()
 		}
-	}
-	return j
+	})
+	return l.cursor, l.data, l.err
 }
 
 // WatchJSON is [Hub.Watch] for REST streams: the same messages, in the same
 // order, with the same guarantees, handed to sink as JSON encoded with
-// [Config.JSON]. While any JSON stream is open, every committed change is
-// encoded to JSON once, when it is committed, and that encoding is shared
-// by all of them.
+// [Config.JSON]. A change held in memory is encoded to JSON once, by the
+// first JSON stream that sends it, and every JSON stream sends those bytes.
 func (h *Hub) WatchJSON(ctx context.Context, req *calsyncv1.WatchEventsRequest, sink JSONSink) error {
-	h.jsonStreams.Add(1)
-	defer h.jsonStreams.Add(-1)
 	return h.watch(ctx, req, &jsonOut{hub: h, sink: sink})
 }
 
@@ -95,24 +99,11 @@ type jsonOut struct {
 }
 
 func (o *jsonOut) change(e *entry, includePrevious bool) error {
-	if j := e.json; j != nil {
-		data := j.lean
-		if includePrevious {
-			data = j.full
-		}
-		return o.sink.Send(Message{Cursor: j.cursor, JSON: data})
-	}
-	// A change committed before this stream's first commit was seen, or
-	// read from the change log: encoded for this stream alone.
-	var resp calsyncv1.WatchEventsResponse
-	if err := proto.Unmarshal(e.frame(includePrevious), &resp); err != nil {
-		return fmt.Errorf("watch: decode change %d: %w", e.cursor, err)
-	}
-	data, err := o.hub.cfg.JSON.Marshal(resp.GetChange())
+	cursor, data, err := o.hub.changeJSON(e, includePrevious)
 	if err != nil {
-		return fmt.Errorf("watch: encode change %d: %w", e.cursor, err)
+		return err
 	}
-	return o.sink.Send(Message{Cursor: resp.GetChange().GetCursor(), JSON: data})
+	return o.sink.Send(Message{Cursor: cursor, JSON: data})
 }
 
 func (o *jsonOut) bookmark(cursor string, complete bool) error {

@@ -12,6 +12,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
 )
@@ -131,4 +132,54 @@ func TestJSONStreamsShareOneEncoding(t *testing.T) {
 			t.Errorf("change %d: lean and full JSON differ beyond previous state (-full +lean):\n%s", i, diff)
 		}
 	}
+}
+
+// TestJSONEncodingsCountTowardTailBytes checks that the JSON shared by REST
+// streams counts toward TailBytes and is held within it, and that a JSON
+// stream still gets every change, in order, when the bound sends it to the
+// change log.
+func TestJSONEncodingsCountTowardTailBytes(t *testing.T) {
+	opts := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	t.Run("Counted", func(t *testing.T) {
+		st := MustOpenStore(t)
+		h := MustHub(t, st, watch.Config{JSON: opts})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		before := h.MemoryBytes()
+		cursors := commitEvents(t, st, cal, 0, 20)
+		framesOnly := h.MemoryBytes() - before
+		r := startJSON(ctx, h, &calsyncv1.WatchEventsRequest{AfterCursor: h.Cursors().Encode(cursors[0] - 1)})
+		got, _ := r.changes(t, len(cursors))
+		var jsonBytes int64
+		for _, m := range got {
+			jsonBytes += int64(len(m.JSON) + len(m.Cursor))
+		}
+		if grown := h.MemoryBytes() - before - framesOnly; grown != jsonBytes {
+			t.Fatalf("the tail grew by %d bytes when the changes' JSON (%d bytes) was encoded", grown, jsonBytes)
+		}
+	})
+	t.Run("Bounded", func(t *testing.T) {
+		st := MustOpenStore(t)
+		const tailBytes = 16 << 10
+		h := MustHub(t, st, watch.Config{TailBytes: tailBytes, JSON: opts})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		r := startJSON(ctx, h, &calsyncv1.WatchEventsRequest{})
+		first := <-r.flushes
+		start := watchtest.Decode(t, st, first[0].Cursor)
+		var cursors []store.Cursor
+		for i := range 10 {
+			cursors = append(cursors, commitEvents(t, st, cal, i*20, 20)...)
+		}
+		got, _ := r.changes(t, len(cursors))
+		var gotCursors []store.Cursor
+		for _, m := range got {
+			gotCursors = append(gotCursors, watchtest.Decode(t, st, m.Cursor))
+		}
+		watchtest.CheckStream(t, "json", watchtest.Log(t, st, start), nil, gotCursors)
+		if mem := h.MemoryBytes(); mem > tailBytes || mem <= 0 {
+			t.Fatalf("the tail holds %d bytes, want within (0, %d]", mem, tailBytes)
+		}
+	})
 }

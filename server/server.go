@@ -203,6 +203,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			deadlineInterceptor(cfg.Limits.RequestTimeout),
 		),
 		grpc.ChainStreamInterceptor(
+			bareWatchStream(),
 			deps.Metrics.GRPC.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
 			recovery.StreamServerInterceptor(recoverOpt),

@@ -1,10 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,7 +73,15 @@ var watchQueryFilter = utilities.NewDoubleArray(nil)
 func (h *watchHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	began := time.Now()
 	sink := &restSink{w: w, rc: http.NewResponseController(w), sse: acceptsEventStream(r), json: h.json}
-	err := h.serve(r, sink)
+	req := &calsyncv1.WatchEventsRequest{}
+	if err := runtime.PopulateQueryParameters(req, r.URL.Query(), watchQueryFilter); err != nil {
+		// Refused before any stream exists: the status alone, as the
+		// REST API answers every request it cannot parse.
+		sink.refuse(status.New(codes.InvalidArgument, err.Error()))
+		h.metrics.StreamEnded("invalid")
+		return
+	}
+	err := h.serve(r, req, sink)
 	st := status.Convert(err)
 	sink.fail(st)
 	switch {
@@ -87,11 +98,7 @@ func (h *watchHTTP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // serve runs one stream and returns how it ended, as a gRPC status error.
-func (h *watchHTTP) serve(r *http.Request, sink *restSink) error {
-	req := &calsyncv1.WatchEventsRequest{}
-	if err := runtime.PopulateQueryParameters(req, r.URL.Query(), watchQueryFilter); err != nil {
-		return status.Errorf(codes.InvalidArgument, "%v", err)
-	}
+func (h *watchHTTP) serve(r *http.Request, req *calsyncv1.WatchEventsRequest, sink *restSink) error {
 	if last := r.Header.Get("Last-Event-ID"); last != "" {
 		req.AfterCursor, req.InitialSnapshot = last, false
 	}
@@ -180,10 +187,7 @@ func (s *restSink) fail(st *status.Status) {
 		s.Flush()
 		return
 	}
-	data, err := s.json.Marshal(st.Proto())
-	if err != nil {
-		data = []byte(`{"code": 13, "message": "failed to marshal error message"}`)
-	}
+	data := s.statusJSON(st)
 	if !s.started {
 		ct := mimeJSON
 		if s.sse {
@@ -199,6 +203,40 @@ func (s *restSink) fail(st *status.Status) {
 	}
 	s.buf = appendError(s.buf, s.sse, data)
 	s.Flush()
+}
+
+// statusJSON encodes a status as the REST API does; in NDJSON, compact, as
+// the stream's other lines.
+func (s *restSink) statusJSON(st *status.Status) []byte {
+	data, err := s.json.Marshal(st.Proto())
+	if err != nil {
+		return []byte(`{"code": 13, "message": "failed to marshal error message"}`)
+	}
+	if !s.sse {
+		var b bytes.Buffer
+		if json.Compact(&b, data) == nil {
+			data = b.Bytes()
+		}
+	}
+	return data
+}
+
+// refuse answers a request that starts no stream with st: its HTTP status
+// and the status as JSON (in SSE, as an error event).
+func (s *restSink) refuse(st *status.Status) {
+	data, err := s.json.Marshal(st.Proto())
+	if err != nil {
+		data = []byte(`{"code": 13, "message": "failed to marshal error message"}`)
+	}
+	if s.sse {
+		s.w.Header().Set("Content-Type", mimeEventStream)
+		data = appendError(nil, true, data)
+	} else {
+		s.w.Header().Set("Content-Type", mimeJSON)
+	}
+	s.w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	s.w.WriteHeader(runtime.HTTPStatusFromCode(st.Code()))
+	s.w.Write(data)
 }
 
 // appendMessage appends one stream message in NDJSON or SSE.

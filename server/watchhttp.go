@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -131,6 +132,12 @@ func acceptsEventStream(r *http.Request) bool {
 // connection within a batch, bounding what one stream holds.
 const restFlushBytes = 32 << 10
 
+// restBuffers holds the buffers REST streams fill between flushes.
+var restBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, restFlushBytes+restFlushBytes/2)
+	return &b
+}}
+
 // restSink writes a watch stream's messages as NDJSON or SSE. The first
 // message writes the 200 and its content type; buffered messages go out on
 // Flush, or once restFlushBytes are waiting.
@@ -153,6 +160,9 @@ func (s *restSink) Send(m watch.Message) error {
 		s.w.Header().Set("Content-Type", ct)
 		s.w.WriteHeader(http.StatusOK)
 	}
+	if s.buf == nil {
+		s.buf = *restBuffers.Get().(*[]byte)
+	}
 	s.buf = appendMessage(s.buf, s.sse, m)
 	if len(s.buf) >= restFlushBytes {
 		return s.write()
@@ -165,11 +175,13 @@ func (s *restSink) write() error {
 		return nil
 	}
 	_, err := s.w.Write(s.buf)
-	if cap(s.buf) > 2*restFlushBytes {
-		s.buf = nil // a large snapshot event is not kept for the stream's life
-	} else {
-		s.buf = s.buf[:0]
+	// The buffer goes back to the pool between batches: thousands of
+	// mostly idle streams hold none.
+	if cap(s.buf) <= 2*restFlushBytes {
+		b := s.buf[:0]
+		restBuffers.Put(&b)
 	}
+	s.buf = nil
 	return err
 }
 

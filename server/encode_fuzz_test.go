@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math"
@@ -18,6 +19,7 @@ import (
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/store/testdb"
+	"github.com/calsync/calsync/watch"
 )
 
 // FuzzStoredEventEncodes feeds arbitrary normalized events through the
@@ -39,7 +41,6 @@ func FuzzStoredEventEncodes(f *testing.F) {
 	st := testdb.MustOpen(f)
 	marshaler := jsonMarshaler()
 	ndjson := rawBodyMarshaler{jsonMarshaler()}
-	sse := sseMarshaler{jsonMarshaler()}
 	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, title, email, rawKey string, startSec int64, startNanos int32, endSec int64, endNanos int32,
 		updateSec int64, number float64, deleted bool) {
@@ -117,8 +118,15 @@ func FuzzStoredEventEncodes(f *testing.F) {
 		if !utf8.Valid(line) {
 			t.Fatalf("NDJSON line is not UTF-8: %q", line)
 		}
-		if _, err := sse.Marshal(map[string]any{streamEnvelope: stream}); err != nil {
-			t.Fatalf("SSE encoding of an accepted change: %v", err)
+		data, err := marshaler.MarshalOptions.Marshal(change)
+		if err != nil {
+			t.Fatalf("REST stream encoding of an accepted change: %v", err)
+		}
+		for _, sse := range []bool{false, true} {
+			msg := appendMessage(nil, sse, watch.Message{Cursor: "c", JSON: data})
+			if !utf8.Valid(msg) || (!sse && bytes.Count(msg, []byte("\n")) != 1) || (sse && !bytes.HasSuffix(msg, []byte("\n\n"))) {
+				t.Fatalf("REST stream message (SSE %v) is not one UTF-8 message: %q", sse, msg)
+			}
 		}
 	})
 }

@@ -139,9 +139,7 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, webhooks calsyncv1.W
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, rawBodyMarshaler{jsonMarshaler()}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader(headers...)),
 		runtime.WithOutgoingHeaderMatcher(noGRPCMetadata), runtime.WithOutgoingTrailerMatcher(noGRPCMetadata),
-		runtime.WithMarshalerOption(mimeEventStream, sseMarshaler{jsonMarshaler()}),
 		runtime.WithErrorHandler(httpErrorHandler),
-		runtime.WithStreamErrorHandler(streamErrorHandler),
 		runtime.WithHealthEndpointAt(grpc_health_v1.NewHealthClient(conn), "/healthz"),
 	)
 	for _, register := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{

@@ -47,7 +47,17 @@ func (s *Server) httpHandler(gateway http.Handler) http.Handler {
 	}
 	ui := &consoleAPI{store: s.deps.Store, metrics: s.metrics, cursors: s.hub.Cursors(), retention: retention, log: s.log}
 	ui.register(mux, s.cfg.Limits.RequestTimeout)
-	mux.Handle("/", countRefusedWebhooks(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, watchRequests(gateway))))
+	rest := countRefusedWebhooks(s.metrics, limitWebhookBodies(s.cfg.MaxWebhookBytes, gateway))
+	mux.Handle("/", rest)
+	// Watch streams are served in process (watchHTTP); other methods on
+	// their path get the gateway's answer, as before.
+	mux.HandleFunc(watchPath, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			rest.ServeHTTP(w, r)
+			return
+		}
+		s.watchHTTP.ServeHTTP(w, r)
+	})
 
 	top := http.NewServeMux()
 	top.Handle(console.Path, console.Handler())

@@ -127,15 +127,27 @@ type streamLimiter struct {
 
 func (l *streamLimiter) interceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if l.max <= 0 || info.FullMethod != l.method {
+		if info.FullMethod != l.method {
 			return handler(srv, ss)
 		}
-		if l.open.Add(1) > l.max {
-			l.open.Add(-1)
-			l.rejected()
-			return status.Error(codes.ResourceExhausted, fmt.Sprintf("too many %s are open (the limit is %d): retry later", l.what, l.max))
+		if err := l.acquire(); err != nil {
+			return err
 		}
-		defer l.open.Add(-1)
+		defer l.release()
 		return handler(srv, ss)
 	}
 }
+
+// acquire takes a place for a stream, or fails with RESOURCE_EXHAUSTED
+// when every place is taken. A successful acquire must be released.
+func (l *streamLimiter) acquire() error {
+	if l.open.Add(1) > l.max && l.max > 0 {
+		l.open.Add(-1)
+		l.rejected()
+		return status.Error(codes.ResourceExhausted, fmt.Sprintf("too many %s are open (the limit is %d): retry later", l.what, l.max))
+	}
+	return nil
+}
+
+// release gives back a place taken by acquire.
+func (l *streamLimiter) release() { l.open.Add(-1) }

@@ -130,7 +130,9 @@ type Server struct {
 	// hub broadcasts committed changes to watch streams. watchCtx is
 	// canceled when shutdown begins: it ends the streams and the change
 	// log compaction loop, which closes compactionDone when it returns.
-	hub            *watch.Hub
+	hub *watch.Hub
+	// watchHTTP serves REST watch streams from hub, in process.
+	watchHTTP      *watchHTTP
 	watchCtx       context.Context
 	stopWatch      context.CancelFunc
 	compactionDone chan struct{}
@@ -174,6 +176,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if cfg.Watch.OnSent == nil {
 		cfg.Watch.OnSent = deps.Metrics.ChangesSent
 	}
+	// REST watch streams encode as the rest of the REST API does.
+	cfg.Watch.JSON = jsonMarshaler().MarshalOptions
 	if cfg.Watch.OnFallback == nil {
 		cfg.Watch.OnFallback = deps.Metrics.FellBack
 	}
@@ -213,6 +217,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			deadlineInterceptor(cfg.Limits.RequestTimeout),
 		),
 		grpc.ChainStreamInterceptor(
+			bareWatchStream(),
 			deps.Metrics.GRPC.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(slogAdapter(s.log), logOpts...),
 			recovery.StreamServerInterceptor(recoverOpt),
@@ -257,6 +262,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := registerReflection(s.grpc); err != nil {
 		return nil, err
 	}
+	s.watchHTTP = &watchHTTP{hub: hub, limiter: watchLimiter, metrics: deps.Metrics, log: s.log, stopping: s.watchCtx, json: jsonMarshaler().MarshalOptions}
 	deps.Metrics.GRPC.InitializeMetrics(s.grpc)
 	deps.Metrics.WatchStreams(hub.Streams)
 	deps.Metrics.WatchMemory(hub.MemoryBytes)

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
@@ -190,4 +193,64 @@ func TestWatchSSE(t *testing.T) {
 			t.Fatalf("status %d, event %+v; want 400 and an error event", resp.StatusCode, ev)
 		}
 	})
+}
+
+// TestWatchRESTIncludePrevious checks REST streams against gRPC ones: the
+// same change, as the same JSON the REST API encodes everywhere (proto field
+// names, defaults present), with previous state only when asked for.
+func TestWatchRESTIncludePrevious(t *testing.T) {
+	ts := mustStartServer(t, "", testWatchConfig())
+	grpcWith, _ := ts.mustWatch(t, &calsyncv1.WatchEventsRequest{IncludePrevious: true})
+	type line struct {
+		Result struct {
+			Change   map[string]json.RawMessage `json:"change"`
+			Bookmark map[string]json.RawMessage `json:"bookmark"`
+		} `json:"result"`
+	}
+	open := func(q url.Values) *bufio.Scanner {
+		resp := getWatch(t, ts, q, nil)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		if !sc.Scan() || !strings.Contains(sc.Text(), `"bookmark"`) {
+			t.Fatalf("stream began with %q, want a bookmark", sc.Text())
+		}
+		return sc
+	}
+	with, without := open(url.Values{"include_previous": {"true"}}), open(nil)
+
+	ev := watchtest.Event(model.ProviderPostpress, calA, 1, "v1")
+	next := proto.Clone(ev).(*calsyncv1.CalendarEvent)
+	next.Title = "v2"
+	watchtest.Commit(t, ts.st, watchtest.Updated(ev, next))
+	want, err := grpcWith.stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, sc := range map[string]*bufio.Scanner{"with": with, "without": without} {
+		if !sc.Scan() {
+			t.Fatalf("%s: stream ended: %v", name, sc.Err())
+		}
+		var l line
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.Result.Change == nil {
+			t.Fatalf("%s: line %q (%v), want a change", name, sc.Text(), err)
+		}
+		_, hasPrev := l.Result.Change["previous_event"]
+		if hasPrev != (name == "with") {
+			t.Errorf("%s include_previous: previous_event present %v in %s", name, hasPrev, sc.Text())
+		}
+		if _, ok := l.Result.Change["changed_fields"]; !ok {
+			t.Errorf("%s: no changed_fields key in %s; the REST encoding writes every field", name, sc.Text())
+		}
+		var got calsyncv1.Change
+		if err := protojson.Unmarshal(sc.Bytes()[len(`{"result":{"change":`):len(sc.Bytes())-2], &got); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		w := proto.Clone(want.GetChange()).(*calsyncv1.Change)
+		if name == "without" {
+			w.PreviousEvent = nil
+		}
+		if !proto.Equal(&got, w) {
+			t.Errorf("%s: REST change %v, gRPC change %v", name, &got, w)
+		}
+	}
 }

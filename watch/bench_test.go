@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/internal/cputime"
 	"github.com/calsync/calsync/model"
@@ -192,4 +194,81 @@ func BenchmarkCatchUp(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(total)*float64(b.N)/elapsed.Seconds(), "changes/s")
+}
+
+// countingSink is a JSON stream's client that counts the changes it gets.
+type countingSink struct {
+	received *atomic.Int64
+	ready    func()
+}
+
+func (s *countingSink) Send(m watch.Message) error {
+	if m.Bookmark {
+		if s.ready != nil {
+			s.ready()
+			s.ready = nil
+		}
+		return nil
+	}
+	s.received.Add(1)
+	return nil
+}
+
+func (s *countingSink) Flush() error { return nil }
+
+// BenchmarkBroadcast measures what broadcasting costs the process per
+// message (one change to one stream): N unfiltered streams, gRPC (protobuf
+// frames) or REST (JSON), receive commits of 16 changes each. cpu-µs/message
+// and allocs/message include committing, which is shared by all N streams.
+func BenchmarkBroadcast(b *testing.B) {
+	const perCommit = 16
+	for _, n := range []int{10, 100} {
+		for _, kind := range []string{"grpc", "json"} {
+			b.Run(fmt.Sprintf("streams=%d/%s", n, kind), func(b *testing.B) {
+				st := MustOpenStore(b)
+				h := MustHub(b, st, watch.Config{JSON: protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}})
+				ctx, cancel := context.WithCancel(context.Background())
+				var received atomic.Int64
+				var wg *sync.WaitGroup
+				if kind == "grpc" {
+					wg = startIdle(b, ctx, h, n, &received)
+				} else {
+					wg = &sync.WaitGroup{}
+					var ready sync.WaitGroup
+					ready.Add(n)
+					for range n {
+						wg.Go(func() {
+							h.WatchJSON(ctx, &calsyncv1.WatchEventsRequest{}, &countingSink{received: &received, ready: ready.Done})
+						})
+					}
+					ready.Wait()
+				}
+				cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+				changes := make([]*calsyncv1.Change, perCommit)
+				var ms0, ms1 runtime.MemStats
+				runtime.ReadMemStats(&ms0)
+				cpu0 := cputime.Process()
+				b.ResetTimer()
+				for i := 0; b.Loop(); i++ {
+					for j := range changes {
+						changes[j] = watchtest.Created(watchtest.Event(model.ProviderPostpress, cal, i*perCommit+j, "e"))
+					}
+					want := received.Load() + int64(n*perCommit)
+					watchtest.Commit(b, st, changes...)
+					for received.Load() < want {
+						runtime.Gosched()
+					}
+				}
+				b.StopTimer()
+				runtime.ReadMemStats(&ms1)
+				msgs := float64(b.N * n * perCommit)
+				if cpu := cputime.Process(); cpu > 0 {
+					b.ReportMetric(float64((cpu-cpu0).Nanoseconds())/1000/msgs, "cpu-µs/message")
+				}
+				b.ReportMetric(float64(ms1.Mallocs-ms0.Mallocs)/msgs, "allocs/message")
+				cancel()
+				wg.Wait()
+			})
+		}
+	}
 }

@@ -35,11 +35,20 @@ type entry struct {
 	// full carries previous_event / previous_calendar; lean does not. They
 	// are the same slice when the change has no previous state.
 	full, lean Frame
+	// shared says the entry is one the tail holds (or held), not a change
+	// log page read for one stream.
+	shared bool
+	// json is the change's JSON for REST streams, without and with the
+	// previous state, encoded when a stream first sends it (json.go).
+	json [2]lazyJSON
+	// jsonBytes is what of json the tail's byte count holds; guarded by
+	// the hub's lock.
+	jsonBytes int64
 }
 
 // entryOverhead approximates what an entry takes beyond its frames: the
 // struct, its strings and the ring slot pointing at it.
-const entryOverhead = 160
+const entryOverhead = 240
 
 // memSize is the memory an entry holds, for the tail's byte bound.
 func (e *entry) memSize() int64 {
@@ -47,6 +56,7 @@ func (e *entry) memSize() int64 {
 	if len(e.lean) > 0 && len(e.full) > 0 && &e.lean[0] != &e.full[0] {
 		n += int64(len(e.lean)) // the lean frame is a second encoding
 	}
+	n += e.jsonBytes
 	return n
 }
 
@@ -66,7 +76,7 @@ func (e *entry) frame(includePrevious bool) Frame {
 // included: a gap in the stream would be worse, and the client's decoder
 // reports the damage.
 func newEntry(rec store.ChangeRecord, codec CursorCodec) *entry {
-	e := &entry{cursor: rec.Cursor, typ: rec.Type, calendarID: rec.CalendarID, provider: rec.Provider}
+	e := &entry{cursor: rec.Cursor, typ: rec.Type, calendarID: rec.CalendarID, provider: rec.Provider, shared: true}
 	prev := previousSize(rec.Change)
 	size := changeFrameSize(len(rec.Change))
 	if prev > 0 {

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
@@ -59,6 +61,9 @@ type Config struct {
 	// OnSent, if set, is told how many changes a stream just sent
 	// (snapshot changes included), for metrics. It must not block.
 	OnSent func(n int)
+	// JSON encodes the messages of JSON streams ([Hub.WatchJSON]); the zero
+	// value is protojson's default.
+	JSON protojson.MarshalOptions
 	// OnFallback, if set, is called when a stream finds itself behind the
 	// changes kept in memory and starts reading the change log, for
 	// metrics. It must not block.
@@ -244,7 +249,12 @@ func (h *Hub) RunCompaction(ctx context.Context) {
 // OUT_OF_RANGE, UNAVAILABLE, RESOURCE_EXHAUSTED), ctx's error when it is
 // done, send's error, or a store error.
 func (h *Hub) Watch(ctx context.Context, req *calsyncv1.WatchEventsRequest, send func(Frame) error) error {
-	s, err := h.newStream(req, send)
+	return h.watch(ctx, req, frameOut{send: send})
+}
+
+// watch serves a request of [Hub.Watch] or [Hub.WatchJSON].
+func (h *Hub) watch(ctx context.Context, req *calsyncv1.WatchEventsRequest, out output) error {
+	s, err := h.newStream(req, out)
 	if err != nil {
 		return err
 	}
@@ -264,14 +274,14 @@ func (h *Hub) Watch(ctx context.Context, req *calsyncv1.WatchEventsRequest, send
 		if err := h.checkResume(ctx, pos); err != nil {
 			return err
 		}
-		if err := send(bookmarkFrame(req.GetAfterCursor(), false)); err != nil {
+		if err := out.bookmark(req.GetAfterCursor(), false); err != nil {
 			return err
 		}
 	default:
 		h.mu.RLock()
 		pos = h.tail.head
 		h.mu.RUnlock()
-		if err := send(bookmarkFrame(h.codec.Encode(pos), false)); err != nil {
+		if err := out.bookmark(h.codec.Encode(pos), false); err != nil {
 			return err
 		}
 	}
@@ -329,11 +339,7 @@ func (h *Hub) snapshot(ctx context.Context, s *stream, req *calsyncv1.WatchEvent
 		if !sendCreated {
 			return nil
 		}
-		fr, err := snapshotFrame(ev)
-		if err != nil {
-			return fmt.Errorf("watch: encode snapshot event: %w", err)
-		}
-		if err := s.send(fr); err != nil {
+		if err := s.out.snapshot(ev); err != nil {
 			return err
 		}
 		h.cfg.OnSent(1)
@@ -342,7 +348,7 @@ func (h *Hub) snapshot(ctx context.Context, s *stream, req *calsyncv1.WatchEvent
 	if err != nil {
 		return 0, err
 	}
-	return pos, s.send(bookmarkFrame(h.codec.Encode(pos), true))
+	return pos, s.out.bookmark(h.codec.Encode(pos), true)
 }
 
 // filter is what a stream keeps of a request's filters. Empty sets match
@@ -374,7 +380,7 @@ func (f *filter) matches(e *entry) bool {
 // changes themselves are shared.
 type stream struct {
 	hub             *Hub
-	send            func(Frame) error
+	out             output
 	filter          filter
 	includePrevious bool
 	interval        time.Duration
@@ -383,8 +389,8 @@ type stream struct {
 }
 
 // newStream validates a request.
-func (h *Hub) newStream(req *calsyncv1.WatchEventsRequest, send func(Frame) error) (*stream, error) {
-	s := &stream{hub: h, send: send, includePrevious: req.GetIncludePrevious(), interval: h.cfg.DefaultBookmarkInterval}
+func (h *Hub) newStream(req *calsyncv1.WatchEventsRequest, out output) (*stream, error) {
+	s := &stream{hub: h, out: out, includePrevious: req.GetIncludePrevious(), interval: h.cfg.DefaultBookmarkInterval}
 	if req.GetInitialSnapshot() && req.GetAfterCursor() != "" {
 		return nil, errInvalid("initial_snapshot cannot be combined with after_cursor: resume from the snapshot's bookmark instead")
 	}
@@ -503,7 +509,7 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 		sent := 0
 		for i, e := range batch {
 			if s.filter.matches(e) {
-				if err := s.send(e.frame(s.includePrevious)); err != nil {
+				if err := s.out.change(e, s.includePrevious); err != nil {
 					h.cfg.OnSent(sent)
 					return err
 				}
@@ -513,6 +519,10 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 			batch[i] = nil // let evicted changes go
 		}
 		if sent > 0 {
+			if err := s.out.flush(); err != nil {
+				h.cfg.OnSent(sent)
+				return err
+			}
 			// Once per batch, not per change: the clock showed in catch-up
 			// profiles.
 			lastSend = time.Now()
@@ -527,7 +537,7 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 			if idle := time.Since(lastSend); idle < s.interval {
 				timer.Reset(s.interval - idle)
 			} else {
-				if err := s.send(bookmarkFrame(h.codec.Encode(pos), false)); err != nil {
+				if err := s.out.bookmark(h.codec.Encode(pos), false); err != nil {
 					return err
 				}
 				lastSend = time.Now()

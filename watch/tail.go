@@ -73,6 +73,20 @@ func (t *tail) push(e *entry) bool {
 	return true
 }
 
+// grow counts n more bytes held by e (its JSON, encoded after it was
+// pushed), evicting the oldest entries while the tail is over maxBytes. An
+// entry the tail no longer holds is not counted.
+func (t *tail) grow(e *entry, n int64) {
+	if e.cursor <= t.base || e.cursor > t.head {
+		return
+	}
+	e.jsonBytes += n
+	t.bytes += n
+	for t.bytes > t.maxBytes {
+		t.evictOldest()
+	}
+}
+
 // evictOldest drops the oldest held entry; base moves up to its cursor.
 func (t *tail) evictOldest() {
 	old := t.ring[t.start]

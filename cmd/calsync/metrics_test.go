@@ -168,6 +168,11 @@ func TestMetrics(t *testing.T) {
 		`calsync_webhook_answer_seconds{provider="unknown"}`:   1,
 		// REST webhooks are served in process, not through gRPC.
 		`grpc_server_handled_total{grpc_code="OK",grpc_method="IngestWebhook",grpc_service="calsync.v1.WebhookService",grpc_type="unary"}`: 0,
+		// Watch streams are counted as calls; the changes they send are
+		// counted by calsync_watch_changes_sent_total, not once more per
+		// gRPC message.
+		`grpc_server_started_total{grpc_method="WatchEvents",grpc_service="calsync.v1.CalendarService",grpc_type="server_stream"}`:  2,
+		`grpc_server_msg_sent_total{grpc_method="WatchEvents",grpc_service="calsync.v1.CalendarService",grpc_type="server_stream"}`: 0,
 	}
 	for k, v := range want {
 		if got, ok := after[k]; (!ok && v != 0) || got != v {

@@ -32,8 +32,10 @@ const (
 )
 
 type enqueueRequest struct {
-	ctx   context.Context
-	d     store.NewDelivery
+	ctx context.Context
+	d   store.NewDelivery
+	// apply, if set, processes the delivery in its transaction.
+	apply store.ApplyFunc
 	done  chan enqueueResult // Buffered: the committer never waits for a caller.
 	state atomic.Int32
 }
@@ -41,7 +43,9 @@ type enqueueRequest struct {
 type enqueueResult struct {
 	id  int64
 	dup bool
-	err error
+	// state is the state the delivery was stored in.
+	state int32
+	err   error
 }
 
 // Enqueue commits d durably and returns its id. Concurrent calls share one
@@ -50,31 +54,64 @@ type enqueueResult struct {
 // transaction-scoped advisory lock per (provider, dedup key), in a fixed
 // order, before looking for a stored copy.
 func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, error) {
+	r := db.enqueueOne(ctx, d, nil)
+	return r.id, r.dup, r.err
+}
+
+// EnqueueApply commits d as Enqueue does and processes it with apply in the
+// same group commit, as [store.ApplyingInbox] describes.
+//
+// Order holds across every process sharing the database: a transaction
+// takes a transaction-scoped advisory lock per ordering key of its
+// deliveries (after the dedupe locks, both in a fixed order, so that two
+// batches never deadlock) before inserting them and before looking for a
+// PENDING delivery of the key. Enqueue takes the same locks, so whichever
+// transaction inserts a delivery of a key, the next one to look sees it.
+//
+// Each apply runs in its own savepoint. On PostgreSQL a failing statement
+// aborts the whole transaction, so without one a single apply whose SQL
+// failed would doom the batch and force every other delivery of it to be
+// run again; a savepoint costs a round trip, far less than a second commit.
+func (db *DB) EnqueueApply(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) (store.Enqueued, error) {
+	if apply == nil {
+		return store.Enqueued{}, fmt.Errorf("postgres: enqueue apply without an apply: %w", store.ErrInvalidArgument)
+	}
+	r := db.enqueueOne(ctx, d, apply)
+	if r.err != nil {
+		return store.Enqueued{}, r.err
+	}
+	return store.Enqueued{ID: r.id, Duplicate: r.dup, State: calsyncv1.DeliveryState(r.state)}, nil
+}
+
+var _ store.ApplyingInbox = (*DB)(nil)
+
+// enqueueOne queues d for the group committer and waits for its outcome.
+func (db *DB) enqueueOne(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) enqueueResult {
 	if d.Provider == "" || d.DedupKey == "" {
-		return 0, false, fmt.Errorf("postgres: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)
+		return enqueueResult{err: fmt.Errorf("postgres: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)}
 	}
 	if err := db.enter(); err != nil {
-		return 0, false, err
+		return enqueueResult{err: err}
 	}
 	defer db.leave()
 	if d.ReceiveTime.IsZero() {
 		d.ReceiveTime = db.now()
 	}
-	req := &enqueueRequest{ctx: ctx, d: d, done: make(chan enqueueResult, 1)}
+	req := &enqueueRequest{ctx: ctx, d: d, apply: apply, done: make(chan enqueueResult, 1)}
 	select {
 	case db.enqueue <- req:
 	case <-ctx.Done():
-		return 0, false, fmt.Errorf("postgres: enqueue: %w", ctx.Err())
+		return enqueueResult{err: fmt.Errorf("postgres: enqueue: %w", ctx.Err())}
 	}
 	select {
 	case r := <-req.done:
-		return r.id, r.dup, r.err
+		return r
 	case <-ctx.Done():
 		if req.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
-			return 0, false, fmt.Errorf("postgres: enqueue: %w", ctx.Err())
+			return enqueueResult{err: fmt.Errorf("postgres: enqueue: %w", ctx.Err())}
 		}
-		r := <-req.done
-		return r.id, r.dup, r.err
+		// A transaction holds the delivery: its outcome is the answer.
+		return <-req.done
 	}
 }
 
@@ -103,6 +140,9 @@ func (db *DB) commitLoop() {
 	}
 }
 
+// commitBatch commits batch and answers its callers. It holds the writer
+// turn throughout, so that the commit hooks see the applied changes before
+// those of any later transaction of this instance.
 func (db *DB) commitBatch(batch []*enqueueRequest) {
 	db.wlock <- struct{}{}
 	defer db.unlockWriter()
@@ -157,22 +197,56 @@ func dedupeLockKey(provider, key string) int64 {
 	return int64(h.Sum64())
 }
 
-// insertDeliveries commits reqs in one transaction: the dedupe locks, then
-// per delivery one statement that returns the stored copy within the window
-// or inserts it, all in one round trip.
+// orderingLockKey is the second half of the advisory lock key of an
+// ordering key, in the lockOrdering class.
+func orderingLockKey(key string) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int32(h.Sum32())
+}
+
+// sortedUnique sorts keys and drops repeats.
+func sortedUnique[K int32 | int64](keys []K) []K {
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	out := keys[:0]
+	for i, k := range keys {
+		if i == 0 || k != keys[i-1] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// insertDeliveries commits reqs in one transaction: the dedupe and ordering
+// locks, then per delivery one statement that returns the stored copy
+// within the window or inserts it PENDING, all in one round trip; then,
+// for the deliveries to apply, the applies (see [DB.EnqueueApply]). After
+// the commit it hands the applied changes to the commit hooks.
 func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	ctx := context.Background()
 	keys := make([]int64, 0, len(reqs))
+	var orderKeys []int32
 	for _, r := range reqs {
 		keys = append(keys, dedupeLockKey(r.d.Provider, r.d.DedupKey))
+		if r.d.OrderingKey != "" {
+			orderKeys = append(orderKeys, orderingLockKey(r.d.OrderingKey))
+		}
 	}
-	// A fixed order keeps two batches taking the same keys from deadlocking.
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	// A fixed order keeps two batches taking the same keys from deadlocking:
+	// dedupe locks, then ordering locks, then (in an apply) the change log's
+	// append lock, each class in ascending key order.
+	keys = sortedUnique(keys)
+	orderKeys = sortedUnique(orderKeys)
 	window := db.dedupeWindow.Nanoseconds()
 	results := make([]enqueueResult, len(reqs))
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC(), now: db.now}
+	// spans[i] delimits request i's changes in t.records.
+	spans := make([][2]int, len(reqs))
+	err := pgx.BeginFunc(ctx, db.pool, func(pgTx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY i`, keys)
+		b.Queue(`SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::integer[]) WITH ORDINALITY AS u(k, i) ORDER BY i`,
+			lockOrdering, orderKeys)
 		for _, r := range reqs {
 			d := r.d
 			body := d.Body
@@ -193,23 +267,116 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) 
 				d.Provider, []byte(d.DedupKey), satSub(recv, window), satAdd(recv, window),
 				[]byte(d.MessageID), []byte(d.EventType), []byte(d.OrderingKey), body, statePending, recv)
 		}
-		br := tx.SendBatch(ctx, b)
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return err
+		br := pgTx.SendBatch(ctx, b)
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return err
+			}
 		}
 		for i := range reqs {
+			results[i].state = statePending
 			if err := br.QueryRow().Scan(&results[i].id, &results[i].dup); err != nil {
 				br.Close()
 				return err
 			}
 		}
-		return br.Close()
+		if err := br.Close(); err != nil {
+			return err
+		}
+		// Applies run in inbox order, so a delivery left PENDING earlier
+		// in the batch holds back the later ones of its key.
+		for i, r := range reqs {
+			spans[i] = [2]int{len(t.records), len(t.records)}
+			if r.apply == nil || results[i].dup {
+				continue
+			}
+			state, err := db.applyAtIntake(ctx, pgTx, t, r, results[i].id)
+			if err != nil {
+				return err
+			}
+			results[i].state = state
+			spans[i][1] = len(t.records)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: enqueue: %w", err)
 	}
+	if len(t.records) > 0 {
+		db.hooksMu.RLock()
+		hooks := db.hooks
+		db.hooksMu.RUnlock()
+		// Hooks see each applied delivery's changes as one commit, in
+		// cursor order.
+		for _, sp := range spans {
+			if sp[1] > sp[0] {
+				for _, h := range hooks {
+					h(t.records[sp[0]:sp[1]:sp[1]])
+				}
+			}
+		}
+	}
 	return results, nil
+}
+
+// applyAtIntake processes the just inserted delivery id of r, unless a
+// PENDING delivery of its ordering key precedes it, and returns the state
+// it is stored in. The caller holds r's ordering lock. A failing apply
+// leaves the delivery PENDING with the failure as its last error; an error
+// means the transaction must roll back.
+func (db *DB) applyAtIntake(ctx context.Context, pgTx pgx.Tx, t *tx, r *enqueueRequest, id int64) (int32, error) {
+	if r.d.OrderingKey != "" {
+		var waiting bool
+		// The literal state = 1 (PENDING) lets a generic plan use the
+		// partial index deliveries_pending_by_ordering_key.
+		if err := pgTx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries
+				WHERE state = 1 AND ordering_key = $1 AND id < $2)`,
+			[]byte(r.d.OrderingKey), id).Scan(&waiting); err != nil {
+			return 0, err
+		}
+		if waiting {
+			return statePending, nil
+		}
+	}
+	if _, err := pgTx.Exec(ctx, "SAVEPOINT apply"); err != nil {
+		return 0, err
+	}
+	from, appending := len(t.records), t.appending
+	t.tx = pgTx
+	state, note, err := r.apply(ctx, t)
+	t.tx = nil
+	if err == nil {
+		switch state {
+		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
+			calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED,
+			calsyncv1.DeliveryState_DELIVERY_STATE_DEAD:
+		default:
+			err = fmt.Errorf("postgres: apply returned state %v: %w", state, store.ErrInvalidArgument)
+		}
+	}
+	if err != nil {
+		// The rollback also undoes the apply's cursors; the append lock
+		// may go with it, so take it again on the next append.
+		t.records, t.appending = t.records[:from], appending
+		if _, rbErr := pgTx.Exec(ctx, "ROLLBACK TO SAVEPOINT apply"); rbErr != nil {
+			return 0, rbErr
+		}
+		note := store.TruncateNote("apply at intake: " + err.Error())
+		if _, err := pgTx.Exec(ctx, `UPDATE deliveries SET last_error = $1 WHERE id = $2`, []byte(note), id); err != nil {
+			return 0, err
+		}
+		return statePending, nil
+	}
+	note = store.TruncateNote(note)
+	if _, err := pgTx.Exec(ctx, `RELEASE SAVEPOINT apply`); err != nil {
+		return 0, err
+	}
+	if _, err := pgTx.Exec(ctx, `UPDATE deliveries SET state = $1, process_ns = $2, next_attempt_ns = NULL,
+			last_error = $3 WHERE id = $4`, int32(state), t.commit.UnixNano(), []byte(note), id); err != nil {
+		return 0, err
+	}
+	return int32(state), nil
 }
 
 func satAdd(a, b int64) int64 {

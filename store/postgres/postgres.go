@@ -73,6 +73,9 @@ const (
 	lockClass     = 0x63616c73 // "cals"
 	lockMigrate   = 1
 	lockAppendLog = 2
+	// lockOrdering is the class of the ordering keys' locks, whose second
+	// half is a hash of the key (see [DB.EnqueueApply]).
+	lockOrdering = 0x63616c6f // "calo"
 )
 
 // DefaultMaxBatch is the default most deliveries committed by one inbox

@@ -301,7 +301,7 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("postgres: enqueue: %w", err)
+		return nil, classify(fmt.Errorf("postgres: enqueue: %w", err))
 	}
 	if len(t.records) > 0 {
 		db.hooksMu.RLock()

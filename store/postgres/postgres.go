@@ -232,11 +232,11 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	db.gate.init()
 	db.pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(url), err)
+		return nil, classify(fmt.Errorf("postgres: connect to %s: %w", Redact(url), err))
 	}
 	if err := db.migrate(ctx); err != nil {
 		db.pool.Close()
-		return nil, fmt.Errorf("postgres: %s: %w", Redact(url), err)
+		return nil, classify(fmt.Errorf("postgres: %s: %w", Redact(url), err))
 	}
 	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
 	db.updates = make(chan *updateRequest, 4*db.maxBatch)
@@ -430,7 +430,7 @@ func (db *DB) write(ctx context.Context, fn func(pgx.Tx) error) error {
 		return err
 	}
 	defer db.unlockWriter()
-	return pgx.BeginFunc(ctx, db.pool, fn)
+	return classify(pgx.BeginFunc(ctx, db.pool, fn))
 }
 
 // read runs fn in a read-only REPEATABLE READ transaction: every query in it
@@ -440,7 +440,7 @@ func (db *DB) read(ctx context.Context, fn func(pgx.Tx) error) error {
 		return err
 	}
 	defer db.leave()
-	return pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, fn)
+	return classify(pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, fn))
 }
 
 // querier runs statements on the pool or in a transaction.

@@ -222,3 +222,75 @@ func TestPostgresServerRestart(t *testing.T) {
 		t.Fatalf("ReadChanges after the restart: %v", err)
 	}
 }
+
+// TestPostgresUnavailable: while PostgreSQL is down, every call fails with
+// store.ErrUnavailable (the API answers UNAVAILABLE, webhooks 503) and
+// Ping says so; once it is back, Ping and every call succeed again without
+// reopening the store, and what was acknowledged before is there.
+func TestPostgresUnavailable(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("Ping of a running server: %v", err)
+	}
+	before, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "before", Body: []byte("{}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := pgtest.Shared(t)
+	if err := srv.Halt(); err != nil {
+		t.Fatalf("halt: %v", err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	noop := func(context.Context, store.Tx) (calsyncv1.DeliveryState, string, error) {
+		return calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "", nil
+	}
+	calls := map[string]func() error{
+		"Ping": func() error { return db.Ping(ctx) },
+		"Enqueue": func() error {
+			_, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "down", Body: []byte("{}")})
+			return err
+		},
+		"EnqueueApply": func() error {
+			_, err := db.EnqueueApply(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "down2", Body: []byte("{}")}, noop)
+			return err
+		},
+		"Update":      func() error { return db.Update(ctx, func(store.Tx) error { return nil }) },
+		"ReadChanges": func() error { _, err := db.ReadChanges(ctx, 0, 10); return err },
+		"GetDelivery": func() error { _, err := db.GetDelivery(ctx, before); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s while PostgreSQL is down: %v, want store.ErrUnavailable", name, err)
+		}
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	resumed = true
+	// The pool drops the connections the shutdown cut as they fail; poll
+	// until a ping gets through.
+	deadline := time.Now().Add(10 * time.Second)
+	for db.Ping(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Ping still fails 10s after PostgreSQL came back: %v", db.Ping(ctx))
+		}
+	}
+	for name, call := range calls {
+		if err := call(); err != nil {
+			t.Errorf("%s once PostgreSQL is back: %v", name, err)
+		}
+	}
+	if _, err := db.GetDelivery(ctx, before); err != nil {
+		t.Errorf("delivery acknowledged before the outage: %v", err)
+	}
+}

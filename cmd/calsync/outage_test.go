@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/calsync/calsync/internal/pgtest"
+)
+
+// grpcHealth asks the gRPC health service of addr for the server's status.
+func grpcHealth(t *testing.T, conn *grpc.ClientConn) grpc_health_v1.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := grpc_health_v1.NewHealthClient(conn).Check(ctx, &grpc_health_v1.HealthCheckRequest{})
+	if err != nil {
+		t.Fatalf("health check: %v", err)
+	}
+	return resp.GetStatus()
+}
+
+// TestPostgresOutage runs the real binary on a private PostgreSQL that is
+// stopped and started again. While it is down, webhooks get 503 (never
+// 200), reads fail with 503, and gRPC health and /healthz say NOT_SERVING;
+// once it is back, the same process serves again by itself, and every
+// webhook answered 200 (and every one refused, sent again as a provider
+// would) is stored exactly once.
+func TestPostgresOutage(t *testing.T) {
+	url := withPassword(pgtest.NewDatabase(t))
+	env := []string{"CALSYNC_DB=" + url, "CALSYNC_DB_MAX_CONNS=4", "CALSYNC_POSTPRESS_AUTH_SECRETS=s3cret"}
+	p := startBinary(t, env)
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	auth := http.Header{"Postpress-Auth": {"s3cret"}}
+	bodies := map[string][]byte{}
+	acked := map[string]bool{}
+	send := func(id string) int {
+		if bodies[id] == nil {
+			bodies[id] = postpressEventBody("calendar_event_created", id, "Outage", time.Now().UTC())
+		}
+		code, _ := httpDo(t, http.MethodPost, p.url("/v1/webhooks/postpress"), bodies[id], auth)
+		if code == http.StatusOK {
+			acked[id] = true
+		}
+		return code
+	}
+	healthz := func() int {
+		code, _ := httpDo(t, http.MethodGet, p.url("/healthz"), nil, nil)
+		return code
+	}
+	for i := range 3 {
+		if code := send(fmt.Sprint("before", i)); code != http.StatusOK {
+			t.Fatalf("webhook before the outage = %d", code)
+		}
+	}
+	if code, st := healthz(), grpcHealth(t, conn); code != http.StatusOK || st != grpc_health_v1.HealthCheckResponse_SERVING {
+		t.Fatalf("health before the outage: /healthz %d, gRPC %v", code, st)
+	}
+
+	srv := pgtest.Shared(t)
+	if err := srv.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	for i := range 5 {
+		if code := send(fmt.Sprint("during", i)); code != http.StatusServiceUnavailable {
+			t.Errorf("webhook while PostgreSQL is down = %d, want 503", code)
+		}
+	}
+	if code, _ := httpDo(t, http.MethodGet, p.url("/v1/calendars/-/events"), nil, nil); code != http.StatusServiceUnavailable {
+		t.Errorf("read while PostgreSQL is down = %d, want 503", code)
+	}
+	eventually(t, "health to say NOT_SERVING", func() bool {
+		return grpcHealth(t, conn) == grpc_health_v1.HealthCheckResponse_NOT_SERVING
+	})
+	if code := healthz(); code != http.StatusServiceUnavailable {
+		t.Errorf("/healthz while PostgreSQL is down = %d, want 503", code)
+	}
+
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	eventually(t, "health to say SERVING again", func() bool {
+		return grpcHealth(t, conn) == grpc_health_v1.HealthCheckResponse_SERVING && healthz() == http.StatusOK
+	})
+	// The provider sends again what was refused; new webhooks go through.
+	for i := range 5 {
+		if code := send(fmt.Sprint("during", i)); code != http.StatusOK {
+			t.Errorf("webhook refused during the outage, sent again = %d", code)
+		}
+		if code := send(fmt.Sprint("after", i)); code != http.StatusOK {
+			t.Errorf("webhook after the outage = %d", code)
+		}
+	}
+	got := listEventsREST(t, p.url("/v1/calendars/-/events?page_size=100"))
+	stored := map[string]int{}
+	for _, e := range got.GetEvents() {
+		stored[e.GetProviderEventId()]++
+	}
+	if len(got.GetEvents()) != len(acked) {
+		t.Errorf("%d events stored, want the %d acknowledged: %v", len(got.GetEvents()), len(acked), stored)
+	}
+	for id := range acked {
+		if stored[id] != 1 {
+			t.Errorf("acknowledged event %s stored %d times", id, stored[id])
+		}
+	}
+	p.stop(t)
+	if logs := p.logs.String(); !strings.Contains(logs, "database unreachable") || !strings.Contains(logs, "database reachable again") {
+		t.Errorf("the outage and the recovery are not in the logs:\n%s", logs)
+	}
+}
+
+// TestPostgresServeWaitsForDatabase: calsync serve started while its
+// PostgreSQL is down keeps trying (logging the URL without its password)
+// and starts serving once the database is up.
+func TestPostgresServeWaitsForDatabase(t *testing.T) {
+	cfg := defaultTestConfig(t)
+	cfg.dbPath = withPassword(pgtest.NewDatabase(t))
+	srv := pgtest.Shared(t)
+	if err := srv.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	logs := &syncBuffer{}
+	ready := make(chan struct{})
+	cfg.ready = func(string, string) { close(ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, logs) }()
+	eventually(t, "serve to retry", func() bool { return strings.Contains(logs.String(), "database unreachable; retrying") })
+	select {
+	case <-ready:
+		t.Fatal("serve started without its database")
+	default:
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("serve exited: %v\n%s", err, logs)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("serve did not start once the database was up:\n%s", logs)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	if strings.Contains(logs.String(), pgPassword) {
+		t.Errorf("the password appears in the logs:\n%s", logs)
+	}
+}
+
+// TestPostgresServeGivesUp: with the database unreachable for longer than
+// --db-open-timeout, serve exits with an error that says so.
+func TestPostgresServeGivesUp(t *testing.T) {
+	cfg := defaultTestConfig(t)
+	cfg.dbPath = "postgres://calsync:" + pgPassword + "@127.0.0.1:1/calsync?sslmode=disable"
+	cfg.dbOpenTimeout = time.Second
+	logs := &syncBuffer{}
+	err := serve(context.Background(), cfg, logs)
+	if err == nil || !strings.Contains(err.Error(), "--db-open-timeout") {
+		t.Fatalf("serve = %v, want an error naming --db-open-timeout", err)
+	}
+	if errors.Is(err, context.Canceled) || strings.Contains(err.Error(), pgPassword) || strings.Contains(logs.String(), pgPassword) {
+		t.Fatalf("error %v or the logs show the password:\n%s", err, logs)
+	}
+}

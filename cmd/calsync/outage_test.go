@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
@@ -192,4 +196,130 @@ func TestPostgresServeGivesUp(t *testing.T) {
 	if errors.Is(err, context.Canceled) || strings.Contains(err.Error(), pgPassword) || strings.Contains(logs.String(), pgPassword) {
 		t.Fatalf("error %v or the logs show the password:\n%s", err, logs)
 	}
+}
+
+// TestPostgresRestartUnderLoad restarts PostgreSQL (a fast shutdown, as
+// `pg_ctl restart -m fast` or a failover does) while a few clients send
+// signed postpress webhooks to the real binary without pause. Answers
+// other than 200 are allowed while it restarts; every webhook answered
+// 200 is stored and processed exactly once (one delivery, one event, one
+// change), and a refused one sent again is too.
+func TestPostgresRestartUnderLoad(t *testing.T) {
+	url := withPassword(pgtest.NewDatabase(t))
+	env := []string{"CALSYNC_DB=" + url, "CALSYNC_DB_MAX_CONNS=8", "CALSYNC_POSTPRESS_AUTH_SECRETS=s3cret"}
+	p := startBinary(t, env)
+	client := &http.Client{Timeout: 30 * time.Second}
+	post := func(body []byte) (int, error) {
+		req, err := http.NewRequest(http.MethodPost, p.url("/v1/webhooks/postpress"), bytes.NewReader(body))
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Postpress-Auth", "s3cret")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+
+	const senders = 4
+	var (
+		mu       sync.Mutex
+		acked    = map[string]bool{}
+		refused  = map[string]int{} // id -> status (0: transport error)
+		bodies   = map[string][]byte{}
+	)
+	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("load%d-%d", s, i)
+				body := postpressEventBody("calendar_event_created", id, "Load", time.Now().UTC())
+				code, err := post(body)
+				mu.Lock()
+				bodies[id] = body
+				if err == nil && code == http.StatusOK {
+					acked[id] = true
+				} else {
+					refused[id] = code
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+	eventually(t, "webhooks to be answered before the restart", func() bool { return ackedCount() >= 50 })
+	if err := pgtest.Shared(t).Restart(); err != nil {
+		t.Fatalf("restart PostgreSQL: %v", err)
+	}
+	atRestart := ackedCount()
+	eventually(t, "webhooks to be answered after the restart", func() bool { return ackedCount() >= atRestart+50 })
+	close(stop)
+	wg.Wait()
+
+	// The provider sends again what was refused.
+	mu.Lock()
+	defer mu.Unlock()
+	for id, code := range refused {
+		if code != 0 && code != http.StatusServiceUnavailable {
+			t.Errorf("webhook %s answered %d during the restart, want 503 (or 200)", id, code)
+		}
+		if code, err := post(bodies[id]); err != nil || code != http.StatusOK {
+			t.Errorf("webhook %s sent again after the restart = %d, %v", id, code, err)
+		} else {
+			acked[id] = true
+		}
+	}
+	ctx := context.Background()
+	pg, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(ctx)
+	// changes counts the events' creations (type 1, CREATED); the
+	// calendar's own change is not a webhook's.
+	var deliveries, done, events, changes int
+	if err := pg.QueryRow(ctx, `SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM deliveries WHERE state = 2),
+		(SELECT count(*) FROM events), (SELECT count(*) FROM changes WHERE type = 1)`).Scan(&deliveries, &done, &events, &changes); err != nil {
+		t.Fatal(err)
+	}
+	if deliveries != len(acked) || done != len(acked) || events != len(acked) || changes != len(acked) {
+		t.Errorf("%d webhooks acknowledged; PostgreSQL holds %d deliveries (%d DONE), %d events, %d creations: want one of each per webhook",
+			len(acked), deliveries, done, events, changes)
+	}
+	// Through the API too: every acknowledged event, once.
+	seen := map[string]int{}
+	pageToken := ""
+	for {
+		got := listEventsREST(t, p.url("/v1/calendars/-/events?page_size=1000&page_token="+pageToken))
+		for _, e := range got.GetEvents() {
+			seen[e.GetProviderEventId()]++
+		}
+		if pageToken = got.GetNextPageToken(); pageToken == "" {
+			break
+		}
+	}
+	for id := range acked {
+		if seen[id] != 1 {
+			t.Errorf("acknowledged event %s listed %d times", id, seen[id])
+		}
+	}
+	t.Logf("%d webhooks acknowledged, %d refused during the restart and sent again", len(acked), len(refused))
+	p.stop(t)
 }

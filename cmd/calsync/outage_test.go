@@ -14,8 +14,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 
 	"github.com/calsync/calsync/internal/pgtest"
 )
@@ -73,6 +77,31 @@ func TestPostgresOutage(t *testing.T) {
 		t.Fatalf("health before the outage: /healthz %d, gRPC %v", code, st)
 	}
 
+	// A watcher opened before the outage, live after its snapshot.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	calendars := calsyncv1.NewCalendarServiceClient(conn)
+	stream, err := calendars.WatchEvents(ctx, &calsyncv1.WatchEventsRequest{InitialSnapshot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	watched := map[string]int{}
+	var lastCursor string
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		if c := resp.GetChange(); c != nil {
+			watched[c.GetEvent().GetProviderEventId()]++
+			lastCursor = c.GetCursor()
+		}
+		if b := resp.GetBookmark(); b.GetSnapshotComplete() {
+			lastCursor = b.GetCursor()
+			break
+		}
+	}
+
 	srv := pgtest.Shared(t)
 	if err := srv.Halt(); err != nil {
 		t.Fatal(err)
@@ -83,6 +112,13 @@ func TestPostgresOutage(t *testing.T) {
 			srv.Resume()
 		}
 	}()
+	// A new watch needs the database for its snapshot: it ends with
+	// UNAVAILABLE (its error arrives with its first message).
+	if fresh, err := calendars.WatchEvents(ctx, &calsyncv1.WatchEventsRequest{InitialSnapshot: true}); err != nil {
+		t.Fatal(err)
+	} else if _, err := fresh.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("new watch with a snapshot while PostgreSQL is down: %v, want UNAVAILABLE", err)
+	}
 	for i := range 5 {
 		if code := send(fmt.Sprint("during", i)); code != http.StatusServiceUnavailable {
 			t.Errorf("webhook while PostgreSQL is down = %d, want 503", code)
@@ -112,6 +148,39 @@ func TestPostgresOutage(t *testing.T) {
 		}
 		if code := send(fmt.Sprint("after", i)); code != http.StatusOK {
 			t.Errorf("webhook after the outage = %d", code)
+		}
+	}
+	// The watcher sees every acknowledged event once: its stream stayed
+	// open, or ended with UNAVAILABLE and resumes from its last cursor.
+	for missing := true; missing; {
+		missing = false
+		for id := range acked {
+			if watched[id] == 0 {
+				missing = true
+			}
+		}
+		if !missing {
+			break
+		}
+		resp, err := stream.Recv()
+		if status.Code(err) == codes.Unavailable {
+			stream, err = calendars.WatchEvents(ctx, &calsyncv1.WatchEventsRequest{AfterCursor: lastCursor})
+			if err != nil {
+				t.Fatalf("resume the watch: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("watch after the outage: %v (seen %v)", err, watched)
+		}
+		if c := resp.GetChange(); c != nil && c.GetEvent() != nil {
+			watched[c.GetEvent().GetProviderEventId()]++
+			lastCursor = c.GetCursor()
+		}
+	}
+	for id, n := range watched {
+		if n != 1 {
+			t.Errorf("watcher saw event %s %d times", id, n)
 		}
 	}
 	got := listEventsREST(t, p.url("/v1/calendars/-/events?page_size=100"))

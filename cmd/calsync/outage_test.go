@@ -295,10 +295,10 @@ func TestPostgresRestartUnderLoad(t *testing.T) {
 
 	const senders = 4
 	var (
-		mu       sync.Mutex
-		acked    = map[string]bool{}
-		refused  = map[string]int{} // id -> status (0: transport error)
-		bodies   = map[string][]byte{}
+		mu      sync.Mutex
+		acked   = map[string]bool{}
+		refused = map[string]int{} // id -> status (0: transport error)
+		bodies  = map[string][]byte{}
 	)
 	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
 	stop := make(chan struct{})

@@ -89,7 +89,7 @@ const DefaultMaxConns = 16
 // Options tune a [DB]. The zero value is the durable default.
 type Options struct {
 	// MaxConns caps the connection pool; 0 keeps the URL's pool_max_conns,
-	// or DefaultMaxConns.
+	// or DefaultMaxConns. [DB.Ping] opens one connection more.
 	MaxConns int
 	// MaxBatch is the most deliveries [DB.Enqueue] commits in one
 	// transaction; 0 means DefaultMaxBatch.
@@ -159,7 +159,10 @@ func redactQuery(tail string) string {
 // concurrent use, and several DBs (in one process or many) may share one
 // database.
 type DB struct {
-	pool         *pgxpool.Pool
+	pool *pgxpool.Pool
+	// pingPool holds the one connection [DB.Ping] uses, apart from pool so
+	// that a pool busy with work does not pass for an unreachable database.
+	pingPool     *pgxpool.Pool
 	log          *slog.Logger
 	now          func() time.Time
 	maxBatch     int
@@ -237,6 +240,12 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	if err := db.migrate(ctx); err != nil {
 		db.pool.Close()
 		return nil, classify(fmt.Errorf("postgres: %s: %w", Redact(url), err))
+	}
+	pingCfg := cfg.Copy()
+	pingCfg.MaxConns, pingCfg.MinConns = 1, 0
+	if db.pingPool, err = pgxpool.NewWithConfig(ctx, pingCfg); err != nil {
+		db.pool.Close()
+		return nil, classify(fmt.Errorf("postgres: connect to %s: %w", Redact(url), err))
 	}
 	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
 	db.updates = make(chan *updateRequest, 4*db.maxBatch)
@@ -361,6 +370,7 @@ func (db *DB) Close() error {
 		close(db.enqueue)
 		<-db.committerDone
 		db.pool.Close()
+		db.pingPool.Close()
 	})
 	return nil
 }

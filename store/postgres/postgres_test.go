@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/internal/pgtest"
 	"github.com/calsync/calsync/store"
@@ -293,4 +295,61 @@ func TestPostgresUnavailable(t *testing.T) {
 	if _, err := db.GetDelivery(ctx, before); err != nil {
 		t.Errorf("delivery acknowledged before the outage: %v", err)
 	}
+}
+
+// TestPostgresPingWithBusyPool: a pool whose every connection waits (here
+// on a table lock) is busy, not unreachable: Ping still succeeds, so health
+// does not report an outage under load.
+func TestPostgresPingWithBusyPool(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	db, err := postgres.Open(ctx, url, postgres.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	locker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	lockTx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockTx.Exec(ctx, `LOCK TABLE events IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	// More reads than the pool has connections: those that get one wait
+	// for the lock, the others for a connection.
+	var readers sync.WaitGroup
+	for range 4 {
+		readers.Go(func() {
+			if _, err := db.ListEvents(ctx, store.EventQuery{Limit: 1}); err != nil {
+				t.Errorf("ListEvents: %v", err)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := locker.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no read waits for the lock")
+		}
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, time.Second)
+	err = db.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		t.Errorf("Ping with a busy pool: %v, want nil", err)
+	}
+	lockTx.Rollback(ctx)
+	readers.Wait()
 }

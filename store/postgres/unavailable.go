@@ -54,16 +54,16 @@ func connectionLost(err error) bool {
 		errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
-// Ping checks that the database answers, through a pooled connection.
-// Connections broken by a server restart are dropped by the pool as they
-// fail, so a Ping that succeeds after one failed means the store has
-// reconnected.
+// Ping checks that the database answers a trivial query. It uses a
+// connection of its own (one more than Options.MaxConns), so that a pool
+// whose connections are all busy, or waiting on locks, is not taken for an
+// unreachable database; it reconnects as the pool does.
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.enter(); err != nil {
 		return err
 	}
 	defer db.leave()
-	if err := db.pool.Ping(ctx); err != nil {
+	if err := db.pingPool.Ping(ctx); err != nil {
 		// Whatever the cause (no answer within ctx included), a database
 		// that does not answer a trivial query is unavailable.
 		err = fmt.Errorf("postgres: ping: %w", err)

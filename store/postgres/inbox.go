@@ -34,10 +34,13 @@ const (
 type enqueueRequest struct {
 	ctx context.Context
 	d   store.NewDelivery
-	// apply, if set, processes the delivery in its transaction.
-	apply store.ApplyFunc
-	done  chan enqueueResult // Buffered: the committer never waits for a caller.
-	state atomic.Int32
+	// apply, if set, processes the delivery in its transaction; applyErr
+	// is its failure in an earlier run of the batch, which leaves the
+	// delivery PENDING.
+	apply    store.ApplyFunc
+	applyErr error
+	done     chan enqueueResult // Buffered: the committer never waits for a caller.
+	state    atomic.Int32
 }
 
 type enqueueResult struct {
@@ -68,10 +71,8 @@ func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, er
 // PENDING delivery of the key. Enqueue takes the same locks, so whichever
 // transaction inserts a delivery of a key, the next one to look sees it.
 //
-// Each apply runs in its own savepoint. On PostgreSQL a failing statement
-// aborts the whole transaction, so without one a single apply whose SQL
-// failed would doom the batch and force every other delivery of it to be
-// run again; a savepoint costs a round trip, far less than a second commit.
+// An apply that fails rolls its batch back, and the batch runs again with
+// that delivery left PENDING (see insertDeliveries).
 func (db *DB) EnqueueApply(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) (store.Enqueued, error) {
 	if apply == nil {
 		return store.Enqueued{}, fmt.Errorf("postgres: enqueue apply without an apply: %w", store.ErrInvalidArgument)
@@ -217,12 +218,40 @@ func sortedUnique[K int32 | int64](keys []K) []K {
 	return out
 }
 
-// insertDeliveries commits reqs in one transaction: the dedupe and ordering
-// locks, then per delivery one statement that returns the stored copy
-// within the window or inserts it PENDING, all in one round trip; then,
-// for the deliveries to apply, the applies (see [DB.EnqueueApply]). After
-// the commit it hands the applied changes to the commit hooks.
+// insertDeliveries commits reqs in one transaction (see insertOnce). When
+// an apply fails, the transaction rolls back and runs again with that
+// delivery left PENDING: a failed statement aborts a PostgreSQL transaction,
+// so the alternative, a savepoint around every apply, would cost two more
+// round trips per delivery to save a rerun that only failures need.
 func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) {
+	for {
+		results, err := db.insertOnce(reqs)
+		var af *applyFailure
+		if !errors.As(err, &af) {
+			return results, err
+		}
+		// Each rerun has one apply fewer: this ends.
+		af.req.applyErr = af.err
+	}
+}
+
+// applyFailure is an apply that failed in insertOnce; its transaction
+// rolls back.
+type applyFailure struct {
+	req *enqueueRequest
+	err error
+}
+
+func (f *applyFailure) Error() string { return "apply: " + f.err.Error() }
+
+// insertOnce commits reqs in one transaction: the dedupe and ordering
+// locks, then per delivery one statement that returns the stored copy
+// within the window or inserts it PENDING, all in one round trip; then one
+// query for the ordering keys that have a PENDING delivery from before the
+// batch; then the applies, in inbox order (see [DB.EnqueueApply]); then
+// one round trip that records their outcomes. After the commit it hands
+// the applied changes to the commit hooks.
+func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	ctx := context.Background()
 	keys := make([]int64, 0, len(reqs))
 	var orderKeys []int32
@@ -284,23 +313,42 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) 
 		if err := br.Close(); err != nil {
 			return err
 		}
-		// Applies run in inbox order, so a delivery left PENDING earlier
-		// in the batch holds back the later ones of its key.
+		waiting, err := pendingBefore(ctx, pgTx, reqs, results)
+		if err != nil {
+			return err
+		}
+		var finished finishedDeliveries
 		for i, r := range reqs {
 			spans[i] = [2]int{len(t.records), len(t.records)}
-			if r.apply == nil || results[i].dup {
+			if results[i].dup {
 				continue
 			}
-			state, err := db.applyAtIntake(ctx, pgTx, t, r, results[i].id)
-			if err != nil {
-				return err
+			key := r.d.OrderingKey
+			switch {
+			case r.apply == nil || (key != "" && waiting[key]):
+			case r.applyErr != nil:
+				finished.add(results[i].id, statePending, "apply at intake: "+r.applyErr.Error())
+			default:
+				state, note, err := applyNow(ctx, pgTx, t, r)
+				if err != nil {
+					return err
+				}
+				results[i].state = state
+				finished.add(results[i].id, state, note)
+				spans[i][1] = len(t.records)
 			}
-			results[i].state = state
-			spans[i][1] = len(t.records)
+			// A delivery left PENDING holds back the later ones of its key.
+			if key != "" && results[i].state == statePending {
+				waiting[key] = true
+			}
 		}
-		return nil
+		return finished.record(ctx, pgTx, t.commit)
 	})
 	if err != nil {
+		var af *applyFailure
+		if errors.As(err, &af) {
+			return nil, err
+		}
 		return nil, classify(fmt.Errorf("postgres: enqueue: %w", err))
 	}
 	if len(t.records) > 0 {
@@ -320,29 +368,45 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) 
 	return results, nil
 }
 
-// applyAtIntake processes the just inserted delivery id of r, unless a
-// PENDING delivery of its ordering key precedes it, and returns the state
-// it is stored in. The caller holds r's ordering lock. A failing apply
-// leaves the delivery PENDING with the failure as its last error; an error
-// means the transaction must roll back.
-func (db *DB) applyAtIntake(ctx context.Context, pgTx pgx.Tx, t *tx, r *enqueueRequest, id int64) (int32, error) {
-	if r.d.OrderingKey != "" {
-		var waiting bool
-		// The literal state = 1 (PENDING) lets a generic plan use the
-		// partial index deliveries_pending_by_ordering_key.
-		if err := pgTx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM deliveries
-				WHERE state = 1 AND ordering_key = $1 AND id < $2)`,
-			[]byte(r.d.OrderingKey), id).Scan(&waiting); err != nil {
-			return 0, err
-		}
-		if waiting {
-			return statePending, nil
+// pendingBefore returns the ordering keys of reqs' deliveries to apply
+// that have a PENDING delivery stored before the batch. The caller holds
+// the keys' ordering locks, so no other transaction inserts deliveries of
+// them meanwhile: a PENDING delivery of the key outside the batch precedes
+// it.
+func pendingBefore(ctx context.Context, pgTx pgx.Tx, reqs []*enqueueRequest, results []enqueueResult) (map[string]bool, error) {
+	waiting := map[string]bool{}
+	var keys [][]byte
+	ids := make([]int64, 0, len(reqs))
+	for i, r := range reqs {
+		ids = append(ids, results[i].id)
+		if r.apply != nil && !results[i].dup && r.d.OrderingKey != "" {
+			keys = append(keys, []byte(r.d.OrderingKey))
 		}
 	}
-	if _, err := pgTx.Exec(ctx, "SAVEPOINT apply"); err != nil {
-		return 0, err
+	if len(keys) == 0 {
+		return waiting, nil
 	}
-	from, appending := len(t.records), t.appending
+	// The literal state = 1 (PENDING) lets a generic plan use the partial
+	// index deliveries_pending_by_ordering_key.
+	rows, err := pgTx.Query(ctx, `SELECT DISTINCT ordering_key FROM deliveries
+		WHERE state = 1 AND ordering_key = ANY($1::bytea[]) AND NOT id = ANY($2::bigint[])`, keys, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key []byte
+		if err := rows.Scan(&key); err != nil {
+			return nil, err
+		}
+		waiting[string(key)] = true
+	}
+	return waiting, rows.Err()
+}
+
+// applyNow runs r's apply through t and returns the state to store its
+// delivery in. An apply's own failure is an *applyFailure.
+func applyNow(ctx context.Context, pgTx pgx.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
 	t.tx = pgTx
 	state, note, err := r.apply(ctx, t)
 	t.tx = nil
@@ -351,32 +415,40 @@ func (db *DB) applyAtIntake(ctx context.Context, pgTx pgx.Tx, t *tx, r *enqueueR
 		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
 			calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED,
 			calsyncv1.DeliveryState_DELIVERY_STATE_DEAD:
-		default:
-			err = fmt.Errorf("postgres: apply returned state %v: %w", state, store.ErrInvalidArgument)
+			return int32(state), note, nil
 		}
+		err = fmt.Errorf("postgres: apply returned state %v: %w", state, store.ErrInvalidArgument)
 	}
-	if err != nil {
-		// The rollback also undoes the apply's cursors; the append lock
-		// may go with it, so take it again on the next append.
-		t.records, t.appending = t.records[:from], appending
-		if _, rbErr := pgTx.Exec(ctx, "ROLLBACK TO SAVEPOINT apply"); rbErr != nil {
-			return 0, rbErr
-		}
-		note := store.TruncateNote("apply at intake: " + err.Error())
-		if _, err := pgTx.Exec(ctx, `UPDATE deliveries SET last_error = $1 WHERE id = $2`, []byte(note), id); err != nil {
-			return 0, err
-		}
-		return statePending, nil
+	return 0, "", &applyFailure{req: r, err: err}
+}
+
+// finishedDeliveries collects the outcomes of a batch's applies, recorded
+// in one statement.
+type finishedDeliveries struct {
+	ids    []int64
+	states []int32
+	notes  [][]byte
+}
+
+func (f *finishedDeliveries) add(id int64, state int32, note string) {
+	f.ids = append(f.ids, id)
+	f.states = append(f.states, state)
+	f.notes = append(f.notes, []byte(store.TruncateNote(note)))
+}
+
+// record stores the outcomes: a finished delivery gets its state, process
+// time and note; one left PENDING by a failed apply keeps its state and
+// gets the failure as its last error.
+func (f *finishedDeliveries) record(ctx context.Context, pgTx pgx.Tx, commit time.Time) error {
+	if len(f.ids) == 0 {
+		return nil
 	}
-	note = store.TruncateNote(note)
-	if _, err := pgTx.Exec(ctx, `RELEASE SAVEPOINT apply`); err != nil {
-		return 0, err
-	}
-	if _, err := pgTx.Exec(ctx, `UPDATE deliveries SET state = $1, process_ns = $2, next_attempt_ns = NULL,
-			last_error = $3 WHERE id = $4`, int32(state), t.commit.UnixNano(), []byte(note), id); err != nil {
-		return 0, err
-	}
-	return int32(state), nil
+	_, err := pgTx.Exec(ctx, `UPDATE deliveries SET state = u.state, last_error = u.note,
+			process_ns = CASE WHEN u.state = $4 THEN NULL ELSE $5::bigint END,
+			next_attempt_ns = CASE WHEN u.state = $4 THEN next_attempt_ns ELSE NULL END
+		FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u(id, state, note)
+		WHERE deliveries.id = u.id`, f.ids, f.states, f.notes, statePending, commit.UnixNano())
+	return err
 }
 
 func satAdd(a, b int64) int64 {

@@ -36,6 +36,10 @@ func toStatus(ctx context.Context, log *slog.Logger, err error) error {
 		return status.Error(codes.FailedPrecondition, "not allowed in the current state")
 	case errors.Is(err, store.ErrInvalidArgument):
 		return status.Error(codes.InvalidArgument, "invalid argument")
+	case errors.Is(err, store.ErrUnavailable):
+		// UNAVAILABLE (503 over REST): clients and providers retry, and a
+		// webhook is never answered 200 without its commit.
+		return status.Error(codes.Unavailable, "database unavailable; retry later")
 	case errors.Is(err, store.ErrClosed):
 		return status.Error(codes.Unavailable, "server is shutting down")
 	case errors.Is(err, ingest.ErrUnknownProvider):

@@ -75,6 +75,10 @@ type Config struct {
 	// rules as the API: TLS when configured, the API's credentials when
 	// any are configured, and a loopback address otherwise.
 	PprofAddr string
+
+	// DatabaseCheckInterval is how often health pings a store that can
+	// become unreachable (a [store.Pinger]); 0 means every second.
+	DatabaseCheckInterval time.Duration
 }
 
 // Deps are the components the server exposes.
@@ -136,6 +140,8 @@ type Server struct {
 	watchCtx       context.Context
 	stopWatch      context.CancelFunc
 	compactionDone chan struct{}
+	// databaseCheckDone is closed when the database check loop returns.
+	databaseCheckDone chan struct{}
 }
 
 // New builds a server; Start makes it listen.
@@ -360,10 +366,12 @@ func (s *Server) Start(ctx context.Context) error {
 		s.pprofHTTP = s.newHTTPServer(s.auth.requireHTTPAuth(true, pprofHandler()))
 		go s.serveHTTP(s.pprofHTTP, s.pprofLis)
 	}
-	s.health.SetServingStatus("", grpc_health_v1.HealthCheckResponse_SERVING)
-	for name := range s.grpc.GetServiceInfo() {
-		s.health.SetServingStatus(name, grpc_health_v1.HealthCheckResponse_SERVING)
-	}
+	s.setServing(true)
+	s.databaseCheckDone = make(chan struct{})
+	go func() {
+		defer close(s.databaseCheckDone)
+		s.checkDatabase()
+	}()
 	attrs := []any{"grpc_addr", s.GRPCAddr(), "http_addr", s.HTTPAddr(), "tls", s.tlsConfig != nil,
 		"mutual_tls", s.auth.requireCert, "api_tokens", s.cfg.Tokens != nil}
 	if s.metricsLis != nil {
@@ -486,5 +494,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	s.gwConn.Close()
 	<-s.compactionDone
+	<-s.databaseCheckDone
 	s.log.Info("calsync stopped")
 }

@@ -30,7 +30,25 @@ var (
 	ErrInvalidArgument = errors.New("store: invalid argument")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrUnavailable means the database could not be reached (it is down,
+	// restarting or failing over, or the connection broke). The call may
+	// succeed if retried later. A write that failed with it may still have
+	// committed if the connection broke during the commit: callers retry
+	// (an inbox delivery's dedupe absorbs the second copy), never assume
+	// success.
+	ErrUnavailable = errors.New("store: database unavailable")
 )
+
+// Pinger is a store whose database can become unreachable while the
+// process runs (a database server, not an embedded file). Backends
+// implement it optionally.
+type Pinger interface {
+	// Ping returns nil when the database answers a trivial query within
+	// ctx, and otherwise an error that wraps [ErrUnavailable] (or
+	// [ErrClosed] after Close). It is cheap enough to call every second
+	// and safe to call concurrently with anything.
+	Ping(ctx context.Context) error
+}
 
 // Cursor is a position in the change log: the sequence number of a change.
 // Cursors only grow; 0 is before the first change.

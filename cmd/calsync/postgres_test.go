@@ -134,6 +134,7 @@ func TestPostgresServeIngestWatch(t *testing.T) {
 func TestPostgresUnreachableHidesPassword(t *testing.T) {
 	cfg := defaultTestConfig(t)
 	cfg.dbPath = "postgres://calsync:" + pgPassword + "@127.0.0.1:1/calsync?sslmode=disable&connect_timeout=2"
+	cfg.dbOpenTimeout = 0 // Try once.
 	logs := &syncBuffer{}
 	err := serve(context.Background(), cfg, logs)
 	if err == nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 
@@ -34,6 +35,7 @@ type serveConfig struct {
 	dbPath          string
 	synchronous     string
 	dbMaxConns      int
+	dbOpenTimeout   time.Duration
 	maxWebhookBytes int64
 	shutdownTimeout time.Duration
 	logLevel        string
@@ -112,6 +114,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.grpcAddr, "grpc-addr", "127.0.0.1:9090", "gRPC listen address")
 	fs.StringVar(&c.dbPath, "db", "./calsync.db", "SQLite database file (created if missing), or a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=... shared by replicas")
 	fs.IntVar(&c.dbMaxConns, "db-max-conns", 0, "most connections to PostgreSQL this process opens (0: the URL's pool_max_conns, else 16)")
+	fs.DurationVar(&c.dbOpenTimeout, "db-open-timeout", 2*time.Minute, "how long serve keeps retrying, with backoff, to reach an unreachable PostgreSQL at start before it exits (0: try once)")
 	fs.StringVar(&c.synchronous, "sqlite-synchronous", "FULL", "SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes")
 	fs.Int64Var(&c.maxWebhookBytes, "max-webhook-bytes", 1<<20, "largest accepted webhook body; larger ones get 413")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests under way")
@@ -160,14 +163,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 // store and what to log about it, with any password in the URL hidden.
 func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger, m *metrics.Metrics) (store.Store, []any, error) {
 	if postgres.IsURL(cfg.dbPath) {
-		db, err := postgres.Open(ctx, cfg.dbPath, postgres.Options{
-			MaxConns:     cfg.dbMaxConns,
-			MaxBatch:     cfg.sqliteMaxBatch,
-			DedupeWindow: cfg.dedupeWindow,
-			Logger:       log,
-			Now:          cfg.now,
-			OnBatch:      m.InboxBatch,
-		})
+		db, err := openPostgres(ctx, cfg, log, m)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -185,6 +181,46 @@ func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger, m *metric
 		return nil, nil, err
 	}
 	return db, []any{"backend", "sqlite", "path", cfg.dbPath, "synchronous", strings.ToUpper(cfg.synchronous)}, nil
+}
+
+// openPostgres opens the PostgreSQL store, retrying with exponential
+// backoff for up to --db-open-timeout while the database is unreachable (a
+// replica scheduled before its database is up, or started during a
+// failover, then waits for it instead of crash-looping). Other errors (a
+// bad URL, a refused password, a failed migration) end it at once.
+func openPostgres(ctx context.Context, cfg serveConfig, log *slog.Logger, m *metrics.Metrics) (*postgres.DB, error) {
+	opts := postgres.Options{
+		MaxConns:     cfg.dbMaxConns,
+		MaxBatch:     cfg.sqliteMaxBatch,
+		DedupeWindow: cfg.dedupeWindow,
+		Logger:       log,
+		Now:          cfg.now,
+		OnBatch:      m.InboxBatch,
+	}
+	open := func() (*postgres.DB, error) {
+		db, err := postgres.Open(ctx, cfg.dbPath, opts)
+		if err != nil && !errors.Is(err, store.ErrUnavailable) {
+			return nil, backoff.Permanent(err)
+		}
+		return db, err
+	}
+	if cfg.dbOpenTimeout <= 0 {
+		return postgres.Open(ctx, cfg.dbPath, opts)
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 250*time.Millisecond, 5*time.Second
+	db, err := backoff.Retry(ctx, open,
+		backoff.WithBackOff(b),
+		backoff.WithMaxElapsedTime(cfg.dbOpenTimeout),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			// The error names the redacted URL, never the password.
+			log.Warn("database unreachable; retrying", "url", postgres.Redact(cfg.dbPath), "retry_in", next, "err", err)
+		}))
+	if err != nil && errors.Is(err, store.ErrUnavailable) {
+		return nil, fmt.Errorf("database %s still unreachable after %v (--db-open-timeout): %w",
+			postgres.Redact(cfg.dbPath), cfg.dbOpenTimeout, err)
+	}
+	return db, err
 }
 
 // defaultDeliveryRetention keeps finished deliveries a week, as long as the

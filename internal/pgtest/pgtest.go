@@ -262,15 +262,33 @@ func (s *Server) launch(data, logPath string, cred *syscall.Credential) error {
 // failover) and starts it again on the same port and data. Tests that
 // restart the binary's shared server must not run in parallel with others.
 func (s *Server) Restart() error {
+	if err := s.Halt(); err != nil {
+		return err
+	}
+	return s.Resume()
+}
+
+// Halt stops the server (fast shutdown) and keeps its data, so that tests
+// can see what happens while the database is unreachable; Resume starts it
+// again. Tests that halt the binary's shared server must not run in
+// parallel with others, and must Resume it before they end.
+func (s *Server) Halt() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.admin.Close(context.Background())
 	s.cmd.Process.Signal(syscall.SIGINT)
 	select {
 	case <-s.exited:
+		return nil
 	case <-time.After(30 * time.Second):
 		return errors.New("postgres did not stop within 30s")
 	}
+}
+
+// Resume starts a halted server again on the same port and data.
+func (s *Server) Resume() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.launch(filepath.Join(s.Dir, "data"), filepath.Join(s.Dir, "server.log"), s.cred)
 }
 

@@ -32,16 +32,23 @@ const (
 )
 
 type enqueueRequest struct {
-	ctx   context.Context
-	d     store.NewDelivery
-	done  chan enqueueResult // Buffered: the committer never waits for a caller.
-	state atomic.Int32
+	ctx context.Context
+	d   store.NewDelivery
+	// apply, if set, processes the delivery in its transaction; applyErr
+	// is its failure in an earlier run of the batch, which leaves the
+	// delivery PENDING.
+	apply    store.ApplyFunc
+	applyErr error
+	done     chan enqueueResult // Buffered: the committer never waits for a caller.
+	state    atomic.Int32
 }
 
 type enqueueResult struct {
 	id  int64
 	dup bool
-	err error
+	// state is the state the delivery was stored in.
+	state int32
+	err   error
 }
 
 // Enqueue commits d durably and returns its id. Concurrent calls share one
@@ -50,31 +57,62 @@ type enqueueResult struct {
 // transaction-scoped advisory lock per (provider, dedup key), in a fixed
 // order, before looking for a stored copy.
 func (db *DB) Enqueue(ctx context.Context, d store.NewDelivery) (int64, bool, error) {
+	r := db.enqueueOne(ctx, d, nil)
+	return r.id, r.dup, r.err
+}
+
+// EnqueueApply commits d as Enqueue does and processes it with apply in the
+// same group commit, as [store.ApplyingInbox] describes.
+//
+// Order holds across every process sharing the database: a transaction
+// takes a transaction-scoped advisory lock per ordering key of its
+// deliveries (after the dedupe locks, both in a fixed order, so that two
+// batches never deadlock) before inserting them and before looking for a
+// PENDING delivery of the key. Enqueue takes the same locks, so whichever
+// transaction inserts a delivery of a key, the next one to look sees it.
+//
+// An apply that fails rolls its batch back, and the batch runs again with
+// that delivery left PENDING (see insertDeliveries).
+func (db *DB) EnqueueApply(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) (store.Enqueued, error) {
+	if apply == nil {
+		return store.Enqueued{}, fmt.Errorf("postgres: enqueue apply without an apply: %w", store.ErrInvalidArgument)
+	}
+	r := db.enqueueOne(ctx, d, apply)
+	if r.err != nil {
+		return store.Enqueued{}, r.err
+	}
+	return store.Enqueued{ID: r.id, Duplicate: r.dup, State: calsyncv1.DeliveryState(r.state)}, nil
+}
+
+var _ store.ApplyingInbox = (*DB)(nil)
+
+// enqueueOne queues d for the group committer and waits for its outcome.
+func (db *DB) enqueueOne(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) enqueueResult {
 	if d.Provider == "" || d.DedupKey == "" {
-		return 0, false, fmt.Errorf("postgres: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)
+		return enqueueResult{err: fmt.Errorf("postgres: delivery needs a provider and a dedup key: %w", store.ErrInvalidArgument)}
 	}
 	if err := db.enter(); err != nil {
-		return 0, false, err
+		return enqueueResult{err: err}
 	}
 	defer db.leave()
 	if d.ReceiveTime.IsZero() {
 		d.ReceiveTime = db.now()
 	}
-	req := &enqueueRequest{ctx: ctx, d: d, done: make(chan enqueueResult, 1)}
+	req := &enqueueRequest{ctx: ctx, d: d, apply: apply, done: make(chan enqueueResult, 1)}
 	select {
 	case db.enqueue <- req:
 	case <-ctx.Done():
-		return 0, false, fmt.Errorf("postgres: enqueue: %w", ctx.Err())
+		return enqueueResult{err: fmt.Errorf("postgres: enqueue: %w", ctx.Err())}
 	}
 	select {
 	case r := <-req.done:
-		return r.id, r.dup, r.err
+		return r
 	case <-ctx.Done():
 		if req.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
-			return 0, false, fmt.Errorf("postgres: enqueue: %w", ctx.Err())
+			return enqueueResult{err: fmt.Errorf("postgres: enqueue: %w", ctx.Err())}
 		}
-		r := <-req.done
-		return r.id, r.dup, r.err
+		// A transaction holds the delivery: its outcome is the answer.
+		return <-req.done
 	}
 }
 
@@ -103,6 +141,9 @@ func (db *DB) commitLoop() {
 	}
 }
 
+// commitBatch commits batch and answers its callers. It holds the writer
+// turn throughout, so that the commit hooks see the applied changes before
+// those of any later transaction of this instance.
 func (db *DB) commitBatch(batch []*enqueueRequest) {
 	db.wlock <- struct{}{}
 	defer db.unlockWriter()
@@ -157,22 +198,84 @@ func dedupeLockKey(provider, key string) int64 {
 	return int64(h.Sum64())
 }
 
-// insertDeliveries commits reqs in one transaction: the dedupe locks, then
-// per delivery one statement that returns the stored copy within the window
-// or inserts it, all in one round trip.
+// orderingLockKey is the second half of the advisory lock key of an
+// ordering key, in the lockOrdering class.
+func orderingLockKey(key string) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int32(h.Sum32())
+}
+
+// sortedUnique sorts keys and drops repeats.
+func sortedUnique[K int32 | int64](keys []K) []K {
+	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	out := keys[:0]
+	for i, k := range keys {
+		if i == 0 || k != keys[i-1] {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// insertDeliveries commits reqs in one transaction (see insertOnce). When
+// an apply fails, the transaction rolls back and runs again with that
+// delivery left PENDING: a failed statement aborts a PostgreSQL transaction,
+// so the alternative, a savepoint around every apply, would cost two more
+// round trips per delivery to save a rerun that only failures need.
 func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) {
+	for {
+		results, err := db.insertOnce(reqs)
+		var af *applyFailure
+		if !errors.As(err, &af) {
+			return results, err
+		}
+		// Each rerun has one apply fewer: this ends.
+		af.req.applyErr = af.err
+	}
+}
+
+// applyFailure is an apply that failed in insertOnce; its transaction
+// rolls back.
+type applyFailure struct {
+	req *enqueueRequest
+	err error
+}
+
+func (f *applyFailure) Error() string { return "apply: " + f.err.Error() }
+
+// insertOnce commits reqs in one transaction: the dedupe and ordering
+// locks, then per delivery one statement that returns the stored copy
+// within the window or inserts it PENDING, all in one round trip; then one
+// query for the ordering keys that have a PENDING delivery from before the
+// batch; then the applies, in inbox order (see [DB.EnqueueApply]); then
+// one round trip that records their outcomes. After the commit it hands
+// the applied changes to the commit hooks.
+func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	ctx := context.Background()
 	keys := make([]int64, 0, len(reqs))
+	var orderKeys []int32
 	for _, r := range reqs {
 		keys = append(keys, dedupeLockKey(r.d.Provider, r.d.DedupKey))
+		if r.d.OrderingKey != "" {
+			orderKeys = append(orderKeys, orderingLockKey(r.d.OrderingKey))
+		}
 	}
-	// A fixed order keeps two batches taking the same keys from deadlocking.
-	sort.Slice(keys, func(i, j int) bool { return keys[i] < keys[j] })
+	// A fixed order keeps two batches taking the same keys from deadlocking:
+	// dedupe locks, then ordering locks, then (in an apply) the change log's
+	// append lock, each class in ascending key order.
+	keys = sortedUnique(keys)
+	orderKeys = sortedUnique(orderKeys)
 	window := db.dedupeWindow.Nanoseconds()
 	results := make([]enqueueResult, len(reqs))
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC(), now: db.now}
+	// spans[i] delimits request i's changes in t.records.
+	spans := make([][2]int, len(reqs))
+	err := pgx.BeginFunc(ctx, db.pool, func(pgTx pgx.Tx) error {
 		b := &pgx.Batch{}
 		b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY i`, keys)
+		b.Queue(`SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::integer[]) WITH ORDINALITY AS u(k, i) ORDER BY i`,
+			lockOrdering, orderKeys)
 		for _, r := range reqs {
 			d := r.d
 			body := d.Body
@@ -193,23 +296,159 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) 
 				d.Provider, []byte(d.DedupKey), satSub(recv, window), satAdd(recv, window),
 				[]byte(d.MessageID), []byte(d.EventType), []byte(d.OrderingKey), body, statePending, recv)
 		}
-		br := tx.SendBatch(ctx, b)
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return err
+		br := pgTx.SendBatch(ctx, b)
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return err
+			}
 		}
 		for i := range reqs {
+			results[i].state = statePending
 			if err := br.QueryRow().Scan(&results[i].id, &results[i].dup); err != nil {
 				br.Close()
 				return err
 			}
 		}
-		return br.Close()
+		if err := br.Close(); err != nil {
+			return err
+		}
+		waiting, err := pendingBefore(ctx, pgTx, reqs, results)
+		if err != nil {
+			return err
+		}
+		var finished finishedDeliveries
+		for i, r := range reqs {
+			spans[i] = [2]int{len(t.records), len(t.records)}
+			if results[i].dup {
+				continue
+			}
+			key := r.d.OrderingKey
+			switch {
+			case r.apply == nil || (key != "" && waiting[key]):
+			case r.applyErr != nil:
+				finished.add(results[i].id, statePending, "apply at intake: "+r.applyErr.Error())
+			default:
+				state, note, err := applyNow(ctx, pgTx, t, r)
+				if err != nil {
+					return err
+				}
+				results[i].state = state
+				finished.add(results[i].id, state, note)
+				spans[i][1] = len(t.records)
+			}
+			// A delivery left PENDING holds back the later ones of its key.
+			if key != "" && results[i].state == statePending {
+				waiting[key] = true
+			}
+		}
+		return finished.record(ctx, pgTx, t.commit)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("postgres: enqueue: %w", err)
+		var af *applyFailure
+		if errors.As(err, &af) {
+			return nil, err
+		}
+		return nil, classify(fmt.Errorf("postgres: enqueue: %w", err))
+	}
+	if len(t.records) > 0 {
+		db.hooksMu.RLock()
+		hooks := db.hooks
+		db.hooksMu.RUnlock()
+		// Hooks see each applied delivery's changes as one commit, in
+		// cursor order.
+		for _, sp := range spans {
+			if sp[1] > sp[0] {
+				for _, h := range hooks {
+					h(t.records[sp[0]:sp[1]:sp[1]])
+				}
+			}
+		}
 	}
 	return results, nil
+}
+
+// pendingBefore returns the ordering keys of reqs' deliveries to apply
+// that have a PENDING delivery stored before the batch. The caller holds
+// the keys' ordering locks, so no other transaction inserts deliveries of
+// them meanwhile: a PENDING delivery of the key outside the batch precedes
+// it.
+func pendingBefore(ctx context.Context, pgTx pgx.Tx, reqs []*enqueueRequest, results []enqueueResult) (map[string]bool, error) {
+	waiting := map[string]bool{}
+	var keys [][]byte
+	ids := make([]int64, 0, len(reqs))
+	for i, r := range reqs {
+		ids = append(ids, results[i].id)
+		if r.apply != nil && !results[i].dup && r.d.OrderingKey != "" {
+			keys = append(keys, []byte(r.d.OrderingKey))
+		}
+	}
+	if len(keys) == 0 {
+		return waiting, nil
+	}
+	// The literal state = 1 (PENDING) lets a generic plan use the partial
+	// index deliveries_pending_by_ordering_key.
+	rows, err := pgTx.Query(ctx, `SELECT DISTINCT ordering_key FROM deliveries
+		WHERE state = 1 AND ordering_key = ANY($1::bytea[]) AND NOT id = ANY($2::bigint[])`, keys, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var key []byte
+		if err := rows.Scan(&key); err != nil {
+			return nil, err
+		}
+		waiting[string(key)] = true
+	}
+	return waiting, rows.Err()
+}
+
+// applyNow runs r's apply through t and returns the state to store its
+// delivery in. An apply's own failure is an *applyFailure.
+func applyNow(ctx context.Context, pgTx pgx.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
+	t.tx = pgTx
+	state, note, err := r.apply(ctx, t)
+	t.tx = nil
+	if err == nil {
+		switch state {
+		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
+			calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED,
+			calsyncv1.DeliveryState_DELIVERY_STATE_DEAD:
+			return int32(state), note, nil
+		}
+		err = fmt.Errorf("postgres: apply returned state %v: %w", state, store.ErrInvalidArgument)
+	}
+	return 0, "", &applyFailure{req: r, err: err}
+}
+
+// finishedDeliveries collects the outcomes of a batch's applies, recorded
+// in one statement.
+type finishedDeliveries struct {
+	ids    []int64
+	states []int32
+	notes  [][]byte
+}
+
+func (f *finishedDeliveries) add(id int64, state int32, note string) {
+	f.ids = append(f.ids, id)
+	f.states = append(f.states, state)
+	f.notes = append(f.notes, []byte(store.TruncateNote(note)))
+}
+
+// record stores the outcomes: a finished delivery gets its state, process
+// time and note; one left PENDING by a failed apply keeps its state and
+// gets the failure as its last error.
+func (f *finishedDeliveries) record(ctx context.Context, pgTx pgx.Tx, commit time.Time) error {
+	if len(f.ids) == 0 {
+		return nil
+	}
+	_, err := pgTx.Exec(ctx, `UPDATE deliveries SET state = u.state, last_error = u.note,
+			process_ns = CASE WHEN u.state = $4 THEN NULL ELSE $5::bigint END,
+			next_attempt_ns = CASE WHEN u.state = $4 THEN next_attempt_ns ELSE NULL END
+		FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u(id, state, note)
+		WHERE deliveries.id = u.id`, f.ids, f.states, f.notes, statePending, commit.UnixNano())
+	return err
 }
 
 func satAdd(a, b int64) int64 {

@@ -73,6 +73,9 @@ const (
 	lockClass     = 0x63616c73 // "cals"
 	lockMigrate   = 1
 	lockAppendLog = 2
+	// lockOrdering is the class of the ordering keys' locks, whose second
+	// half is a hash of the key (see [DB.EnqueueApply]).
+	lockOrdering = 0x63616c6f // "calo"
 )
 
 // DefaultMaxBatch is the default most deliveries committed by one inbox
@@ -86,7 +89,7 @@ const DefaultMaxConns = 16
 // Options tune a [DB]. The zero value is the durable default.
 type Options struct {
 	// MaxConns caps the connection pool; 0 keeps the URL's pool_max_conns,
-	// or DefaultMaxConns.
+	// or DefaultMaxConns. [DB.Ping] opens one connection more.
 	MaxConns int
 	// MaxBatch is the most deliveries [DB.Enqueue] commits in one
 	// transaction; 0 means DefaultMaxBatch.
@@ -156,7 +159,10 @@ func redactQuery(tail string) string {
 // concurrent use, and several DBs (in one process or many) may share one
 // database.
 type DB struct {
-	pool         *pgxpool.Pool
+	pool *pgxpool.Pool
+	// pingPool holds the one connection [DB.Ping] uses, apart from pool so
+	// that a pool busy with work does not pass for an unreachable database.
+	pingPool     *pgxpool.Pool
 	log          *slog.Logger
 	now          func() time.Time
 	maxBatch     int
@@ -229,11 +235,17 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	db.gate.init()
 	db.pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: connect to %s: %w", Redact(url), err)
+		return nil, classify(fmt.Errorf("postgres: connect to %s: %w", Redact(url), err))
 	}
 	if err := db.migrate(ctx); err != nil {
 		db.pool.Close()
-		return nil, fmt.Errorf("postgres: %s: %w", Redact(url), err)
+		return nil, classify(fmt.Errorf("postgres: %s: %w", Redact(url), err))
+	}
+	pingCfg := cfg.Copy()
+	pingCfg.MaxConns, pingCfg.MinConns = 1, 0
+	if db.pingPool, err = pgxpool.NewWithConfig(ctx, pingCfg); err != nil {
+		db.pool.Close()
+		return nil, classify(fmt.Errorf("postgres: connect to %s: %w", Redact(url), err))
 	}
 	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
 	db.updates = make(chan *updateRequest, 4*db.maxBatch)
@@ -358,6 +370,7 @@ func (db *DB) Close() error {
 		close(db.enqueue)
 		<-db.committerDone
 		db.pool.Close()
+		db.pingPool.Close()
 	})
 	return nil
 }
@@ -427,7 +440,7 @@ func (db *DB) write(ctx context.Context, fn func(pgx.Tx) error) error {
 		return err
 	}
 	defer db.unlockWriter()
-	return pgx.BeginFunc(ctx, db.pool, fn)
+	return classify(pgx.BeginFunc(ctx, db.pool, fn))
 }
 
 // read runs fn in a read-only REPEATABLE READ transaction: every query in it
@@ -437,7 +450,7 @@ func (db *DB) read(ctx context.Context, fn func(pgx.Tx) error) error {
 		return err
 	}
 	defer db.leave()
-	return pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, fn)
+	return classify(pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, fn))
 }
 
 // querier runs statements on the pool or in a transaction.

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/internal/pgtest"
 	"github.com/calsync/calsync/store"
@@ -221,4 +223,133 @@ func TestPostgresServerRestart(t *testing.T) {
 	if _, err := db.ReadChanges(ctx, 0, 10); err != nil {
 		t.Fatalf("ReadChanges after the restart: %v", err)
 	}
+}
+
+// TestPostgresUnavailable: while PostgreSQL is down, every call fails with
+// store.ErrUnavailable (the API answers UNAVAILABLE, webhooks 503) and
+// Ping says so; once it is back, Ping and every call succeed again without
+// reopening the store, and what was acknowledged before is there.
+func TestPostgresUnavailable(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("Ping of a running server: %v", err)
+	}
+	before, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "before", Body: []byte("{}")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := pgtest.Shared(t)
+	if err := srv.Halt(); err != nil {
+		t.Fatalf("halt: %v", err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			srv.Resume()
+		}
+	}()
+	noop := func(context.Context, store.Tx) (calsyncv1.DeliveryState, string, error) {
+		return calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "", nil
+	}
+	calls := map[string]func() error{
+		"Ping": func() error { return db.Ping(ctx) },
+		"Enqueue": func() error {
+			_, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "down", Body: []byte("{}")})
+			return err
+		},
+		"EnqueueApply": func() error {
+			_, err := db.EnqueueApply(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "down2", Body: []byte("{}")}, noop)
+			return err
+		},
+		"Update":      func() error { return db.Update(ctx, func(store.Tx) error { return nil }) },
+		"ReadChanges": func() error { _, err := db.ReadChanges(ctx, 0, 10); return err },
+		"GetDelivery": func() error { _, err := db.GetDelivery(ctx, before); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("%s while PostgreSQL is down: %v, want store.ErrUnavailable", name, err)
+		}
+	}
+	if err := srv.Resume(); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	resumed = true
+	// The pool drops the connections the shutdown cut as they fail; poll
+	// until a ping gets through.
+	deadline := time.Now().Add(10 * time.Second)
+	for db.Ping(ctx) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("Ping still fails 10s after PostgreSQL came back: %v", db.Ping(ctx))
+		}
+	}
+	for name, call := range calls {
+		if err := call(); err != nil {
+			t.Errorf("%s once PostgreSQL is back: %v", name, err)
+		}
+	}
+	if _, err := db.GetDelivery(ctx, before); err != nil {
+		t.Errorf("delivery acknowledged before the outage: %v", err)
+	}
+}
+
+// TestPostgresPingWithBusyPool: a pool whose every connection waits (here
+// on a table lock) is busy, not unreachable: Ping still succeeds, so health
+// does not report an outage under load.
+func TestPostgresPingWithBusyPool(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t)
+	db, err := postgres.Open(ctx, url, postgres.Options{MaxConns: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	locker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	lockTx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockTx.Exec(ctx, `LOCK TABLE events IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	// More reads than the pool has connections: those that get one wait
+	// for the lock, the others for a connection.
+	var readers sync.WaitGroup
+	for range 4 {
+		readers.Go(func() {
+			if _, err := db.ListEvents(ctx, store.EventQuery{Limit: 1}); err != nil {
+				t.Errorf("ListEvents: %v", err)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var waiting int
+		if err := locker.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no read waits for the lock")
+		}
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, time.Second)
+	err = db.Ping(pingCtx)
+	cancel()
+	if err != nil {
+		t.Errorf("Ping with a busy pool: %v, want nil", err)
+	}
+	lockTx.Rollback(ctx)
+	readers.Wait()
 }

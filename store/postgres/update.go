@@ -124,7 +124,7 @@ func (db *DB) runUpdates() {
 			if r.err == nil {
 				r.err = err
 			}
-			r.done <- r.err
+			r.done <- classify(r.err)
 		}
 		return
 	}
@@ -140,7 +140,7 @@ func (db *DB) runUpdates() {
 		}
 	}
 	for _, r := range batch {
-		r.done <- r.err
+		r.done <- classify(r.err)
 	}
 }
 

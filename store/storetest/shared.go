@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
 )
 
@@ -301,4 +305,77 @@ func appendOne(s store.Store, id string) (store.Cursor, error) {
 		return err
 	})
 	return cur, err
+}
+
+func init() {
+	sharedCases = append(sharedCases, testCase{"ApplyKeepsKeyOrderAcrossInstances", testSharedApplyOrder})
+}
+
+// testSharedApplyOrder: deliveries of one ordering key applied at intake
+// through several instances at once apply in inbox order: the changes
+// their applies append follow their delivery ids.
+func testSharedApplyOrder(t *testing.T, h *harness) {
+	if applyingInbox(h) == nil {
+		return
+	}
+	const instances, perInstance = 3, 12
+	stores := []store.ApplyingInbox{applyingInbox(h)}
+	for range instances - 1 {
+		a, ok := h.openAnother().(store.ApplyingInbox)
+		if !ok {
+			t.Fatal("another instance of an ApplyingInbox is not one")
+		}
+		stores = append(stores, a)
+	}
+	ctx := context.Background()
+	var mu sync.Mutex
+	var ids []int64
+	var wg sync.WaitGroup
+	for i, a := range stores {
+		wg.Go(func() {
+			for j := range perInstance {
+				name := fmt.Sprintf("evt_%d_%d", i, j)
+				var calls atomic.Int32
+				res, err := a.EnqueueApply(ctx, delivery("postpress", name),
+					putEventApply(event(name, "cal_a", at(time.Hour), at(2*time.Hour)), &calls))
+				if err != nil {
+					t.Errorf("EnqueueApply %s: %v", name, err)
+					return
+				}
+				if res.State != done {
+					t.Errorf("EnqueueApply %s: %+v, want DONE (nothing of its key is left pending)", name, res)
+				}
+				mu.Lock()
+				ids = append(ids, res.ID)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	recs, err := h.s.ReadChanges(ctx, 0, instances*perInstance+1)
+	must(t, "ReadChanges", err)
+	if len(recs) != len(ids) {
+		t.Fatalf("%d changes for %d applied deliveries", len(recs), len(ids))
+	}
+	// Each change names its event, and each event its delivery.
+	byEvent := map[string]int64{}
+	for _, id := range ids {
+		d := mustGetDelivery(t, h.s, id)
+		byEvent[d.DedupKey] = id
+	}
+	var last int64
+	for _, r := range recs {
+		var c calsyncv1.Change
+		if err := proto.Unmarshal(r.Change, &c); err != nil {
+			t.Fatal(err)
+		}
+		id, ok := byEvent[c.GetEvent().GetId()]
+		if !ok {
+			t.Fatalf("change %d of unknown event %q", r.Cursor, c.GetEvent().GetId())
+		}
+		if id < last {
+			t.Fatalf("change %d applies delivery %d after delivery %d: out of inbox order", r.Cursor, id, last)
+		}
+		last = id
+	}
 }

@@ -437,8 +437,16 @@ func TestWatchCursors(t *testing.T) {
 		})
 	}
 	t.Run("FutureCursorReached", func(t *testing.T) {
+		// A server of its own waits long for a cursor ahead, so a loaded
+		// machine cannot turn the wait into UNAVAILABLE; whether the commit
+		// lands before or after the server reads the request, the stream
+		// must start at the next cursor.
+		cfg := testWatchConfig()
+		cfg.FutureCursorWait = time.Minute
+		ts := mustStartServer(t, "", cfg)
+		first := watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 1, "e")))
+		codec := watch.NewCursorCodec(ts.st.ID())
 		w := ts.watch(t, &calsyncv1.WatchEventsRequest{AfterCursor: codec.Encode(first[0] + 1)})
-		time.Sleep(50 * time.Millisecond)
 		next := watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 2, "e")))
 		if got, err := w.until(next[0]); err != nil || len(got) != 0 {
 			t.Fatalf("stream from the next cursor got %v, %v; want a bookmark at it", got, err)

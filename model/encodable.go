@@ -100,34 +100,48 @@ func checkMessage(m protoreflect.Message) *encodeError {
 	case *structpb.ListValue:
 		return checkList(v)
 	}
-	var err *encodeError
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList():
-			l := v.List()
-			for i := 0; i < l.Len() && err == nil; i++ {
-				if err = checkValue(fd, l.Get(i)); err != nil {
-					err.at("[" + strconv.Itoa(i) + "]")
-				}
-			}
-		case fd.IsMap():
-			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
-				if fd.MapKey().Kind() == protoreflect.StringKind && !utf8.ValidString(k.String()) {
-					err = refuse("key %q is not valid UTF-8", k.String())
-				} else if err = checkValue(fd.MapValue(), mv); err != nil {
-					err.at("[" + strconv.Quote(k.String()) + "]")
-				}
-				return err == nil
-			})
-		default:
-			err = checkValue(fd, v)
+	// The fields are walked by index rather than with m.Range: a closure
+	// assigning err escapes, and would cost two allocations per message.
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if !m.Has(fd) {
+			continue
 		}
-		if err != nil {
+		if err := checkField(fd, m.Get(fd)); err != nil {
 			err.at(string(fd.Name()))
+			return err
 		}
-		return err == nil
-	})
-	return err
+	}
+	return nil
+}
+
+// checkField checks the value v of m's field fd.
+func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value) *encodeError {
+	switch {
+	case fd.IsList():
+		l := v.List()
+		for i := 0; i < l.Len(); i++ {
+			if err := checkValue(fd, l.Get(i)); err != nil {
+				err.at("[" + strconv.Itoa(i) + "]")
+				return err
+			}
+		}
+	case fd.IsMap():
+		var err *encodeError
+		v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+			if fd.MapKey().Kind() == protoreflect.StringKind && !utf8.ValidString(k.String()) {
+				err = refuse("key %q is not valid UTF-8", k.String())
+			} else if err = checkValue(fd.MapValue(), mv); err != nil {
+				err.at("[" + strconv.Quote(k.String()) + "]")
+			}
+			return err == nil
+		})
+		return err
+	default:
+		return checkValue(fd, v)
+	}
+	return nil
 }
 
 func checkValue(fd protoreflect.FieldDescriptor, v protoreflect.Value) *encodeError {

@@ -3,11 +3,13 @@ package model
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -124,5 +126,69 @@ func TestCheckEncodableAllocatesNothing(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("CheckEncodable of an encodable event allocates %v times, want 0", n)
+	}
+}
+
+// checkEvent, which checks events through their Go fields, refuses an
+// unencodable value in every field that can hold one, naming the field:
+// a field added to CalendarEvent and not to checkEvent fails here.
+func TestCheckEventCoversEveryField(t *testing.T) {
+	invalidMessage := func(m protoreflect.Message) {
+		switch v := m.Interface().(type) {
+		case *timestamppb.Timestamp:
+			v.Seconds = math.MaxInt64
+			return
+		case *structpb.Struct:
+			v.Fields = map[string]*structpb.Value{"k": structpb.NewNumberValue(math.NaN())}
+			return
+		}
+		fields := m.Descriptor().Fields()
+		for i := range fields.Len() {
+			if fd := fields.Get(i); fd.Kind() == protoreflect.StringKind && !fd.IsList() {
+				m.Set(fd, protoreflect.ValueOfString("\xff"))
+				return
+			}
+		}
+		t.Fatalf("no way to make %s unencodable", m.Descriptor().FullName())
+	}
+	fields := (&calsyncv1.CalendarEvent{}).ProtoReflect().Descriptor().Fields()
+	checked := 0
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		ev := &calsyncv1.CalendarEvent{}
+		m := ev.ProtoReflect()
+		switch {
+		case fd.Kind() == protoreflect.EnumKind, fd.Kind() == protoreflect.BoolKind:
+			continue // every value of these encodes
+		case fd.IsList() && fd.Kind() == protoreflect.StringKind:
+			m.Mutable(fd).List().Append(protoreflect.ValueOfString("\xff"))
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+			l := m.Mutable(fd).List()
+			e := l.NewElement()
+			invalidMessage(e.Message())
+			l.Append(e)
+		case fd.Kind() == protoreflect.StringKind:
+			m.Set(fd, protoreflect.ValueOfString("\xff"))
+		case fd.Kind() == protoreflect.MessageKind:
+			invalidMessage(m.Mutable(fd).Message())
+		default:
+			t.Fatalf("field %s of kind %v: teach this test how to make it unencodable", fd.Name(), fd.Kind())
+		}
+		checked++
+		err := CheckEncodable(ev)
+		if !errors.Is(err, ErrNotEncodable) {
+			t.Errorf("an unencodable %s: CheckEncodable = %v, want ErrNotEncodable", fd.Name(), err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "CalendarEvent."+string(fd.Name())) {
+			t.Errorf("an unencodable %s: error %q does not name the field", fd.Name(), err)
+		}
+		// Inside a change, as the store checks it.
+		if err := CheckEncodable(&calsyncv1.Change{Event: ev}); !errors.Is(err, ErrNotEncodable) {
+			t.Errorf("a change whose event has an unencodable %s: CheckEncodable = %v, want ErrNotEncodable", fd.Name(), err)
+		}
+	}
+	if checked < 25 {
+		t.Errorf("checked %d fields, want every string, timestamp and message field", checked)
 	}
 }

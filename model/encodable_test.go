@@ -192,3 +192,25 @@ func TestCheckEventCoversEveryField(t *testing.T) {
 		t.Errorf("checked %d fields, want every string, timestamp and message field", checked)
 	}
 }
+
+// BenchmarkCheckEncodableChange measures the check the store makes of a
+// change's log entry: an update, with the event before and after.
+func BenchmarkCheckEncodableChange(b *testing.B) {
+	ev := func(title string) *calsyncv1.CalendarEvent {
+		return &calsyncv1.CalendarEvent{
+			Id: "e1", CalendarId: "c1", Provider: "postpress", ProviderEventId: "p1", Title: title,
+			Description: "Weekly sync", Location: "Room 4", StartTime: timestamppb.Now(), EndTime: timestamppb.Now(),
+			TimeZone: "Europe/Paris", Organizer: &calsyncv1.Person{Email: "a@example.com", DisplayName: "Ann"},
+			Attendees:  []*calsyncv1.Attendee{{Email: "b@example.com"}, {Email: "c@example.com"}},
+			CreateTime: timestamppb.Now(), UpdateTime: timestamppb.Now(), ProviderUpdateTime: timestamppb.Now(),
+		}
+	}
+	c := &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED, Event: ev("New"), PreviousEvent: ev("Old"),
+		ChangedFields: []string{"title"}, CommitTime: timestamppb.Now()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := CheckEncodable(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

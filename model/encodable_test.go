@@ -3,11 +3,13 @@ package model
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -104,4 +106,111 @@ func BenchmarkCheckEncodable(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Checking an encodable event allocates nothing, raw payload included: the
+// store checks every event it writes. (A repeated field costs the two
+// allocations of its reflection wrapper, so the event here has none.)
+func TestCheckEncodableAllocatesNothing(t *testing.T) {
+	raw, err := structpb.NewStruct(map[string]any{"title": "Standup", "attendees": []any{map[string]any{"email": "a@example.com"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := &calsyncv1.CalendarEvent{
+		Id: "e1", Title: "Standup",
+		StartTime: timestamppb.Now(), Organizer: &calsyncv1.Person{DisplayName: "Ann"}, Raw: raw,
+	}
+	if n := testing.AllocsPerRun(20, func() {
+		if err := CheckEncodable(ev); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("CheckEncodable of an encodable event allocates %v times, want 0", n)
+	}
+}
+
+// checkEvent, which checks events through their Go fields, refuses an
+// unencodable value in every field that can hold one, naming the field:
+// a field added to CalendarEvent and not to checkEvent fails here.
+func TestCheckEventCoversEveryField(t *testing.T) {
+	invalidMessage := func(m protoreflect.Message) {
+		switch v := m.Interface().(type) {
+		case *timestamppb.Timestamp:
+			v.Seconds = math.MaxInt64
+			return
+		case *structpb.Struct:
+			v.Fields = map[string]*structpb.Value{"k": structpb.NewNumberValue(math.NaN())}
+			return
+		}
+		fields := m.Descriptor().Fields()
+		for i := range fields.Len() {
+			if fd := fields.Get(i); fd.Kind() == protoreflect.StringKind && !fd.IsList() {
+				m.Set(fd, protoreflect.ValueOfString("\xff"))
+				return
+			}
+		}
+		t.Fatalf("no way to make %s unencodable", m.Descriptor().FullName())
+	}
+	fields := (&calsyncv1.CalendarEvent{}).ProtoReflect().Descriptor().Fields()
+	checked := 0
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		ev := &calsyncv1.CalendarEvent{}
+		m := ev.ProtoReflect()
+		switch {
+		case fd.Kind() == protoreflect.EnumKind, fd.Kind() == protoreflect.BoolKind:
+			continue // every value of these encodes
+		case fd.IsList() && fd.Kind() == protoreflect.StringKind:
+			m.Mutable(fd).List().Append(protoreflect.ValueOfString("\xff"))
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+			l := m.Mutable(fd).List()
+			e := l.NewElement()
+			invalidMessage(e.Message())
+			l.Append(e)
+		case fd.Kind() == protoreflect.StringKind:
+			m.Set(fd, protoreflect.ValueOfString("\xff"))
+		case fd.Kind() == protoreflect.MessageKind:
+			invalidMessage(m.Mutable(fd).Message())
+		default:
+			t.Fatalf("field %s of kind %v: teach this test how to make it unencodable", fd.Name(), fd.Kind())
+		}
+		checked++
+		err := CheckEncodable(ev)
+		if !errors.Is(err, ErrNotEncodable) {
+			t.Errorf("an unencodable %s: CheckEncodable = %v, want ErrNotEncodable", fd.Name(), err)
+			continue
+		}
+		if !strings.Contains(err.Error(), "CalendarEvent."+string(fd.Name())) {
+			t.Errorf("an unencodable %s: error %q does not name the field", fd.Name(), err)
+		}
+		// Inside a change, as the store checks it.
+		if err := CheckEncodable(&calsyncv1.Change{Event: ev}); !errors.Is(err, ErrNotEncodable) {
+			t.Errorf("a change whose event has an unencodable %s: CheckEncodable = %v, want ErrNotEncodable", fd.Name(), err)
+		}
+	}
+	if checked < 25 {
+		t.Errorf("checked %d fields, want every string, timestamp and message field", checked)
+	}
+}
+
+// BenchmarkCheckEncodableChange measures the check the store makes of a
+// change's log entry: an update, with the event before and after.
+func BenchmarkCheckEncodableChange(b *testing.B) {
+	ev := func(title string) *calsyncv1.CalendarEvent {
+		return &calsyncv1.CalendarEvent{
+			Id: "e1", CalendarId: "c1", Provider: "postpress", ProviderEventId: "p1", Title: title,
+			Description: "Weekly sync", Location: "Room 4", StartTime: timestamppb.Now(), EndTime: timestamppb.Now(),
+			TimeZone: "Europe/Paris", Organizer: &calsyncv1.Person{Email: "a@example.com", DisplayName: "Ann"},
+			Attendees:  []*calsyncv1.Attendee{{Email: "b@example.com"}, {Email: "c@example.com"}},
+			CreateTime: timestamppb.Now(), UpdateTime: timestamppb.Now(), ProviderUpdateTime: timestamppb.Now(),
+		}
+	}
+	c := &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED, Event: ev("New"), PreviousEvent: ev("Old"),
+		ChangedFields: []string{"title"}, CommitTime: timestamppb.Now()}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := CheckEncodable(c); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -226,7 +226,7 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 			// retries the deliveries one by one. A failed apply rolls
 			// the inserts back too, and they run again with that
 			// delivery left PENDING.
-			q := writeQuerier{tx: tx, cache: db.stmts}
+			q := writeQuerier{tx: tx, cache: db.stmts, bound: t.bound}
 			for {
 				if _, err := q.ExecContext(ctx, "SAVEPOINT inbox"); err != nil {
 					return err
@@ -304,7 +304,7 @@ func (db *DB) noteApplyFailure(af *applyFailure) {
 // after) is a duplicate of the newest such delivery. A failing apply stops
 // the inserts with an *applyFailure.
 func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqueueRequest, results []enqueueResult) error {
-	q := writeQuerier{tx: sqlTx, cache: db.stmts}
+	q := writeQuerier{tx: sqlTx, cache: db.stmts, bound: t.bound}
 	window := db.dedupeWindow.Nanoseconds()
 	for i, r := range reqs {
 		d := r.d

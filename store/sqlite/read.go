@@ -98,19 +98,34 @@ func (db *DB) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1
 }
 
 func getEvent(ctx context.Context, q querier, id string, withRaw bool) (*calsyncv1.CalendarEvent, error) {
-	var data, raw []byte
-	var err error
+	query := `SELECT data FROM events WHERE id = ?`
 	if withRaw {
-		err = q.QueryRowContext(ctx, `SELECT data, raw FROM events WHERE id = ?`, id).Scan(&data, &raw)
-	} else {
-		err = q.QueryRowContext(ctx, `SELECT data FROM events WHERE id = ?`, id).Scan(&data)
+		query = `SELECT data, raw FROM events WHERE id = ?`
 	}
-	if errors.Is(err, sql.ErrNoRows) {
+	// The columns are decoded straight from what the driver read
+	// (sql.RawBytes, which only Rows allow), not from a further copy.
+	rows, err := q.QueryContext(ctx, query, id)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: get event %q: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("sqlite: get event %q: %w", id, err)
+		}
 		return nil, fmt.Errorf("sqlite: event %q: %w", id, store.ErrNotFound)
+	}
+	var data, raw sql.RawBytes
+	if withRaw {
+		err = rows.Scan(&data, &raw)
+	} else {
+		err = rows.Scan(&data)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get event %q: %w", id, err)
 	}
+	// The driver's buffers are its own copies of the row, valid until the
+	// next Next or Close: decoding copies what it keeps.
 	return decodeEvent(data, raw)
 }
 

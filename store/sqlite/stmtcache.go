@@ -61,29 +61,73 @@ func (c *stmtCache) close() error {
 
 // writeQuerier runs statements in the writer's transaction, prepared ones
 // from the cache when it has them. ReadChanges uses it in a read
-// transaction with the read pool's cache.
+// transaction with the read pool's cache. With bound set, a statement is
+// bound to the transaction once and reused by its later calls, instead of
+// once per call.
 type writeQuerier struct {
 	tx    *sql.Tx
 	cache *stmtCache
+	bound *boundStmts
+}
+
+// stmt returns query's prepared statement bound to q.tx, or nil if query
+// is not prepared yet.
+func (q writeQuerier) stmt(ctx context.Context, query string) *sql.Stmt {
+	s := q.cache.get(query)
+	if s == nil {
+		return nil
+	}
+	if q.bound == nil {
+		return q.tx.StmtContext(ctx, s)
+	}
+	return q.bound.get(ctx, q.tx, s)
 }
 
 func (q writeQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if s := q.cache.get(query); s != nil {
-		return q.tx.StmtContext(ctx, s).ExecContext(ctx, args...)
+	if s := q.stmt(ctx, query); s != nil {
+		return s.ExecContext(ctx, args...)
 	}
 	return q.tx.ExecContext(ctx, query, args...)
 }
 
 func (q writeQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if s := q.cache.get(query); s != nil {
-		return q.tx.StmtContext(ctx, s).QueryContext(ctx, args...)
+	if s := q.stmt(ctx, query); s != nil {
+		return s.QueryContext(ctx, args...)
 	}
 	return q.tx.QueryContext(ctx, query, args...)
 }
 
 func (q writeQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if s := q.cache.get(query); s != nil {
-		return q.tx.StmtContext(ctx, s).QueryRowContext(ctx, args...)
+	if s := q.stmt(ctx, query); s != nil {
+		return s.QueryRowContext(ctx, args...)
 	}
 	return q.tx.QueryRowContext(ctx, query, args...)
+}
+
+// boundStmts are the cache's statements bound to one transaction: binding
+// one (Tx.StmtContext) costs allocations and locking on every call, and a
+// group commit runs the same few statements hundreds of times. It belongs
+// to one write transaction's goroutine and is not safe for concurrent use.
+// database/sql closes the bound statements when their transaction ends.
+type boundStmts struct {
+	tx *sql.Tx
+	m  map[*sql.Stmt]*sql.Stmt
+}
+
+// get returns s bound to tx. Statements bound to another transaction are
+// forgotten first: they ended with it.
+func (b *boundStmts) get(ctx context.Context, tx *sql.Tx, s *sql.Stmt) *sql.Stmt {
+	if b.tx != tx {
+		b.tx = tx
+		clear(b.m)
+	}
+	if ts, ok := b.m[s]; ok {
+		return ts
+	}
+	if b.m == nil {
+		b.m = make(map[*sql.Stmt]*sql.Stmt)
+	}
+	ts := tx.StmtContext(ctx, s)
+	b.m[s] = ts
+	return ts
 }

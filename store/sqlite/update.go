@@ -146,7 +146,7 @@ func (db *DB) takeUpdates() []*updateRequest {
 func (db *DB) newTx() *tx {
 	// One commit time per transaction, read under the writer lock so commit
 	// times follow cursor order as far as the clock allows.
-	return &tx{commit: time.Unix(0, nanos(db.now())).UTC(), cache: db.stmts}
+	return &tx{commit: time.Unix(0, nanos(db.now())).UTC(), cache: db.stmts, bound: &boundStmts{}}
 }
 
 // runUpdates runs batch's Updates in sqlTx and reports how many succeeded.
@@ -155,7 +155,7 @@ func (db *DB) newTx() *tx {
 // runs without one. An error is one the whole transaction must roll back
 // for.
 func (t *tx) runUpdates(ctx context.Context, sqlTx *sql.Tx, batch []*updateRequest, alone bool) (ran int, err error) {
-	sp := writeQuerier{tx: sqlTx, cache: t.cache}
+	sp := writeQuerier{tx: sqlTx, cache: t.cache, bound: t.bound}
 	for _, r := range batch {
 		if r.err = r.ctx.Err(); r.err != nil {
 			continue
@@ -240,12 +240,13 @@ func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 type tx struct {
 	tx      *sql.Tx
 	cache   *stmtCache
+	bound   *boundStmts // the cache's statements bound to tx
 	commit  time.Time
 	records []store.ChangeRecord
 }
 
 // q runs statements in the transaction, prepared ones where possible.
-func (t *tx) q() writeQuerier { return writeQuerier{tx: t.tx, cache: t.cache} }
+func (t *tx) q() writeQuerier { return writeQuerier{tx: t.tx, cache: t.cache, bound: t.bound} }
 
 var _ store.Tx = (*tx)(nil)
 

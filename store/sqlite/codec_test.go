@@ -1,0 +1,115 @@
+package sqlite
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/google/go-cmp/cmp"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+)
+
+// populate sets every field of m to a value that is not its default, so a
+// copy that misses a field differs from it.
+func populate(t *testing.T, m protoreflect.Message) {
+	t.Helper()
+	fields := m.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		switch {
+		case fd.IsMap():
+			t.Fatalf("populate: map field %s not supported", fd.FullName())
+		case fd.IsList():
+			l := m.Mutable(fd).List()
+			if fd.Kind() == protoreflect.MessageKind {
+				e := l.NewElement()
+				populate(t, e.Message())
+				l.Append(e)
+			} else {
+				l.Append(scalar(t, fd))
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			sub := m.Mutable(fd).Message()
+			if sub.Descriptor().FullName() == "google.protobuf.Struct" {
+				// A Struct is a map; one string entry makes it non-empty.
+				sub.Interface().(*structpb.Struct).Fields = map[string]*structpb.Value{"k": structpb.NewStringValue("v")}
+				continue
+			}
+			populate(t, sub)
+		default:
+			m.Set(fd, scalar(t, fd))
+		}
+	}
+}
+
+func scalar(t *testing.T, fd protoreflect.FieldDescriptor) protoreflect.Value {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString("s-" + string(fd.Name()))
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(true)
+	case protoreflect.EnumKind:
+		return protoreflect.ValueOfEnum(1)
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		return protoreflect.ValueOfInt32(7)
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return protoreflect.ValueOfInt64(7)
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		return protoreflect.ValueOfUint32(7)
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return protoreflect.ValueOfUint64(7)
+	case protoreflect.BytesKind:
+		return protoreflect.ValueOfBytes([]byte("b"))
+	case protoreflect.DoubleKind:
+		return protoreflect.ValueOfFloat64(0.5)
+	case protoreflect.FloatKind:
+		return protoreflect.ValueOfFloat32(0.5)
+	}
+	t.Fatalf("populate: kind %v of %s not supported", fd.Kind(), fd.FullName())
+	return protoreflect.Value{}
+}
+
+// withoutRaw keeps every field of an event but its raw payload, including
+// fields added to CalendarEvent after it was written.
+func TestWithoutRawCopiesEveryField(t *testing.T) {
+	e := &calsyncv1.CalendarEvent{}
+	populate(t, e.ProtoReflect())
+	want := proto.Clone(e).(*calsyncv1.CalendarEvent)
+	want.Raw = nil
+	got := withoutRaw(e)
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("withoutRaw (-want +got):\n%s", diff)
+	}
+	if e.GetRaw() == nil {
+		t.Error("withoutRaw cleared the raw payload of the event it was given")
+	}
+}
+
+// The change log keeps every field of a change but its cursor and its
+// events' raw payloads, and stamps the commit time, including fields added
+// to Change after encodeChange was written.
+func TestEncodeChangeKeepsEveryField(t *testing.T) {
+	c := &calsyncv1.Change{}
+	populate(t, c.ProtoReflect())
+	commit := time.Unix(1_700_000_000, 5).UTC()
+	data, err := encodeChange(c, commit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &calsyncv1.Change{}
+	if err := proto.Unmarshal(data, got); err != nil {
+		t.Fatal(err)
+	}
+	want := proto.Clone(c).(*calsyncv1.Change)
+	want.Cursor = ""
+	want.CommitTime.Seconds, want.CommitTime.Nanos = commit.Unix(), int32(commit.Nanosecond())
+	want.Event.Raw, want.PreviousEvent.Raw = nil, nil
+	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
+		t.Errorf("encodeChange (-want +got):\n%s", diff)
+	}
+}

@@ -453,6 +453,9 @@ func TestWatchCursors(t *testing.T) {
 		}
 	})
 	t.Run("ErrCompacted", func(t *testing.T) {
+		// Compaction keeps the newest change: two more make it remove the
+		// one right after first[0], so that cursor can no longer resume.
+		watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 2, "e")))
 		watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 3, "e")))
 		if _, err := ts.st.CompactChanges(context.Background(), time.Now().Add(time.Hour)); err != nil {
 			t.Fatal(err)

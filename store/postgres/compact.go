@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // compactChunk is the most changes one compaction transaction removes.
@@ -20,7 +22,7 @@ func (db *DB) CompactChanges(ctx context.Context, before time.Time) (int64, erro
 		return 0, err
 	}
 	defer db.leave()
-	beforeNs := nanos(before)
+	beforeNs := rowcodec.Nanos(before)
 	var total int64
 	for {
 		var removed int64

@@ -14,6 +14,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 const (
@@ -268,7 +269,7 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	orderKeys = sortedUnique(orderKeys)
 	window := db.dedupeWindow.Nanoseconds()
 	results := make([]enqueueResult, len(reqs))
-	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC(), now: db.now}
+	t := &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), now: db.now}
 	// spans[i] delimits request i's changes in t.records.
 	spans := make([][2]int, len(reqs))
 	err := pgx.BeginFunc(ctx, db.pool, func(pgTx pgx.Tx) error {
@@ -282,7 +283,7 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 			if body == nil {
 				body = []byte{}
 			}
-			recv := nanos(d.ReceiveTime)
+			recv := rowcodec.Nanos(d.ReceiveTime)
 			b.Queue(`WITH existing AS (
 					SELECT id FROM deliveries
 					WHERE provider = $1 AND dedup_key = $2 AND receive_ns > $3 AND receive_ns < $4
@@ -612,7 +613,7 @@ func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, erro
 			return fmt.Errorf("postgres: retry delivery %d in state %v: %w", id, d.State, store.ErrFailedPrecondition)
 		}
 		if _, err := tx.Exec(ctx, `UPDATE deliveries SET state = $1, attempts = 0, process_ns = NULL, next_attempt_ns = $2
-			WHERE id = $3`, statePending, nanos(db.now()), id); err != nil {
+			WHERE id = $3`, statePending, rowcodec.Nanos(db.now()), id); err != nil {
 			return fmt.Errorf("postgres: retry delivery %d: %w", id, err)
 		}
 		d, err = getDelivery(ctx, tx, id)
@@ -649,7 +650,7 @@ func (db *DB) PruneDeliveries(ctx context.Context, before time.Time) (store.Prun
 		return total, err
 	}
 	defer db.leave()
-	beforeNs := nanos(before)
+	beforeNs := rowcodec.Nanos(before)
 	for {
 		var chunk store.PrunedDeliveries
 		err := db.write(ctx, func(tx pgx.Tx) error {

@@ -11,6 +11,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // GetCalendar returns a calendar or an error wrapping [store.ErrNotFound].
@@ -32,7 +33,7 @@ func getCalendar(ctx context.Context, q querier, id string) (*calsyncv1.Calendar
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get calendar %q: %w", id, err)
 	}
-	return decodeCalendar(data)
+	return rowcodec.DecodeCalendar(data)
 }
 
 // ListCalendars returns calendars matching q in id order.
@@ -64,7 +65,7 @@ func (db *DB) ListCalendars(ctx context.Context, q store.CalendarQuery) ([]*cals
 			if err := rows.Scan(&data); err != nil {
 				return fmt.Errorf("postgres: list calendars: %w", err)
 			}
-			c, err := decodeCalendar(data)
+			c, err := rowcodec.DecodeCalendar(data)
 			if err != nil {
 				return err
 			}
@@ -98,7 +99,7 @@ func getEvent(ctx context.Context, q querier, id string, withRaw bool) (*calsync
 	if err != nil {
 		return nil, fmt.Errorf("postgres: get event %q: %w", id, err)
 	}
-	return decodeEvent(data, raw)
+	return rowcodec.DecodeEvent(data, raw)
 }
 
 // ListEvents returns events matching q ordered by (start_time, id).
@@ -111,22 +112,22 @@ func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.
 		w.add("calendar_id = ?", q.CalendarID)
 	}
 	if !q.Start.IsZero() {
-		s := timeInstant(q.Start)
-		w.add("(end_sec, end_nsec) > (?::bigint, ?::integer)", s.sec, s.nsec)
+		s := rowcodec.TimeInstant(q.Start)
+		w.add("(end_sec, end_nsec) > (?::bigint, ?::integer)", s.Sec, s.Nsec)
 	}
 	if !q.End.IsZero() {
-		e := timeInstant(q.End)
-		w.add("(start_sec, start_nsec) < (?::bigint, ?::integer)", e.sec, e.nsec)
+		e := rowcodec.TimeInstant(q.End)
+		w.add("(start_sec, start_nsec) < (?::bigint, ?::integer)", e.Sec, e.Nsec)
 	}
 	if !q.UpdatedSince.IsZero() {
-		w.add("update_ns >= ?", nanos(q.UpdatedSince))
+		w.add("update_ns >= ?", rowcodec.Nanos(q.UpdatedSince))
 	}
 	if !q.IncludeDeleted {
 		w.add("NOT deleted")
 	}
 	if q.After != nil {
-		a := timeInstant(q.After.StartTime)
-		w.add("(start_sec, start_nsec, id) > (?::bigint, ?::integer, ?::text)", a.sec, a.nsec, q.After.ID)
+		a := rowcodec.TimeInstant(q.After.StartTime)
+		w.add("(start_sec, start_nsec, id) > (?::bigint, ?::integer, ?::text)", a.Sec, a.Nsec, q.After.ID)
 	}
 	cols := "data, NULL::bytea"
 	if q.IncludeRaw {
@@ -146,7 +147,7 @@ func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.
 			if err := rows.Scan(&data, &raw); err != nil {
 				return fmt.Errorf("postgres: list events: %w", err)
 			}
-			e, err := decodeEvent(data, raw)
+			e, err := rowcodec.DecodeEvent(data, raw)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // Snapshot reads every event matching f and the change log head in one
@@ -102,7 +103,7 @@ func (db *DB) Snapshot(ctx context.Context, f store.SnapshotFilter, fn func(*cal
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
-		e, err := decodeEvent(buf, nil)
+		e, err := rowcodec.DecodeEvent(buf, nil)
 		if err != nil {
 			return 0, err
 		}

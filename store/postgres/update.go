@@ -12,6 +12,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 var errTxDone = errors.New("postgres: transaction used after Update returned")
@@ -100,7 +101,7 @@ func (db *DB) runUpdates() {
 		return
 	}
 	ctx := context.Background()
-	t := &tx{commit: time.Unix(0, nanos(db.now())).UTC(), now: db.now}
+	t := &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), now: db.now}
 	err := func() error {
 		pgTx, err := db.pool.Begin(ctx)
 		if err != nil {
@@ -248,7 +249,7 @@ func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
 	if err := model.CheckEncodable(c); err != nil {
 		return fmt.Errorf("postgres: calendar %s: %w: %w", c.GetId(), err, store.ErrInvalidArgument)
 	}
-	data, err := marshal(c)
+	data, err := rowcodec.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("postgres: marshal calendar %s: %w", c.GetId(), err)
 	}
@@ -266,7 +267,7 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	if err := t.live(); err != nil {
 		return err
 	}
-	r, err := encodeEvent(e)
+	r, err := rowcodec.EncodeEvent(e)
 	if err != nil {
 		return err
 	}
@@ -277,9 +278,9 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 			start_sec = excluded.start_sec, start_nsec = excluded.start_nsec,
 			end_sec = excluded.end_sec, end_nsec = excluded.end_nsec, update_ns = excluded.update_ns,
 			deleted = excluded.deleted, data = excluded.data, raw = excluded.raw`,
-		r.id, r.calendarID, r.provider, r.start.sec, r.start.nsec, r.end.sec, r.end.nsec, r.updateNs, r.deleted, r.data, r.raw)
+		r.ID, r.CalendarID, r.Provider, r.Start.Sec, r.Start.Nsec, r.End.Sec, r.End.Nsec, r.UpdateNs, r.Deleted, r.Data, r.Raw)
 	if err != nil {
-		return fmt.Errorf("postgres: put event %s: %w", r.id, err)
+		return fmt.Errorf("postgres: put event %s: %w", r.ID, err)
 	}
 	return nil
 }
@@ -312,12 +313,12 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 			// Read the commit time under the lock, so that commit times
 			// follow cursor order across writers as far as their clocks
 			// agree.
-			if now := time.Unix(0, nanos(t.now())).UTC(); now.After(t.commit) {
+			if now := time.Unix(0, rowcodec.Nanos(t.now())).UTC(); now.After(t.commit) {
 				t.commit = now
 			}
 		}
 	}
-	data, err := encodeChange(c, t.commit)
+	data, err := rowcodec.EncodeChange(c, t.commit)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: encode change: %w", err)
 	}

@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/internal/cputime"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/store/sqlite"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // BenchmarkEnqueue measures durable ingestion: about 64 concurrent callers

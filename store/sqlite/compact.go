@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // compactChunk is the most changes one compaction transaction removes, so
@@ -22,7 +24,7 @@ func (db *DB) CompactChanges(ctx context.Context, before time.Time) (int64, erro
 		return 0, err
 	}
 	defer db.leave()
-	beforeNs := nanos(before)
+	beforeNs := rowcodec.Nanos(before)
 	var total int64
 	for {
 		var removed int64

@@ -11,6 +11,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 const (
@@ -313,7 +314,7 @@ func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqu
 			body = []byte{}
 		}
 		results[i] = enqueueResult{}
-		recv := nanos(d.ReceiveTime)
+		recv := rowcodec.Nanos(d.ReceiveTime)
 		// One statement answers both questions asked of every delivery:
 		// is it a duplicate, and (for one to apply) does an earlier
 		// delivery of its ordering key wait. The literal state = 1 lets
@@ -560,7 +561,7 @@ func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, erro
 			return fmt.Errorf("sqlite: retry delivery %d in state %v: %w", id, d.State, store.ErrFailedPrecondition)
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = ?, attempts = 0, process_ns = NULL, next_attempt_ns = ?
-			WHERE id = ?`, statePending, nanos(db.now()), id); err != nil {
+			WHERE id = ?`, statePending, rowcodec.Nanos(db.now()), id); err != nil {
 			return fmt.Errorf("sqlite: retry delivery %d: %w", id, err)
 		}
 		d, err = getDelivery(ctx, tx, id)
@@ -603,7 +604,7 @@ func (db *DB) PruneDeliveries(ctx context.Context, before time.Time) (store.Prun
 		return total, err
 	}
 	defer db.leave()
-	beforeNs := nanos(before)
+	beforeNs := rowcodec.Nanos(before)
 	for {
 		var chunk store.PrunedDeliveries
 		err := db.write(ctx, func(tx *sql.Tx) error {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // migrationFixes holds, by the name of a migration file without its number,
@@ -42,18 +43,18 @@ func runMigrationFix(ctx context.Context, tx *sql.Tx, name string, log *slog.Log
 // version from the provider comes back as a new event.
 func reencodeClampedEventTimes(ctx context.Context, tx *sql.Tx, log *slog.Logger) error {
 	const second = int64(time.Second)
-	hi := instant{sec: math.MaxInt64 / second, nsec: math.MaxInt64 % second}
-	lo := instant{sec: math.MinInt64/second - 1, nsec: second + math.MinInt64%second}
+	hi := rowcodec.Instant{Sec: math.MaxInt64 / second, Nsec: math.MaxInt64 % second}
+	lo := rowcodec.Instant{Sec: math.MinInt64/second - 1, Nsec: second + math.MinInt64%second}
 	rows, err := tx.QueryContext(ctx, `SELECT data FROM events
 		WHERE (start_sec = ? AND start_nsec = ?) OR (start_sec = ? AND start_nsec = ?)
 		   OR (end_sec = ? AND end_nsec = ?) OR (end_sec = ? AND end_nsec = ?)`,
-		hi.sec, hi.nsec, lo.sec, lo.nsec, hi.sec, hi.nsec, lo.sec, lo.nsec)
+		hi.Sec, hi.Nsec, lo.Sec, lo.Nsec, hi.Sec, hi.Nsec, lo.Sec, lo.Nsec)
 	if err != nil {
 		return fmt.Errorf("find clamped event times: %w", err)
 	}
 	// The rows are read in full before any is rewritten: the transaction
 	// has one connection, busy until the rows are closed.
-	var fixed []eventRow
+	var fixed []rowcodec.EventRow
 	var unencodable []string
 	for rows.Next() {
 		var data []byte
@@ -61,7 +62,7 @@ func reencodeClampedEventTimes(ctx context.Context, tx *sql.Tx, log *slog.Logger
 			rows.Close()
 			return fmt.Errorf("find clamped event times: %w", err)
 		}
-		e, err := decodeEvent(data, nil)
+		e, err := rowcodec.DecodeEvent(data, nil)
 		if err != nil {
 			rows.Close()
 			return err
@@ -72,10 +73,10 @@ func reencodeClampedEventTimes(ctx context.Context, tx *sql.Tx, log *slog.Logger
 			unencodable = append(unencodable, e.GetId())
 			continue
 		}
-		r := eventRow{id: e.GetId(), start: tsInstant(e.GetStartTime())}
-		r.end = r.start
+		r := rowcodec.EventRow{ID: e.GetId(), Start: rowcodec.TsInstant(e.GetStartTime())}
+		r.End = r.Start
 		if e.GetEndTime() != nil {
-			r.end = tsInstant(e.GetEndTime())
+			r.End = rowcodec.TsInstant(e.GetEndTime())
 		}
 		fixed = append(fixed, r)
 	}
@@ -92,8 +93,8 @@ func reencodeClampedEventTimes(ctx context.Context, tx *sql.Tx, log *slog.Logger
 	}
 	for _, r := range fixed {
 		if _, err := tx.ExecContext(ctx, `UPDATE events SET start_sec = ?, start_nsec = ?, end_sec = ?, end_nsec = ? WHERE id = ?`,
-			r.start.sec, r.start.nsec, r.end.sec, r.end.nsec, r.id); err != nil {
-			return fmt.Errorf("re-encode times of event %s: %w", r.id, err)
+			r.Start.Sec, r.Start.Nsec, r.End.Sec, r.End.Nsec, r.ID); err != nil {
+			return fmt.Errorf("re-encode times of event %s: %w", r.ID, err)
 		}
 	}
 	return nil

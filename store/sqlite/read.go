@@ -10,6 +10,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // querier is what reads need: a read transaction or the write transaction
@@ -39,7 +40,7 @@ func getCalendar(ctx context.Context, q querier, id string) (*calsyncv1.Calendar
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: get calendar %q: %w", id, err)
 	}
-	return decodeCalendar(data)
+	return rowcodec.DecodeCalendar(data)
 }
 
 // ListCalendars returns the calendars matching q in id order.
@@ -71,7 +72,7 @@ func (db *DB) ListCalendars(ctx context.Context, q store.CalendarQuery) ([]*cals
 			if err := rows.Scan(&data); err != nil {
 				return fmt.Errorf("sqlite: list calendars: %w", err)
 			}
-			c, err := decodeCalendar(data)
+			c, err := rowcodec.DecodeCalendar(data)
 			if err != nil {
 				return err
 			}
@@ -126,7 +127,7 @@ func getEvent(ctx context.Context, q querier, id string, withRaw bool) (*calsync
 	}
 	// The driver's buffers are its own copies of the row, valid until the
 	// next Next or Close: decoding copies what it keeps.
-	return decodeEvent(data, raw)
+	return rowcodec.DecodeEvent(data, raw)
 }
 
 // ListEvents returns the events matching q ordered by (start_time, id).
@@ -139,22 +140,22 @@ func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.
 		w.add("calendar_id = ?", q.CalendarID)
 	}
 	if !q.Start.IsZero() {
-		s := timeInstant(q.Start)
-		w.add("(end_sec, end_nsec) > (?, ?)", s.sec, s.nsec)
+		s := rowcodec.TimeInstant(q.Start)
+		w.add("(end_sec, end_nsec) > (?, ?)", s.Sec, s.Nsec)
 	}
 	if !q.End.IsZero() {
-		e := timeInstant(q.End)
-		w.add("(start_sec, start_nsec) < (?, ?)", e.sec, e.nsec)
+		e := rowcodec.TimeInstant(q.End)
+		w.add("(start_sec, start_nsec) < (?, ?)", e.Sec, e.Nsec)
 	}
 	if !q.UpdatedSince.IsZero() {
-		w.add("update_ns >= ?", nanos(q.UpdatedSince))
+		w.add("update_ns >= ?", rowcodec.Nanos(q.UpdatedSince))
 	}
 	if !q.IncludeDeleted {
 		w.add("deleted = 0")
 	}
 	if q.After != nil {
-		a := timeInstant(q.After.StartTime)
-		w.add("(start_sec, start_nsec, id) > (?, ?, ?)", a.sec, a.nsec, q.After.ID)
+		a := rowcodec.TimeInstant(q.After.StartTime)
+		w.add("(start_sec, start_nsec, id) > (?, ?, ?)", a.Sec, a.Nsec, q.After.ID)
 	}
 	cols := "data, NULL"
 	if q.IncludeRaw {
@@ -184,7 +185,7 @@ func scanEvents(ctx context.Context, q querier, query string, args []any, fn fun
 		if err := rows.Scan(&data, &raw); err != nil {
 			return fmt.Errorf("sqlite: list events: %w", err)
 		}
-		e, err := decodeEvent(data, raw)
+		e, err := rowcodec.DecodeEvent(data, raw)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // Snapshot hands fn every event matching f, in (calendar_id, start_time, id)
@@ -70,7 +71,7 @@ func (db *DB) Snapshot(ctx context.Context, f store.SnapshotFilter, fn func(*cal
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		e, err := decodeEvent(data, nil)
+		e, err := rowcodec.DecodeEvent(data, nil)
 		if err != nil {
 			return err
 		}

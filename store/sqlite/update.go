@@ -11,6 +11,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
 // errTxDone reports a Tx used after its Update returned.
@@ -146,7 +147,7 @@ func (db *DB) takeUpdates() []*updateRequest {
 func (db *DB) newTx() *tx {
 	// One commit time per transaction, read under the writer lock so commit
 	// times follow cursor order as far as the clock allows.
-	return &tx{commit: time.Unix(0, nanos(db.now())).UTC(), cache: db.stmts, bound: &boundStmts{}}
+	return &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), cache: db.stmts, bound: &boundStmts{}}
 }
 
 // runUpdates runs batch's Updates in sqlTx and reports how many succeeded.
@@ -285,7 +286,7 @@ func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
 	if err := model.CheckEncodable(c); err != nil {
 		return fmt.Errorf("sqlite: calendar %s: %w: %w", c.GetId(), err, store.ErrInvalidArgument)
 	}
-	data, err := marshal(c)
+	data, err := rowcodec.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("sqlite: marshal calendar %s: %w", c.GetId(), err)
 	}
@@ -304,7 +305,7 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	if err := t.live(); err != nil {
 		return err
 	}
-	r, err := encodeEvent(e)
+	r, err := rowcodec.EncodeEvent(e)
 	if err != nil {
 		return err
 	}
@@ -315,9 +316,9 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 			start_sec = excluded.start_sec, start_nsec = excluded.start_nsec,
 			end_sec = excluded.end_sec, end_nsec = excluded.end_nsec, update_ns = excluded.update_ns,
 			deleted = excluded.deleted, data = excluded.data, raw = excluded.raw`,
-		r.id, r.calendarID, r.provider, r.start.sec, r.start.nsec, r.end.sec, r.end.nsec, r.updateNs, r.deleted, r.data, r.raw)
+		r.ID, r.CalendarID, r.Provider, r.Start.Sec, r.Start.Nsec, r.End.Sec, r.End.Nsec, r.UpdateNs, r.Deleted, r.Data, r.Raw)
 	if err != nil {
-		return fmt.Errorf("sqlite: put event %s: %w", r.id, err)
+		return fmt.Errorf("sqlite: put event %s: %w", r.ID, err)
 	}
 	return nil
 }
@@ -339,7 +340,7 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 		return 0, fmt.Errorf("sqlite: %v change needs its %s, with calendar id and provider: %w",
 			c.GetType(), what, store.ErrInvalidArgument)
 	}
-	data, err := encodeChange(c, t.commit)
+	data, err := rowcodec.EncodeChange(c, t.commit)
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: encode change: %w", err)
 	}

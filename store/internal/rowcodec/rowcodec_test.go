@@ -1,4 +1,4 @@
-package sqlite
+package rowcodec
 
 import (
 	"testing"
@@ -74,30 +74,30 @@ func scalar(t *testing.T, fd protoreflect.FieldDescriptor) protoreflect.Value {
 	return protoreflect.Value{}
 }
 
-// withoutRaw keeps every field of an event but its raw payload, including
+// WithoutRaw keeps every field of an event but its raw payload, including
 // fields added to CalendarEvent after it was written.
 func TestWithoutRawCopiesEveryField(t *testing.T) {
 	e := &calsyncv1.CalendarEvent{}
 	populate(t, e.ProtoReflect())
 	want := proto.Clone(e).(*calsyncv1.CalendarEvent)
 	want.Raw = nil
-	got := withoutRaw(e)
+	got := WithoutRaw(e)
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-		t.Errorf("withoutRaw (-want +got):\n%s", diff)
+		t.Errorf("WithoutRaw (-want +got):\n%s", diff)
 	}
 	if e.GetRaw() == nil {
-		t.Error("withoutRaw cleared the raw payload of the event it was given")
+		t.Error("WithoutRaw cleared the raw payload of the event it was given")
 	}
 }
 
 // The change log keeps every field of a change but its cursor and its
 // events' raw payloads, and stamps the commit time, including fields added
-// to Change after encodeChange was written.
+// to Change after EncodeChange was written.
 func TestEncodeChangeKeepsEveryField(t *testing.T) {
 	c := &calsyncv1.Change{}
 	populate(t, c.ProtoReflect())
 	commit := time.Unix(1_700_000_000, 5).UTC()
-	data, err := encodeChange(c, commit)
+	data, err := EncodeChange(c, commit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,6 +110,6 @@ func TestEncodeChangeKeepsEveryField(t *testing.T) {
 	want.CommitTime.Seconds, want.CommitTime.Nanos = commit.Unix(), int32(commit.Nanosecond())
 	want.Event.Raw, want.PreviousEvent.Raw = nil, nil
 	if diff := cmp.Diff(want, got, protocmp.Transform()); diff != "" {
-		t.Errorf("encodeChange (-want +got):\n%s", diff)
+		t.Errorf("EncodeChange (-want +got):\n%s", diff)
 	}
 }

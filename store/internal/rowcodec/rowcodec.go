@@ -1,0 +1,255 @@
+// Package rowcodec turns the model's messages into what a SQL backend
+// stores, and back: the events table's columns, the change log's entries.
+// Every backend stores the same bytes, so what readers may rely on is
+// decided here once: the change log carries no raw payloads, and nothing
+// an API encoding could not carry is ever stored.
+package rowcodec
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store"
+)
+
+// Marshal encodes deterministically, so equal messages are equal bytes.
+var Marshal = proto.MarshalOptions{Deterministic: true}.Marshal
+
+// marshalEvent encodes an event for the events table, which is only ever
+// decoded: its map entries (the raw payload's object keys) are written in
+// map order rather than sorted, which spares sorting and copying every
+// key of every payload stored. Fields outside maps keep their order.
+var marshalEvent = proto.MarshalOptions{}.Marshal
+
+// Nanos returns t as unix nanoseconds, clamped to what an int64 holds so a
+// far-away date (an all-day event in year 9999) still sorts correctly.
+func Nanos(t time.Time) int64 {
+	const maxSec, minSec = math.MaxInt64 / int64(time.Second), math.MinInt64 / int64(time.Second)
+	switch s := t.Unix(); {
+	case s >= maxSec:
+		return math.MaxInt64
+	case s <= minSec:
+		return math.MinInt64
+	}
+	return t.UnixNano()
+}
+
+// TsNanos is Nanos for a protobuf timestamp; an unset one is the epoch, as
+// the API reads it.
+func TsNanos(ts *timestamppb.Timestamp) int64 {
+	if ts == nil {
+		return 0
+	}
+	return Nanos(ts.AsTime())
+}
+
+// WithoutRaw returns a shallow copy of e without its raw payload, or e
+// itself when it has none. The copy shares every other field with e, so it
+// must only be read: it exists to encode e minus its payload without
+// cloning all of it. The fields are copied one by one, not by reflection,
+// which cost a dozen allocations per event; TestWithoutRawCopiesEveryField
+// fails when a field is added to CalendarEvent and not here.
+func WithoutRaw(e *calsyncv1.CalendarEvent) *calsyncv1.CalendarEvent {
+	if e.GetRaw() == nil {
+		return e
+	}
+	return &calsyncv1.CalendarEvent{
+		Id:                        e.Id,
+		CalendarId:                e.CalendarId,
+		Provider:                  e.Provider,
+		ProviderEventId:           e.ProviderEventId,
+		ProviderCalendarId:        e.ProviderCalendarId,
+		PlatformEventId:           e.PlatformEventId,
+		Title:                     e.Title,
+		Description:               e.Description,
+		Location:                  e.Location,
+		StartTime:                 e.StartTime,
+		EndTime:                   e.EndTime,
+		TimeZone:                  e.TimeZone,
+		AllDay:                    e.AllDay,
+		StartDate:                 e.StartDate,
+		EndDate:                   e.EndDate,
+		Status:                    e.Status,
+		Organizer:                 e.Organizer,
+		Attendees:                 e.Attendees,
+		AttendeesHidden:           e.AttendeesHidden,
+		Recurrence:                e.Recurrence,
+		RecurringMasterId:         e.RecurringMasterId,
+		ProviderRecurringMasterId: e.ProviderRecurringMasterId,
+		IcalUid:                   e.IcalUid,
+		MeetingUrl:                e.MeetingUrl,
+		MeetingPlatform:           e.MeetingPlatform,
+		Visibility:                e.Visibility,
+		Transparency:              e.Transparency,
+		ProviderCreateTime:        e.ProviderCreateTime,
+		ProviderUpdateTime:        e.ProviderUpdateTime,
+		Deleted:                   e.Deleted,
+		CreateTime:                e.CreateTime,
+		UpdateTime:                e.UpdateTime,
+	}
+}
+
+// rawField is the field number of CalendarEvent.raw.
+var rawField = (&calsyncv1.CalendarEvent{}).ProtoReflect().Descriptor().Fields().ByName("raw").Number()
+
+// SplitRaw marshals e once and splits the encoding into the event without
+// its raw payload (data) and the raw payload's own encoding (raw, nil when
+// e has none). A message's encoding is the concatenation of its fields',
+// so cutting one field out leaves the encoding of the message without it:
+// this spares a copy of the event and a second encoding of the payload,
+// the largest part of it.
+func SplitRaw(e *calsyncv1.CalendarEvent) (data, raw []byte, err error) {
+	full, err := marshalEvent(e)
+	if err != nil {
+		return nil, nil, err
+	}
+	if e.GetRaw() == nil {
+		return full, nil, nil
+	}
+	data = full[:0:0]
+	for b := full; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, nil, protowire.ParseError(n)
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return nil, nil, protowire.ParseError(m)
+		}
+		if num == rawField && typ == protowire.BytesType {
+			v, k := protowire.ConsumeBytes(b[n:])
+			if k < 0 {
+				return nil, nil, protowire.ParseError(k)
+			}
+			raw = v
+		} else {
+			data = append(data, b[:n+m]...)
+		}
+		b = b[n+m:]
+	}
+	if raw == nil {
+		raw = []byte{} // an empty payload is still a payload
+	}
+	return data, raw, nil
+}
+
+// Instant is a point in time as the events table keeps it: unix seconds
+// and nanoseconds within the second (0 to 999,999,999). Compared as a pair
+// it orders every Instant a google.protobuf.Timestamp holds (years 1 to
+// 9999), which a count of nanoseconds in 64 bits (1677 to 2262) cannot.
+type Instant struct {
+	Sec  int64
+	Nsec int64
+}
+
+// TimeInstant is t as an Instant.
+func TimeInstant(t time.Time) Instant {
+	return Instant{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
+}
+
+// TsInstant is a protobuf timestamp as an Instant; an unset one is the
+// epoch, as the API reads it.
+func TsInstant(ts *timestamppb.Timestamp) Instant {
+	if ts == nil {
+		return Instant{}
+	}
+	return Instant{Sec: ts.GetSeconds(), Nsec: int64(ts.GetNanos())}
+}
+
+// EventRow is an event as a backend's events table keeps it: the columns
+// queries filter and sort on, the event without its raw payload (Data), and
+// the raw payload's own encoding (Raw, nil when it has none).
+type EventRow struct {
+	ID, CalendarID, Provider string
+	Start, End               Instant
+	UpdateNs                 int64
+	Deleted                  bool
+	Data, Raw                []byte
+}
+
+// EncodeEvent validates e and splits it into its columns. It needs Id,
+// CalendarId and Provider. An event some API
+// encoding could not carry is refused with [store.ErrInvalidArgument], so
+// no stored event can break the readers that list or watch it.
+func EncodeEvent(e *calsyncv1.CalendarEvent) (EventRow, error) {
+	if e.GetId() == "" || e.GetCalendarId() == "" || e.GetProvider() == "" {
+		return EventRow{}, fmt.Errorf("store: event needs id, calendar_id and provider: %w", store.ErrInvalidArgument)
+	}
+	if err := model.CheckEncodable(e); err != nil {
+		return EventRow{}, fmt.Errorf("store: event %s: %w: %w", e.GetId(), err, store.ErrInvalidArgument)
+	}
+	r := EventRow{
+		ID:         e.GetId(),
+		CalendarID: e.GetCalendarId(),
+		Provider:   e.GetProvider(),
+		Start:      TsInstant(e.GetStartTime()),
+		// update_time is calsync's own clock, always within what a count
+		// of nanoseconds holds.
+		UpdateNs: TsNanos(e.GetUpdateTime()),
+		Deleted:  e.GetDeleted(),
+	}
+	// An event without an end is an Instant at its start.
+	r.End = r.Start
+	if e.GetEndTime() != nil {
+		r.End = TsInstant(e.GetEndTime())
+	}
+	var err error
+	if r.Data, r.Raw, err = SplitRaw(e); err != nil {
+		return EventRow{}, fmt.Errorf("store: marshal event %s: %w", e.GetId(), err)
+	}
+	return r, nil
+}
+
+// DecodeEvent rebuilds an event from its data and, if wanted, raw columns.
+func DecodeEvent(data, raw []byte) (*calsyncv1.CalendarEvent, error) {
+	e := &calsyncv1.CalendarEvent{}
+	if err := proto.Unmarshal(data, e); err != nil {
+		return nil, fmt.Errorf("store: corrupt event: %w", err)
+	}
+	if raw != nil {
+		e.Raw = &structpb.Struct{}
+		if err := proto.Unmarshal(raw, e.Raw); err != nil {
+			return nil, fmt.Errorf("store: corrupt raw payload of event %s: %w", e.GetId(), err)
+		}
+	}
+	return e, nil
+}
+
+// DecodeCalendar rebuilds a calendar from its stored encoding.
+func DecodeCalendar(data []byte) (*calsyncv1.Calendar, error) {
+	c := &calsyncv1.Calendar{}
+	if err := proto.Unmarshal(data, c); err != nil {
+		return nil, fmt.Errorf("store: corrupt calendar: %w", err)
+	}
+	return c, nil
+}
+
+// EncodeChange prepares c for the change log: without cursor, with the
+// transaction's commit time, and with no raw payload in its events.
+// It refuses, wrapping [store.ErrInvalidArgument], a change that some API
+// encoding could not carry: every reader from its cursor on would fail.
+func EncodeChange(c *calsyncv1.Change, commit time.Time) ([]byte, error) {
+	// Every field of c but its cursor, copied one by one as WithoutRaw
+	// does (TestEncodeChangeKeepsEveryField guards the list).
+	m := &calsyncv1.Change{
+		Type:             c.Type,
+		Event:            WithoutRaw(c.Event),
+		Calendar:         c.Calendar,
+		PreviousEvent:    WithoutRaw(c.PreviousEvent),
+		PreviousCalendar: c.PreviousCalendar,
+		ChangedFields:    c.ChangedFields,
+		CommitTime:       timestamppb.New(commit),
+	}
+	if err := model.CheckEncodable(m); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, store.ErrInvalidArgument)
+	}
+	return Marshal(m)
+}

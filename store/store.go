@@ -224,8 +224,15 @@ type ChangeLog interface {
 	CompactChanges(ctx context.Context, before time.Time) (int64, error)
 	// OnCommit registers fn to be called after every commit that appended
 	// changes, with those changes in cursor order. Calls are made one at a
-	// time, in commit order, from the committing goroutine: fn must not block
-	// or call back into the store.
+	// time, in cursor order, and together they carry every change
+	// committed after fn was registered, each once, with no gap: fn must
+	// not block or call back into the store.
+	//
+	// A backend one process owns (SQLite) calls fn from the committing
+	// goroutine. A backend several processes share (PostgreSQL) reports
+	// the commits of every process, its own included, from a goroutine of
+	// its own, shortly after they commit; a commit whose answer was lost
+	// (the connection broke during COMMIT) is reported all the same.
 	OnCommit(fn func([]ChangeRecord))
 }
 
@@ -442,4 +449,100 @@ type InboxStats struct {
 	OldestPending time.Time
 	// Dead is how many deliveries are DEAD.
 	Dead int64
+}
+
+// ErrLeaseLost means a lease is no longer held with the token given: it
+// expired and another owner took it, or it was released. Work done under
+// it must not be committed.
+var ErrLeaseLost = errors.New("store: lease lost")
+
+// Lease is a time-limited, exclusive hold on a named piece of work, shared
+// by every process on one database: one ordering key's pending deliveries
+// (see [Claim]) or a role only one replica plays at a time (the leader).
+type Lease struct {
+	Name  string
+	Owner string
+	// Token is the lease's fencing token. It grows every time the lease
+	// passes to an owner that did not hold it the moment before, and never
+	// goes back, so a write checked against it ([LeaseTx.CheckLease]) fails
+	// once another owner has taken over, however long the old owner was
+	// paused.
+	Token int64
+	// Expires is when the lease ends unless renewed, by the database's
+	// clock.
+	Expires time.Time
+}
+
+// Leaser hands out leases. Backends a single process owns (SQLite) do
+// not implement it: that process holds every lease. All calls are safe
+// to make concurrently, from any number of processes.
+type Leaser interface {
+	// AcquireLease takes the lease name for owner for ttl from now when
+	// no one holds it or its holder's lease expired (a new, greater
+	// token), or renews it when owner holds it already (the same token).
+	// held reports whether owner holds it now; when it does not, l is the
+	// current holder's lease.
+	AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (l Lease, held bool, err error)
+	// RenewLease extends l to ttl from now if l's token still holds it,
+	// expired or not; otherwise it fails with ErrLeaseLost.
+	RenewLease(ctx context.Context, l Lease, ttl time.Duration) (Lease, error)
+	// ReleaseLease gives l up if l's token still holds it, so that the
+	// next AcquireLease of any owner succeeds at once. Releasing a lease
+	// lost already is not an error.
+	ReleaseLease(ctx context.Context, l Lease) error
+}
+
+// LeaseTx is a [Tx] that can make its commit depend on a lease: backends
+// implementing [Leaser] give Update transactions that implement it.
+type LeaseTx interface {
+	Tx
+	// CheckLease fails with ErrLeaseLost unless l's token holds the lease
+	// now, expired or not, and otherwise keeps anyone from taking the
+	// lease over until the transaction ends: a transaction that checked
+	// its lease commits while it holds it, or fails.
+	CheckLease(ctx context.Context, l Lease) error
+}
+
+// Claim is a lease on the PENDING deliveries of one ordering key: while
+// it holds, its owner is the only process that processes them, in id
+// order. A delivery stored without an ordering key is claimed on its own.
+type Claim struct {
+	Lease
+	// OrderingKey is the key claimed; empty for a delivery without one,
+	// whose id is then DeliveryID.
+	OrderingKey string
+	DeliveryID  int64
+}
+
+// ClaimingInbox is an [Inbox] that several processes work through at once,
+// each claiming whole ordering keys, so that every delivery is processed
+// by one process at a time and one key's deliveries in order. Backends a
+// single process owns do not implement it.
+type ClaimingInbox interface {
+	Inbox
+	Leaser
+	// ClaimPending claims for owner, for ttl, up to limit ordering keys
+	// (or single deliveries without one) whose oldest PENDING delivery is
+	// due (its next attempt time is now or past) and whose claim no one
+	// holds, or whose holder let it expire. Keys are claimed oldest
+	// pending delivery first. Two concurrent calls never return the same
+	// key. A claim is renewed and released with [Leaser.RenewLease] and
+	// [Leaser.ReleaseLease].
+	ClaimPending(ctx context.Context, owner string, ttl time.Duration, limit int) ([]Claim, error)
+	// ClaimedDeliveries returns up to limit PENDING deliveries c covers
+	// with an id greater than afterID, in id order, bodies included. One
+	// key's deliveries commit in id order, so this is the order they are
+	// to be processed in. It fails with ErrLeaseLost if c no longer holds.
+	ClaimedDeliveries(ctx context.Context, c Claim, afterID int64, limit int) ([]Delivery, error)
+}
+
+// RateLimiter is a token bucket shared by every process on one database,
+// for limits that a provider counts per account rather than per client
+// (Recall's, per API key).
+type RateLimiter interface {
+	// TakeToken takes one token from the bucket name, which holds at most
+	// burst tokens and gains one every interval, and returns 0; when the
+	// bucket is empty it takes nothing and returns how long until a token
+	// will be there. A bucket starts full.
+	TakeToken(ctx context.Context, name string, interval time.Duration, burst int) (wait time.Duration, err error)
 }

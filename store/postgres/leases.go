@@ -60,6 +60,10 @@ const (
 // maxClaimBatch is the most claims one ClaimPending call makes.
 const maxClaimBatch = 1000
 
+// pruneClaimsChunk is the most claim rows one statement of pruneClaims
+// removes.
+const pruneClaimsChunk = 256
+
 // claimName is the lease name of the claim on ordering key key, or, for a
 // delivery without one, on delivery id.
 func claimName(key string, id int64) string {
@@ -406,9 +410,9 @@ func (db *DB) TakeToken(ctx context.Context, name string, interval time.Duration
 	tolerance := every * int64(burst-1)
 	var allowed bool
 	var tat, checked time.Time
-	err := db.pool.QueryRow(ctx, `WITH now AS MATERIALIZED (SELECT clock_timestamp() AS t)
+	err := db.pool.QueryRow(ctx, `WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS t)
 		INSERT INTO rate_buckets AS b (name, tat, checked, allowed)
-		SELECT $1::bytea, t + $2::bigint * interval '1 microsecond', t, TRUE FROM now
+		SELECT $1::bytea, t + $2::bigint * interval '1 microsecond', t, TRUE FROM clock
 		ON CONFLICT (name) DO UPDATE SET
 			allowed = greatest(b.tat, excluded.checked) <= excluded.checked + $3::bigint * interval '1 microsecond',
 			tat = CASE WHEN greatest(b.tat, excluded.checked) <= excluded.checked + $3::bigint * interval '1 microsecond'
@@ -425,4 +429,37 @@ func (db *DB) TakeToken(ctx context.Context, name string, interval time.Duration
 	// positive.
 	wait := tat.Sub(checked) - time.Duration(tolerance)*time.Microsecond
 	return max(wait, time.Microsecond), nil
+}
+
+// pruneClaims removes the lease rows of claims no one holds (released or
+// expired) whose key, or delivery without one, has no PENDING delivery
+// left, so that the leases table does not grow with every delivery ever
+// claimed. Tokens come from a sequence, so a claim made again later still
+// gets a greater token than the removed row had. A row whose claim is
+// being taken, renewed or checked in an open transaction is locked and
+// skipped; the removal re-checks that the row is still free on its newest
+// version before it removes it. It returns how many rows it removed.
+func (db *DB) pruneClaims(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		tag, err := db.pool.Exec(ctx, `DELETE FROM leases WHERE name IN (
+			SELECT l.name FROM leases l
+			WHERE (l.owner = '' OR l.expires <= clock_timestamp())
+				AND CASE
+					WHEN substring(l.name FOR 4) = 'key:'::bytea THEN NOT EXISTS (
+						SELECT 1 FROM deliveries d WHERE d.state = 1 AND d.ordering_key = substring(l.name FROM 5))
+					WHEN substring(l.name FOR 9) = 'delivery:'::bytea
+						AND convert_from(substring(l.name FROM 10), 'UTF8') ~ '^[0-9]{1,18}$' THEN NOT EXISTS (
+						SELECT 1 FROM deliveries d WHERE d.state = 1
+							AND d.id = convert_from(substring(l.name FROM 10), 'UTF8')::bigint)
+					ELSE FALSE END
+			LIMIT $1 FOR UPDATE SKIP LOCKED)`, pruneClaimsChunk)
+		if err != nil {
+			return total, classify(fmt.Errorf("postgres: prune claims: %w", err))
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < pruneClaimsChunk {
+			return total, nil
+		}
+	}
 }

@@ -1,34 +1,43 @@
-package postgres
-
 // # Leases and claims
 //
-// A lease is a row of the leases table: its name, its owner, its fencing
-// token and when it expires, by the database's clock (clock_timestamp()),
-// so that the replicas' clocks never matter. Every statement that changes
-// a lease is one INSERT ... ON CONFLICT DO UPDATE or UPDATE whose WHERE
-// clause says when the change is allowed (the lease is free, expired, or
-// held by the caller's token). Under READ COMMITTED, PostgreSQL evaluates
-// that clause on the newest committed version of the row while holding
-// the row's lock, waiting for a concurrent writer of the row to finish
-// first; so of two replicas racing for one lease, exactly one changes it
-// and the other sees the winner's row and backs off.
+// [DB] implements [store.Leaser], [store.ClaimingInbox] and
+// [store.RateLimiter], and its Update transactions implement
+// [store.LeaseTx], for replicas sharing one database.
+//
+// A lease is a row of the leases table: its name, owner, fencing token and
+// expiry, by the database's clock (clock_timestamp()), so the replicas'
+// clocks never matter. Every statement that changes a lease is one INSERT
+// ... ON CONFLICT DO UPDATE or UPDATE whose WHERE says when the change is
+// allowed (the lease is free, expired, or held with the caller's token).
+// Under READ COMMITTED, PostgreSQL evaluates that WHERE on the newest
+// committed version of the row while holding the row's lock, after a
+// concurrent writer of the row has finished; so of two replicas racing for
+// a lease exactly one gets it, and the other sees the winner's row.
 //
 // Tokens come from the lease_tokens sequence whenever a lease passes to a
-// holder that did not hold it the moment before; a renewal keeps the token.
-// A sequence never goes back, so a later holder's token is always greater,
-// even if the row was removed and made again.
+// holder that did not hold it the moment before; a renewal keeps the
+// token. A sequence never goes back, so a later holder's token is always
+// greater, even where a lease's row was removed and made again.
 //
-// [tx.CheckLease] reads the lease row FOR SHARE inside the write
-// transaction: it fails unless the caller's token still holds the lease,
-// and otherwise its row lock makes every takeover, renewal and release of
-// that lease wait until the transaction ends. So a transaction that
-// checked its lease commits while holding it or not at all, however long
-// its process was paused before.
+// CheckLease reads the lease row FOR SHARE in the write transaction: it
+// fails with [store.ErrLeaseLost] unless the caller's token still holds the
+// lease, and otherwise the row lock makes every takeover, renewal and
+// release of the lease wait until the transaction ends (ClaimPending skips
+// the key instead). So a transaction that checked its lease commits while
+// holding it, or not at all, however long its process was paused. Among
+// Updates sharing a transaction, one that returns ErrLeaseLost rolls back
+// its own savepoint only.
 //
-// Inbox claims are leases named claimName: "key:" and the ordering key, or
-// "delivery:" and the id of a delivery without one. [DB.AcquireLease]
-// refuses those prefixes, so no other lease (the leader's, say) can take a
-// claim's name.
+// Inbox claims are leases named "key:" and the ordering key, or "delivery:"
+// and the id of a delivery without one; [DB.AcquireLease] refuses those
+// prefixes, so no other lease (the leader's, say) can take a claim's name.
+// [DB.ClaimPending] claims a batch in one statement; [DB.PruneDeliveries]
+// also removes the rows of claims no one holds on keys with nothing
+// pending.
+//
+// [DB.TakeToken] keeps a bucket as one row moved by one upsert (the
+// generic cell rate algorithm), by the database's clock.
+package postgres
 
 import (
 	"context"
@@ -100,7 +109,7 @@ func checkTTL(what string, ttl time.Duration) error {
 // "delivery:" belong to inbox claims (see [DB.ClaimPending]) and are
 // refused with ErrInvalidArgument.
 //
-// If a transaction that checked the lease ([tx.CheckLease]) is open,
+// If a transaction that checked the lease ([store.LeaseTx.CheckLease]) is open,
 // AcquireLease waits for it to end.
 func (db *DB) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (store.Lease, bool, error) {
 	if name == "" || owner == "" {
@@ -350,7 +359,7 @@ func (db *DB) ClaimPending(ctx context.Context, owner string, ttl time.Duration,
 // lease, and with ErrInvalidArgument when c's name is not its key's.
 //
 // The check and the read are one statement, but the lease may be lost
-// right after it: only [tx.CheckLease] in the transaction that records
+// right after it: only [store.LeaseTx.CheckLease] in the transaction that records
 // the outcome fences the work.
 func (db *DB) ClaimedDeliveries(ctx context.Context, c store.Claim, afterID int64, limit int) ([]store.Delivery, error) {
 	if limit <= 0 {

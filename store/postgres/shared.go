@@ -109,8 +109,8 @@ func checkTTL(what string, ttl time.Duration) error {
 // "delivery:" belong to inbox claims (see [DB.ClaimPending]) and are
 // refused with ErrInvalidArgument.
 //
-// If a transaction that checked the lease ([store.LeaseTx.CheckLease]) is open,
-// AcquireLease waits for it to end.
+// If a transaction that checked the lease ([store.LeaseTx.CheckLease]) is
+// open, AcquireLease waits for it to end.
 func (db *DB) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (store.Lease, bool, error) {
 	if name == "" || owner == "" {
 		return store.Lease{}, false, fmt.Errorf("postgres: acquire lease: needs a name and an owner: %w", store.ErrInvalidArgument)
@@ -144,12 +144,13 @@ func (db *DB) AcquireLease(ctx context.Context, name, owner string, ttl time.Dur
 		SELECT owner, token, expires, TRUE FROM taken
 		UNION ALL
 		SELECT owner, token, expires, FALSE FROM leases WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`
-	for {
+	for attempt := 1; ; attempt++ {
 		var l store.Lease
 		var gotOwner []byte
 		var held bool
 		err := db.pool.QueryRow(ctx, q, []byte(name), []byte(owner), micros(ttl)).Scan(&gotOwner, &l.Token, &l.Expires, &held)
-		if errors.Is(err, pgx.ErrNoRows) {
+		if errors.Is(err, pgx.ErrNoRows) && attempt < 10 {
+			// A holder inserted the row after the snapshot: look again.
 			continue
 		}
 		if err != nil {
@@ -358,9 +359,10 @@ func (db *DB) ClaimPending(ctx context.Context, owner string, ttl time.Duration,
 // describes. It fails with ErrLeaseLost when c's token no longer holds its
 // lease, and with ErrInvalidArgument when c's name is not its key's.
 //
-// The check and the read are one statement, but the lease may be lost
-// right after it: only [store.LeaseTx.CheckLease] in the transaction that records
-// the outcome fences the work.
+// The check and the read are one statement (two when nothing is
+// pending), but the claim may be lost right after: only
+// [store.LeaseTx.CheckLease] in the transaction that records the outcome
+// fences the work.
 func (db *DB) ClaimedDeliveries(ctx context.Context, c store.Claim, afterID int64, limit int) ([]store.Delivery, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("postgres: claimed deliveries: limit must be positive: %w", store.ErrInvalidArgument)
@@ -368,31 +370,35 @@ func (db *DB) ClaimedDeliveries(ctx context.Context, c store.Claim, afterID int6
 	if c.Name != claimName(c.OrderingKey, c.DeliveryID) || c.Owner == "" {
 		return nil, fmt.Errorf("postgres: claimed deliveries: %q with owner %q is not a claim: %w", c.Name, c.Owner, store.ErrInvalidArgument)
 	}
+	if err := db.enter(); err != nil {
+		return nil, err
+	}
+	defer db.leave()
+	// One statement reads the deliveries if the claim holds; only an empty
+	// answer needs a second one to tell a lost claim from nothing to do.
+	const held = `EXISTS (SELECT 1 FROM leases WHERE name = $1 AND owner = $2 AND token = $3)`
 	var out []store.Delivery
-	err := db.read(ctx, func(tx pgx.Tx) error {
-		var held bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM leases WHERE name = $1 AND owner = $2 AND token = $3)`,
-			[]byte(c.Name), []byte(c.Owner), c.Token).Scan(&held); err != nil {
-			return err
-		}
-		if !held {
-			return fmt.Errorf("claim %q (token %d): %w", c.Name, c.Token, store.ErrLeaseLost)
-		}
-		var err error
-		if c.OrderingKey == "" {
-			out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumns+` FROM deliveries
-				WHERE id = $1 AND state = 1 AND ordering_key = '\x'::bytea AND id > $2`, c.DeliveryID, afterID)
-			return err
-		}
+	var err error
+	if c.OrderingKey == "" {
+		out, err = queryDeliveries(ctx, db.pool, `SELECT `+deliveryColumns+` FROM deliveries
+			WHERE `+held+` AND id = $4 AND state = 1 AND ordering_key = '\x'::bytea AND id > $5`,
+			[]byte(c.Name), []byte(c.Owner), c.Token, c.DeliveryID, afterID)
+	} else {
 		// The literal state = 1 lets the plan use
 		// deliveries_pending_by_ordering_key.
-		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumns+` FROM deliveries
-			WHERE state = 1 AND ordering_key = $1 AND id > $2 ORDER BY id LIMIT $3`,
-			[]byte(c.OrderingKey), afterID, limit)
-		return err
-	})
+		out, err = queryDeliveries(ctx, db.pool, `SELECT `+deliveryColumns+` FROM deliveries
+			WHERE `+held+` AND state = 1 AND ordering_key = $4 AND id > $5 ORDER BY id LIMIT $6`,
+			[]byte(c.Name), []byte(c.Owner), c.Token, []byte(c.OrderingKey), afterID, limit)
+	}
+	if err == nil && len(out) == 0 {
+		var holds bool
+		err = db.pool.QueryRow(ctx, `SELECT `+held, []byte(c.Name), []byte(c.Owner), c.Token).Scan(&holds)
+		if err == nil && !holds {
+			return nil, fmt.Errorf("postgres: claimed deliveries: claim %q (token %d): %w", c.Name, c.Token, store.ErrLeaseLost)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("postgres: claimed deliveries: %w", err)
+		return nil, classify(fmt.Errorf("postgres: claimed deliveries: %w", err))
 	}
 	return out, nil
 }

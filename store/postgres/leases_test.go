@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -199,5 +200,58 @@ func TestPostgresLeasesUnavailable(t *testing.T) {
 	// The lease and the claim outlived the outage.
 	if _, err := db.ClaimedDeliveries(ctx, claims[0], 0, 10); err != nil {
 		t.Errorf("the claim after the outage: %v", err)
+	}
+}
+
+// TestPostgresLeaseArguments: malformed calls fail with
+// store.ErrInvalidArgument and change nothing; in particular no lease can
+// take the name of an inbox claim.
+func TestPostgresLeaseArguments(t *testing.T) {
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, pgtest.NewDatabase(t), postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "recall", DedupKey: "d", OrderingKey: "cal_a", Body: []byte("{}")}); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]func() error{
+		"AcquireLease of a claim's name": func() error {
+			_, _, err := db.AcquireLease(ctx, "key:cal_a", "a", time.Hour)
+			return err
+		},
+		"AcquireLease of a delivery claim's name": func() error {
+			_, _, err := db.AcquireLease(ctx, "delivery:1", "a", time.Hour)
+			return err
+		},
+		"AcquireLease without an owner": func() error { _, _, err := db.AcquireLease(ctx, "leader", "", time.Hour); return err },
+		"AcquireLease without a ttl":    func() error { _, _, err := db.AcquireLease(ctx, "leader", "a", 0); return err },
+		"RenewLease without a name": func() error {
+			_, err := db.RenewLease(ctx, store.Lease{Owner: "a", Token: 1}, time.Hour)
+			return err
+		},
+		"ClaimPending with limit 0": func() error { _, err := db.ClaimPending(ctx, "a", time.Hour, 0); return err },
+		"ClaimPending without an owner": func() error {
+			_, err := db.ClaimPending(ctx, "", time.Hour, 10)
+			return err
+		},
+		"ClaimedDeliveries of a claim whose name is not its key's": func() error {
+			_, err := db.ClaimedDeliveries(ctx, store.Claim{Lease: store.Lease{Name: "leader", Owner: "a", Token: 1}, OrderingKey: "cal_a"}, 0, 10)
+			return err
+		},
+		"TakeToken with burst 0":      func() error { _, err := db.TakeToken(ctx, "recall", time.Second, 0); return err },
+		"TakeToken without interval":  func() error { _, err := db.TakeToken(ctx, "recall", 0, 5); return err },
+		"TakeToken with a huge burst": func() error { _, err := db.TakeToken(ctx, "recall", time.Hour, math.MaxInt); return err },
+	}
+	for name, call := range calls {
+		if err := call(); !errors.Is(err, store.ErrInvalidArgument) {
+			t.Errorf("%s: %v, want store.ErrInvalidArgument", name, err)
+		}
+	}
+	// The key is still free for a claim.
+	claims, err := db.ClaimPending(ctx, "a", time.Hour, 10)
+	if err != nil || len(claims) != 1 || claims[0].OrderingKey != "cal_a" || claims[0].Name != "key:cal_a" {
+		t.Fatalf("ClaimPending after the refused calls: %+v, %v", claims, err)
 	}
 }

@@ -43,6 +43,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -422,6 +423,9 @@ func (db *DB) TakeToken(ctx context.Context, name string, interval time.Duration
 	}
 	defer db.leave()
 	every := micros(interval)
+	if int64(burst-1) > (math.MaxInt64/2)/every {
+		return 0, fmt.Errorf("postgres: take token from %q: a burst of %d every %v is out of range: %w", name, burst, interval, store.ErrInvalidArgument)
+	}
 	tolerance := every * int64(burst-1)
 	var allowed bool
 	var tat, checked time.Time

@@ -315,7 +315,17 @@ func (f *feed) readUpTo(target store.Cursor) error {
 		// handed over yet (see committing): they come through own.
 		limit := f.ownFirst()
 		for i, r := range recs {
-			if r.Cursor > target || (limit != 0 && r.Cursor >= limit) {
+			if r.Cursor > target {
+				recs, more = recs[:i], false
+				break
+			}
+			if limit != 0 && r.Cursor >= limit {
+				// Other instances may have committed after this one's
+				// commit: read on once it is handed over (committed or
+				// abandoned wakes run), not before, or run would spin.
+				f.mu.Lock()
+				f.readLog = true
+				f.mu.Unlock()
 				recs, more = recs[:i], false
 				break
 			}

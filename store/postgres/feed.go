@@ -76,14 +76,18 @@ type feed struct {
 	own        [][]store.ChangeRecord
 	ownRecords int
 	ownBytes   int
-	readLog    bool
+	// readLog asks run to read the whole log after delivered.
+	readLog bool
 	// pendingFirst is the first cursor of this instance's transaction being
 	// committed now, 0 if none: its changes come through own, so reads of
 	// the log stop before them.
-	pendingFirst     store.Cursor
+	pendingFirst store.Cursor
+	// notifying says a NOTIFY is under way; again, that a commit since
+	// asks for one more, carrying notifyHead.
 	notifying, again bool
 	notifyHead       store.Cursor
-	closed           bool
+	// closed stops new NOTIFY goroutines once stop began.
+	closed bool
 
 	// delivered is written by run only; others read it to skip needless
 	// reads.

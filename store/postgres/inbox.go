@@ -143,7 +143,7 @@ func (db *DB) commitLoop() {
 }
 
 // commitBatch commits batch and answers its callers. It holds the writer
-// turn throughout, so that the commit hooks see the applied changes before
+// turn throughout, so that the change feed gets the applied changes before
 // those of any later transaction of this instance.
 func (db *DB) commitBatch(batch []*enqueueRequest) {
 	db.wlock <- struct{}{}
@@ -251,7 +251,8 @@ func (f *applyFailure) Error() string { return "apply: " + f.err.Error() }
 // query for the ordering keys that have a PENDING delivery from before the
 // batch; then the applies, in inbox order (see [DB.EnqueueApply]); then
 // one round trip that records their outcomes. After the commit it hands
-// the applied changes to the commit hooks.
+// the applied changes to the change feed, which passes them to the commit
+// hooks (see Commit hooks in the package documentation).
 func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	ctx := context.Background()
 	keys := make([]int64, 0, len(reqs))
@@ -343,9 +344,19 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 				waiting[key] = true
 			}
 		}
-		return finished.record(ctx, pgTx, t.commit)
+		if err := finished.record(ctx, pgTx, t.commit); err != nil {
+			return err
+		}
+		if len(t.records) > 0 {
+			// BeginFunc commits next.
+			db.feed.committing(t.records[0].Cursor)
+		}
+		return nil
 	})
 	if err != nil {
+		if len(t.records) > 0 {
+			db.feed.abandoned()
+		}
 		var af *applyFailure
 		if errors.As(err, &af) {
 			return nil, err
@@ -353,18 +364,15 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 		return nil, classify(fmt.Errorf("postgres: enqueue: %w", err))
 	}
 	if len(t.records) > 0 {
-		db.hooksMu.RLock()
-		hooks := db.hooks
-		db.hooksMu.RUnlock()
 		// Hooks see each applied delivery's changes as one commit, in
 		// cursor order.
+		var groups [][]store.ChangeRecord
 		for _, sp := range spans {
 			if sp[1] > sp[0] {
-				for _, h := range hooks {
-					h(t.records[sp[0]:sp[1]:sp[1]])
-				}
+				groups = append(groups, t.records[sp[0]:sp[1]:sp[1]])
 			}
 		}
+		db.feed.committed(groups)
 	}
 	return results, nil
 }

@@ -290,14 +290,29 @@ func (h *Hub) watch(ctx context.Context, req *calsyncv1.WatchEventsRequest, out 
 			return err
 		}
 	default:
-		h.mu.RLock()
-		pos = h.tail.head
-		h.mu.RUnlock()
+		if pos, err = h.now(ctx); err != nil {
+			return err
+		}
 		if err := out.bookmark(h.codec.Encode(pos), false); err != nil {
 			return err
 		}
 	}
 	return s.run(ctx, pos)
+}
+
+// now returns the newest change committed to the store: where a stream
+// "from now" starts. It is the change log's head rather than the newest
+// change this hub holds, which trails the log for a moment when other
+// processes commit to a shared database: a stream started after a change
+// committed anywhere never receives it.
+func (h *Hub) now(ctx context.Context) (store.Cursor, error) {
+	b, err := h.st.ChangeBounds(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("watch: read the change log's bounds: %w", err)
+	}
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return max(b.Head, h.tail.head), nil
 }
 
 // checkResume fails for a cursor the change log can no longer resume after,

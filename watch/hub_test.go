@@ -443,3 +443,42 @@ func TestTailBoundedInBytes(t *testing.T) {
 	resumed.next(t) // the starting bookmark
 	watchtest.CheckStream(t, "resumed", log, nil, resumed.changesUntil(t, st, last))
 }
+
+// TestFromNowStartsAtTheLogHead starts a stream "from now" after a change
+// committed but before the hub heard of it (as on a replica whose feed
+// trails a shared database): the stream starts after that change and never
+// receives it.
+func TestFromNowStartsAtTheLogHead(t *testing.T) {
+	st := MustOpenStore(t)
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	var holding atomic.Bool
+	// Registered before the hub's hook, so the hub hears of a commit only
+	// once this hook returns.
+	st.OnCommit(func([]store.ChangeRecord) {
+		if holding.Load() {
+			entered <- struct{}{}
+			<-release
+		}
+	})
+	h := MustHub(t, st, watch.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	holding.Store(true)
+	committed := make(chan []store.Cursor, 1)
+	go func() { committed <- commitEvents(t, st, "c1", 0, 1) }()
+	<-entered
+	holding.Store(false)
+
+	r := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{}, nil)
+	first := r.next(t)
+	close(release)
+	early := (<-committed)[0]
+	if got := watchtest.Decode(t, st, first.GetBookmark().GetCursor()); got != early {
+		t.Fatalf("a stream from now started at cursor %d, want the log's head %d", got, early)
+	}
+	late := commitEvents(t, st, "c1", 1, 1)[0]
+	if got := r.changesUntil(t, st, late); len(got) != 1 || got[0] != late {
+		t.Fatalf("stream from now got changes %v, want only %d", got, late)
+	}
+}

@@ -71,6 +71,7 @@ type Results struct {
 	Steps     []FanoutResult `json:"broadcast_steps,omitempty"`
 	Idle      *IdleResult    `json:"idle,omitempty"`
 	Catchup   *CatchupResult `json:"catchup,omitempty"`
+	Postgres  *PGResults     `json:"postgres,omitempty"`
 	Errors    []string       `json:"errors,omitempty"`
 }
 
@@ -83,7 +84,7 @@ func (r *Results) fail(what string, err error) {
 // result file and regenerates BENCHMARKS.md.
 // scenarioNames are the scenarios of `calsync-bench run`, in the order
 // they run.
-var scenarioNames = []string{"ingest", "fanout", "broadcast", "idle", "catchup"}
+var scenarioNames = []string{"ingest", "fanout", "broadcast", "idle", "catchup", "pg-ingest", "pg-fanout", "pg-failover"}
 
 // parseScenarios reads the -only flag: nil (every scenario) when empty.
 func parseScenarios(only string) (map[string]bool, error) {
@@ -217,6 +218,9 @@ func runBench(ctx context.Context, p Profile, o RunOptions) error {
 			res.Catchup = &r
 		}
 	}
+	if env.Target == nil && (o.runs("pg-ingest") || o.runs("pg-fanout") || o.runs("pg-failover")) {
+		res.Postgres = env.postgres(ctx, o, res)
+	}
 	res.Machine.LoadAfter = loadavg()
 	if err := writeJSON(o.Out, res); err != nil {
 		return err
@@ -343,6 +347,9 @@ func writeMarkdown(md string) error {
 		fmt.Fprintf(&b, "| catch-up from a %d-change log ≥ 200,000 changes/s | %.0f changes/s (%d missing, %d duplicated, %d out of order; server CPU %.0f%%, client CPU %.0f%%) | | %s |\n",
 			x.Changes, x.ChangesPerS, x.Missing, x.Duplicates, x.CursorRegressions, x.Server.CPUPercent, x.Server.ClientCPUPercent, mark(x.ChangesPerS >= 200000 && x.Missing+x.Duplicates+x.CursorRegressions == 0))
 	}
+	if r.Postgres != nil {
+		writePostgresTargets(&b, r.Postgres)
+	}
 	b.WriteString("\n")
 	if r.Fanout != nil || r.Broadcast != nil {
 		fmt.Fprintf(&b, "### Streams\n\n| run | rate | streams (REST) | webhooks/s | sent→received p50 | p90 | p99 | max | messages/s | missing | dup | server CPU | client CPU | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -354,6 +361,9 @@ func writeMarkdown(md string) error {
 				f.Load.Throughput, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.MessagesPerS, f.Check.Missing, f.Check.Duplicates, f.Server.CPUPercent, f.Server.ClientCPUPercent, f.Server.PeakRSSMB)
 		}
 		b.WriteString("\n")
+	}
+	if r.Postgres != nil {
+		writePostgresMarkdown(&b, r.Postgres, r.Profile)
 	}
 	if havePeers {
 		writePeersMarkdown(&b, &peers)

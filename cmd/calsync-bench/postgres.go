@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/calsync/calsync/internal/pgtest"
+)
+
+// pgServer is the private PostgreSQL the PostgreSQL scenarios share: the
+// same server the tests use (internal/pgtest: initdb into a temporary
+// directory, as the postgres user when run as root, a Unix socket and a
+// free port, fsync and synchronous_commit on), started by this tool and
+// stopped when the run ends. Each scenario gets a database of its own.
+type pgServer struct {
+	srv     *pgtest.Server
+	admin   *pgx.Conn
+	seq     int
+	Version string
+	// Settings are the server settings that decide the figures.
+	Settings string
+}
+
+// startPostgres starts a private PostgreSQL server.
+func startPostgres(ctx context.Context) (*pgServer, error) {
+	srv, err := pgtest.Start()
+	if err != nil {
+		return nil, err
+	}
+	s := &pgServer{srv: srv}
+	if s.admin, err = pgx.Connect(ctx, srv.SocketURL("postgres")); err != nil {
+		srv.Stop()
+		return nil, fmt.Errorf("connect to the private PostgreSQL: %w", err)
+	}
+	_ = s.admin.QueryRow(ctx, `SHOW server_version`).Scan(&s.Version)
+	var settings []string
+	for _, name := range []string{"fsync", "synchronous_commit", "shared_buffers", "max_connections"} {
+		var v string
+		if err := s.admin.QueryRow(ctx, `SELECT current_setting($1)`, name).Scan(&v); err == nil {
+			settings = append(settings, name+"="+v)
+		}
+	}
+	s.Settings = strings.Join(settings, ", ")
+	return s, nil
+}
+
+// Stop stops the server and removes its directory.
+func (s *pgServer) Stop() error {
+	s.admin.Close(context.Background())
+	return s.srv.Stop()
+}
+
+// newDatabase creates an empty database for a scenario and returns its
+// connection URL through the server's Unix socket.
+func (s *pgServer) newDatabase(ctx context.Context, scenario string) (string, error) {
+	s.seq++
+	name := fmt.Sprintf("bench_%02d_%s", s.seq, strings.ReplaceAll(fileName(scenario), "-", "_"))
+	if _, err := s.admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		return "", fmt.Errorf("create database %s: %w", name, err)
+	}
+	return s.srv.SocketURL(name), nil
+}
+
+// CPU returns the CPU time the whole server has used so far: the
+// postmaster, its live processes (backends, WAL writer, checkpointer...),
+// and the processes it has reaped (cutime and cstime), so a backend that
+// exits mid-scenario still counts.
+func (s *pgServer) CPU() time.Duration {
+	pid, err := postmasterPID(filepath.Join(s.srv.Dir, "data"))
+	if err != nil {
+		return 0
+	}
+	st, err := readStat(pid)
+	if err != nil {
+		return 0
+	}
+	total := st.cpu + st.childCPU
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cs, err := readStat(child); err == nil && cs.ppid == pid {
+			total += cs.cpu
+		}
+	}
+	return total
+}
+
+// postmasterPID reads the server's process id from its lock file.
+func postmasterPID(data string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(data, "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	return strconv.Atoi(strings.TrimSpace(line))
+}
+
+// procStat is what /proc/<pid>/stat says about a process's CPU.
+type procStat struct {
+	ppid int
+	// cpu is utime+stime; childCPU is cutime+cstime, the CPU of children
+	// it has waited for.
+	cpu, childCPU time.Duration
+}
+
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
+	return parseStat(b)
+}
+
+// parseStat reads /proc/<pid>/stat. The command name (field 2) may hold
+// spaces and parentheses, so fields are counted after the last ')'.
+func parseStat(b []byte) (procStat, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, errors.New("malformed /proc stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): ppid is field 4, utime..cstime 14..17.
+	if len(f) < 15 {
+		return procStat{}, errors.New("short /proc stat")
+	}
+	n := func(k int) int64 { v, _ := strconv.ParseInt(f[k], 10, 64); return v }
+	tick := func(v int64) time.Duration { return time.Duration(v) * time.Second / clockTicks }
+	return procStat{ppid: int(n(1)), cpu: tick(n(11) + n(12)), childCPU: tick(n(13) + n(14))}, nil
+}
+
+// PGBenchResult is PostgreSQL's own single-row insert rate: pgbench's
+// clients each committing one ~1 KB row per transaction, as a receiver
+// without group commit would.
+type PGBenchResult struct {
+	Command      string  `json:"command"`
+	Clients      int     `json:"clients"`
+	Threads      int     `json:"threads"`
+	RowBytes     int     `json:"row_bytes"`
+	Transactions int64   `json:"transactions"`
+	TPS          float64 `json:"tps"`
+	LatencyAvgMS float64 `json:"latency_avg_ms"`
+	// PGCPUPercent is the server's CPU over the run (100 = one core).
+	PGCPUPercent float64 `json:"postgres_cpu_percent"`
+	PGCPUPerRow  float64 `json:"postgres_cpu_us_per_row"`
+}
+
+// pgbenchRowBytes is the payload of one pgbench row: 32 md5 digests of
+// random numbers, so no row compresses to nothing.
+const pgbenchRowBytes = 32 * 32
+
+// pgbenchScript inserts one row of pgbenchRowBytes per transaction.
+const pgbenchScript = "INSERT INTO bench_rows (body) VALUES (repeat(md5(random()::text), 32));\n"
+
+// runPGBench runs pgbench against a fresh database of s for d.
+func runPGBench(ctx context.Context, s *pgServer, clients, threads int, d time.Duration, dir string) (PGBenchResult, error) {
+	res := PGBenchResult{Clients: clients, Threads: threads, RowBytes: pgbenchRowBytes}
+	url, err := s.newDatabase(ctx, "pgbench")
+	if err != nil {
+		return res, err
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return res, err
+	}
+	_, err = conn.Exec(ctx, `CREATE TABLE bench_rows (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT now(), body text NOT NULL)`)
+	conn.Close(ctx)
+	if err != nil {
+		return res, err
+	}
+	script := filepath.Join(dir, "pgbench-insert.sql")
+	if err := os.WriteFile(script, []byte(pgbenchScript), 0o644); err != nil {
+		return res, err
+	}
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return res, err
+	}
+	argv := []string{filepath.Join(pgtest.BinDir, "pgbench"), "-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads),
+		"-T", strconv.Itoa(secs), "-f", script, "-h", cfg.Host, "-p", strconv.Itoa(int(cfg.Port)), "-U", cfg.User, cfg.Database}
+	res.Command = fmt.Sprintf("pgbench -n -c %d -j %d -T %d -f pgbench-insert.sql (%s)", clients, threads, secs, strings.TrimSpace(pgbenchScript))
+	before, start := s.CPU(), time.Now()
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	elapsed := time.Since(start)
+	cpu := s.CPU() - before
+	if err != nil {
+		return res, fmt.Errorf("pgbench: %v\n%s", err, out)
+	}
+	if res.Transactions, res.TPS, res.LatencyAvgMS, err = parsePGBench(string(out)); err != nil {
+		return res, err
+	}
+	res.PGCPUPercent = 100 * cpu.Seconds() / elapsed.Seconds()
+	if res.Transactions > 0 {
+		res.PGCPUPerRow = float64(cpu.Microseconds()) / float64(res.Transactions)
+	}
+	return res, nil
+}
+
+var (
+	pgbenchTxRe  = regexp.MustCompile(`(?m)^number of transactions actually processed: (\d+)`)
+	pgbenchTPSRe = regexp.MustCompile(`(?m)^tps = ([0-9.]+)`)
+	pgbenchLatRe = regexp.MustCompile(`(?m)^latency average = ([0-9.]+) ms`)
+)
+
+// parsePGBench reads pgbench's summary: transactions processed, tps and
+// the average latency.
+func parsePGBench(out string) (tx int64, tps, latencyMS float64, err error) {
+	m := pgbenchTxRe.FindStringSubmatch(out)
+	t := pgbenchTPSRe.FindStringSubmatch(out)
+	if m == nil || t == nil {
+		return 0, 0, 0, fmt.Errorf("pgbench: no summary in its output:\n%s", out)
+	}
+	tx, _ = strconv.ParseInt(m[1], 10, 64)
+	tps, _ = strconv.ParseFloat(t[1], 64)
+	if l := pgbenchLatRe.FindStringSubmatch(out); l != nil {
+		latencyMS, _ = strconv.ParseFloat(l[1], 64)
+	}
+	return tx, tps, latencyMS, nil
+}

@@ -77,6 +77,13 @@ func writePostgresMarkdown(b *bytes.Buffer, pg *PGResults, p Profile) {
 			}
 			fmt.Fprintf(b, " (`%s`).\n\n", x.Command)
 		}
+		for _, in := range pg.Ingest {
+			if l := in.Log; l != nil {
+				fmt.Fprintf(b, "Change log after %s: %d changes, %.0f bytes each with indexes (inbox: %.0f bytes per delivery; database %.1f MB). "+
+					"Compacting %d changes (calsync's CompactChanges, 5,000 per transaction) took %.2f s, %.1f µs and %.1f µs of PostgreSQL CPU per change; VACUUM after it %.2f s.\n\n",
+					in.Name, l.Changes, l.BytesPerChange, l.BytesPerDelivery, float64(l.DatabaseBytes)/(1<<20), l.Compacted, l.CompactSeconds, l.CompactUSPerChange, l.PGCPUPerChange, l.VacuumSeconds)
+			}
+		}
 	}
 	if f := pg.Fanout; f != nil {
 		fmt.Fprintf(b, "Cross-replica fan-out: %.0f webhooks/s sent to replica A for %v, %d one-calendar + %d unfiltered watchers (%d over REST) on replica B: "+

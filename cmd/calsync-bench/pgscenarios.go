@@ -38,6 +38,8 @@ type PGIngestResult struct {
 	PGCPUPercent    float64 `json:"postgres_cpu_percent"`
 	PGCPUPerWebhook float64 `json:"postgres_cpu_us_per_webhook"`
 	Drained         bool    `json:"drained"`
+	// Log is the change log the run left and the cost of compacting it.
+	Log *ChangeLogStats `json:"change_log,omitempty"`
 }
 
 // pgReplicas starts n calsync replicas on one database URL, each with its
@@ -136,6 +138,15 @@ func (e *Env) pgIngest(ctx context.Context, pg *pgServer, n int) (PGIngestResult
 	res.ProcessedPerS = float64(res.Load.OK) / time.Since(start).Seconds()
 	res.Drained = err == nil
 	res.Dead = countDeliveries(ctx, cs[0], calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
+	if err == nil {
+		if st, lerr := measureChangeLog(ctx, pg, db); lerr != nil {
+			log.Printf("%s: change log: %v", name, lerr)
+		} else {
+			res.Log = &st
+			log.Printf("%s: change log %d changes, %.0f bytes each (inbox %.0f bytes/delivery); compacting %d took %.2f s (%.0f µs each, PostgreSQL CPU %.0f µs each), VACUUM %.2f s",
+				name, st.Changes, st.BytesPerChange, st.BytesPerDelivery, st.Compacted, st.CompactSeconds, st.CompactUSPerChange, st.PGCPUPerChange, st.VacuumSeconds)
+		}
+	}
 	log.Printf("%s: %.0f webhooks/s, answer p50 %.2f ms p99 %.2f ms, calsync CPU %.0f%% (%.0f µs/webhook), PostgreSQL CPU %.0f%% (%.0f µs/webhook), processed %.0f/s (drain %.1f s), %d errors",
 		name, res.Load.Throughput, res.Load.Answer.P50, res.Load.Answer.P99, res.Server.CPUPercent, res.Server.CPUPerOp,
 		res.PGCPUPercent, res.PGCPUPerWebhook, res.ProcessedPerS, res.DrainSeconds, res.Load.Errors)

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/calsync/calsync/internal/pgtest"
+	"github.com/calsync/calsync/store/postgres"
 )
 
 // pgServer is the private PostgreSQL the PostgreSQL scenarios share: the
@@ -230,4 +231,73 @@ func parsePGBench(out string) (tx int64, tps, latencyMS float64, err error) {
 		latencyMS, _ = strconv.ParseFloat(l[1], 64)
 	}
 	return tx, tps, latencyMS, nil
+}
+
+// ChangeLogStats is what a scenario's change log weighs in PostgreSQL and
+// what compacting it costs, through calsync's own compaction
+// (store/postgres CompactChanges, the code the leader runs).
+type ChangeLogStats struct {
+	Changes int64 `json:"changes"`
+	// Bytes are the changes table with its indexes and TOAST.
+	Bytes          int64   `json:"bytes"`
+	BytesPerChange float64 `json:"bytes_per_change"`
+	// Deliveries and DeliveryBytes are the inbox, for the same run.
+	Deliveries       int64   `json:"deliveries"`
+	DeliveryBytes    int64   `json:"delivery_bytes"`
+	BytesPerDelivery float64 `json:"bytes_per_delivery"`
+	// DatabaseBytes is the whole database.
+	DatabaseBytes int64 `json:"database_bytes"`
+	// Compacted changes were removed in CompactSeconds, then VACUUM of the
+	// table took VacuumSeconds; PGCPUPerChange is the server's CPU for both,
+	// per change removed.
+	Compacted          int64   `json:"compacted"`
+	CompactSeconds     float64 `json:"compact_s"`
+	CompactUSPerChange float64 `json:"compact_us_per_change"`
+	VacuumSeconds      float64 `json:"vacuum_s"`
+	PGCPUPerChange     float64 `json:"postgres_cpu_us_per_change_compacted"`
+}
+
+// measureChangeLog sizes the change log and inbox of the database at url,
+// then compacts every change but the newest, as the leader does once they
+// are older than --change-retention, and vacuums the table.
+func measureChangeLog(ctx context.Context, pg *pgServer, url string) (ChangeLogStats, error) {
+	var st ChangeLogStats
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return st, err
+	}
+	defer conn.Close(ctx)
+	err = conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM changes), pg_total_relation_size('changes'),
+		(SELECT count(*) FROM deliveries), pg_total_relation_size('deliveries'), pg_database_size(current_database())`).
+		Scan(&st.Changes, &st.Bytes, &st.Deliveries, &st.DeliveryBytes, &st.DatabaseBytes)
+	if err != nil {
+		return st, err
+	}
+	if st.Changes > 0 {
+		st.BytesPerChange = float64(st.Bytes) / float64(st.Changes)
+	}
+	if st.Deliveries > 0 {
+		st.BytesPerDelivery = float64(st.DeliveryBytes) / float64(st.Deliveries)
+	}
+	db, err := postgres.Open(ctx, url, postgres.Options{MaxConns: 2})
+	if err != nil {
+		return st, err
+	}
+	defer db.Close()
+	cpu, start := pg.CPU(), time.Now()
+	st.Compacted, err = db.CompactChanges(ctx, time.Now().Add(time.Second))
+	st.CompactSeconds = time.Since(start).Seconds()
+	if err != nil {
+		return st, err
+	}
+	vstart := time.Now()
+	if _, err := conn.Exec(ctx, `VACUUM changes`); err != nil {
+		return st, err
+	}
+	st.VacuumSeconds = time.Since(vstart).Seconds()
+	if st.Compacted > 0 {
+		st.CompactUSPerChange = st.CompactSeconds * 1e6 / float64(st.Compacted)
+		st.PGCPUPerChange = float64((pg.CPU() - cpu).Microseconds()) / float64(st.Compacted)
+	}
+	return st, nil
 }

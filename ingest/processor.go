@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/cluster"
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
 )

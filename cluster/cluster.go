@@ -112,6 +112,10 @@ func NewElector(st any, cfg ElectorConfig) *Elector {
 	e := &Elector{cfg: cfg, log: log, changed: make(chan struct{})}
 	if l, ok := st.(store.Leaser); ok {
 		e.leaser = l
+	} else {
+		// Leading from the start, not from Run, so no caller ever sees
+		// a single process as a follower.
+		e.leading = true
 	}
 	return e
 }
@@ -155,13 +159,12 @@ func (e *Elector) set(leading bool) {
 }
 
 // Run takes part in the election until ctx is done. On a store without
-// leases it leads at once and until ctx is done. When ctx ends while it
+// leases the elector leads from its creation until Run's ctx is done. When ctx ends while it
 // leads, it gives the lease up, so another replica takes over without
 // waiting for it to expire; a replica that is killed cannot, and is
 // replaced once its lease expires.
 func (e *Elector) Run(ctx context.Context) {
 	if e.leaser == nil {
-		e.set(true)
 		<-ctx.Done()
 		e.set(false)
 		return

@@ -118,13 +118,13 @@ bench-tool:
 	@mkdir -p .build
 	$(GO) -C $(BENCH_MOD) build -o $(CURDIR)/$(BENCH) .
 
-## bench: every scenario and its baselines (bare net/http, group commit off); rewrites BENCHMARKS.md.
+## bench: every scenario and its baselines (bare net/http, group commit off, pgbench on a private PostgreSQL); rewrites BENCHMARKS.md.
 ## The catch-up's million-change log is filled once and kept in .build/ for later runs.
 bench: bench-tool
 	@mkdir -p .build
 	$(BENCH) run -profile full -pprof auto -catchup-db .build/catchup-1m.db
 
-## bench-quick: the same scenarios, small, in under a minute
+## bench-quick: the same scenarios, small, in about 70 s (the PostgreSQL failover waits out a 10 s lease)
 bench-quick: bench-tool
 	$(BENCH) run -profile quick
 

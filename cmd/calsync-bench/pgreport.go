@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"strings"
 )
 
 // Targets of the PostgreSQL scenarios.
@@ -26,7 +27,7 @@ func writePostgresTargets(b *bytes.Buffer, pg *PGResults) {
 			met = ratio >= pgIngestRatioTarget
 		}
 		fmt.Fprintf(b, "| PostgreSQL, %s: durable ingestion ≥ %.0f× PostgreSQL's own single-row insert rate | %.0f/s, processed %s/s | %s | %s |\n",
-			x.Name[len("postgres, "):], pgIngestRatioTarget, x.Load.Throughput, orDash(x.ProcessedPerS, "%.0f"), base, mark(met && x.Drained))
+			strings.TrimPrefix(x.Name, "postgres, "), pgIngestRatioTarget, x.Load.Throughput, orDash(x.ProcessedPerS, "%.0f"), base, mark(met && x.Drained))
 	}
 	if f := pg.Fanout; f != nil {
 		fmt.Fprintf(b, "| PostgreSQL, %.0f webhooks/s to replica A, %d watchers on replica B: sent→received p50 ≤ %.0f ms | %.2f ms | | %s |\n",
@@ -71,17 +72,17 @@ func writePostgresMarkdown(b *bytes.Buffer, pg *PGResults, p Profile) {
 			fmt.Fprintf(b, "calsync on PostgreSQL ingests at")
 			for i, in := range pg.Ingest {
 				if i > 0 {
-					b.WriteString(",")
+					b.WriteString(" and")
 				}
-				fmt.Fprintf(b, " **%.2f×** PostgreSQL's own single-row insert rate with %d replica(s)", in.Load.Throughput/x.TPS, in.Replicas)
+				fmt.Fprintf(b, " **%.2f×** (%s)", in.Load.Throughput/x.TPS, strings.TrimPrefix(in.Name, "postgres, "))
 			}
-			fmt.Fprintf(b, " (`%s`).\n\n", x.Command)
+			fmt.Fprintf(b, " PostgreSQL's own single-row insert rate, `%s`.\n\n", x.Command)
 		}
 		for _, in := range pg.Ingest {
 			if l := in.Log; l != nil {
-				fmt.Fprintf(b, "Change log after %s: %d changes, %.0f bytes each with indexes (inbox: %.0f bytes per delivery; database %.1f MB). "+
+				fmt.Fprintf(b, "Change log after the run with %s: %d changes, %.0f bytes each with indexes (inbox: %.0f bytes per delivery; database %.1f MB). "+
 					"Compacting %d changes (calsync's CompactChanges, 5,000 per transaction) took %.2f s, %.1f µs and %.1f µs of PostgreSQL CPU per change; VACUUM after it %.2f s.\n\n",
-					in.Name, l.Changes, l.BytesPerChange, l.BytesPerDelivery, float64(l.DatabaseBytes)/(1<<20), l.Compacted, l.CompactSeconds, l.CompactUSPerChange, l.PGCPUPerChange, l.VacuumSeconds)
+					strings.TrimPrefix(in.Name, "postgres, "), l.Changes, l.BytesPerChange, l.BytesPerDelivery, float64(l.DatabaseBytes)/(1<<20), l.Compacted, l.CompactSeconds, l.CompactUSPerChange, l.PGCPUPerChange, l.VacuumSeconds)
 			}
 		}
 	}

@@ -55,9 +55,9 @@ func TestWriteMarkdownPostgres(t *testing.T) {
 		"| same: every change once, in order | 1000 received, 0 missing, 0 duplicated, 0 order disagreements | | ✅ |",
 		"work completed elsewhere ≤ 20 s | 10.9 s (another replica asked Recall after 10.2 s) | | ✅ |",
 		"### On PostgreSQL",
-		"**1.12×** PostgreSQL's own single-row insert rate with 1 replica(s), **0.50×**",
+		"ingests at **1.12×** (1 replica) and **0.50×** (3 replicas) PostgreSQL's own single-row insert rate",
 		"| pgbench: 64 clients (-j 2), one 1024-byte row per transaction | 8000 |",
-		"Change log after postgres, 1 replica: 20000 changes, 812 bytes each with indexes (inbox: 1500 bytes per delivery; database 30.0 MB). Compacting 19999 changes",
+		"Change log after the run with 1 replica: 20000 changes, 812 bytes each with indexes (inbox: 1500 bytes per delivery; database 30.0 MB). Compacting 19999 changes",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q:\n%s", want, md)

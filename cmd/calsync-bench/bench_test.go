@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"hash/fnv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -56,6 +57,9 @@ func TestChecker(t *testing.T) {
 		c.Observe("a", 1, "c1", false)
 		if c.Duplicates != 1 {
 			t.Errorf("duplicates = %d", c.Duplicates)
+		}
+		if len(c.DuplicateSamples) != 1 || !strings.Contains(c.DuplicateSamples[0], "event a version 1 at cursor c1") {
+			t.Errorf("duplicate samples = %q", c.DuplicateSamples)
 		}
 	})
 	t.Run("ErrOutOfOrder", func(t *testing.T) {

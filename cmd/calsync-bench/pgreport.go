@@ -91,6 +91,12 @@ func writePostgresMarkdown(b *bytes.Buffer, pg *PGResults, p Profile) {
 			"sent→received p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.1f ms; %d changes received, %d missing, %d duplicated, %d order disagreements, all caught up: %v. Replica B's CPU %.0f%%.\n\n",
 			f.Rate, p.Duration, f.Filtered, f.Unfiltered, f.REST, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max,
 			f.Check.Received, f.Check.Missing, f.Check.Duplicates, f.Check.OrderDisagreements, f.AllCaught, f.Server.CPUPercent)
+		for _, d := range f.Check.DuplicateSamples {
+			fmt.Fprintf(b, "- duplicate: %s\n", d)
+		}
+		if len(f.Check.DuplicateSamples) > 0 {
+			b.WriteString("\n")
+		}
 	}
 	if x := pg.Failover; x != nil {
 		fmt.Fprintf(b, "Failover: %d replicas; replica %d held %s and was killed with SIGKILL. ", x.Replicas, x.Holder, x.Work)

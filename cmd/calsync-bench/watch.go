@@ -281,6 +281,8 @@ type StreamCheck struct {
 	// previous one on the same stream.
 	CursorRegressions int64 `json:"cursor_regressions"`
 	Restarts          int64 `json:"restarts"`
+	// DuplicateSamples are the first duplicates seen, with their cursors.
+	DuplicateSamples []string `json:"duplicate_samples,omitempty"`
 }
 
 // Check compares every watcher with want and the unfiltered ones with each
@@ -295,6 +297,15 @@ func (s *WatchSet) Check(want func(*Watcher) map[string]int) StreamCheck {
 		r.CursorRegressions += w.Checker.Regressions
 		r.Missing += w.Checker.Missing(want(w))
 		r.Restarts += w.Restarts.Load()
+		if len(r.DuplicateSamples) < maxDuplicateSamples {
+			w.Checker.mu.Lock()
+			for _, d := range w.Checker.DuplicateSamples {
+				if len(r.DuplicateSamples) < maxDuplicateSamples {
+					r.DuplicateSamples = append(r.DuplicateSamples, w.Name+": "+d)
+				}
+			}
+			w.Checker.mu.Unlock()
+		}
 		if len(w.CalendarIDs) == 0 {
 			if ref == nil {
 				ref = w

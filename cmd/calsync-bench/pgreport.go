@@ -57,15 +57,15 @@ func writePostgresMarkdown(b *bytes.Buffer, pg *PGResults, p Profile) {
 	if len(pg.Ingest) > 0 || pg.PGBench != nil {
 		fmt.Fprintf(b, "Closed loop over %d connections, %v, spread round-robin over the replicas; processed/s counts until the inbox holds nothing pending. "+
 			"CPU is summed over the replicas; PostgreSQL's is every server process's.\n\n", p.Conns, p.Duration)
-		fmt.Fprintf(b, "| run | webhooks/s | answer p50 | p99 | max | errors | calsync CPU | calsync µs/webhook | PostgreSQL CPU | PostgreSQL µs/webhook | processed/s (incl. drain) | drain | dead-lettered |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(b, "| run | webhooks/s | answer p50 | p99 | max | errors | calsync CPU | calsync µs/webhook | PostgreSQL CPU | PostgreSQL µs/webhook | WAL bytes/webhook | webhooks per WAL flush | processed/s (incl. drain) | drain | dead-lettered |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, x := range pg.Ingest {
-			fmt.Fprintf(b, "| %s | %.0f | %.2f ms | %.2f ms | %.1f ms | %d | %.0f%% | %.0f | %.0f%% | %.0f | %s | %.1f s | %d |\n", x.Name, x.Load.Throughput,
+			fmt.Fprintf(b, "| %s | %.0f | %.2f ms | %.2f ms | %.1f ms | %d | %.0f%% | %.0f | %.0f%% | %.0f | %.0f | %.1f | %s | %.1f s | %d |\n", x.Name, x.Load.Throughput,
 				x.Load.Answer.P50, x.Load.Answer.P99, x.Load.Answer.Max, x.Load.Errors, x.Server.CPUPercent, x.Server.CPUPerOp,
-				x.PGCPUPercent, x.PGCPUPerWebhook, orDash(x.ProcessedPerS, "%.0f"), x.DrainSeconds, x.Dead)
+				x.PGCPUPercent, x.PGCPUPerWebhook, x.WAL.BytesPerOp, x.WAL.OpsPerSync, orDash(x.ProcessedPerS, "%.0f"), x.DrainSeconds, x.Dead)
 		}
 		if x := pg.PGBench; x != nil {
-			fmt.Fprintf(b, "| pgbench: %d clients (-j %d), one %d-byte row per transaction | %.0f | | | | | | | %.0f%% | %.0f per row | | | |\n",
-				x.Clients, x.Threads, x.RowBytes, x.TPS, x.PGCPUPercent, x.PGCPUPerRow)
+			fmt.Fprintf(b, "| pgbench: %d clients (-j %d), one %d-byte row per transaction | %.0f | | | | | | | %.0f%% | %.0f per row | %.0f per row | %.1f rows | | | |\n",
+				x.Clients, x.Threads, x.RowBytes, x.TPS, x.PGCPUPercent, x.PGCPUPerRow, x.WAL.BytesPerOp, x.WAL.OpsPerSync)
 		}
 		b.WriteString("\n")
 		if x := pg.PGBench; x != nil && x.TPS > 0 && len(pg.Ingest) > 0 {

@@ -38,6 +38,7 @@ type PGIngestResult struct {
 	PGCPUPercent    float64 `json:"postgres_cpu_percent"`
 	PGCPUPerWebhook float64 `json:"postgres_cpu_us_per_webhook"`
 	Drained         bool    `json:"drained"`
+	WAL             WALUse  `json:"wal"`
 	// Log is the change log the run left and the cost of compacting it.
 	Log *ChangeLogStats `json:"change_log,omitempty"`
 }
@@ -123,11 +124,12 @@ func (e *Env) pgIngest(ctx context.Context, pg *pgServer, n int) (PGIngestResult
 	if _, err := waitDrained(ctx, cs[0], 2*time.Minute); err != nil {
 		return res, err
 	}
-	before, pgBefore := statsAll(cs), pg.CPU()
+	before, pgBefore, walBefore := statsAll(cs), pg.CPU(), pg.WAL(ctx)
 	start := time.Now()
 	res.Load = w.Run(ctx, p, LoadSpec{Conns: e.Profile.Conns, Duration: e.Profile.Duration})
 	elapsed := time.Since(start)
 	pgCPU := pg.CPU() - pgBefore
+	res.WAL = walUse(walBefore, pg.WAL(ctx), elapsed, res.Load.OK)
 	res.Server = serverUseAll(cs, before, elapsed, res.Load.OK)
 	res.PGCPUPercent = 100 * pgCPU.Seconds() / elapsed.Seconds()
 	if res.Load.OK > 0 {
@@ -147,9 +149,9 @@ func (e *Env) pgIngest(ctx context.Context, pg *pgServer, n int) (PGIngestResult
 				name, st.Changes, st.BytesPerChange, st.BytesPerDelivery, st.Compacted, st.CompactSeconds, st.CompactUSPerChange, st.PGCPUPerChange, st.VacuumSeconds)
 		}
 	}
-	log.Printf("%s: %.0f webhooks/s, answer p50 %.2f ms p99 %.2f ms, calsync CPU %.0f%% (%.0f µs/webhook), PostgreSQL CPU %.0f%% (%.0f µs/webhook), processed %.0f/s (drain %.1f s), %d errors",
+	log.Printf("%s: %.0f webhooks/s, answer p50 %.2f ms p99 %.2f ms, calsync CPU %.0f%% (%.0f µs/webhook), PostgreSQL CPU %.0f%% (%.0f µs/webhook), WAL %.0f bytes/webhook, %.1f webhooks per WAL flush, processed %.0f/s (drain %.1f s), %d errors",
 		name, res.Load.Throughput, res.Load.Answer.P50, res.Load.Answer.P99, res.Server.CPUPercent, res.Server.CPUPerOp,
-		res.PGCPUPercent, res.PGCPUPerWebhook, res.ProcessedPerS, res.DrainSeconds, res.Load.Errors)
+		res.PGCPUPercent, res.PGCPUPerWebhook, res.WAL.BytesPerOp, res.WAL.OpsPerSync, res.ProcessedPerS, res.DrainSeconds, res.Load.Errors)
 	if err != nil {
 		// The figures so far are kept; the error says processing fell behind.
 		return res, err
@@ -410,7 +412,8 @@ func (e *Env) postgres(ctx context.Context, o RunOptions, res *Results) *PGResul
 			res.fail("pgbench", err)
 		} else {
 			out.PGBench = &r
-			log.Printf("pgbench: %.0f single-row inserts/s (%d clients), latency avg %.2f ms, PostgreSQL CPU %.0f%%", r.TPS, r.Clients, r.LatencyAvgMS, r.PGCPUPercent)
+			log.Printf("pgbench: %.0f single-row inserts/s (%d clients), latency avg %.2f ms, PostgreSQL CPU %.0f%% (%.0f µs/row), WAL %.0f bytes/row, %.1f rows per WAL flush",
+				r.TPS, r.Clients, r.LatencyAvgMS, r.PGCPUPercent, r.PGCPUPerRow, r.WAL.BytesPerOp, r.WAL.OpsPerSync)
 		}
 	}
 	if o.runs("pg-fanout") {

@@ -56,6 +56,44 @@ func startPostgres(ctx context.Context) (*pgServer, error) {
 	return s, nil
 }
 
+// walStats are the server's write-ahead log counters at one instant.
+type walStats struct {
+	// bytes is the WAL position (pg_current_wal_lsn) as a byte offset.
+	bytes int64
+	// syncs counts WAL flushes to disk (pg_stat_wal.wal_sync): commits
+	// that shared one flush count once.
+	syncs int64
+}
+
+// WAL reads the WAL counters. pg_stat_wal is updated by each backend about
+// once a second, so differences are exact only over longer runs.
+func (s *pgServer) WAL(ctx context.Context) walStats {
+	var w walStats
+	_ = s.admin.QueryRow(ctx, `SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, (SELECT wal_sync FROM pg_stat_wal)`).Scan(&w.bytes, &w.syncs)
+	return w
+}
+
+// WALUse is the WAL a scenario wrote.
+type WALUse struct {
+	BytesPerOp float64 `json:"wal_bytes_per_op"`
+	SyncsPerS  float64 `json:"wal_syncs_per_s"`
+	// OpsPerSync is how many operations (webhooks, rows) shared one WAL
+	// flush: the group commit, calsync's and PostgreSQL's own.
+	OpsPerSync float64 `json:"ops_per_wal_sync"`
+}
+
+func walUse(before, after walStats, elapsed time.Duration, ops int64) WALUse {
+	var u WALUse
+	if ops > 0 {
+		u.BytesPerOp = float64(after.bytes-before.bytes) / float64(ops)
+	}
+	if syncs := after.syncs - before.syncs; syncs > 0 {
+		u.SyncsPerS = float64(syncs) / elapsed.Seconds()
+		u.OpsPerSync = float64(ops) / float64(syncs)
+	}
+	return u
+}
+
 // Stop stops the server and removes its directory.
 func (s *pgServer) Stop() error {
 	s.admin.Close(context.Background())
@@ -157,6 +195,7 @@ type PGBenchResult struct {
 	// PGCPUPercent is the server's CPU over the run (100 = one core).
 	PGCPUPercent float64 `json:"postgres_cpu_percent"`
 	PGCPUPerRow  float64 `json:"postgres_cpu_us_per_row"`
+	WAL          WALUse  `json:"wal"`
 }
 
 // pgbenchRowBytes is the payload of one pgbench row: 32 md5 digests of
@@ -194,10 +233,11 @@ func runPGBench(ctx context.Context, s *pgServer, clients, threads int, d time.D
 	argv := []string{filepath.Join(pgtest.BinDir, "pgbench"), "-n", "-c", strconv.Itoa(clients), "-j", strconv.Itoa(threads),
 		"-T", strconv.Itoa(secs), "-f", script, "-h", cfg.Host, "-p", strconv.Itoa(int(cfg.Port)), "-U", cfg.User, cfg.Database}
 	res.Command = fmt.Sprintf("pgbench -n -c %d -j %d -T %d -f pgbench-insert.sql (%s)", clients, threads, secs, strings.TrimSpace(pgbenchScript))
-	before, start := s.CPU(), time.Now()
+	before, walBefore, start := s.CPU(), s.WAL(ctx), time.Now()
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	elapsed := time.Since(start)
 	cpu := s.CPU() - before
+	walAfter := s.WAL(ctx)
 	if err != nil {
 		return res, fmt.Errorf("pgbench: %v\n%s", err, out)
 	}
@@ -205,6 +245,7 @@ func runPGBench(ctx context.Context, s *pgServer, clients, threads int, d time.D
 		return res, err
 	}
 	res.PGCPUPercent = 100 * cpu.Seconds() / elapsed.Seconds()
+	res.WAL = walUse(walBefore, walAfter, elapsed, res.Transactions)
 	if res.Transactions > 0 {
 		res.PGCPUPerRow = float64(cpu.Microseconds()) / float64(res.Transactions)
 	}

@@ -133,6 +133,10 @@ func TestPGBenchOnPrivateServer(t *testing.T) {
 	if r.PGCPUPerRow <= 0 {
 		t.Errorf("PostgreSQL CPU not measured: %+v", r)
 	}
+	// Every row is logged whole: at least its payload goes to the WAL.
+	if r.WAL.BytesPerOp < pgbenchRowBytes {
+		t.Errorf("WAL %.0f bytes per row, want at least the row's %d", r.WAL.BytesPerOp, pgbenchRowBytes)
+	}
 	url, err := pg.newDatabase(ctx, "pgbench")
 	if err != nil {
 		t.Fatal(err)

@@ -62,6 +62,15 @@ func TestChecker(t *testing.T) {
 			t.Errorf("duplicate samples = %q", c.DuplicateSamples)
 		}
 	})
+	t.Run("ErrChangeFromBeforeStart", func(t *testing.T) {
+		c := NewChecker(map[string]int{"a": 1, "b": 1})
+		c.Observe("a", 1, "c1", false)
+		c.Observe("b", 2, "c2", false)
+		c.Observe("b", 2, "c3", false)
+		if c.Duplicates != 2 || c.BeforeStart != 1 {
+			t.Errorf("duplicates %d (want 2), from before the start %d (want 1)", c.Duplicates, c.BeforeStart)
+		}
+	})
 	t.Run("ErrOutOfOrder", func(t *testing.T) {
 		c := NewChecker(nil)
 		c.Observe("a", 2, "c2", false)

@@ -18,6 +18,11 @@ type Checker struct {
 	// Duplicates counts versions at or below one already seen: repeats, or
 	// changes delivered out of order.
 	Duplicates int64
+	// BeforeStart counts the duplicates of versions the stream was
+	// expected to start after (its base) that it never delivered before:
+	// changes committed before the watch began, delivered as new. They are
+	// included in Duplicates.
+	BeforeStart int64
 	// Gaps counts versions skipped when a later one arrived first.
 	Gaps int64
 	// Regressions counts cursors not above the stream's previous one.
@@ -63,6 +68,9 @@ func (c *Checker) Observe(key string, ver int, cursor string, regressed bool) {
 	switch {
 	case ver <= prev:
 		c.Duplicates++
+		if c.lastCursor[key] == "" {
+			c.BeforeStart++
+		}
 		if len(c.DuplicateSamples) < maxDuplicateSamples {
 			c.DuplicateSamples = append(c.DuplicateSamples, fmt.Sprintf("event %s version %d at cursor %s (seq %s) after version %d at cursor %s (seq %s)",
 				key, ver, cursor, seqString(cursor), prev, c.lastCursor[key], seqString(c.lastCursor[key])))

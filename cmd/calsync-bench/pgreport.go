@@ -34,8 +34,8 @@ func writePostgresTargets(b *bytes.Buffer, pg *PGResults) {
 			f.Rate, f.Filtered+f.Unfiltered, pgFanoutP50Target, f.Latency.P50, mark(f.Latency.Count > 0 && f.Latency.P50 <= pgFanoutP50Target))
 		fmt.Fprintf(b, "| same: p99 ≤ %.0f ms | %.2f ms (max %.1f ms) | | %s |\n", pgFanoutP99Target, f.Latency.P99, f.Latency.Max,
 			mark(f.Latency.Count > 0 && f.Latency.P99 <= pgFanoutP99Target))
-		fmt.Fprintf(b, "| same: every change once, in order | %d received, %d missing, %d duplicated, %d order disagreements | | %s |\n",
-			f.Check.Received, f.Check.Missing, f.Check.Duplicates, f.Check.OrderDisagreements,
+		fmt.Fprintf(b, "| same: every change once, in order | %d received, %d missing, %d duplicated%s, %d order disagreements | | %s |\n",
+			f.Check.Received, f.Check.Missing, f.Check.Duplicates, beforeStart(f.Check), f.Check.OrderDisagreements,
 			mark(f.Check.Received > 0 && f.AllCaught && f.Check.Missing+f.Check.Duplicates == 0 && f.Check.OrderDisagreements == 0))
 	}
 	if x := pg.Failover; x != nil {
@@ -88,9 +88,9 @@ func writePostgresMarkdown(b *bytes.Buffer, pg *PGResults, p Profile) {
 	}
 	if f := pg.Fanout; f != nil {
 		fmt.Fprintf(b, "Cross-replica fan-out: %.0f webhooks/s sent to replica A for %v, %d one-calendar + %d unfiltered watchers (%d over REST) on replica B: "+
-			"sent→received p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.1f ms; %d changes received, %d missing, %d duplicated, %d order disagreements, all caught up: %v. Replica B's CPU %.0f%%.\n\n",
+			"sent→received p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.1f ms; %d changes received, %d missing, %d duplicated%s, %d order disagreements, all caught up: %v. Replica B's CPU %.0f%%.\n\n",
 			f.Rate, p.Duration, f.Filtered, f.Unfiltered, f.REST, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max,
-			f.Check.Received, f.Check.Missing, f.Check.Duplicates, f.Check.OrderDisagreements, f.AllCaught, f.Server.CPUPercent)
+			f.Check.Received, f.Check.Missing, f.Check.Duplicates, beforeStart(f.Check), f.Check.OrderDisagreements, f.AllCaught, f.Server.CPUPercent)
 		for _, d := range f.Check.DuplicateSamples {
 			fmt.Fprintf(b, "- duplicate: %s\n", d)
 		}
@@ -111,4 +111,14 @@ func writePostgresMarkdown(b *bytes.Buffer, pg *PGResults, p Profile) {
 			fmt.Fprintf(b, "the work did not complete within %.0f s of the kill (target ≤ %.0f s).\n\n", x.DeadlineSeconds, pgFailoverTarget)
 		}
 	}
+}
+
+// beforeStart says how many duplicates were changes committed before the
+// watch started, if any: on a replica whose change feed lags, a watch
+// "from now" starts at the replica's position, behind the database's.
+func beforeStart(c StreamCheck) string {
+	if c.BeforeStart == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of them committed before the watch started)", c.BeforeStart)
 }

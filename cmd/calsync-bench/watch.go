@@ -274,6 +274,9 @@ type StreamCheck struct {
 	Received   int64 `json:"changes_received"`
 	Missing    int64 `json:"missing"`
 	Duplicates int64 `json:"duplicates"`
+	// BeforeStart are the duplicates that were changes committed before
+	// the stream started (see Checker.BeforeStart).
+	BeforeStart int64 `json:"duplicates_from_before_start"`
 	// OrderDisagreements counts unfiltered streams whose order of cursors
 	// differs from the first unfiltered stream's.
 	OrderDisagreements int `json:"order_disagreements"`
@@ -294,6 +297,7 @@ func (s *WatchSet) Check(want func(*Watcher) map[string]int) StreamCheck {
 		r.Streams++
 		r.Received += w.Checker.Received
 		r.Duplicates += w.Checker.Duplicates
+		r.BeforeStart += w.Checker.BeforeStart
 		r.CursorRegressions += w.Checker.Regressions
 		r.Missing += w.Checker.Missing(want(w))
 		r.Restarts += w.Restarts.Load()

@@ -145,3 +145,49 @@ func TestPGBenchOnPrivateServer(t *testing.T) {
 		t.Errorf("database URL %s does not use the server's Unix socket in %s", url, dir)
 	}
 }
+
+// TestRecallTapsTellWhichReplicaAsked checks the failover scenario's view
+// of Recall: each replica's tap forwards to the fake Recall API and records
+// its event listings, so the scenario can tell the replica that holds the
+// work from the one that takes it over.
+func TestRecallTapsTellWhichReplicaAsked(t *testing.T) {
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte(`{"results":[]}`))
+	}))
+	defer fake.Close()
+	lg := &tapLog{arrived: make(chan struct{}, 1)}
+	taps, err := newRecallTaps(fake.URL, 3, lg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range taps {
+		defer tp.srv.Close()
+	}
+	get := func(tap int, path string) {
+		resp, err := http.Get(taps[tap].srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("tap %d %s: status %d", tap, path, resp.StatusCode)
+		}
+	}
+	start := time.Now()
+	get(1, "/api/v2/calendars/c1/")
+	get(1, "/api/v2/calendar-events/?calendar_id=c1")
+	held, ok := waitTap(context.Background(), lg, start, -1, 10*time.Second)
+	if !ok || held.replica != 1 {
+		t.Fatalf("first event listing from replica %d (found %v), want 1", held.replica, ok)
+	}
+	killed := time.Now()
+	if _, ok := waitTap(context.Background(), lg, killed, 1, 50*time.Millisecond); ok {
+		t.Fatal("a listing by another replica reported before any was made")
+	}
+	get(1, "/api/v2/calendar-events/?calendar_id=c1")
+	get(2, "/api/v2/calendar-events/?calendar_id=c1")
+	took, ok := waitTap(context.Background(), lg, killed, 1, 10*time.Second)
+	if !ok || took.replica != 2 {
+		t.Fatalf("takeover by replica %d (found %v), want 2", took.replica, ok)
+	}
+}

@@ -363,10 +363,3 @@ func (c *claimSource) release(ctx context.Context, l store.Lease) {
 		c.p.log.Warn("release claim on deliveries", "lease", l.Name, "err", err)
 	}
 }
-
-// heldClaims is how many keys this process holds claimed.
-func (c *claimSource) heldClaims() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.held)
-}

@@ -303,8 +303,8 @@ func (c *claimSource) lost(ctx context.Context, key string) {
 }
 
 // renew renews the claims held every third of the TTL until ctx is done.
-// A claim found lost is dropped from memory at once if no worker holds its
-// key, and otherwise when the worker's fenced write fails.
+// A claim found lost has its key's queued deliveries dropped from memory
+// at once; a batch a worker holds is dropped when its fenced write fails.
 func (c *claimSource) renew(ctx context.Context) {
 	t := time.NewTicker(c.ttl / 3)
 	defer t.Stop()
@@ -334,7 +334,7 @@ func (c *claimSource) renew(ctx context.Context) {
 				h.lost = true
 				c.mu.Unlock()
 				c.p.log.Warn("claim on deliveries lost; another process took them over", "ordering_key", key)
-				if c.p.sched.dropIdle(key) {
+				if c.p.sched.dropQueued(key) {
 					c.forget(key, h)
 				}
 			case ctx.Err() != nil:
@@ -362,11 +362,4 @@ func (c *claimSource) release(ctx context.Context, l store.Lease) {
 	if err := c.inbox.ReleaseLease(ctx, l); err != nil && ctx.Err() == nil {
 		c.p.log.Warn("release claim on deliveries", "lease", l.Name, "err", err)
 	}
-}
-
-// heldClaims is how many keys this process holds claimed.
-func (c *claimSource) heldClaims() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.held)
 }

@@ -209,7 +209,9 @@ func (p *Processor) Notify() {
 
 // Run processes deliveries until ctx is done, then waits for the deliveries
 // under way. A delivery interrupted by shutdown stays pending and is
-// processed after the next start.
+// processed after the next start, or, on an inbox several processes
+// share, by another process once this one's claim on it has expired (Run
+// releases nothing on the way out, as a killed process could not).
 func (p *Processor) Run(ctx context.Context) {
 	go p.sched.closeOnDone(ctx)
 	var wg sync.WaitGroup
@@ -337,8 +339,10 @@ func (p *Processor) work(ctx context.Context, l lane, yields bool) {
 		err := p.process(bctx, batch)
 		switch {
 		case err == nil:
-			p.src.finished(bctx, key, len(batch))
+			// Reported before the scheduler lets go of the batch, so that
+			// whoever sees it gone sees it counted.
 			p.cfg.OnProcessed(batch[0].Provider, "done", len(batch), time.Since(began))
+			p.src.finished(bctx, key, len(batch))
 		case ctx.Err() != nil:
 			return // shutting down: the deliveries stay pending
 		default:

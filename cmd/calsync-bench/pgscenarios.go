@@ -407,8 +407,9 @@ func (e *Env) postgres(ctx context.Context, o RunOptions, res *Results) *PGResul
 			}
 		}
 		// PostgreSQL's own single-row insert rate, in the same run and for
-		// as long, with as many clients as the ingestion has connections.
-		if r, err := runPGBench(ctx, pg, e.Profile.Conns, 2, e.Profile.Duration, e.Dir); err != nil {
+		// as long (5 s at least), with as many clients as the ingestion has
+		// connections.
+		if r, err := runPGBench(ctx, pg, e.Profile.Conns, 2, max(e.Profile.Duration, minPGBenchRun), e.Dir); err != nil {
 			res.fail("pgbench", err)
 		} else {
 			out.PGBench = &r

@@ -198,6 +198,11 @@ type PGBenchResult struct {
 	WAL          WALUse  `json:"wal"`
 }
 
+// minPGBenchRun is the shortest pgbench run of a benchmark: opening 64
+// connections takes a while on a busy machine and pgbench counts it in -T,
+// so a run as short as the quick profile's 2 s may commit nothing at all.
+const minPGBenchRun = 5 * time.Second
+
 // pgbenchRowBytes is the payload of one pgbench row: 32 md5 digests of
 // random numbers, so no row compresses to nothing.
 const pgbenchRowBytes = 32 * 32
@@ -263,6 +268,9 @@ var (
 func parsePGBench(out string) (tx int64, tps, latencyMS float64, err error) {
 	m := pgbenchTxRe.FindStringSubmatch(out)
 	t := pgbenchTPSRe.FindStringSubmatch(out)
+	if m != nil && m[1] == "0" {
+		return 0, 0, 0, fmt.Errorf("pgbench committed no transaction (its connections may have taken the whole run on a busy machine):\n%s", out)
+	}
 	if m == nil || t == nil {
 		return 0, 0, 0, fmt.Errorf("pgbench: no summary in its output:\n%s", out)
 	}

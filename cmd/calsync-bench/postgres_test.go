@@ -36,6 +36,10 @@ func TestParsePGBench(t *testing.T) {
 	if _, _, _, err := parsePGBench("pgbench: error: connection to server failed\n"); err == nil {
 		t.Error("an output without a summary was accepted")
 	}
+	nothing := "number of clients: 64\nduration: 2 s\nnumber of transactions actually processed: 0\nnumber of failed transactions: 0 (NaN%)\n"
+	if _, _, _, err := parsePGBench(nothing); err == nil || !strings.Contains(err.Error(), "no transaction") {
+		t.Errorf("a run that committed nothing: err %v, want one saying so", err)
+	}
 }
 
 func TestParseStat(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/binary"
 	"hash/fnv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -56,6 +57,18 @@ func TestChecker(t *testing.T) {
 		c.Observe("a", 1, "c1", false)
 		if c.Duplicates != 1 {
 			t.Errorf("duplicates = %d", c.Duplicates)
+		}
+		if len(c.DuplicateSamples) != 1 || !strings.Contains(c.DuplicateSamples[0], "event a version 1 at cursor c1") {
+			t.Errorf("duplicate samples = %q", c.DuplicateSamples)
+		}
+	})
+	t.Run("ErrChangeFromBeforeStart", func(t *testing.T) {
+		c := NewChecker(map[string]int{"a": 1, "b": 1})
+		c.Observe("a", 1, "c1", false)
+		c.Observe("b", 2, "c2", false)
+		c.Observe("b", 2, "c3", false)
+		if c.Duplicates != 2 || c.BeforeStart != 1 {
+			t.Errorf("duplicates %d (want 2), from before the start %d (want 1)", c.Duplicates, c.BeforeStart)
 		}
 	})
 	t.Run("ErrOutOfOrder", func(t *testing.T) {

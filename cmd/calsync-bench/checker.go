@@ -1,6 +1,10 @@
 package main
 
-import "sync"
+import (
+	"fmt"
+	"strconv"
+	"sync"
+)
 
 // Checker verifies one watch stream against what was sent: every event is
 // updated by a single sender that waits for each answer before the next
@@ -14,6 +18,11 @@ type Checker struct {
 	// Duplicates counts versions at or below one already seen: repeats, or
 	// changes delivered out of order.
 	Duplicates int64
+	// BeforeStart counts the duplicates of versions the stream was
+	// expected to start after (its base) that it never delivered before:
+	// changes committed before the watch began, delivered as new. They are
+	// included in Duplicates.
+	BeforeStart int64
 	// Gaps counts versions skipped when a later one arrived first.
 	Gaps int64
 	// Regressions counts cursors not above the stream's previous one.
@@ -24,7 +33,16 @@ type Checker struct {
 	hashed bool
 	// lagging is an event Caught last found behind.
 	lagging string
+	// lastCursor is the cursor of each event's newest version, and
+	// DuplicateSamples describes the first few duplicates with both
+	// cursors, so a report can tell a change sent twice (one cursor) from
+	// a version written twice (two).
+	lastCursor       map[string]string
+	DuplicateSamples []string
 }
+
+// maxDuplicateSamples bounds Checker.DuplicateSamples.
+const maxDuplicateSamples = 5
 
 // NewChecker returns a Checker for a stream that starts after base: the
 // version of each event the stream is expected to have already.
@@ -33,7 +51,7 @@ func NewChecker(base map[string]int) *Checker {
 	for k, v := range base {
 		last[k] = v
 	}
-	return &Checker{last: last}
+	return &Checker{last: last, lastCursor: make(map[string]string, len(base))}
 }
 
 // Observe records that version ver of event key arrived with cursor;
@@ -50,11 +68,19 @@ func (c *Checker) Observe(key string, ver int, cursor string, regressed bool) {
 	switch {
 	case ver <= prev:
 		c.Duplicates++
+		if c.lastCursor[key] == "" {
+			c.BeforeStart++
+		}
+		if len(c.DuplicateSamples) < maxDuplicateSamples {
+			c.DuplicateSamples = append(c.DuplicateSamples, fmt.Sprintf("event %s version %d at cursor %s (seq %s) after version %d at cursor %s (seq %s)",
+				key, ver, cursor, seqString(cursor), prev, c.lastCursor[key], seqString(c.lastCursor[key])))
+		}
 		return
 	case ver > prev+1:
 		c.Gaps += int64(ver - prev - 1)
 	}
 	c.last[key] = ver
+	c.lastCursor[key] = cursor
 	c.order, c.hashed = chainCursor(c.order, cursor), true
 }
 
@@ -118,4 +144,12 @@ func (c *Checker) Missing(want map[string]int) int64 {
 		}
 	}
 	return n
+}
+
+// seqString is the change log position in cursor, or "?".
+func seqString(cursor string) string {
+	if seq, ok := cursorSeq(cursor); ok {
+		return strconv.FormatUint(seq, 10)
+	}
+	return "?"
 }

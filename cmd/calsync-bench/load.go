@@ -111,24 +111,48 @@ func (w *Workload) postpressBody(i, ver int, sent time.Time) []byte {
 		EventKey(i), w.CalendarOf(i), sent.UTC().Format(time.RFC3339Nano), benchTitle(ver, sent), day, day)
 }
 
-// Poster sends webhooks to one base URL.
+// Poster sends webhooks to one base URL, or spreads them over several
+// replicas' (see [NewSpreadPoster]).
 type Poster struct {
 	Base   string
 	Client *http.Client
 	svix   *svix.Webhook
-	msgSeq atomic.Int64
+	// msgSeq is shared by the per-connection views of a spread Poster, so
+	// Svix message ids stay unique across replicas.
+	msgSeq *atomic.Int64
 	runID  string
+	// bases are the replicas a spread Poster sends to.
+	bases []string
 }
 
 // NewPoster returns a Poster keeping up to conns connections open.
 func NewPoster(base string, conns int) *Poster {
+	return NewSpreadPoster([]string{base}, conns)
+}
+
+// NewSpreadPoster returns a Poster whose load connections are spread over
+// bases round-robin, as a load balancer in front of replicas would: load
+// connection i always sends to bases[i%len(bases)], so a webhook retried
+// after an error goes back to the same replica. It keeps up to conns
+// connections open in all.
+func NewSpreadPoster(bases []string, conns int) *Poster {
 	wh, err := svix.NewWebhook(recallSecret)
 	if err != nil {
 		panic(err)
 	}
 	tr := &http.Transport{MaxIdleConns: conns * 2, MaxIdleConnsPerHost: conns * 2, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
-	return &Poster{Base: base, Client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, svix: wh,
-		runID: strconv.FormatInt(time.Now().UnixNano(), 36)}
+	return &Poster{Base: bases[0], Client: &http.Client{Transport: tr, Timeout: 30 * time.Second}, svix: wh,
+		msgSeq: new(atomic.Int64), runID: strconv.FormatInt(time.Now().UnixNano(), 36), bases: bases}
+}
+
+// forConn returns the Poster load connection i sends through.
+func (p *Poster) forConn(i int) *Poster {
+	if len(p.bases) <= 1 {
+		return p
+	}
+	v := *p
+	v.Base = p.bases[i%len(p.bases)]
+	return &v
 }
 
 // Postpress sends a postpress webhook with its header authentication and,
@@ -230,6 +254,7 @@ func (w *Workload) Run(ctx context.Context, p *Poster, spec LoadSpec) LoadResult
 	var wg sync.WaitGroup
 	start := time.Now()
 	for wkr := range spec.Conns {
+		p := p.forConn(wkr)
 		wg.Go(func() {
 			var local []time.Duration
 			defer func() { lat.Merge(local) }()

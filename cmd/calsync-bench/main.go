@@ -4,6 +4,12 @@
 // nothing is lost, doubled or reordered. `make bench`, `make bench-quick`,
 // `make bench-peers`, `make crash-test` and `make fault-test` run it.
 //
+// The tool is a module of its own (go.mod here replaces
+// github.com/calsync/calsync with this checkout), so what only it needs,
+// such as the etcd client, stays out of calsync's go.mod. Run it from the
+// repository root: it builds ./cmd/calsync and writes benchmarks/ and
+// BENCHMARKS.md there (`make bench-tool` builds it into .build/).
+//
 // Subcommands:
 //
 //	calsync-bench run     [-profile quick|full] [-target GRPC,HTTP] [-pprof auto] [-only SCENARIOS] [-catchup-changes N] [-out FILE] [-md BENCHMARKS.md]

@@ -89,9 +89,11 @@ type Child struct {
 	GRPCAddr string
 	HTTPAddr string
 	// DB is the database of a calsync the tool started.
-	DB      string
-	cmd     *exec.Cmd
-	done    chan error
+	DB  string
+	cmd *exec.Cmd
+	// exited is closed once the process has ended and been waited for, so
+	// any number of Kill and Stop calls can wait on it.
+	exited  chan struct{}
 	logPath string
 }
 
@@ -118,7 +120,7 @@ func (c *Child) Kill() {
 		return
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGKILL)
-	<-c.done
+	<-c.exited
 }
 
 // Stop asks the child to shut down cleanly, and kills it after timeout.
@@ -128,7 +130,7 @@ func (c *Child) Stop(timeout time.Duration) {
 	}
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-c.done:
+	case <-c.exited:
 	case <-time.After(timeout):
 		c.Kill()
 	}
@@ -145,18 +147,21 @@ func startChild(ctx context.Context, name string, argv, env []string, logDir, he
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A server must not outlive the tool: if the tool is killed, the
+	// kernel kills its servers too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err
 	}
-	c := &Child{Name: name, cmd: cmd, done: make(chan error, 1), logPath: logPath}
-	go func() { c.done <- cmd.Wait(); logf.Close() }()
+	c := &Child{Name: name, cmd: cmd, exited: make(chan struct{}), logPath: logPath}
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); logf.Close(); close(c.exited) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		select {
-		case err := <-c.done:
-			c.done <- err
-			return nil, fmt.Errorf("%s exited during start (%v); see %s", name, err, logPath)
+		case <-c.exited:
+			return nil, fmt.Errorf("%s exited during start (%v); see %s", name, waitErr, logPath)
 		default:
 		}
 		if resp, err := http.Get(healthURL); err == nil {

@@ -38,14 +38,23 @@ type Profile struct {
 	CatchupChanges int `json:"catchup_changes"`
 	// Drain waits for the inbox to empty around each ingestion run, which
 	// measures processing too but costs the quick profile its minute.
+	// The PostgreSQL ingestion always drains.
 	Drain bool `json:"drain"`
+	// PGFanoutRate is the webhooks/s sent to replica A while
+	// PGFilteredStreams one-calendar and PGUnfilteredStreams unfiltered
+	// watchers are on replica B.
+	PGFanoutRate        float64 `json:"pg_fanout_rate"`
+	PGFilteredStreams   int     `json:"pg_filtered_streams"`
+	PGUnfilteredStreams int     `json:"pg_unfiltered_streams"`
 }
 
 var profiles = map[string]Profile{
 	"quick": {Name: "quick", Duration: 2 * time.Second, Conns: 64, FanoutRate: 2000, FilteredStreams: 200, UnfilteredStreams: 10,
-		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 1000, CatchupChanges: 5_000},
+		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 1000, CatchupChanges: 5_000,
+		PGFanoutRate: 500, PGFilteredStreams: 90, PGUnfilteredStreams: 10},
 	"full": {Name: "full", Duration: 15 * time.Second, Conns: 64, FanoutRate: 2000, FilteredStreams: 1000, UnfilteredStreams: 10,
-		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 10_000, CatchupChanges: 1_000_000, Drain: true},
+		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 10_000, CatchupChanges: 1_000_000, Drain: true,
+		PGFanoutRate: 500, PGFilteredStreams: 90, PGUnfilteredStreams: 10},
 }
 
 // Env is what every scenario shares: the calsync binary, a scratch folder
@@ -368,13 +377,21 @@ type FanoutResult struct {
 // filtered watchers (one calendar each) and unfiltered ones; a tenth of the
 // filtered and a fifth of the unfiltered go through REST NDJSON.
 func (e *Env) fanout(ctx context.Context, c *Child, name string, rate float64, filtered, unfiltered int, dur time.Duration, rest bool) (FanoutResult, error) {
+	return e.fanoutAcross(ctx, c, c, name, rate, filtered, unfiltered, dur, rest)
+}
+
+// fanoutAcross is fanout with the webhooks sent to one server (post) and
+// the watchers on another (c): two replicas of one database, where a change
+// committed through post must reach c's watchers. The server use reported
+// is c's.
+func (e *Env) fanoutAcross(ctx context.Context, post, c *Child, name string, rate float64, filtered, unfiltered int, dur time.Duration, rest bool) (FanoutResult, error) {
 	cals := max(filtered, 100)
 	w := NewWorkload(cals, 2)
-	p := NewPoster("http://"+c.HTTPAddr, 64)
+	p := NewPoster("http://"+post.HTTPAddr, 64)
 	// Version 1 of every event creates the calendars; the streams start
 	// after it is processed.
 	w.Run(ctx, p, LoadSpec{Conns: 64, OnePass: true})
-	if _, err := waitDrained(ctx, c, 2*time.Minute); err != nil {
+	if _, err := waitDrained(ctx, post, 2*time.Minute); err != nil {
 		return FanoutResult{}, err
 	}
 	ids, err := calendarIDs(ctx, c)

@@ -274,6 +274,9 @@ type StreamCheck struct {
 	Received   int64 `json:"changes_received"`
 	Missing    int64 `json:"missing"`
 	Duplicates int64 `json:"duplicates"`
+	// BeforeStart are the duplicates that were changes committed before
+	// the stream started (see Checker.BeforeStart).
+	BeforeStart int64 `json:"duplicates_from_before_start"`
 	// OrderDisagreements counts unfiltered streams whose order of cursors
 	// differs from the first unfiltered stream's.
 	OrderDisagreements int `json:"order_disagreements"`
@@ -281,6 +284,8 @@ type StreamCheck struct {
 	// previous one on the same stream.
 	CursorRegressions int64 `json:"cursor_regressions"`
 	Restarts          int64 `json:"restarts"`
+	// DuplicateSamples are the first duplicates seen, with their cursors.
+	DuplicateSamples []string `json:"duplicate_samples,omitempty"`
 }
 
 // Check compares every watcher with want and the unfiltered ones with each
@@ -292,9 +297,19 @@ func (s *WatchSet) Check(want func(*Watcher) map[string]int) StreamCheck {
 		r.Streams++
 		r.Received += w.Checker.Received
 		r.Duplicates += w.Checker.Duplicates
+		r.BeforeStart += w.Checker.BeforeStart
 		r.CursorRegressions += w.Checker.Regressions
 		r.Missing += w.Checker.Missing(want(w))
 		r.Restarts += w.Restarts.Load()
+		if len(r.DuplicateSamples) < maxDuplicateSamples {
+			w.Checker.mu.Lock()
+			for _, d := range w.Checker.DuplicateSamples {
+				if len(r.DuplicateSamples) < maxDuplicateSamples {
+					r.DuplicateSamples = append(r.DuplicateSamples, w.Name+": "+d)
+				}
+			}
+			w.Checker.mu.Unlock()
+		}
 		if len(w.CalendarIDs) == 0 {
 			if ref == nil {
 				ref = w

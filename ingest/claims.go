@@ -328,7 +328,7 @@ func (c *claimSource) lost(ctx context.Context, key string) {
 // A claim found lost has its key's queued deliveries dropped from memory
 // at once; a batch a worker holds is dropped when its fenced write fails.
 func (c *claimSource) renew(ctx context.Context) {
-	t := time.NewTicker(c.ttl / 3)
+	t := time.NewTicker(max(c.ttl/3, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {

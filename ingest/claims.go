@@ -25,11 +25,19 @@ const (
 // maxClaimBatch bounds the keys one ClaimPending call asks for.
 const maxClaimBatch = 500
 
-// claimsPerWorker bounds the keys a lane holds claimed, per worker of the
-// lane: enough to keep every worker busy, few enough that the claims are
-// cheap to renew and that keys this process cannot start soon stay free
-// for the others.
+// claimsPerWorker is how many keys a lane asks to hold claimed, per worker
+// of the lane: enough to keep every worker busy, few enough that keys this
+// process cannot start soon stay free for the others. It shapes how many
+// keys a claim round asks for, not what it keeps: ClaimPending cannot tell
+// one lane's keys from another's, so a round keeps every key whose
+// deliveries fit in the scheduler (giving back the others would claim
+// them again at every round, and starve the keys behind them), and a lane
+// can hold more keys than this while another lane has room.
 const claimsPerWorker = 4
+
+// renewConcurrency is how many claims are renewed at once, so that
+// renewing many keys takes a small part of the TTL.
+const renewConcurrency = 8
 
 // claimSource gets deliveries by claiming whole ordering keys (calendars)
 // from an inbox several processes share ([store.ClaimingInbox]), so that
@@ -180,24 +188,38 @@ func (c *claimSource) take(ctx context.Context, cl store.Claim) bool {
 	return false
 }
 
-// read queues the PENDING deliveries h covers, as many as the scheduler
-// has room for, and reports whether the scheduler now holds some of key.
-// Those it has no room for stay in the inbox: they are read when the
-// scheduler has worked through the key (see finished).
+// read queues the PENDING deliveries h covers, in pages, as many as the
+// scheduler has room for, and reports whether the scheduler now holds some
+// of key. Those it has no room for stay in the inbox: they are read when
+// the scheduler has worked through the key (see finished).
 func (c *claimSource) read(ctx context.Context, key string, h *heldClaim) bool {
-	limit, open := c.p.sched.room(c.p.cfg.MaxDeliveryBytes+deliveryOverhead, maxClaimBatch)
-	ds, err := c.inbox.ClaimedDeliveries(ctx, c.claimOf(h), 0, limit)
-	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, store.ErrLeaseLost) {
-			c.p.log.Error("read claimed deliveries", "err", err)
+	var after int64
+	for {
+		limit, open := c.p.sched.room(c.p.cfg.MaxDeliveryBytes+deliveryOverhead, maxClaimBatch)
+		if limit == 0 {
+			break
 		}
-		return false
-	}
-	if len(ds) > 0 {
+		ds, err := c.inbox.ClaimedDeliveries(ctx, c.claimOf(h), after, limit)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, store.ErrLeaseLost) {
+				c.p.log.Error("read claimed deliveries", "err", err)
+			}
+			break
+		}
+		if len(ds) == 0 {
+			break
+		}
+		// One key's deliveries are one calendar's, of one provider: one
+		// lane.
+		l := laneOf(ds[0])
 		c.mu.Lock()
-		h.lane = laneOf(ds[0])
+		h.lane = l
 		c.mu.Unlock()
-		c.p.sched.addAll(ds, c.p.cfg.Now(), &open)
+		through := c.p.sched.addAll(ds, c.p.cfg.Now(), &open)
+		if len(ds) < limit || through[l] < len(ds) {
+			break // all read, or the lane is full
+		}
+		after = ds[len(ds)-1].ID
 	}
 	return c.p.sched.holds(key)
 }
@@ -306,7 +328,7 @@ func (c *claimSource) lost(ctx context.Context, key string) {
 // A claim found lost has its key's queued deliveries dropped from memory
 // at once; a batch a worker holds is dropped when its fenced write fails.
 func (c *claimSource) renew(ctx context.Context) {
-	t := time.NewTicker(c.ttl / 3)
+	t := time.NewTicker(max(c.ttl/3, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -322,27 +344,37 @@ func (c *claimSource) renew(ctx context.Context) {
 			}
 		}
 		c.mu.Unlock()
+		var wg sync.WaitGroup
+		turns := make(chan struct{}, renewConcurrency)
 		for key, h := range held {
-			l, err := c.inbox.RenewLease(ctx, c.claimOf(h).Lease, c.ttl)
-			switch {
-			case err == nil:
-				c.mu.Lock()
-				h.claim.Lease = l
-				c.mu.Unlock()
-			case errors.Is(err, store.ErrLeaseLost):
-				c.mu.Lock()
-				h.lost = true
-				c.mu.Unlock()
-				c.p.log.Warn("claim on deliveries lost; another process took them over", "ordering_key", key)
-				if c.p.sched.dropQueued(key) {
-					c.forget(key, h)
-				}
-			case ctx.Err() != nil:
-				return
-			default:
-				c.p.log.Warn("renew claim on deliveries", "ordering_key", key, "err", err)
-			}
+			turns <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-turns }()
+				c.renewOne(ctx, key, h)
+			})
 		}
+		wg.Wait()
+	}
+}
+
+// renewOne renews one claim, and drops its key when the claim was lost.
+func (c *claimSource) renewOne(ctx context.Context, key string, h *heldClaim) {
+	l, err := c.inbox.RenewLease(ctx, c.claimOf(h).Lease, c.ttl)
+	switch {
+	case err == nil:
+		c.mu.Lock()
+		h.claim.Lease = l
+		c.mu.Unlock()
+	case errors.Is(err, store.ErrLeaseLost):
+		c.mu.Lock()
+		h.lost = true
+		c.mu.Unlock()
+		c.p.log.Warn("claim on deliveries lost; another process took them over", "ordering_key", key)
+		if c.p.sched.dropQueued(key) {
+			c.forget(key, h)
+		}
+	case ctx.Err() == nil:
+		c.p.log.Warn("renew claim on deliveries", "ordering_key", key, "err", err)
 	}
 }
 

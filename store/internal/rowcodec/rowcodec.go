@@ -6,11 +6,11 @@
 package rowcodec
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"time"
 
-	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,10 +23,9 @@ import (
 // Marshal encodes deterministically, so equal messages are equal bytes.
 var Marshal = proto.MarshalOptions{Deterministic: true}.Marshal
 
-// marshalEvent encodes an event for the events table, which is only ever
-// decoded: its map entries (the raw payload's object keys) are written in
-// map order rather than sorted, which spares sorting and copying every
-// key of every payload stored. Fields outside maps keep their order.
+// marshalEvent encodes an event without its raw payload for the events
+// table, which is only ever decoded: nothing needs its bytes to be
+// deterministic.
 var marshalEvent = proto.MarshalOptions{}.Marshal
 
 // Nanos returns t as unix nanoseconds, clamped to what an int64 holds so a
@@ -97,48 +96,37 @@ func WithoutRaw(e *calsyncv1.CalendarEvent) *calsyncv1.CalendarEvent {
 	}
 }
 
-// rawField is the field number of CalendarEvent.raw.
-var rawField = (&calsyncv1.CalendarEvent{}).ProtoReflect().Descriptor().Fields().ByName("raw").Number()
-
-// SplitRaw marshals e once and splits the encoding into the event without
-// its raw payload (data) and the raw payload's own encoding (raw, nil when
-// e has none). A message's encoding is the concatenation of its fields',
-// so cutting one field out leaves the encoding of the message without it:
-// this spares a copy of the event and a second encoding of the payload,
-// the largest part of it.
+// SplitRaw encodes e as the events table keeps it: the event without its
+// raw payload (data), and the raw payload's own encoding (raw, nil when e
+// has none). The payload, the largest part of an event, is encoded by
+// walking its Go values (see rawEncoder), not through reflection.
 func SplitRaw(e *calsyncv1.CalendarEvent) (data, raw []byte, err error) {
-	full, err := marshalEvent(e)
+	data, raw, bad, err := splitRaw(e, WithoutRaw(e))
+	if err == nil && bad.badUTF8 {
+		err = errRawNotUTF8
+	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if e.GetRaw() == nil {
-		return full, nil, nil
-	}
-	data = full[:0:0]
-	for b := full; len(b) > 0; {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return nil, nil, protowire.ParseError(n)
-		}
-		m := protowire.ConsumeFieldValue(num, typ, b[n:])
-		if m < 0 {
-			return nil, nil, protowire.ParseError(m)
-		}
-		if num == rawField && typ == protowire.BytesType {
-			v, k := protowire.ConsumeBytes(b[n:])
-			if k < 0 {
-				return nil, nil, protowire.ParseError(k)
-			}
-			raw = v
-		} else {
-			data = append(data, b[:n+m]...)
-		}
-		b = b[n+m:]
-	}
-	if raw == nil {
-		raw = []byte{} // an empty payload is still a payload
-	}
 	return data, raw, nil
+}
+
+// errRawNotUTF8 is what SplitRaw returns for a raw payload that holds a
+// string or key that is not valid UTF-8, which protobuf refuses to encode.
+var errRawNotUTF8 = errors.New("raw payload contains invalid UTF-8")
+
+// splitRaw is SplitRaw, given noRaw = WithoutRaw(e), reporting what the
+// raw payload holds that some encoding cannot carry instead of refusing it.
+func splitRaw(e, noRaw *calsyncv1.CalendarEvent) (data, raw []byte, bad rawEncoder, err error) {
+	if data, err = marshalEvent(noRaw); err != nil {
+		return nil, nil, bad, err
+	}
+	if e.GetRaw() == nil {
+		return data, nil, bad, nil
+	}
+	// An empty payload is still a payload: raw is not nil.
+	raw = bad.appendStruct(make([]byte, 0, sizeStruct(e.GetRaw())), e.GetRaw())
+	return data, raw, bad, nil
 }
 
 // Instant is a point in time as the events table keeps it: unix seconds
@@ -183,7 +171,11 @@ func EncodeEvent(e *calsyncv1.CalendarEvent) (EventRow, error) {
 	if e.GetId() == "" || e.GetCalendarId() == "" || e.GetProvider() == "" {
 		return EventRow{}, fmt.Errorf("store: event needs id, calendar_id and provider: %w", store.ErrInvalidArgument)
 	}
-	if err := model.CheckEncodable(e); err != nil {
+	// The raw payload, the largest part of the event, is checked while it
+	// is encoded: one walk instead of two. Everything else is checked
+	// first, as CheckEncodable checks the payload last.
+	noRaw := WithoutRaw(e)
+	if err := model.CheckEncodable(noRaw); err != nil {
 		return EventRow{}, fmt.Errorf("store: event %s: %w: %w", e.GetId(), err, store.ErrInvalidArgument)
 	}
 	r := EventRow{
@@ -201,8 +193,19 @@ func EncodeEvent(e *calsyncv1.CalendarEvent) (EventRow, error) {
 	if e.GetEndTime() != nil {
 		r.End = TsInstant(e.GetEndTime())
 	}
+	var bad rawEncoder
 	var err error
-	if r.Data, r.Raw, err = SplitRaw(e); err != nil {
+	r.Data, r.Raw, bad, err = splitRaw(e, noRaw)
+	if bad.badUTF8 || bad.nonFinite {
+		// CheckEncodable names the field; it refuses what the encoder saw.
+		if cerr := model.CheckEncodable(e); cerr != nil {
+			return EventRow{}, fmt.Errorf("store: event %s: %w: %w", e.GetId(), cerr, store.ErrInvalidArgument)
+		}
+		if bad.badUTF8 && err == nil {
+			err = errRawNotUTF8
+		}
+	}
+	if err != nil {
 		return EventRow{}, fmt.Errorf("store: marshal event %s: %w", e.GetId(), err)
 	}
 	return r, nil

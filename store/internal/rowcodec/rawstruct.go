@@ -1,0 +1,162 @@
+package rowcodec
+
+import (
+	"math"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Field tags of google.protobuf.Struct, Value and ListValue, and of a map
+// entry, as they appear on the wire.
+const (
+	tagStructFields = 1<<3 | byte(protowire.BytesType) // Struct.fields, one entry each
+	tagEntryKey     = 1<<3 | byte(protowire.BytesType)
+	tagEntryValue   = 2<<3 | byte(protowire.BytesType)
+	tagNull         = 1<<3 | byte(protowire.VarintType)
+	tagNumber       = 2<<3 | byte(protowire.Fixed64Type)
+	tagString       = 3<<3 | byte(protowire.BytesType)
+	tagBool         = 4<<3 | byte(protowire.VarintType)
+	tagStruct       = 5<<3 | byte(protowire.BytesType)
+	tagList         = 6<<3 | byte(protowire.BytesType)
+	tagListValues   = 1<<3 | byte(protowire.BytesType)
+)
+
+// rawEncoder encodes a google.protobuf.Struct (a raw payload) in protobuf's
+// binary format, walking its Go values directly. proto.Marshal goes
+// through reflection for the Struct's maps, which costs two allocations per
+// object key (one when sizing, one when writing) and was most of encoding
+// an event. The bytes are those proto.Marshal writes, map entries in map
+// order (as marshalEvent leaves them), so proto.Unmarshal reads the same
+// Struct back.
+//
+// It notes, as it goes, what some encoding cannot carry: a string or key
+// that is not valid UTF-8 (which proto.Marshal refuses too), and a number
+// that is NaN or infinite (which protojson refuses; see
+// [model.CheckEncodable]).
+type rawEncoder struct {
+	badUTF8   bool
+	nonFinite bool
+}
+
+// appendStruct appends the encoding of s's fields (s may be nil).
+func (e *rawEncoder) appendStruct(b []byte, s *structpb.Struct) []byte {
+	for k, v := range s.GetFields() {
+		if !utf8.ValidString(k) {
+			e.badUTF8 = true
+		}
+		b = append(b, tagStructFields)
+		entry := len(b)
+		b = append(b, 0)
+		// Like proto.Marshal, a map entry always carries its key and value.
+		b = append(b, tagEntryKey)
+		b = protowire.AppendString(b, k)
+		b = append(b, tagEntryValue)
+		val := len(b)
+		b = append(b, 0)
+		b = e.appendValue(b, v)
+		b = fixLength(b, val)
+		b = fixLength(b, entry)
+	}
+	return b
+}
+
+// appendValue appends the encoding of v's fields (v may be nil, which
+// encodes as an empty Value).
+func (e *rawEncoder) appendValue(b []byte, v *structpb.Value) []byte {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NullValue:
+		b = append(b, tagNull)
+		b = protowire.AppendVarint(b, uint64(int64(k.NullValue)))
+	case *structpb.Value_NumberValue:
+		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
+			e.nonFinite = true
+		}
+		b = append(b, tagNumber)
+		b = protowire.AppendFixed64(b, math.Float64bits(k.NumberValue))
+	case *structpb.Value_StringValue:
+		if !utf8.ValidString(k.StringValue) {
+			e.badUTF8 = true
+		}
+		b = append(b, tagString)
+		b = protowire.AppendString(b, k.StringValue)
+	case *structpb.Value_BoolValue:
+		b = append(b, tagBool)
+		b = protowire.AppendVarint(b, protowire.EncodeBool(k.BoolValue))
+	case *structpb.Value_StructValue:
+		b = append(b, tagStruct)
+		at := len(b)
+		b = append(b, 0)
+		b = e.appendStruct(b, k.StructValue)
+		b = fixLength(b, at)
+	case *structpb.Value_ListValue:
+		b = append(b, tagList)
+		at := len(b)
+		b = append(b, 0)
+		for _, item := range k.ListValue.GetValues() {
+			b = append(b, tagListValues)
+			itemAt := len(b)
+			b = append(b, 0)
+			b = e.appendValue(b, item)
+			b = fixLength(b, itemAt)
+		}
+		b = fixLength(b, at)
+	}
+	return b
+}
+
+// fixLength writes the length of b[at+1:] as the varint at b[at], where
+// one byte was reserved for it, moving what follows when the length needs
+// more than that byte. Nested messages are written once, and only those
+// of 128 bytes or more are moved, once per level they are nested in.
+func fixLength(b []byte, at int) []byte {
+	n := len(b) - at - 1
+	size := protowire.SizeVarint(uint64(n))
+	if size == 1 {
+		b[at] = byte(n)
+		return b
+	}
+	end := len(b)
+	for range size - 1 {
+		b = append(b, 0)
+	}
+	copy(b[at+size:], b[at+1:end])
+	protowire.AppendVarint(b[at:at], uint64(n))
+	return b
+}
+
+// sizeStruct is the size of appendStruct's encoding of s, which does not
+// depend on the order a map is walked in: sized first, a payload is
+// written into a buffer allocated once.
+func sizeStruct(s *structpb.Struct) int {
+	n := 0
+	for k, v := range s.GetFields() {
+		entry := 1 + protowire.SizeBytes(len(k)) + 1 + protowire.SizeBytes(sizeValue(v))
+		n += 1 + protowire.SizeBytes(entry)
+	}
+	return n
+}
+
+// sizeValue is the size of appendValue's encoding of v.
+func sizeValue(v *structpb.Value) int {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NullValue:
+		return 1 + protowire.SizeVarint(uint64(int64(k.NullValue)))
+	case *structpb.Value_NumberValue:
+		return 1 + protowire.SizeFixed64()
+	case *structpb.Value_StringValue:
+		return 1 + protowire.SizeBytes(len(k.StringValue))
+	case *structpb.Value_BoolValue:
+		return 1 + protowire.SizeVarint(protowire.EncodeBool(k.BoolValue))
+	case *structpb.Value_StructValue:
+		return 1 + protowire.SizeBytes(sizeStruct(k.StructValue))
+	case *structpb.Value_ListValue:
+		n := 0
+		for _, item := range k.ListValue.GetValues() {
+			n += 1 + protowire.SizeBytes(sizeValue(item))
+		}
+		return 1 + protowire.SizeBytes(n)
+	}
+	return 0
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -304,75 +305,252 @@ func (db *DB) noteApplyFailure(af *applyFailure) {
 // provider and key were received within the dedupe window of it (before or
 // after) is a duplicate of the newest such delivery. A failing apply stops
 // the inserts with an *applyFailure.
+//
+// The statements are set-based: one lookup per chunk of the batch answers,
+// for each delivery, the questions asked of the deliveries stored before
+// the batch, the deliveries earlier in the batch answer them from memory,
+// and the new rows go in with one INSERT per chunk. (An apply writes no
+// delivery, so what the lookup found still holds when it runs.)
 func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqueueRequest, results []enqueueResult) error {
 	q := writeQuerier{tx: sqlTx, cache: db.stmts, bound: t.bound}
 	window := db.dedupeWindow.Nanoseconds()
+	stored, err := db.lookupStored(ctx, q, reqs)
+	if err != nil {
+		return err
+	}
+	// rows are the deliveries to insert, in batch order; earlier[k] lists
+	// the rows of key k, and pendingKeys the ordering keys of the rows
+	// stored PENDING.
+	rows := make([]deliveryRow, 0, len(reqs))
+	var earlier map[dedupKey][]int
+	var pendingKeys map[string]bool
+	// dupOf[i] is the row whose id request i gets as a duplicate, or -1.
+	dupOf := make([]int, len(reqs))
 	for i, r := range reqs {
-		d := r.d
-		body := d.Body
-		if body == nil {
-			body = []byte{}
-		}
-		results[i] = enqueueResult{}
+		d := &r.d
+		results[i], dupOf[i] = enqueueResult{}, -1
 		recv := rowcodec.Nanos(d.ReceiveTime)
-		// One statement answers both questions asked of every delivery:
-		// is it a duplicate, and (for one to apply) does an earlier
-		// delivery of its ordering key wait. The literal state = 1 lets
-		// SQLite use the partial index of PENDING deliveries.
-		var dupID, waitingID sql.NullInt64
-		err := q.QueryRowContext(ctx, `SELECT
-			(SELECT id FROM deliveries
-				WHERE provider = ? AND dedup_key = ? AND receive_ns > ? AND receive_ns < ?
-				ORDER BY receive_ns DESC, id DESC LIMIT 1),
-			(SELECT id FROM deliveries WHERE state = 1 AND ordering_key = ? AND ? LIMIT 1)`,
-			d.Provider, d.DedupKey, satSub(recv, window), satAdd(recv, window),
-			d.OrderingKey, r.apply != nil && r.applyErr == nil && d.OrderingKey != "").Scan(&dupID, &waitingID)
-		if err != nil {
-			return err
+		lo, hi := satSub(recv, window), satAdd(recv, window)
+		// The newest delivery of the key within the window, by receive
+		// time and then id: a row of this batch has a higher id than any
+		// stored one.
+		k := dedupKey{d.Provider, d.DedupKey}
+		row := -1
+		for _, j := range earlier[k] {
+			if rj := rows[j].recv; rj > lo && rj < hi && (row < 0 || rj >= rows[row].recv) {
+				row = j
+			}
 		}
-		if dupID.Valid {
-			results[i].id, results[i].dup = dupID.Int64, true
+		if s := stored[i]; s.dup.Valid {
+			if row < 0 {
+				results[i].id, results[i].dup = s.dup.Int64, true
+				continue
+			}
+			storedRecv, err := storedReceiveNs(ctx, q, s.dup.Int64)
+			if err != nil {
+				return err
+			}
+			if storedRecv > rows[row].recv {
+				results[i].id, results[i].dup = s.dup.Int64, true
+				continue
+			}
+		}
+		if row >= 0 {
+			results[i].dup, dupOf[i] = true, row
 			continue
 		}
-		state, note, processNs, nextNs := statePending, "", sql.NullInt64{}, sql.NullInt64{Int64: recv, Valid: true}
+		nr := deliveryRow{req: i, recv: recv, state: statePending, nextNs: sql.NullInt64{Int64: recv, Valid: true}}
+		waiting := stored[i].waiting || pendingKeys[d.OrderingKey]
 		switch {
 		case r.applyErr != nil:
-			note = "apply at intake: " + r.applyErr.Error()
-		case r.apply != nil && !waitingID.Valid:
-			// Nothing of its key waits: apply it now.
+			nr.note = "apply at intake: " + r.applyErr.Error()
+		case r.apply != nil && d.OrderingKey != "" && waiting:
+			// An earlier delivery of its key waits: so does this one.
+		case r.apply != nil:
 			st, n, err := db.applyNow(ctx, sqlTx, t, r)
 			if err != nil {
 				return err
 			}
 			if st != statePending {
-				state, note = st, n
-				processNs, nextNs = sql.NullInt64{Int64: t.commit.UnixNano(), Valid: true}, sql.NullInt64{}
+				nr.state, nr.note = st, n
+				nr.processNs, nr.nextNs = sql.NullInt64{Int64: t.commit.UnixNano(), Valid: true}, sql.NullInt64{}
 			}
 		}
-		res, err := q.ExecContext(ctx, `INSERT INTO deliveries
+		if nr.state == statePending && d.OrderingKey != "" {
+			if pendingKeys == nil {
+				pendingKeys = map[string]bool{}
+			}
+			pendingKeys[d.OrderingKey] = true
+		}
+		if earlier == nil {
+			earlier = map[dedupKey][]int{}
+		}
+		earlier[k] = append(earlier[k], len(rows))
+		rows = append(rows, nr)
+	}
+	if err := db.insertDeliveryRows(ctx, q, reqs, rows); err != nil {
+		return err
+	}
+	for _, nr := range rows {
+		results[nr.req].id, results[nr.req].state = nr.id, nr.state
+	}
+	for i, row := range dupOf {
+		if row >= 0 {
+			results[i].id = rows[row].id
+		}
+	}
+	return nil
+}
+
+// dedupKey is what makes two deliveries the same delivery.
+type dedupKey struct{ provider, key string }
+
+// deliveryRow is a delivery of the batch to insert: reqs[req], stored in
+// state with note, as delivery id once inserted.
+type deliveryRow struct {
+	req               int
+	recv              int64
+	state             int32
+	note              string
+	processNs, nextNs sql.NullInt64
+	id                int64
+}
+
+// storedLookup is what the deliveries stored before a batch say of one of
+// its deliveries: the newest duplicate within the window, if any, and
+// whether a PENDING delivery of its ordering key waits (asked only of a
+// delivery to apply).
+type storedLookup struct {
+	dup     sql.NullInt64
+	waiting bool
+}
+
+// chunkSizes are the sizes of the set-based statements of a batch, largest
+// first: a batch of n runs about n/64 + 6 statements of each kind, and the
+// writer keeps four prepared forms of each.
+var chunkSizes = [...]int{64, 16, 4, 1}
+
+// chunks calls fn on consecutive spans of n items, each of a size in
+// chunkSizes (c indexes it).
+func chunks(n int, fn func(c, from, to int) error) error {
+	for from, c := 0, 0; from < n; {
+		if n-from < chunkSizes[c] {
+			c++
+			continue
+		}
+		if err := fn(c, from, from+chunkSizes[c]); err != nil {
+			return err
+		}
+		from += chunkSizes[c]
+	}
+	return nil
+}
+
+// lookupQueries and insertQueries hold the set-based statements for each
+// chunk size. One statement answers both questions asked of every
+// delivery: is it a duplicate, and (for one to apply) does an earlier
+// delivery of its ordering key wait. The literal state = 1 lets SQLite use
+// the partial index of PENDING deliveries.
+var lookupQueries, insertQueries = func() (lookup, insert [len(chunkSizes)]string) {
+	for c, n := range chunkSizes {
+		lookup[c] = `SELECT k.column1,
+			(SELECT id FROM deliveries
+				WHERE provider = k.column2 AND dedup_key = k.column3 AND receive_ns > k.column4 AND receive_ns < k.column5
+				ORDER BY receive_ns DESC, id DESC LIMIT 1),
+			EXISTS (SELECT 1 FROM deliveries WHERE state = 1 AND ordering_key = k.column6 AND k.column7)
+			FROM (VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?)) AS k`
+		insert[c] = `INSERT INTO deliveries
 			(provider, dedup_key, message_id, event_type, ordering_key, body, state, last_error, receive_ns, process_ns, next_attempt_ns)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
-			body, state, store.TruncateNote(note), recv, processNs, nextNs)
+			VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	}
+	return lookup, insert
+}()
+
+// lookupStored asks the deliveries stored before the batch about each of
+// reqs.
+func (db *DB) lookupStored(ctx context.Context, q writeQuerier, reqs []*enqueueRequest) ([]storedLookup, error) {
+	window := db.dedupeWindow.Nanoseconds()
+	out := make([]storedLookup, len(reqs))
+	args := make([]any, 0, 7*chunkSizes[0])
+	err := chunks(len(reqs), func(c, from, to int) error {
+		args = args[:0]
+		for i := from; i < to; i++ {
+			r := reqs[i]
+			recv := rowcodec.Nanos(r.d.ReceiveTime)
+			args = append(args, i, r.d.Provider, r.d.DedupKey, satSub(recv, window), satAdd(recv, window),
+				r.d.OrderingKey, r.apply != nil && r.applyErr == nil && r.d.OrderingKey != "")
+		}
+		rows, err := q.QueryContext(ctx, lookupQueries[c], args...)
 		if err != nil {
 			return err
 		}
-		// The writer is the only connection that writes, so the last
-		// rowid is this insert's.
-		if results[i].id, err = res.LastInsertId(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			var i int
+			var l storedLookup
+			if err := rows.Scan(&i, &l.dup, &l.waiting); err != nil {
+				return err
+			}
+			if i < from || i >= to {
+				return fmt.Errorf("sqlite: lookup of deliveries answered for row %d of %d..%d", i, from, to)
+			}
+			out[i] = l
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// storedReceiveNs reads when a stored delivery was received.
+func storedReceiveNs(ctx context.Context, q writeQuerier, id int64) (int64, error) {
+	var recv int64
+	err := q.QueryRowContext(ctx, `SELECT receive_ns FROM deliveries WHERE id = ?`, id).Scan(&recv)
+	return recv, err
+}
+
+// insertDeliveryRows inserts rows and sets their ids. Delivery ids are
+// AUTOINCREMENT rowids and the writer is the only connection that writes,
+// so the rows of one INSERT get consecutive ids, in order, ending with the
+// last inserted rowid.
+func (db *DB) insertDeliveryRows(ctx context.Context, q writeQuerier, reqs []*enqueueRequest, rows []deliveryRow) error {
+	args := make([]any, 0, 11*chunkSizes[0])
+	return chunks(len(rows), func(c, from, to int) error {
+		args = args[:0]
+		for _, nr := range rows[from:to] {
+			d := &reqs[nr.req].d
+			body := d.Body
+			if body == nil {
+				body = []byte{}
+			}
+			args = append(args, d.Provider, d.DedupKey, d.MessageID, d.EventType, d.OrderingKey,
+				body, nr.state, store.TruncateNote(nr.note), nr.recv, nr.processNs, nr.nextNs)
+		}
+		res, err := q.ExecContext(ctx, insertQueries[c], args...)
+		if err != nil {
 			return err
 		}
-		results[i].state = state
-	}
-	return nil
+		last, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != int64(to-from) {
+			return fmt.Errorf("sqlite: inserted %d deliveries of %d", n, to-from)
+		}
+		for k := range rows[from:to] {
+			rows[from+k].id = last - int64(to-from-1-k)
+		}
+		return nil
+	})
 }
 
 // applyNow runs r's apply through t and returns the state to store its
 // delivery in. An apply's own failure is an *applyFailure.
 func (db *DB) applyNow(ctx context.Context, sqlTx *sql.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
-	t.tx = sqlTx
+	t.tx, t.applying = sqlTx, true
 	state, note, err := r.apply(ctx, t)
-	t.tx = nil
+	t.tx, t.applying = nil, false
 	if err == nil {
 		switch state {
 		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,

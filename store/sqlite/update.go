@@ -244,6 +244,10 @@ type tx struct {
 	bound   *boundStmts // the cache's statements bound to tx
 	commit  time.Time
 	records []store.ChangeRecord
+	// applying is set while an apply at intake runs (see
+	// [DB.EnqueueApply]): its batch decided from the deliveries as they
+	// were, so it may not change one.
+	applying bool
 }
 
 // q runs statements in the transaction, prepared ones where possible.
@@ -400,6 +404,9 @@ func (t *tx) PutSyncState(ctx context.Context, s store.SyncState) error {
 func (t *tx) FinishDelivery(ctx context.Context, id int64, state calsyncv1.DeliveryState, note string) error {
 	if err := t.live(); err != nil {
 		return err
+	}
+	if t.applying {
+		return fmt.Errorf("sqlite: finish delivery %d while applying a delivery at intake: %w", id, store.ErrFailedPrecondition)
 	}
 	switch state {
 	case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,

@@ -310,7 +310,12 @@ func (db *DB) noteApplyFailure(af *applyFailure) {
 // for each delivery, the questions asked of the deliveries stored before
 // the batch, the deliveries earlier in the batch answer them from memory,
 // and the new rows go in with one INSERT per chunk. (An apply writes no
-// delivery, so what the lookup found still holds when it runs.)
+// delivery, so what the lookup found still holds when it runs.) The
+// INSERT is OR FAIL: a failing row leaves the rows before it in place
+// instead of undoing the statement, which spares SQLite a statement
+// journal (a temporary file the pages a multi-row INSERT touches were
+// copied to); a failed insert rolls back the whole transaction, or the
+// savepoint the inserts run in, all the same.
 func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqueueRequest, results []enqueueResult) error {
 	q := writeQuerier{tx: sqlTx, cache: db.stmts, bound: t.bound}
 	window := db.dedupeWindow.Nanoseconds()
@@ -459,7 +464,7 @@ var lookupQueries, insertQueries = func() (lookup, insert [len(chunkSizes)]strin
 				ORDER BY receive_ns DESC, id DESC LIMIT 1),
 			EXISTS (SELECT 1 FROM deliveries WHERE state = 1 AND ordering_key = k.column6 AND k.column7)
 			FROM (VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?)) AS k`
-		insert[c] = `INSERT INTO deliveries
+		insert[c] = `INSERT OR FAIL INTO deliveries
 			(provider, dedup_key, message_id, event_type, ordering_key, body, state, last_error, receive_ns, process_ns, next_attempt_ns)
 			VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	}

@@ -1,7 +1,10 @@
 package model
 
 import (
+	"crypto/sha256"
+	"encoding/base32"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -65,5 +68,34 @@ func TestEventIsNewer(t *testing.T) {
 		if got := EventIsNewer(c.prev, c.next); got != c.want {
 			t.Errorf("case %d: EventIsNewer = %v, want %v", i, got, c.want)
 		}
+	}
+}
+
+// Ids are the first 120 bits of the SHA-256 of their parts, each followed
+// by a NUL, in lower-case unpadded base32 after the prefix; the ids already
+// stored depend on it not changing. Deriving one costs one allocation.
+func TestDerivedIDs(t *testing.T) {
+	reference := func(prefix string, parts ...string) string {
+		h := sha256.New()
+		for _, p := range parts {
+			h.Write([]byte(p))
+			h.Write([]byte{0})
+		}
+		return prefix + strings.TrimRight(strings.ToLower(base32.StdEncoding.EncodeToString(h.Sum(nil)[:15])), "=")
+	}
+	long := strings.Repeat("x", 300)
+	for _, parts := range [][]string{{"recall", "", "8a1d7c2e"}, {"postpress", "acct", "owner@example.com"}, {long, long}, {""}} {
+		if got, want := derive("cal_", parts...), reference("cal_", parts...); got != want {
+			t.Errorf("derive(cal_, %.20q): %s, want %s", parts, got, want)
+		}
+	}
+	if got, want := CalendarID(ProviderRecall, "", "8a1d7c2e"), "cal_"; !strings.HasPrefix(got, want) || len(got) != len(want)+24 {
+		t.Errorf("CalendarID: %q, want cal_ and 24 characters", got)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		_ = EventID(ProviderPostpress, "acct/owner@example.com", "evt_123456")
+	})
+	if allocs > 1 {
+		t.Errorf("EventID: %.0f allocations, want 1", allocs)
 	}
 }

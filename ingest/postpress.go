@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
@@ -50,7 +49,10 @@ type postpressPlan struct {
 	note  string
 	err   error // the reason of a DEAD plan
 	ev    *calsyncv1.CalendarEvent
-	cal   *calsyncv1.Calendar
+	// w is the webhook ev was normalized from, and calID its calendar's
+	// id: the calendar is built from w only when it is not known yet.
+	w     *postpress.Webhook
+	calID string
 	// now is the time the plan was made, which stamps what it writes.
 	now time.Time
 }
@@ -80,16 +82,16 @@ func (p *Processor) planPostpress(w *postpress.Webhook, parseErr error, body []b
 	if err := admitEvent(ev, now, p.cfg.MaxClockSkew); err != nil {
 		return dead(err)
 	}
-	return postpressPlan{state: calsyncv1.DeliveryState_DELIVERY_STATE_DONE, ev: ev, cal: postpress.CalendarFor(w), now: now}
+	return postpressPlan{state: calsyncv1.DeliveryState_DELIVERY_STATE_DONE, ev: ev, w: w, calID: ev.GetCalendarId(), now: now}
 }
 
 // applyPostpress writes a DONE plan in tx: the calendar if it is new, then
 // the event. It may run more than once for one plan (a shared transaction
 // that is run again), each time as if for the first.
 func (p *Processor) applyPostpress(ctx context.Context, tx store.Tx, plan postpressPlan) error {
-	if !p.calendars.has(plan.cal.GetId()) {
-		cal := proto.Clone(plan.cal).(*calsyncv1.Calendar)
-		if err := ensureCalendar(ctx, tx, cal, plan.now); err != nil {
+	if !p.calendars.has(plan.calID) {
+		// Built afresh each time: storing a calendar stamps its times.
+		if err := ensureCalendar(ctx, tx, postpress.CalendarFor(plan.w), plan.now); err != nil {
 			return err
 		}
 	}
@@ -103,8 +105,8 @@ func (p *Processor) applyPostpress(ctx context.Context, tx store.Tx, plan postpr
 // committedPostpress notes what a committed plan stored: the calendar, and
 // calendars are never removed, so its next events need not look it up.
 func (p *Processor) committedPostpress(plan postpressPlan) {
-	if plan.cal != nil {
-		p.calendars.add(plan.cal.GetId())
+	if plan.calID != "" {
+		p.calendars.add(plan.calID)
 	}
 }
 

@@ -126,37 +126,8 @@ func fixLength(b []byte, at int) []byte {
 	return b
 }
 
-// sizeStruct is the size of appendStruct's encoding of s, which does not
-// depend on the order a map is walked in: sized first, a payload is
-// written into a buffer allocated once.
-func sizeStruct(s *structpb.Struct) int {
-	n := 0
-	for k, v := range s.GetFields() {
-		entry := 1 + protowire.SizeBytes(len(k)) + 1 + protowire.SizeBytes(sizeValue(v))
-		n += 1 + protowire.SizeBytes(entry)
-	}
-	return n
-}
-
-// sizeValue is the size of appendValue's encoding of v.
-func sizeValue(v *structpb.Value) int {
-	switch k := v.GetKind().(type) {
-	case *structpb.Value_NullValue:
-		return 1 + protowire.SizeVarint(uint64(int64(k.NullValue)))
-	case *structpb.Value_NumberValue:
-		return 1 + protowire.SizeFixed64()
-	case *structpb.Value_StringValue:
-		return 1 + protowire.SizeBytes(len(k.StringValue))
-	case *structpb.Value_BoolValue:
-		return 1 + protowire.SizeVarint(protowire.EncodeBool(k.BoolValue))
-	case *structpb.Value_StructValue:
-		return 1 + protowire.SizeBytes(sizeStruct(k.StructValue))
-	case *structpb.Value_ListValue:
-		n := 0
-		for _, item := range k.ListValue.GetValues() {
-			n += 1 + protowire.SizeBytes(sizeValue(item))
-		}
-		return 1 + protowire.SizeBytes(n)
-	}
-	return 0
-}
+// rawBufferSize is the capacity a raw payload's encoding starts with: a
+// webhook's payload usually fits, and a larger one grows it by appending.
+// Sizing the payload first, which walks every map of it once more, cost as
+// much as writing it.
+const rawBufferSize = 512

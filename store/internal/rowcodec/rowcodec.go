@@ -125,7 +125,7 @@ func splitRaw(e, noRaw *calsyncv1.CalendarEvent) (data, raw []byte, bad rawEncod
 		return data, nil, bad, nil
 	}
 	// An empty payload is still a payload: raw is not nil.
-	raw = bad.appendStruct(make([]byte, 0, sizeStruct(e.GetRaw())), e.GetRaw())
+	raw = bad.appendStruct(make([]byte, 0, rawBufferSize), e.GetRaw())
 	return data, raw, bad, nil
 }
 

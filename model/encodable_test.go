@@ -214,3 +214,86 @@ func BenchmarkCheckEncodableChange(b *testing.B) {
 		}
 	}
 }
+
+// checkReflectively is the walk CheckEncodable made of a change before it
+// had a path of its own for changes: every field through reflection.
+func checkReflectively(m proto.Message) error {
+	r := m.ProtoReflect()
+	fields := r.Descriptor().Fields()
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		if !r.Has(fd) {
+			continue
+		}
+		if err := checkField(fd, r.Get(fd)); err != nil {
+			err.at(string(fd.Name()))
+			err.at(string(r.Descriptor().Name()))
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckEncodable refuses a change for any field that cannot be encoded,
+// including fields added to Change after its Go-typed check was written,
+// with the error the reflective walk gives, naming the field.
+func TestCheckChangeCoversEveryField(t *testing.T) {
+	spoilMessage := func(m protoreflect.Message) {
+		switch v := m.Interface().(type) {
+		case *timestamppb.Timestamp:
+			v.Seconds = math.MaxInt64
+			return
+		}
+		fields := m.Descriptor().Fields()
+		for i := range fields.Len() {
+			if fd := fields.Get(i); fd.Kind() == protoreflect.StringKind && !fd.IsList() {
+				m.Set(fd, protoreflect.ValueOfString("\xff"))
+				return
+			}
+		}
+		t.Fatalf("no way to make %s unencodable", m.Descriptor().FullName())
+	}
+	fields := (&calsyncv1.Change{}).ProtoReflect().Descriptor().Fields()
+	checked := 0
+	for i := range fields.Len() {
+		fd := fields.Get(i)
+		c := &calsyncv1.Change{}
+		m := c.ProtoReflect()
+		switch {
+		case fd.Kind() == protoreflect.EnumKind, fd.Kind() == protoreflect.BoolKind:
+			continue // every value of these encodes
+		case fd.IsList() && fd.Kind() == protoreflect.StringKind:
+			l := m.Mutable(fd).List()
+			l.Append(protoreflect.ValueOfString("ok"))
+			l.Append(protoreflect.ValueOfString("\xff"))
+		case fd.Kind() == protoreflect.StringKind:
+			m.Set(fd, protoreflect.ValueOfString("\xff"))
+		case fd.Kind() == protoreflect.MessageKind && !fd.IsList():
+			spoilMessage(m.Mutable(fd).Message())
+		default:
+			t.Fatalf("field %s of kind %v: teach this test how to make it unencodable", fd.Name(), fd.Kind())
+		}
+		checked++
+		err := CheckEncodable(c)
+		if !errors.Is(err, ErrNotEncodable) {
+			t.Errorf("an unencodable %s: CheckEncodable = %v, want ErrNotEncodable", fd.Name(), err)
+			continue
+		}
+		if want := checkReflectively(c); err.Error() != want.Error() {
+			t.Errorf("an unencodable %s: CheckEncodable = %q, want %q", fd.Name(), err, want)
+		}
+		if !strings.Contains(err.Error(), "Change."+string(fd.Name())) {
+			t.Errorf("an unencodable %s: error %q does not name the field", fd.Name(), err)
+		}
+	}
+	if checked < 6 {
+		t.Errorf("checked %d fields, want every string, timestamp and message field", checked)
+	}
+	// A good change with every field set passes.
+	ev := &calsyncv1.CalendarEvent{Id: "e", StartTime: timestamppb.Now()}
+	good := &calsyncv1.Change{Cursor: "1", Event: ev, PreviousEvent: ev, Calendar: &calsyncv1.Calendar{Id: "c"},
+		PreviousCalendar: &calsyncv1.Calendar{Id: "c"}, ChangedFields: []string{"title"}, CommitTime: timestamppb.Now()}
+	if err := CheckEncodable(good); err != nil {
+		t.Errorf("CheckEncodable of a good change: %v", err)
+	}
+}

@@ -49,6 +49,32 @@ type rawDecoder struct {
 	b []byte
 	s string // b as a string
 	i int
+	// values and strs hand out the payload's values, and the wrappers of
+	// its strings (most of its values), a few at a time: one allocation
+	// for many instead of two per value. The values of one payload live
+	// and die together, with their event.
+	values slab[structpb.Value]
+	strs   slab[structpb.Value_StringValue]
+}
+
+// slab hands out pointers to zero values of T, allocated in chunks that
+// grow from slabMin to slabMax elements, so a small payload wastes little.
+// Its elements are never copied.
+type slab[T any] struct {
+	free []T
+	next int
+}
+
+const slabMin, slabMax = 8, 64
+
+func (s *slab[T]) new() *T {
+	if len(s.free) == 0 {
+		s.next = min(max(2*s.next, slabMin), slabMax)
+		s.free = make([]T, s.next)
+	}
+	p := &s.free[0]
+	s.free = s.free[1:]
+	return p
 }
 
 func (d *rawDecoder) space() {
@@ -149,26 +175,33 @@ func (d *rawDecoder) value(depth int) (*structpb.Value, bool) {
 	if d.i >= len(d.b) {
 		return nil, false
 	}
+	v := d.values.new()
+	ok := false
 	switch c := d.b[d.i]; {
 	case c == '{':
-		s, ok := d.object(depth)
-		return structpb.NewStructValue(s), ok
+		var s *structpb.Struct
+		s, ok = d.object(depth)
+		v.Kind = &structpb.Value_StructValue{StructValue: s}
 	case c == '[':
-		l, ok := d.array(depth)
-		return structpb.NewListValue(l), ok
+		var l *structpb.ListValue
+		l, ok = d.array(depth)
+		v.Kind = &structpb.Value_ListValue{ListValue: l}
 	case c == '"':
-		s, ok := d.str()
-		return structpb.NewStringValue(s), ok
+		w := d.strs.new()
+		w.StringValue, ok = d.str()
+		v.Kind = w
 	case c == 't':
-		return structpb.NewBoolValue(true), d.literal("true")
+		v.Kind, ok = &structpb.Value_BoolValue{BoolValue: true}, d.literal("true")
 	case c == 'f':
-		return structpb.NewBoolValue(false), d.literal("false")
+		v.Kind, ok = &structpb.Value_BoolValue{BoolValue: false}, d.literal("false")
 	case c == 'n':
-		return structpb.NewNullValue(), d.literal("null")
+		v.Kind, ok = &structpb.Value_NullValue{}, d.literal("null")
 	case c == '-' || ('0' <= c && c <= '9'):
-		return d.number()
+		var f float64
+		f, ok = d.number()
+		v.Kind = &structpb.Value_NumberValue{NumberValue: f}
 	}
-	return nil, false
+	return v, ok
 }
 
 func (d *rawDecoder) literal(word string) bool {
@@ -214,7 +247,7 @@ func (d *rawDecoder) str() (string, bool) {
 
 // number decodes a number that follows JSON's grammar exactly, as a
 // float64 the way encoding/json decodes one into an any.
-func (d *rawDecoder) number() (*structpb.Value, bool) {
+func (d *rawDecoder) number() (float64, bool) {
 	start := d.i
 	if d.b[d.i] == '-' {
 		d.i++
@@ -225,12 +258,12 @@ func (d *rawDecoder) number() (*structpb.Value, bool) {
 	case d.i < len(d.b) && '1' <= d.b[d.i] && d.b[d.i] <= '9':
 		d.digits()
 	default:
-		return nil, false
+		return 0, false
 	}
 	if d.i < len(d.b) && d.b[d.i] == '.' {
 		d.i++
 		if d.digits() == 0 {
-			return nil, false
+			return 0, false
 		}
 	}
 	if d.i < len(d.b) && (d.b[d.i] == 'e' || d.b[d.i] == 'E') {
@@ -239,14 +272,14 @@ func (d *rawDecoder) number() (*structpb.Value, bool) {
 			d.i++
 		}
 		if d.digits() == 0 {
-			return nil, false
+			return 0, false
 		}
 	}
 	f, err := strconv.ParseFloat(string(d.b[start:d.i]), 64)
 	if err != nil {
-		return nil, false
+		return 0, false
 	}
-	return structpb.NewNumberValue(f), true
+	return f, true
 }
 
 func (d *rawDecoder) digits() int {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -83,4 +84,27 @@ func FuzzStructFromJSON(f *testing.F) {
 		f.Add([]byte(c))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) { checkStructFromJSON(t, b) })
+}
+
+// A payload's values are handed out a few at a time: decoding one costs
+// well under one allocation per value (it cost two, the value and the
+// wrapper of its kind), besides its objects' maps and arrays.
+func TestStructFromJSONAllocations(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{`)
+	for i := range 40 {
+		b.WriteString(`"key` + strconv.Itoa(i) + `": "value ` + strconv.Itoa(i) + `", `)
+	}
+	b.WriteString(`"n": 1.5, "t": true, "z": null}`)
+	body := []byte(b.String())
+	allocs := testing.AllocsPerRun(50, func() {
+		if _, err := model.StructFromJSON(body); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The body's copy, the Struct, its map (a few growths), the values'
+	// chunks and the wrappers of the three values that are not strings.
+	if allocs > 20 {
+		t.Errorf("StructFromJSON of 43 values: %.0f allocations, want at most 20", allocs)
+	}
 }

@@ -262,7 +262,9 @@ type NewDelivery struct {
 // does and returns the state the delivery is stored in: DONE, IGNORED or
 // DEAD, with note (cut by [TruncateNote]) kept as its last error. An error
 // undoes its writes and leaves the delivery PENDING (see
-// [ApplyingInbox.EnqueueApply]).
+// [ApplyingInbox.EnqueueApply]). apply must not call [Tx.FinishDelivery]:
+// the deliveries of its batch are not stored yet, and its own outcome is
+// what it returns; a backend may fail such a call, and apply with it.
 type ApplyFunc func(ctx context.Context, tx Tx) (state calsyncv1.DeliveryState, note string, err error)
 
 // Enqueued is the outcome of [ApplyingInbox.EnqueueApply].

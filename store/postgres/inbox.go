@@ -344,7 +344,11 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 				waiting[key] = true
 			}
 		}
-		if err := finished.record(ctx, pgTx, t.commit); err != nil {
+		// The applies' writes and their outcomes share a round trip.
+		t.tx = pgTx
+		err = t.flush(ctx, finished.batch(t.commit))
+		t.tx = nil
+		if err != nil {
 			return err
 		}
 		if len(t.records) > 0 {
@@ -445,19 +449,21 @@ func (f *finishedDeliveries) add(id int64, state int32, note string) {
 	f.notes = append(f.notes, []byte(store.TruncateNote(note)))
 }
 
-// record stores the outcomes: a finished delivery gets its state, process
-// time and note; one left PENDING by a failed apply keeps its state and
-// gets the failure as its last error.
-func (f *finishedDeliveries) record(ctx context.Context, pgTx pgx.Tx, commit time.Time) error {
+// batch returns the statement that stores the outcomes, if any: a
+// finished delivery gets its state, process time and note; one left
+// PENDING by a failed apply keeps its state and gets the failure as its
+// last error.
+func (f *finishedDeliveries) batch(commit time.Time) *pgx.Batch {
+	b := &pgx.Batch{}
 	if len(f.ids) == 0 {
-		return nil
+		return b
 	}
-	_, err := pgTx.Exec(ctx, `UPDATE deliveries SET state = u.state, last_error = u.note,
+	b.Queue(`UPDATE deliveries SET state = u.state, last_error = u.note,
 			process_ns = CASE WHEN u.state = $4 THEN NULL ELSE $5::bigint END,
 			next_attempt_ns = CASE WHEN u.state = $4 THEN next_attempt_ns ELSE NULL END
 		FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u(id, state, note)
 		WHERE deliveries.id = u.id`, f.ids, f.states, f.notes, statePending, commit.UnixNano())
-	return err
+	return b
 }
 
 func satAdd(a, b int64) int64 {

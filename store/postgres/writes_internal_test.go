@@ -1,0 +1,223 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/internal/pgtest"
+	"github.com/calsync/calsync/store"
+)
+
+// roundTrips records, per connection, the round trips of each write
+// transaction (from a plain BEGIN to its COMMIT or ROLLBACK): a statement
+// or a batch is one.
+type roundTrips struct {
+	mu   sync.Mutex
+	open map[*pgx.Conn][]string
+	done [][]string
+}
+
+func (r *roundTrips) TraceQueryStart(ctx context.Context, c *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	r.add(c, d.SQL)
+	return ctx
+}
+
+func (r *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
+
+func (r *roundTrips) TraceBatchStart(ctx context.Context, c *pgx.Conn, d pgx.TraceBatchStartData) context.Context {
+	var sqls []string
+	for _, q := range d.Batch.QueuedQueries {
+		sqls = append(sqls, q.SQL)
+	}
+	r.add(c, "batch: "+strings.Join(sqls, "; "))
+	return ctx
+}
+
+func (r *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
+func (r *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+
+func (r *roundTrips) add(c *pgx.Conn, sql string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.open == nil {
+		r.open = map[*pgx.Conn][]string{}
+	}
+	switch s := strings.ToLower(strings.TrimSpace(sql)); {
+	case s == "begin":
+		r.open[c] = []string{sql}
+	case s == "commit" || s == "rollback":
+		if tx, ok := r.open[c]; ok {
+			r.done = append(r.done, append(tx, sql))
+			delete(r.open, c)
+		}
+	default:
+		if tx, ok := r.open[c]; ok {
+			r.open[c] = append(tx, sql)
+		}
+	}
+}
+
+// writing returns the finished transactions that wrote events.
+func (r *roundTrips) writing() [][]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out [][]string
+	for _, tx := range r.done {
+		if strings.Contains(strings.Join(tx, "\n"), "INSERT INTO events") {
+			out = append(out, tx)
+		}
+	}
+	return out
+}
+
+func (r *roundTrips) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.done = nil
+}
+
+// TestWritesShareRoundTrips: a write transaction's round trips do not grow
+// with its writes. An Update that stores many events, appends their
+// changes and finishes a delivery, and an EnqueueApply whose apply does as
+// much, send their writes together; the reads inside see the writes not
+// yet sent, and what commits is what was written.
+func TestWritesShareRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	trace := &roundTrips{}
+	db, err := Open(ctx, pgtest.NewDatabase(t), Options{tracer: trace})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now().Add(time.Hour).Truncate(time.Hour)
+	raw, err := structpb.NewStruct(map[string]any{"raw": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	event := func(id string, title string) *calsyncv1.CalendarEvent {
+		return &calsyncv1.CalendarEvent{Id: id, CalendarId: "cal_a", Provider: "postpress", Title: title,
+			StartTime: timestamppb.New(start), EndTime: timestamppb.New(start.Add(time.Hour)), Raw: raw}
+	}
+	const n = 20
+	// writeMany stores n events (each twice: the reads must see the first
+	// write), a calendar and a sync state, and appends n changes.
+	writeMany := func(ctx context.Context, tx store.Tx, prefix string) error {
+		cal := &calsyncv1.Calendar{Id: "cal_a", Provider: "postpress", ProviderCalendarId: prefix}
+		if err := tx.PutCalendar(ctx, cal); err != nil {
+			return err
+		}
+		got, err := tx.GetCalendar(ctx, "cal_a")
+		if err != nil || !proto.Equal(got, cal) {
+			return fmt.Errorf("GetCalendar after PutCalendar = %v, %v; want %v", got, err, cal)
+		}
+		for i := range n {
+			id := fmt.Sprintf("%s_%d", prefix, i)
+			if err := tx.PutEvent(ctx, event(id, "first")); err != nil {
+				return err
+			}
+			prev, err := tx.GetEvent(ctx, id, false)
+			if err != nil || prev.GetTitle() != "first" || prev.GetRaw() != nil {
+				return fmt.Errorf("GetEvent(%s) after PutEvent = %v, %v; want title first, no raw", id, prev, err)
+			}
+			next := event(id, "second")
+			if err := tx.PutEvent(ctx, next); err != nil {
+				return err
+			}
+			if got, err := tx.GetEvent(ctx, id, true); err != nil || !proto.Equal(got, next) {
+				return fmt.Errorf("GetEvent(%s, raw) = %v, %v; want %v", id, got, err, next)
+			}
+			if _, err := tx.AppendChange(ctx, &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CREATED, Event: next}); err != nil {
+				return err
+			}
+		}
+		wm := start.Add(123 * time.Nanosecond)
+		if err := tx.PutSyncState(ctx, store.SyncState{CalendarID: "cal_a", Watermark: wm}); err != nil {
+			return err
+		}
+		if s, err := tx.GetSyncState(ctx, "cal_a"); err != nil || !s.Watermark.Equal(wm) || !s.LastFullSync.IsZero() {
+			return fmt.Errorf("GetSyncState after PutSyncState = %+v, %v", s, err)
+		}
+		return nil
+	}
+
+	id, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "recall", DedupKey: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trace.reset()
+	if err := db.Update(ctx, func(tx store.Tx) error {
+		if err := writeMany(ctx, tx, "u"); err != nil {
+			return err
+		}
+		return tx.FinishDelivery(ctx, id, calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// BEGIN, the append lock with the head, the writes, COMMIT.
+	assertRoundTrips(t, "Update", trace.writing(), 4)
+
+	trace.reset()
+	res, err := db.EnqueueApply(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "d2", OrderingKey: "cal_a"},
+		func(ctx context.Context, tx store.Tx) (calsyncv1.DeliveryState, string, error) {
+			return calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "", writeMany(ctx, tx, "e")
+		})
+	if err != nil || res.State != calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
+		t.Fatalf("EnqueueApply = %+v, %v; want DONE", res, err)
+	}
+	// BEGIN, the locks with the inserts, the PENDING check, the append
+	// lock with the head, the writes with the outcomes, COMMIT.
+	assertRoundTrips(t, "EnqueueApply", trace.writing(), 6)
+
+	// What committed is what was written last, with gap-free cursors.
+	for _, prefix := range []string{"u", "e"} {
+		for i := range n {
+			ev, err := db.GetEvent(ctx, fmt.Sprintf("%s_%d", prefix, i), true)
+			if err != nil || ev.GetTitle() != "second" || !proto.Equal(ev.GetRaw(), raw) {
+				t.Fatalf("event %s_%d = %v, %v; want the second version with its raw payload", prefix, i, ev, err)
+			}
+		}
+	}
+	bounds, err := db.ChangeBounds(ctx)
+	if err != nil || bounds.Head != 2*n {
+		t.Fatalf("ChangeBounds = %+v, %v; want head %d", bounds, err, 2*n)
+	}
+	d, err := db.GetDelivery(ctx, id)
+	if err != nil || d.State != calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
+		t.Fatalf("delivery %d = %+v, %v; want DONE", id, d, err)
+	}
+	// A FinishDelivery of a delivery that does not exist fails its Update,
+	// whose writes are sent late: nothing of it commits.
+	err = db.Update(ctx, func(tx store.Tx) error {
+		if err := tx.PutEvent(ctx, event("lost", "x")); err != nil {
+			return err
+		}
+		return tx.FinishDelivery(ctx, 1<<40, calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "")
+	})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Update finishing a missing delivery = %v, want ErrNotFound", err)
+	}
+	if _, err := db.GetEvent(ctx, "lost", false); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("event of the failed Update = %v, want ErrNotFound", err)
+	}
+}
+
+func assertRoundTrips(t *testing.T, what string, txs [][]string, max int) {
+	t.Helper()
+	if len(txs) != 1 {
+		t.Fatalf("%s: %d transactions wrote events, want 1: %q", what, len(txs), txs)
+	}
+	if len(txs[0]) > max {
+		t.Fatalf("%s: %d round trips, want at most %d:\n%s", what, len(txs[0]), max, strings.Join(txs[0], "\n"))
+	}
+}

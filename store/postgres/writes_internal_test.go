@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -221,3 +222,65 @@ func assertRoundTrips(t *testing.T, what string, txs [][]string, max int) {
 		t.Fatalf("%s: %d round trips, want at most %d:\n%s", what, len(txs[0]), max, strings.Join(txs[0], "\n"))
 	}
 }
+
+// TestReadChangesOneRoundTrip: reading the change log, which every
+// replica's change feed does at each other replica's commit, costs one
+// round trip, and still refuses a cursor older than the compacted changes.
+func TestReadChangesOneRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	trace := &statements{}
+	// The feed's polls, which read the change log too, stay out of the count.
+	db, err := Open(ctx, pgtest.NewDatabase(t), Options{tracer: trace, PollInterval: time.Hour, PollOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	start := time.Now().Add(time.Hour).Truncate(time.Hour)
+	for i := range 3 {
+		ev := &calsyncv1.CalendarEvent{Id: fmt.Sprint("evt_", i), CalendarId: "cal_a", Provider: "postpress",
+			StartTime: timestamppb.New(start), EndTime: timestamppb.New(start.Add(time.Hour))}
+		if err := db.Update(ctx, func(tx store.Tx) error {
+			_, err := tx.AppendChange(ctx, &calsyncv1.Change{Type: calsyncv1.ChangeType_CHANGE_TYPE_CREATED, Event: ev})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trace.count.Store(0)
+	recs, err := db.ReadChanges(ctx, 1, 10)
+	if err != nil || len(recs) != 2 || recs[0].Cursor != 2 || recs[1].Cursor != 3 {
+		t.Fatalf("ReadChanges(1) = %+v, %v; want cursors 2 and 3", recs, err)
+	}
+	if n := trace.count.Load(); n != 1 {
+		t.Fatalf("ReadChanges took %d round trips, want 1", n)
+	}
+	if recs, err := db.ReadChanges(ctx, 3, 10); err != nil || len(recs) != 0 {
+		t.Fatalf("ReadChanges(head) = %+v, %v; want nothing", recs, err)
+	}
+	if _, err := db.pool.Exec(ctx, `DELETE FROM changes WHERE cursor <= 2`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.pool.Exec(ctx, `UPDATE meta SET value = '2' WHERE key = $1`, metaCompacted); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ReadChanges(ctx, 1, 10); !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("ReadChanges(1) after compacting up to 2 = %v, want ErrCompacted", err)
+	}
+	if recs, err := db.ReadChanges(ctx, 2, 10); err != nil || len(recs) != 1 || recs[0].Cursor != 3 {
+		t.Fatalf("ReadChanges(2) after compacting up to 2 = %+v, %v; want cursor 3", recs, err)
+	}
+}
+
+// statements counts the round trips of ReadChanges' statements (those
+// reading the changes table); other work on the pool (the feed's own
+// reads included) may interleave.
+type statements struct{ count atomic.Int64 }
+
+func (s *statements) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "FROM changes") || strings.Contains(strings.ToLower(d.SQL), "begin") {
+		s.count.Add(1)
+	}
+	return ctx
+}
+
+func (s *statements) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}

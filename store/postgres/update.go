@@ -226,7 +226,7 @@ func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 
 // tx implements [store.Tx] on one PostgreSQL transaction.
 type tx struct {
-	tx pgx.Tx
+	tx txConn
 	// commit is the transaction's commit time, read from now.
 	commit  time.Time
 	now     func() time.Time
@@ -241,6 +241,13 @@ type tx struct {
 }
 
 var _ store.Tx = (*tx)(nil)
+
+// txConn is where a tx sends its statements: a pgx.Tx, or a connection
+// whose transaction the caller began and ends itself (see insertOnce).
+type txConn interface {
+	querier
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
 
 func (t *tx) live() error {
 	if t.tx == nil {

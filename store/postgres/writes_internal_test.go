@@ -41,7 +41,7 @@ func (r *roundTrips) TraceBatchStart(ctx context.Context, c *pgx.Conn, d pgx.Tra
 	for _, q := range d.Batch.QueuedQueries {
 		sqls = append(sqls, q.SQL)
 	}
-	r.add(c, "batch: "+strings.Join(sqls, "; "))
+	r.addBatch(c, sqls)
 	return ctx
 }
 
@@ -65,6 +65,34 @@ func (r *roundTrips) add(c *pgx.Conn, sql string) {
 	default:
 		if tx, ok := r.open[c]; ok {
 			r.open[c] = append(tx, sql)
+		}
+	}
+}
+
+// addBatch records a batch as one round trip, which may begin a
+// transaction or commit it.
+func (r *roundTrips) addBatch(c *pgx.Conn, sqls []string) {
+	if len(sqls) == 0 {
+		return
+	}
+	text := "batch: " + strings.Join(sqls, "; ")
+	if strings.EqualFold(sqls[0], "begin") {
+		r.add(c, "begin")
+		r.mu.Lock()
+		r.open[c][0] = text
+		r.mu.Unlock()
+		if len(sqls) == 1 {
+			return
+		}
+	} else {
+		r.add(c, text)
+	}
+	if strings.EqualFold(sqls[len(sqls)-1], "commit") {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if tx, ok := r.open[c]; ok {
+			r.done = append(r.done, tx)
+			delete(r.open, c)
 		}
 	}
 }
@@ -176,9 +204,9 @@ func TestWritesShareRoundTrips(t *testing.T) {
 	if err != nil || res.State != calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
 		t.Fatalf("EnqueueApply = %+v, %v; want DONE", res, err)
 	}
-	// BEGIN, the locks with the inserts, the PENDING check, the append
-	// lock with the head, the writes with the outcomes, COMMIT.
-	assertRoundTrips(t, "EnqueueApply", trace.writing(), 6)
+	// BEGIN with the locks, the PENDING check and the inserts; the append
+	// lock with the head; the writes with the outcomes and COMMIT.
+	assertRoundTrips(t, "EnqueueApply", trace.writing(), 3)
 
 	// What committed is what was written last, with gap-free cursors.
 	for _, prefix := range []string{"u", "e"} {

@@ -229,13 +229,33 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) 
 	for {
 		results, err := db.insertOnce(reqs)
 		var af *applyFailure
-		if !errors.As(err, &af) {
-			return results, err
+		if errors.As(err, &af) {
+			// Each rerun has one apply fewer: this ends.
+			af.req.applyErr = af.err
+			continue
 		}
-		// Each rerun has one apply fewer: this ends.
-		af.req.applyErr = af.err
+		var wf *appliedWritesFailure
+		if errors.As(err, &wf) {
+			if r := reqs[0]; len(reqs) == 1 && r.apply != nil && r.applyErr == nil &&
+				!errors.Is(classify(wf.err), store.ErrUnavailable) {
+				// The server refused what the delivery's apply wrote (its
+				// writes are sent after it returned): leave it PENDING.
+				r.applyErr = wf.err
+				continue
+			}
+			err = classify(fmt.Errorf("postgres: enqueue: %w", wf.err))
+		}
+		return results, err
 	}
 }
+
+// appliedWritesFailure is the failure of the round trip that sends the
+// applies' writes and commits; with several deliveries in the batch, which
+// apply wrote what the server refused is unknown, so the batch is then
+// committed one delivery at a time (see commitBatch).
+type appliedWritesFailure struct{ err error }
+
+func (f *appliedWritesFailure) Error() string { return "applied writes: " + f.err.Error() }
 
 // applyFailure is an apply that failed in insertOnce; its transaction
 // rolls back.
@@ -366,14 +386,18 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 		t.tx = conn
 		err = t.flush(ctx, end)
 		t.tx = nil
-		return err
+		if err != nil {
+			return &appliedWritesFailure{err}
+		}
+		return nil
 	})
 	if err != nil {
 		if len(t.records) > 0 {
 			db.feed.abandoned()
 		}
 		var af *applyFailure
-		if errors.As(err, &af) {
+		var wf *appliedWritesFailure
+		if errors.As(err, &af) || errors.As(err, &wf) {
 			return nil, err
 		}
 		return nil, classify(fmt.Errorf("postgres: enqueue: %w", err))
@@ -422,8 +446,8 @@ func scanKeys(br pgx.BatchResults) (map[string]bool, error) {
 }
 
 // withIntakeConn runs fn on a connection of the pool. fn begins a
-// transaction and commits it itself, each within a batch of other
-// statements; if fn fails, withIntakeConn rolls the transaction back, or
+// transaction and commits it itself, possibly within a batch of other
+// statements (the intake's, an Update's writes); if fn fails, withIntakeConn rolls the transaction back, or
 // closes the connection when even that fails, so that it never goes back
 // to the pool inside a transaction.
 func (db *DB) withIntakeConn(ctx context.Context, fn func(*pgxpool.Conn) error) error {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
@@ -102,13 +103,11 @@ func (db *DB) runUpdates() {
 	}
 	ctx := context.Background()
 	t := &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), now: db.now}
-	err := func() error {
-		pgTx, err := db.pool.Begin(ctx)
-		if err != nil {
+	err := db.withIntakeConn(ctx, func(conn *pgxpool.Conn) error {
+		if _, err := conn.Exec(ctx, `BEGIN`); err != nil {
 			return fmt.Errorf("postgres: begin: %w", err)
 		}
-		defer pgTx.Rollback(ctx)
-		ran, err := t.run(ctx, pgTx, batch)
+		ran, err := t.run(ctx, conn, batch)
 		if err != nil {
 			return err
 		}
@@ -118,14 +117,20 @@ func (db *DB) runUpdates() {
 		if len(t.records) > 0 {
 			db.feed.committing(t.records[0].Cursor)
 		}
-		if err := pgTx.Commit(ctx); err != nil {
+		// A lone Update's writes go with the COMMIT, in one round trip.
+		commit := &pgx.Batch{}
+		commit.Queue(`COMMIT`)
+		t.tx = conn
+		err = t.flush(ctx, commit)
+		t.tx = nil
+		if err != nil {
 			if len(t.records) > 0 {
 				db.feed.abandoned()
 			}
 			return fmt.Errorf("postgres: commit: %w", err)
 		}
 		return nil
-	}()
+	})
 	if err != nil {
 		for _, r := range batch {
 			if r.err == nil {
@@ -156,7 +161,7 @@ var errNothingToCommit = errors.New("postgres: nothing to commit")
 // Update runs without a savepoint; in a batch each has its own, so a
 // failing one leaves the others. An error means the whole transaction must
 // roll back.
-func (t *tx) run(ctx context.Context, pgTx pgx.Tx, batch []*updateRequest) (ran int, err error) {
+func (t *tx) run(ctx context.Context, pgTx txConn, batch []*updateRequest) (ran int, err error) {
 	for _, r := range batch {
 		if r.err = r.ctx.Err(); r.err != nil {
 			r.err = fmt.Errorf("postgres: update: %w", r.err)
@@ -164,11 +169,9 @@ func (t *tx) run(ctx context.Context, pgTx pgx.Tx, batch []*updateRequest) (ran 
 		}
 		r.from = len(t.records)
 		if len(batch) == 1 {
+			// Its writes are sent with the COMMIT (see runUpdates).
 			t.tx = pgTx
 			r.err = r.fn(t)
-			if r.err == nil {
-				r.err = t.flush(ctx, nil)
-			}
 			t.tx = nil
 			r.to = len(t.records)
 			if r.err != nil {

@@ -194,16 +194,26 @@ func (t *tx) flush(ctx context.Context, then *pgx.Batch) error {
 	if t.buf.empty() && head == 0 && (then == nil || then.Len() == 0) {
 		return nil
 	}
+	// A FinishDelivery's outcome is checked here, not by the server: a
+	// COMMIT or RELEASE sent in the same batch would go through even when
+	// the check fails. Such writes take a round trip of their own.
+	checked := len(t.buf.finishes) > 0
 	b := &pgx.Batch{}
 	t.buf.queue(b, head)
-	if then != nil {
+	if then != nil && !checked {
 		b.QueuedQueries = append(b.QueuedQueries, then.QueuedQueries...)
+		then = nil
 	}
 	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("postgres: write: %w", err)
 	}
 	if head > 0 {
 		t.sentHead = head
+	}
+	if then != nil && then.Len() > 0 {
+		if err := t.tx.SendBatch(ctx, then).Close(); err != nil {
+			return fmt.Errorf("postgres: write: %w", err)
+		}
 	}
 	return nil
 }

@@ -193,8 +193,15 @@ func TestWritesShareRoundTrips(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	// BEGIN, the append lock with the head, the writes, COMMIT.
+	// BEGIN; the append lock with the head; the writes; COMMIT (apart,
+	// since the delivery's outcome is checked before committing).
 	assertRoundTrips(t, "Update", trace.writing(), 4)
+	trace.reset()
+	if err := db.Update(ctx, func(tx store.Tx) error { return writeMany(ctx, tx, "v") }); err != nil {
+		t.Fatal(err)
+	}
+	// BEGIN; the append lock with the head; the writes with COMMIT.
+	assertRoundTrips(t, "Update without FinishDelivery", trace.writing(), 3)
 
 	trace.reset()
 	res, err := db.EnqueueApply(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "d2", OrderingKey: "cal_a"},
@@ -209,7 +216,7 @@ func TestWritesShareRoundTrips(t *testing.T) {
 	assertRoundTrips(t, "EnqueueApply", trace.writing(), 3)
 
 	// What committed is what was written last, with gap-free cursors.
-	for _, prefix := range []string{"u", "e"} {
+	for _, prefix := range []string{"u", "v", "e"} {
 		for i := range n {
 			ev, err := db.GetEvent(ctx, fmt.Sprintf("%s_%d", prefix, i), true)
 			if err != nil || ev.GetTitle() != "second" || !proto.Equal(ev.GetRaw(), raw) {
@@ -218,8 +225,8 @@ func TestWritesShareRoundTrips(t *testing.T) {
 		}
 	}
 	bounds, err := db.ChangeBounds(ctx)
-	if err != nil || bounds.Head != 2*n {
-		t.Fatalf("ChangeBounds = %+v, %v; want head %d", bounds, err, 2*n)
+	if err != nil || bounds.Head != 3*n {
+		t.Fatalf("ChangeBounds = %+v, %v; want head %d", bounds, err, 3*n)
 	}
 	d, err := db.GetDelivery(ctx, id)
 	if err != nil || d.State != calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
@@ -238,6 +245,23 @@ func TestWritesShareRoundTrips(t *testing.T) {
 	}
 	if _, err := db.GetEvent(ctx, "lost", false); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("event of the failed Update = %v, want ErrNotFound", err)
+	}
+	// Nor does that of an apply at intake, whose delivery stays PENDING.
+	res, err = db.EnqueueApply(ctx, store.NewDelivery{Provider: "postpress", DedupKey: "d3", OrderingKey: "cal_b"},
+		func(ctx context.Context, tx store.Tx) (calsyncv1.DeliveryState, string, error) {
+			if err := tx.PutEvent(ctx, event("lost2", "x")); err != nil {
+				return 0, "", err
+			}
+			return calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "", tx.FinishDelivery(ctx, 1<<40, calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "")
+		})
+	if err != nil || res.State != calsyncv1.DeliveryState_DELIVERY_STATE_PENDING {
+		t.Fatalf("EnqueueApply whose apply finishes a missing delivery = %+v, %v; want it PENDING", res, err)
+	}
+	if d, err := db.GetDelivery(ctx, res.ID); err != nil || !strings.Contains(d.LastError, "not found") {
+		t.Fatalf("delivery %d = %+v, %v; want the failure as its last error", res.ID, d, err)
+	}
+	if _, err := db.GetEvent(ctx, "lost2", false); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("event of the failed apply = %v, want ErrNotFound", err)
 	}
 }
 

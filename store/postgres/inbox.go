@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
@@ -228,13 +229,33 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest) ([]enqueueResult, error) 
 	for {
 		results, err := db.insertOnce(reqs)
 		var af *applyFailure
-		if !errors.As(err, &af) {
-			return results, err
+		if errors.As(err, &af) {
+			// Each rerun has one apply fewer: this ends.
+			af.req.applyErr = af.err
+			continue
 		}
-		// Each rerun has one apply fewer: this ends.
-		af.req.applyErr = af.err
+		var wf *appliedWritesFailure
+		if errors.As(err, &wf) {
+			if r := reqs[0]; len(reqs) == 1 && r.apply != nil && r.applyErr == nil &&
+				!errors.Is(classify(wf.err), store.ErrUnavailable) {
+				// The server refused what the delivery's apply wrote (its
+				// writes are sent after it returned): leave it PENDING.
+				r.applyErr = wf.err
+				continue
+			}
+			err = classify(fmt.Errorf("postgres: enqueue: %w", wf.err))
+		}
+		return results, err
 	}
 }
+
+// appliedWritesFailure is the failure of the round trip that sends the
+// applies' writes and commits; with several deliveries in the batch, which
+// apply wrote what the server refused is unknown, so the batch is then
+// committed one delivery at a time (see commitBatch).
+type appliedWritesFailure struct{ err error }
+
+func (f *appliedWritesFailure) Error() string { return "applied writes: " + f.err.Error() }
 
 // applyFailure is an apply that failed in insertOnce; its transaction
 // rolls back.
@@ -245,14 +266,15 @@ type applyFailure struct {
 
 func (f *applyFailure) Error() string { return "apply: " + f.err.Error() }
 
-// insertOnce commits reqs in one transaction: the dedupe and ordering
-// locks, then per delivery one statement that returns the stored copy
-// within the window or inserts it PENDING, all in one round trip; then one
-// query for the ordering keys that have a PENDING delivery from before the
-// batch; then the applies, in inbox order (see [DB.EnqueueApply]); then
-// one round trip that records their outcomes. After the commit it hands
-// the applied changes to the change feed, which passes them to the commit
-// hooks (see Commit hooks in the package documentation).
+// insertOnce commits reqs in one transaction. One round trip begins it,
+// takes the dedupe and ordering locks, finds the ordering keys that have a
+// PENDING delivery stored before the batch, and, per delivery, returns the
+// stored copy within the window or inserts it PENDING. Then the applies
+// run, in inbox order (see [DB.EnqueueApply]), costing only their reads;
+// one last round trip sends their writes, records their outcomes and
+// commits. After the commit it hands the applied changes to the change
+// feed, which passes them to the commit hooks (see Commit hooks in the
+// package documentation).
 func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	ctx := context.Background()
 	keys := make([]int64, 0, len(reqs))
@@ -273,11 +295,20 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	t := &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), now: db.now}
 	// spans[i] delimits request i's changes in t.records.
 	spans := make([][2]int, len(reqs))
-	err := pgx.BeginFunc(ctx, db.pool, func(pgTx pgx.Tx) error {
+	err := db.withIntakeConn(ctx, func(conn *pgxpool.Conn) error {
+		// BEGIN goes with the batch's first statements, and COMMIT with its
+		// last writes (see withIntakeConn): a round trip each fewer, and the
+		// change log's append lock, once taken, is held for the writes'
+		// round trip, which also commits.
 		b := &pgx.Batch{}
+		b.Queue(`BEGIN`)
 		b.Queue(`SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, i) ORDER BY i`, keys)
 		b.Queue(`SELECT pg_advisory_xact_lock($1, k) FROM unnest($2::integer[]) WITH ORDINALITY AS u(k, i) ORDER BY i`,
 			lockOrdering, orderKeys)
+		// Under the ordering locks no other transaction stores deliveries
+		// of these keys: a PENDING one found now precedes the batch.
+		waitingKeys := applyKeys(reqs)
+		b.Queue(`SELECT DISTINCT ordering_key FROM deliveries WHERE state = 1 AND ordering_key = ANY($1::bytea[])`, waitingKeys)
 		for _, r := range reqs {
 			d := r.d
 			body := d.Body
@@ -298,12 +329,17 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 				d.Provider, []byte(d.DedupKey), satSub(recv, window), satAdd(recv, window),
 				[]byte(d.MessageID), []byte(d.EventType), []byte(d.OrderingKey), body, statePending, recv)
 		}
-		br := pgTx.SendBatch(ctx, b)
-		for range 2 {
+		br := conn.SendBatch(ctx, b)
+		for range 3 {
 			if _, err := br.Exec(); err != nil {
 				br.Close()
 				return err
 			}
+		}
+		waiting, err := scanKeys(br)
+		if err != nil {
+			br.Close()
+			return err
 		}
 		for i := range reqs {
 			results[i].state = statePending
@@ -313,10 +349,6 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 			}
 		}
 		if err := br.Close(); err != nil {
-			return err
-		}
-		waiting, err := pendingBefore(ctx, pgTx, reqs, results)
-		if err != nil {
 			return err
 		}
 		var finished finishedDeliveries
@@ -331,7 +363,7 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 			case r.applyErr != nil:
 				finished.add(results[i].id, statePending, "apply at intake: "+r.applyErr.Error())
 			default:
-				state, note, err := applyNow(ctx, pgTx, t, r)
+				state, note, err := applyNow(ctx, conn, t, r)
 				if err != nil {
 					return err
 				}
@@ -344,12 +376,18 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 				waiting[key] = true
 			}
 		}
-		if err := finished.record(ctx, pgTx, t.commit); err != nil {
-			return err
-		}
 		if len(t.records) > 0 {
-			// BeginFunc commits next.
 			db.feed.committing(t.records[0].Cursor)
+		}
+		// The applies' writes, their outcomes and the commit share a round
+		// trip.
+		end := finished.batch(t.commit)
+		end.Queue(`COMMIT`)
+		t.tx = conn
+		err = t.flush(ctx, end)
+		t.tx = nil
+		if err != nil {
+			return &appliedWritesFailure{err}
 		}
 		return nil
 	})
@@ -358,7 +396,8 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 			db.feed.abandoned()
 		}
 		var af *applyFailure
-		if errors.As(err, &af) {
+		var wf *appliedWritesFailure
+		if errors.As(err, &af) || errors.As(err, &wf) {
 			return nil, err
 		}
 		return nil, classify(fmt.Errorf("postgres: enqueue: %w", err))
@@ -377,28 +416,21 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	return results, nil
 }
 
-// pendingBefore returns the ordering keys of reqs' deliveries to apply
-// that have a PENDING delivery stored before the batch. The caller holds
-// the keys' ordering locks, so no other transaction inserts deliveries of
-// them meanwhile: a PENDING delivery of the key outside the batch precedes
-// it.
-func pendingBefore(ctx context.Context, pgTx pgx.Tx, reqs []*enqueueRequest, results []enqueueResult) (map[string]bool, error) {
-	waiting := map[string]bool{}
+// applyKeys returns the ordering keys of reqs' deliveries to apply.
+func applyKeys(reqs []*enqueueRequest) [][]byte {
 	var keys [][]byte
-	ids := make([]int64, 0, len(reqs))
-	for i, r := range reqs {
-		ids = append(ids, results[i].id)
-		if r.apply != nil && !results[i].dup && r.d.OrderingKey != "" {
+	for _, r := range reqs {
+		if r.apply != nil && r.d.OrderingKey != "" {
 			keys = append(keys, []byte(r.d.OrderingKey))
 		}
 	}
-	if len(keys) == 0 {
-		return waiting, nil
-	}
-	// The literal state = 1 (PENDING) lets a generic plan use the partial
-	// index deliveries_pending_by_ordering_key.
-	rows, err := pgTx.Query(ctx, `SELECT DISTINCT ordering_key FROM deliveries
-		WHERE state = 1 AND ordering_key = ANY($1::bytea[]) AND NOT id = ANY($2::bigint[])`, keys, ids)
+	return keys
+}
+
+// scanKeys reads the next result of br, a set of ordering keys.
+func scanKeys(br pgx.BatchResults) (map[string]bool, error) {
+	keys := map[string]bool{}
+	rows, err := br.Query()
 	if err != nil {
 		return nil, err
 	}
@@ -408,15 +440,35 @@ func pendingBefore(ctx context.Context, pgTx pgx.Tx, reqs []*enqueueRequest, res
 		if err := rows.Scan(&key); err != nil {
 			return nil, err
 		}
-		waiting[string(key)] = true
+		keys[string(key)] = true
 	}
-	return waiting, rows.Err()
+	return keys, rows.Err()
+}
+
+// withIntakeConn runs fn on a connection of the pool. fn begins a
+// transaction and commits it itself, possibly within a batch of other
+// statements (the intake's, an Update's writes); if fn fails, withIntakeConn rolls the transaction back, or
+// closes the connection when even that fails, so that it never goes back
+// to the pool inside a transaction.
+func (db *DB) withIntakeConn(ctx context.Context, fn func(*pgxpool.Conn) error) error {
+	conn, err := db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	err = fn(conn)
+	if err != nil && !conn.Conn().IsClosed() {
+		if _, rerr := conn.Exec(ctx, `ROLLBACK`); rerr != nil {
+			conn.Conn().Close(ctx)
+		}
+	}
+	return err
 }
 
 // applyNow runs r's apply through t and returns the state to store its
 // delivery in. An apply's own failure is an *applyFailure.
-func applyNow(ctx context.Context, pgTx pgx.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
-	t.tx = pgTx
+func applyNow(ctx context.Context, conn txConn, t *tx, r *enqueueRequest) (int32, string, error) {
+	t.tx = conn
 	state, note, err := r.apply(ctx, t)
 	t.tx = nil
 	if err == nil {
@@ -445,19 +497,21 @@ func (f *finishedDeliveries) add(id int64, state int32, note string) {
 	f.notes = append(f.notes, []byte(store.TruncateNote(note)))
 }
 
-// record stores the outcomes: a finished delivery gets its state, process
-// time and note; one left PENDING by a failed apply keeps its state and
-// gets the failure as its last error.
-func (f *finishedDeliveries) record(ctx context.Context, pgTx pgx.Tx, commit time.Time) error {
+// batch returns the statement that stores the outcomes, if any: a
+// finished delivery gets its state, process time and note; one left
+// PENDING by a failed apply keeps its state and gets the failure as its
+// last error.
+func (f *finishedDeliveries) batch(commit time.Time) *pgx.Batch {
+	b := &pgx.Batch{}
 	if len(f.ids) == 0 {
-		return nil
+		return b
 	}
-	_, err := pgTx.Exec(ctx, `UPDATE deliveries SET state = u.state, last_error = u.note,
+	b.Queue(`UPDATE deliveries SET state = u.state, last_error = u.note,
 			process_ns = CASE WHEN u.state = $4 THEN NULL ELSE $5::bigint END,
 			next_attempt_ns = CASE WHEN u.state = $4 THEN next_attempt_ns ELSE NULL END
 		FROM unnest($1::bigint[], $2::integer[], $3::bytea[]) AS u(id, state, note)
 		WHERE deliveries.id = u.id`, f.ids, f.states, f.notes, statePending, commit.UnixNano())
-	return err
+	return b
 }
 
 func satAdd(a, b int64) int64 {

@@ -12,13 +12,24 @@
 // its own savepoint (see [DB.Update]). synchronous_commit is forced on for the
 // store's sessions: a call that returned nil is durable.
 //
+// A write transaction keeps its writes (events, calendars, sync states,
+// changes, delivery outcomes) in memory and sends them together in one
+// round trip before it commits (or an Update's savepoint is released);
+// its reads see them there. So its round trips do not grow with its
+// writes, only with its reads: the instance's writer, and the append lock
+// every replica's appending transactions share, are held that much less.
+// A write the server refuses (a FinishDelivery of no delivery, say) fails
+// the Update or the intake transaction when the writes are sent, not at
+// the call; in a shared transaction it still fails that Update alone.
+//
 // # Change-log ordering across writers
 //
 // Cursors are handed out under one transaction-scoped advisory lock, the
 // change log's append lock (pg_advisory_xact_lock), taken by a write
 // transaction at its first AppendChange and held until it commits or rolls
-// back. Under the lock the transaction bumps the change_log_head row and
-// uses the new values as its cursors. PostgreSQL makes a committed
+// back. Under the lock the transaction reads the change_log_head row, hands
+// out the cursors after it and writes the new head with its changes.
+// PostgreSQL makes a committed
 // transaction visible before it releases its locks, so the writer that
 // takes cursor n+1 starts only once the holder of n is visible (or rolled
 // back, which also rolls the head back: cursors stay gap-free). Cursors are
@@ -139,6 +150,10 @@ type Options struct {
 	// hooks within PollInterval instead of at once. For connections through
 	// a transaction-pooling PgBouncer, which cannot carry LISTEN.
 	PollOnly bool
+
+	// tracer, if set, sees the pool's statements (tests count round trips
+	// with it).
+	tracer pgx.QueryTracer
 }
 
 // IsURL reports whether db names a PostgreSQL database (a postgres:// or
@@ -243,6 +258,9 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	// A commit is durable before calsync answers, whatever the server's
 	// default.
 	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
+	if opts.tracer != nil {
+		cfg.ConnConfig.Tracer = opts.tracer
+	}
 	db := &DB{
 		log:           opts.Logger,
 		now:           opts.Now,

@@ -209,38 +209,52 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 	if limit <= 0 {
 		return nil, fmt.Errorf("postgres: read changes: limit must be positive: %w", store.ErrInvalidArgument)
 	}
-	var out []store.ChangeRecord
-	err := db.read(ctx, func(tx pgx.Tx) error {
-		out = make([]store.ChangeRecord, 0, min(limit, 4096))
-		b, err := changeBounds(ctx, tx)
-		if err != nil {
-			return err
+	if err := db.enter(); err != nil {
+		return nil, err
+	}
+	defer db.leave()
+	// One statement, so one snapshot and one round trip: the compaction
+	// bound comes on every row, and on a row of its own without a change
+	// when none follows after.
+	rows, err := db.pool.Query(ctx, `SELECT m.compacted, c.cursor, c.type, c.calendar_id, c.provider, c.commit_ns, c.data
+		FROM (SELECT value::bigint AS compacted FROM meta WHERE key = $3) m
+		LEFT JOIN LATERAL (SELECT cursor, type, calendar_id, provider, commit_ns, data FROM changes
+			WHERE cursor > $1 AND $1 >= m.compacted ORDER BY cursor LIMIT $2) c ON TRUE
+		ORDER BY c.cursor`, int64(after), limit, metaCompacted)
+	if err != nil {
+		return nil, classify(fmt.Errorf("postgres: read changes: %w", err))
+	}
+	defer rows.Close()
+	out := make([]store.ChangeRecord, 0, min(limit, 4096))
+	compacted := int64(-1)
+	for rows.Next() {
+		var r store.ChangeRecord
+		var cursor, commitNs *int64
+		var typ *int32
+		var calendarID, provider *string
+		if err := rows.Scan(&compacted, &cursor, &typ, &calendarID, &provider, &commitNs, &r.Change); err != nil {
+			return nil, classify(fmt.Errorf("postgres: read changes: %w", err))
 		}
-		if after < b.Compacted {
-			return fmt.Errorf("postgres: cursor %d is older than the change log (compacted up to %d): %w",
-				after, b.Compacted, store.ErrCompacted)
+		if cursor == nil {
+			continue
 		}
-		rows, err := tx.Query(ctx, `SELECT cursor, type, calendar_id, provider, commit_ns, data
-			FROM changes WHERE cursor > $1 ORDER BY cursor LIMIT $2`, int64(after), limit)
-		if err != nil {
-			return fmt.Errorf("postgres: read changes: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var r store.ChangeRecord
-			var cursor, commitNs int64
-			var typ int32
-			if err := rows.Scan(&cursor, &typ, &r.CalendarID, &r.Provider, &commitNs, &r.Change); err != nil {
-				return fmt.Errorf("postgres: read changes: %w", err)
-			}
-			r.Cursor = store.Cursor(cursor)
-			r.Type = calsyncv1.ChangeType(typ)
-			r.CommitTime = time.Unix(0, commitNs).UTC()
-			out = append(out, r)
-		}
-		return rows.Err()
-	})
-	return out, err
+		r.Cursor = store.Cursor(*cursor)
+		r.Type = calsyncv1.ChangeType(*typ)
+		r.CalendarID, r.Provider = *calendarID, *provider
+		r.CommitTime = time.Unix(0, *commitNs).UTC()
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, classify(fmt.Errorf("postgres: read changes: %w", err))
+	}
+	if compacted < 0 {
+		return nil, fmt.Errorf("postgres: read changes: the change log's compaction bound is missing")
+	}
+	if after < store.Cursor(compacted) {
+		return nil, fmt.Errorf("postgres: cursor %d is older than the change log (compacted up to %d): %w",
+			after, compacted, store.ErrCompacted)
+	}
+	return out, nil
 }
 
 // where builds a WHERE clause; conditions use ? for their arguments, which

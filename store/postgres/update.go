@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
@@ -102,13 +103,11 @@ func (db *DB) runUpdates() {
 	}
 	ctx := context.Background()
 	t := &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), now: db.now}
-	err := func() error {
-		pgTx, err := db.pool.Begin(ctx)
-		if err != nil {
+	err := db.withIntakeConn(ctx, func(conn *pgxpool.Conn) error {
+		if _, err := conn.Exec(ctx, `BEGIN`); err != nil {
 			return fmt.Errorf("postgres: begin: %w", err)
 		}
-		defer pgTx.Rollback(ctx)
-		ran, err := t.run(ctx, pgTx, batch)
+		ran, err := t.run(ctx, conn, batch)
 		if err != nil {
 			return err
 		}
@@ -118,14 +117,20 @@ func (db *DB) runUpdates() {
 		if len(t.records) > 0 {
 			db.feed.committing(t.records[0].Cursor)
 		}
-		if err := pgTx.Commit(ctx); err != nil {
+		// A lone Update's writes go with the COMMIT, in one round trip.
+		commit := &pgx.Batch{}
+		commit.Queue(`COMMIT`)
+		t.tx = conn
+		err = t.flush(ctx, commit)
+		t.tx = nil
+		if err != nil {
 			if len(t.records) > 0 {
 				db.feed.abandoned()
 			}
 			return fmt.Errorf("postgres: commit: %w", err)
 		}
 		return nil
-	}()
+	})
 	if err != nil {
 		for _, r := range batch {
 			if r.err == nil {
@@ -156,7 +161,7 @@ var errNothingToCommit = errors.New("postgres: nothing to commit")
 // Update runs without a savepoint; in a batch each has its own, so a
 // failing one leaves the others. An error means the whole transaction must
 // roll back.
-func (t *tx) run(ctx context.Context, pgTx pgx.Tx, batch []*updateRequest) (ran int, err error) {
+func (t *tx) run(ctx context.Context, pgTx txConn, batch []*updateRequest) (ran int, err error) {
 	for _, r := range batch {
 		if r.err = r.ctx.Err(); r.err != nil {
 			r.err = fmt.Errorf("postgres: update: %w", r.err)
@@ -164,6 +169,7 @@ func (t *tx) run(ctx context.Context, pgTx pgx.Tx, batch []*updateRequest) (ran 
 		}
 		r.from = len(t.records)
 		if len(batch) == 1 {
+			// Its writes are sent with the COMMIT (see runUpdates).
 			t.tx = pgTx
 			r.err = r.fn(t)
 			t.tx = nil
@@ -176,22 +182,29 @@ func (t *tx) run(ctx context.Context, pgTx pgx.Tx, batch []*updateRequest) (ran 
 		if _, err := pgTx.Exec(ctx, "SAVEPOINT u"); err != nil {
 			return 0, err
 		}
-		appending := t.appending
+		appending, head, sentHead := t.appending, t.head, t.sentHead
 		t.tx = pgTx
 		r.err = r.fn(t)
-		t.tx = nil
-		if r.err != nil {
-			// The savepoint's rollback also undoes its cursors; the append
-			// lock may go with it, so take it again on the next append.
-			t.records = t.records[:r.from]
-			t.appending = appending
-			if _, err := pgTx.Exec(ctx, "ROLLBACK TO u"); err != nil {
-				return 0, err
-			}
-		} else {
-			ran++
+		if r.err == nil {
+			// The writes and the savepoint's release share a round trip.
+			r.err = t.flush(ctx, releaseSavepoint())
 		}
+		t.tx = nil
 		r.to = len(t.records)
+		if r.err == nil {
+			ran++
+			continue
+		}
+		// The savepoint's rollback also undoes its cursors and the head it
+		// wrote; the append lock may go with it, so take it again on the
+		// next append.
+		t.buf.reset()
+		t.records = t.records[:r.from]
+		r.to = r.from
+		t.appending, t.head, t.sentHead = appending, head, sentHead
+		if _, err := pgTx.Exec(ctx, "ROLLBACK TO u"); err != nil {
+			return 0, err
+		}
 		if _, err := pgTx.Exec(ctx, "RELEASE u"); err != nil {
 			return 0, err
 		}
@@ -216,16 +229,28 @@ func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 
 // tx implements [store.Tx] on one PostgreSQL transaction.
 type tx struct {
-	tx pgx.Tx
+	tx txConn
 	// commit is the transaction's commit time, read from now.
 	commit  time.Time
 	now     func() time.Time
 	records []store.ChangeRecord
-	// appending is set once the transaction holds the append lock.
-	appending bool
+	// appending is set once the transaction holds the append lock; head
+	// is then the last cursor it handed out, and sentHead the head it last
+	// wrote to change_log_head.
+	appending      bool
+	head, sentHead int64
+	// buf holds the writes not sent yet (see writeBuffer).
+	buf writeBuffer
 }
 
 var _ store.Tx = (*tx)(nil)
+
+// txConn is where a tx sends its statements: a pgx.Tx, or a connection
+// whose transaction the caller began and ends itself (see insertOnce).
+type txConn interface {
+	querier
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
 
 func (t *tx) live() error {
 	if t.tx == nil {
@@ -238,6 +263,9 @@ func (t *tx) GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, e
 	if err := t.live(); err != nil {
 		return nil, err
 	}
+	if c, ok := t.buf.calendars[id]; ok {
+		return rowcodec.DecodeCalendar(c.data)
+	}
 	return getCalendar(ctx, t.tx, id)
 }
 
@@ -245,7 +273,7 @@ func (t *tx) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.
 	if err := t.live(); err != nil {
 		return nil, err
 	}
-	return getEvent(ctx, t.tx, id, withRaw)
+	return t.getEvent(ctx, id, withRaw)
 }
 
 func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
@@ -262,13 +290,7 @@ func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
 	if err != nil {
 		return fmt.Errorf("postgres: marshal calendar %s: %w", c.GetId(), err)
 	}
-	_, err = t.tx.Exec(ctx, `INSERT INTO calendars (id, provider, provider_calendar_id, data) VALUES ($1, $2, $3, $4)
-		ON CONFLICT (id) DO UPDATE SET provider = excluded.provider,
-			provider_calendar_id = excluded.provider_calendar_id, data = excluded.data`,
-		c.GetId(), c.GetProvider(), c.GetProviderCalendarId(), data)
-	if err != nil {
-		return fmt.Errorf("postgres: put calendar %s: %w", c.GetId(), err)
-	}
+	t.buf.putCalendar(c.GetId(), bufferedCalendar{provider: c.GetProvider(), providerCalendarID: c.GetProviderCalendarId(), data: data})
 	return nil
 }
 
@@ -280,17 +302,7 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	if err != nil {
 		return err
 	}
-	_, err = t.tx.Exec(ctx, `INSERT INTO events (id, calendar_id, provider, start_sec, start_nsec, end_sec, end_nsec,
-			update_ns, deleted, data, raw)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (id) DO UPDATE SET calendar_id = excluded.calendar_id, provider = excluded.provider,
-			start_sec = excluded.start_sec, start_nsec = excluded.start_nsec,
-			end_sec = excluded.end_sec, end_nsec = excluded.end_nsec, update_ns = excluded.update_ns,
-			deleted = excluded.deleted, data = excluded.data, raw = excluded.raw`,
-		r.ID, r.CalendarID, r.Provider, r.Start.Sec, r.Start.Nsec, r.End.Sec, r.End.Nsec, r.UpdateNs, r.Deleted, r.Data, r.Raw)
-	if err != nil {
-		return fmt.Errorf("postgres: put event %s: %w", r.ID, err)
-	}
+	t.buf.putEvent(r)
 	return nil
 }
 
@@ -314,10 +326,9 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 			c.GetType(), what, store.ErrInvalidArgument)
 	}
 	if !t.appending {
-		if _, err := t.tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockAppendLog); err != nil {
-			return 0, fmt.Errorf("postgres: take the change log's append lock: %w", err)
+		if err := t.lockAppend(ctx); err != nil {
+			return 0, err
 		}
-		t.appending = true
 		if len(t.records) == 0 {
 			// Read the commit time under the lock, so that commit times
 			// follow cursor order across writers as far as their clocks
@@ -331,14 +342,8 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 	if err != nil {
 		return 0, fmt.Errorf("postgres: encode change: %w", err)
 	}
-	var cursor int64
-	err = t.tx.QueryRow(ctx, `WITH next AS (UPDATE change_log_head SET head = head + 1 RETURNING head)
-		INSERT INTO changes (cursor, type, calendar_id, provider, commit_ns, data)
-		SELECT head, $1, $2, $3, $4, $5 FROM next RETURNING cursor`,
-		int32(c.GetType()), calendarID, provider, t.commit.UnixNano(), data).Scan(&cursor)
-	if err != nil {
-		return 0, fmt.Errorf("postgres: append change: %w", err)
-	}
+	t.head++
+	cursor := t.head
 	t.records = append(t.records, store.ChangeRecord{
 		Cursor:     store.Cursor(cursor),
 		Type:       c.GetType(),
@@ -347,12 +352,40 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 		CommitTime: t.commit,
 		Change:     data,
 	})
+	t.buf.changes = append(t.buf.changes, t.records[len(t.records)-1])
 	return store.Cursor(cursor), nil
+}
+
+// lockAppend takes the change log's append lock and reads the head under
+// it, in one round trip: the second statement's snapshot is taken once
+// the first has the lock, so it sees every commit of the lock's previous
+// holders. The transaction then hands out cursors after the head itself,
+// and writes the new head with its changes (see flush).
+func (t *tx) lockAppend(ctx context.Context) error {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_advisory_xact_lock($1, $2)`, lockClass, lockAppendLog)
+	b.Queue(`SELECT head FROM change_log_head`)
+	br := t.tx.SendBatch(ctx, b)
+	_, err := br.Exec()
+	if err == nil {
+		err = br.QueryRow().Scan(&t.head)
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: take the change log's append lock: %w", err)
+	}
+	t.appending, t.sentHead = true, t.head
+	return nil
 }
 
 func (t *tx) GetSyncState(ctx context.Context, calendarID string) (store.SyncState, error) {
 	if err := t.live(); err != nil {
 		return store.SyncState{}, err
+	}
+	if s, ok := t.buf.syncStates[calendarID]; ok {
+		return s, nil
 	}
 	return getSyncState(ctx, t.tx, calendarID)
 }
@@ -364,13 +397,7 @@ func (t *tx) PutSyncState(ctx context.Context, s store.SyncState) error {
 	if s.CalendarID == "" {
 		return fmt.Errorf("postgres: sync state needs a calendar id: %w", store.ErrInvalidArgument)
 	}
-	_, err := t.tx.Exec(ctx, `INSERT INTO sync_state (calendar_id, watermark_ns, last_full_sync_ns) VALUES ($1, $2, $3)
-		ON CONFLICT (calendar_id) DO UPDATE SET watermark_ns = excluded.watermark_ns,
-			last_full_sync_ns = excluded.last_full_sync_ns`,
-		s.CalendarID, nullNanos(s.Watermark), nullNanos(s.LastFullSync))
-	if err != nil {
-		return fmt.Errorf("postgres: put sync state of %s: %w", s.CalendarID, err)
-	}
+	t.buf.putSyncState(s)
 	return nil
 }
 
@@ -388,14 +415,6 @@ func (t *tx) FinishDelivery(ctx context.Context, id int64, state calsyncv1.Deliv
 		return fmt.Errorf("postgres: finish delivery %d as %v: %w", id, state, store.ErrInvalidArgument)
 	}
 	note = store.TruncateNote(note)
-	tag, err := t.tx.Exec(ctx, `UPDATE deliveries SET state = $1, process_ns = $2, next_attempt_ns = NULL,
-		last_error = CASE WHEN $3 = '' THEN last_error ELSE $4 END WHERE id = $5`,
-		int32(state), t.commit.UnixNano(), note, []byte(note), id)
-	if err != nil {
-		return fmt.Errorf("postgres: finish delivery %d: %w", id, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: delivery %d: %w", id, store.ErrNotFound)
-	}
+	t.buf.finishes = append(t.buf.finishes, bufferedFinish{id: id, processNs: t.commit.UnixNano(), state: int32(state), note: note})
 	return nil
 }

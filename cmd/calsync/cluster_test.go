@@ -1,0 +1,585 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/provider/recall/recalltest"
+)
+
+// takeoverBound is how long the work a dead or stalled replica held may
+// take to complete elsewhere with the default claim TTL (10 s, polled
+// every second).
+const takeoverBound = 20 * time.Second
+
+// Recall's documented limit on event lists, per API key, which calsync's
+// client applies by default: 60 a minute, in bursts of at most 5.
+const (
+	eventListInterval = time.Second
+	eventListBurst    = 5
+)
+
+// pollUntil polls f until it holds, failing the test after timeout, and
+// returns how long it took.
+func pollUntil(t *testing.T, what string, timeout time.Duration, f func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !f() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// putRecallEvents puts n events on the fake's calendar calID, titled
+// "<prefix> <i>".
+func putRecallEvents(fake *recalltest.Server, calID, prefix string, n int) []recalltest.Event {
+	start := time.Now().Add(24 * time.Hour).Truncate(time.Hour).UTC()
+	var out []recalltest.Event
+	for i := range n {
+		out = append(out, fake.PutEvent(recalltest.Google(fmt.Sprintf("%s-%d", calID, i)).Summary(fmt.Sprintf("%s %d", prefix, i)).
+			Timed(start.Add(time.Duration(i)*time.Hour), start.Add(time.Duration(i)*time.Hour+30*time.Minute), "UTC").Event(calID)))
+	}
+	return out
+}
+
+// sendHint sends a signed calendar.sync_events hint (a new Svix message)
+// for the Recall calendar calID, to replica first or the next live one.
+func (c *cluster) sendHint(t *testing.T, client *http.Client, first int, calID string) ingestAnswer {
+	t.Helper()
+	body := syncEventsBody(calID)
+	a, _, err := c.sendAnywhere(client, first, "recall", body, recallSigned(t, "svix", recallSecret, time.Now(), body), 30*time.Second)
+	if err != nil {
+		t.Fatalf("Recall hint for %s: %v", calID, err)
+	}
+	return a
+}
+
+// holdFetch holds back every replica's event list of calID, sends a hint
+// for it to replica first and returns the replica whose fetch is held
+// (the one that claimed the hint) and the hint's answer; the other
+// replicas' taps stop holding.
+func (c *cluster) holdFetch(t *testing.T, client *http.Client, first int, calID string) (int, ingestAnswer) {
+	t.Helper()
+	for _, tp := range c.taps {
+		tp.hold(calID)
+	}
+	a := c.sendHint(t, client, first, calID)
+	holder := -1
+	pollUntil(t, "a replica to fetch calendar "+calID, 20*time.Second, func() bool {
+		for i, tp := range c.taps {
+			if tp.heldNow() > 0 {
+				holder = i
+				return true
+			}
+		}
+		return false
+	})
+	for i, tp := range c.taps {
+		if i != holder {
+			tp.releaseHeld()
+		}
+	}
+	return holder, a
+}
+
+// postpressLoad sends postpress webhooks without pause from several
+// senders, round-robin over the replicas; each sender owns a few events
+// and sends new versions of them, each retried on the next replica until
+// one answers 200.
+type postpressLoad struct {
+	c      *cluster
+	client *http.Client
+	next   atomic.Int64
+	stop   chan struct{}
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	acked    int            // webhooks answered 200 (each a distinct body)
+	versions map[string]int // event id -> last version answered 200
+	calendar map[string]string
+	err      error
+}
+
+// postpressCalendars are the calendars the load spreads its events over.
+var postpressCalendars = []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
+
+func startPostpressLoad(c *cluster, senders int) *postpressLoad {
+	l := &postpressLoad{c: c, client: &http.Client{Timeout: 10 * time.Second}, stop: make(chan struct{}),
+		versions: map[string]int{}, calendar: map[string]string{}}
+	auth := http.Header{"Postpress-Auth": {postpressSecret}}
+	for s := range senders {
+		l.wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				id := fmt.Sprintf("s%d-e%d", s, i%5)
+				cal := postpressCalendars[(s+i%5)%len(postpressCalendars)]
+				version := i/5 + 1
+				_, _, err := c.sendAnywhere(l.client, int(l.next.Add(1)), "postpress", ppWebhook(cal, id, version), auth, 30*time.Second)
+				l.mu.Lock()
+				if err != nil {
+					l.err = fmt.Errorf("sender %d, %s v%d: %w", s, id, version, err)
+					l.mu.Unlock()
+					return
+				}
+				l.acked++
+				l.versions[id], l.calendar[id] = version, cal
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+func (l *postpressLoad) ackedCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.acked
+}
+
+// finish stops the senders once each has its last webhook answered.
+func (l *postpressLoad) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	if l.err != nil {
+		t.Fatal(l.err)
+	}
+}
+
+// TestClusterKillUnderLoad runs three replicas on one PostgreSQL with
+// postpress webhooks spread over them, Recall hints, and two watchers per
+// replica; the replica fetching a Recall calendar is killed with SIGKILL
+// under load and restarted. Every webhook answered 200 is stored and
+// processed once, the killed replica's work completes elsewhere within
+// 20 s, every watcher sees the one change log in the same order with no
+// gap and no duplicate (resuming on another replica when its own dies),
+// and the store holds what the providers last said.
+func TestClusterKillUnderLoad(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pg := c.pg(ctx)
+	client := &http.Client{Timeout: 10 * time.Second}
+
+	victimCal := c.fake.PutCalendar(recalltest.Calendar{PlatformEmail: "victim@example.com"})
+	putRecallEvents(c.fake, victimCal.ID, "victim", 3)
+	var recallCals []recalltest.Calendar
+	for i := range 3 {
+		cal := c.fake.PutCalendar(recalltest.Calendar{PlatformEmail: fmt.Sprintf("r%d@example.com", i)})
+		putRecallEvents(c.fake, cal.ID, "recall", 2)
+		recallCals = append(recallCals, cal)
+	}
+	// updateRecall changes the first event of every Recall calendar and
+	// hints each change to another replica.
+	round := 0
+	updateRecall := func() {
+		round++
+		for i, cal := range recallCals {
+			ev := c.fake.Events(cal.ID)[0]
+			c.fake.UpdateEvent(ev.ID, func(e *recalltest.Event) { e.Raw["summary"] = fmt.Sprintf("recall round %d", round) })
+			c.sendHint(t, client, round+i, cal.ID)
+		}
+	}
+
+	start := startCursor(t, ctx, c.replica(0))
+	watchCtx, stopWatchers := context.WithCancel(ctx)
+	defer stopWatchers()
+	var watchers []*clusterWatcher
+	var watching sync.WaitGroup
+	for i := range 2 * c.size() {
+		w := &clusterWatcher{home: i % c.size()}
+		watchers = append(watchers, w)
+		watching.Go(func() { w.run(watchCtx, c, start) })
+	}
+
+	load := startPostpressLoad(c, 4)
+	pollUntil(t, "webhooks answered before the kill", 30*time.Second, func() bool { return load.ackedCount() >= 60 })
+	updateRecall()
+
+	victim, victimHint := c.holdFetch(t, client, 0, victimCal.ID)
+	atKill := load.ackedCount()
+	killedAt := time.Now()
+	c.kill(victim)
+	c.taps[victim].releaseHeld()
+	pollUntil(t, "the killed replica's Recall fetch to complete elsewhere", 40*time.Second, func() bool {
+		return deliveryState(t, pg, victimHint.DeliveryID) == calsyncv1.DeliveryState_DELIVERY_STATE_DONE
+	})
+	takeover := time.Since(killedAt)
+	t.Logf("kill -9 of replica %d: its claimed work completed elsewhere %v later", victim, takeover.Round(time.Millisecond))
+	if takeover > takeoverBound {
+		t.Errorf("the killed replica's work took %v to complete elsewhere, want at most %v", takeover, takeoverBound)
+	}
+	if got := load.ackedCount(); got <= atKill {
+		t.Errorf("no webhook answered while replica %d was down (%d before, %d after)", victim, atKill, got)
+	}
+	updateRecall()
+
+	c.start(victim)
+	atRestart := load.ackedCount()
+	pollUntil(t, "webhooks answered after the restart", 30*time.Second, func() bool { return load.ackedCount() >= atRestart+60 })
+	updateRecall()
+	load.finish(t)
+	// A last hint per calendar, after its last change: the store must end
+	// where Recall is.
+	for i, cal := range append(recallCals, victimCal) {
+		c.sendHint(t, client, i, cal.ID)
+	}
+
+	pollUntil(t, "every delivery to be processed", 30*time.Second, func() bool {
+		var open int
+		if err := pg.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE state <> $1`, int32(calsyncv1.DeliveryState_DELIVERY_STATE_DONE)).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		return open == 0
+	})
+
+	// The inbox: one delivery per webhook answered 200, all processed.
+	var postpressDeliveries, changes int
+	if err := pg.QueryRow(ctx, `SELECT (SELECT count(*) FROM deliveries WHERE provider = 'postpress'), (SELECT count(*) FROM changes)`).
+		Scan(&postpressDeliveries, &changes); err != nil {
+		t.Fatal(err)
+	}
+	if postpressDeliveries != load.acked {
+		t.Errorf("%d postpress webhooks answered 200, %d deliveries stored", load.acked, postpressDeliveries)
+	}
+
+	// The change log, read once from the restarted replica, is the
+	// reference every watcher must have seen.
+	logCursors, logIDs := readLog(t, ctx, c.replica(victim), start, changes)
+	if len(logCursors) != changes {
+		t.Fatalf("the change log holds %d changes, a watch from the start read %d", changes, len(logCursors))
+	}
+	if dup := firstDuplicate(logCursors); dup != "" {
+		t.Errorf("cursor %s appears twice in the change log", dup)
+	}
+	// Changes per event: every version answered 200 is one change (each
+	// is newer than the one before); none lost, none applied twice.
+	perEvent := map[string]int{}
+	for _, id := range logIDs {
+		perEvent[id]++
+	}
+	for id, v := range load.versions {
+		if perEvent[id] != v {
+			t.Errorf("postpress event %s: %d versions answered 200, %d changes", id, v, perEvent[id])
+		}
+	}
+
+	for i, w := range watchers {
+		pollUntil(t, fmt.Sprintf("watcher %d to catch up", i), 20*time.Second, func() bool {
+			cursors, _ := w.seen()
+			return len(cursors) >= changes
+		})
+	}
+	stopWatchers()
+	watching.Wait()
+	resumed := 0
+	for i, w := range watchers {
+		cursors, _ := w.seen()
+		if !slices.Equal(cursors, logCursors) {
+			t.Errorf("watcher %d (home replica %d, resumed %d times) saw %d changes, not the log's %d in its order",
+				i, w.home, w.resumes, len(cursors), len(logCursors))
+		}
+		resumed += w.resumes
+	}
+	if resumed == 0 {
+		t.Errorf("no watcher resumed after replica %d was killed", victim)
+	}
+
+	// The store holds what the providers last said.
+	stored := map[string]*calsyncv1.CalendarEvent{}
+	pageToken := ""
+	for {
+		got := listEventsREST(t, c.replica(0).url("/v1/calendars/-/events?page_size=1000&page_token="+pageToken))
+		for _, e := range got.GetEvents() {
+			stored[e.GetCalendarId()+"/"+e.GetProviderEventId()] = e
+		}
+		if pageToken = got.GetNextPageToken(); pageToken == "" {
+			break
+		}
+	}
+	for id, v := range load.versions {
+		key := model.CalendarID(model.ProviderPostpress, "acct", load.calendar[id]) + "/" + id
+		if e := stored[key]; e.GetTitle() != fmt.Sprintf("%s v%d", id, v) {
+			t.Errorf("postpress event %s: stored %q, last sent version %d", id, e.GetTitle(), v)
+		}
+	}
+	for _, cal := range append(recallCals, victimCal) {
+		checkRecallCalendar(t, c, cal.ID)
+	}
+	t.Logf("%d postpress webhooks answered 200, %d changes, %d watcher resumptions, %d Recall requests",
+		load.acked, changes, resumed, len(c.log.requests(func(recallRequest) bool { return true })))
+}
+
+// checkRecallCalendar requires calsync's events of the Recall calendar
+// calID to have the titles the fake holds.
+func checkRecallCalendar(t *testing.T, c *cluster, calID string) {
+	t.Helper()
+	var want, got []string
+	for _, e := range c.fake.Events(calID) {
+		want = append(want, fmt.Sprint(e.Raw["summary"]))
+	}
+	events := listEventsREST(t, c.replica(0).url("/v1/calendars/"+model.CalendarID(model.ProviderRecall, "", calID)+"/events?page_size=1000"))
+	for _, e := range events.GetEvents() {
+		got = append(got, e.GetTitle())
+	}
+	sort.Strings(want)
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("Recall calendar %s: stored %q, Recall holds %q", calID, got, want)
+	}
+}
+
+// firstDuplicate returns a string that appears twice in s, or "".
+func firstDuplicate(s []string) string {
+	seen := map[string]bool{}
+	for _, x := range s {
+		if seen[x] {
+			return x
+		}
+		seen[x] = true
+	}
+	return ""
+}
+
+// TestClusterStalledReplicaFenced pauses (SIGSTOP) the replica fetching
+// a Recall calendar while it holds the calendar's claim; another replica
+// takes the work over once the claim expires and stores the calendar's
+// newer state. When the paused replica resumes (SIGCONT) with its stale
+// answer, it must not apply it: the newer state stays, and no change is
+// added.
+func TestClusterStalledReplicaFenced(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg := c.pg(ctx)
+	client := &http.Client{Timeout: 10 * time.Second}
+	// Recall's clock stands still, so the newer state carries the same
+	// updated_at as the stale one: only fencing tells them apart.
+	c.fake.SetNow(time.Now().UTC().Truncate(time.Second))
+	cal := c.fake.PutCalendar(recalltest.Calendar{PlatformEmail: "stalled@example.com"})
+	ev := putRecallEvents(c.fake, cal.ID, "stale", 1)[0]
+
+	stalled, hint := c.holdFetch(t, client, 0, cal.ID)
+	c.signal(stalled, syscall.SIGSTOP)
+	stoppedAt := time.Now()
+	resumed := false
+	defer func() {
+		if !resumed {
+			c.signal(stalled, syscall.SIGCONT)
+		}
+	}()
+	c.fake.UpdateEvent(ev.ID, func(e *recalltest.Event) { e.Raw["summary"] = "fresh" })
+	pollUntil(t, "another replica to take the stalled replica's work over", 40*time.Second, func() bool {
+		return deliveryState(t, pg, hint.DeliveryID) == calsyncv1.DeliveryState_DELIVERY_STATE_DONE
+	})
+	takeover := time.Since(stoppedAt)
+	t.Logf("SIGSTOP of replica %d: its claimed work completed elsewhere %v later", stalled, takeover.Round(time.Millisecond))
+	if takeover > takeoverBound {
+		t.Errorf("the stalled replica's work took %v to complete elsewhere, want at most %v", takeover, takeoverBound)
+	}
+	other := (stalled + 1) % c.size()
+	calID := model.CalendarID(model.ProviderRecall, "", cal.ID)
+	titles := func() []string {
+		var out []string
+		for _, e := range listEventsREST(t, c.replica(other).url("/v1/calendars/"+calID+"/events")).GetEvents() {
+			out = append(out, e.GetTitle())
+		}
+		return out
+	}
+	countChanges := func() int {
+		var n int
+		if err := pg.QueryRow(ctx, `SELECT count(*) FROM changes`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if got := titles(); !slices.Equal(got, []string{"fresh"}) {
+		t.Fatalf("after the takeover the calendar holds %q, want the fresh state", got)
+	}
+	before := countChanges()
+
+	// The stalled replica wakes up and gets Recall's old answer.
+	c.signal(stalled, syscall.SIGCONT)
+	resumed = true
+	c.taps[stalled].releaseHeld()
+	pollUntil(t, "the stalled replica to receive its stale answer", 20*time.Second, func() bool {
+		return c.taps[stalled].releasedCount() == 1
+	})
+	// It must apply nothing of it; watch for a while, since the failure
+	// would be a write that happens.
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if got := titles(); !slices.Equal(got, []string{"fresh"}) {
+			t.Fatalf("the stalled replica overwrote the newer state: the calendar holds %q", got)
+		}
+		if n := countChanges(); n != before {
+			t.Fatalf("the stalled replica added %d changes after losing its claim", n-before)
+		}
+		if s := deliveryState(t, pg, hint.DeliveryID); s != calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
+			t.Fatalf("the hint went back to %v", s)
+		}
+	}
+	// The resumed replica works again: a new hint sent to it is processed.
+	c.fake.UpdateEvent(ev.ID, func(e *recalltest.Event) { e.Raw["summary"] = "fresher" })
+	again := c.sendHint(t, client, stalled, cal.ID)
+	pollUntil(t, "a hint sent to the resumed replica to be processed", 20*time.Second, func() bool {
+		return deliveryState(t, pg, again.DeliveryID) == calsyncv1.DeliveryState_DELIVERY_STATE_DONE
+	})
+	checkRecallCalendar(t, c, cal.ID)
+}
+
+// TestClusterRecallHints: Recall hints for one calendar sent to several
+// replicas cause one fetch (one Svix message sent to all of them, and
+// hints that arrive at different replicas while a fetch is under way ride
+// along in the next one), and Recall's rate limit on event lists holds
+// for the cluster, not per replica.
+func TestClusterRecallHints(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pg := c.pg(ctx)
+	client := &http.Client{Timeout: 10 * time.Second}
+	done := func(id string) bool {
+		return deliveryState(t, pg, id) == calsyncv1.DeliveryState_DELIVERY_STATE_DONE
+	}
+
+	t.Run("OneMessageToEveryReplica", func(t *testing.T) {
+		cal := c.fake.PutCalendar(recalltest.Calendar{})
+		putRecallEvents(c.fake, cal.ID, "one message", 2)
+		body := syncEventsBody(cal.ID)
+		h := recallSigned(t, "svix", recallSecret, time.Now(), body)
+		answers := make([]ingestAnswer, c.size())
+		var wg sync.WaitGroup
+		for i := range c.size() {
+			wg.Go(func() {
+				code, b := httpDo(t, http.MethodPost, c.replica(i).url("/v1/webhooks/recall"), body, h)
+				if code != http.StatusOK {
+					t.Errorf("replica %d = %d: %s", i, code, b)
+					return
+				}
+				answers[i] = decodeAnswer(t, b)
+			})
+		}
+		wg.Wait()
+		duplicates := 0
+		for i, a := range answers {
+			if a.DeliveryID != answers[0].DeliveryID {
+				t.Errorf("replica %d stored delivery %s, replica 0 %s", i, a.DeliveryID, answers[0].DeliveryID)
+			}
+			if a.Duplicate {
+				duplicates++
+			}
+		}
+		if duplicates != c.size()-1 {
+			t.Errorf("%d of %d answers say duplicate, want all but one", duplicates, c.size())
+		}
+		pollUntil(t, "the hint to be processed", 20*time.Second, func() bool { return done(answers[0].DeliveryID) })
+		if n := c.log.eventLists(cal.ID); n != 1 {
+			t.Errorf("one hint sent to %d replicas: %d event lists, want 1", c.size(), n)
+		}
+		checkRecallCalendar(t, c, cal.ID)
+	})
+
+	t.Run("HintsDuringAFetchCoalesce", func(t *testing.T) {
+		cal := c.fake.PutCalendar(recalltest.Calendar{})
+		putRecallEvents(c.fake, cal.ID, "coalesced", 2)
+		holder, first := c.holdFetch(t, client, 0, cal.ID)
+		var later []ingestAnswer
+		for i := range c.size() {
+			later = append(later, c.sendHint(t, client, i, cal.ID))
+		}
+		c.fake.UpdateEvent(c.fake.Events(cal.ID)[0].ID, func(e *recalltest.Event) { e.Raw["summary"] = "coalesced, changed" })
+		c.taps[holder].releaseHeld()
+		pollUntil(t, "every hint to be processed", 20*time.Second, func() bool {
+			if !done(first.DeliveryID) {
+				return false
+			}
+			for _, a := range later {
+				if !done(a.DeliveryID) {
+					return false
+				}
+			}
+			return true
+		})
+		if n := c.log.eventLists(cal.ID); n != 2 {
+			t.Errorf("a hint, then %d more to %d replicas during its fetch: %d event lists, want 2", len(later), c.size(), n)
+		}
+		checkRecallCalendar(t, c, cal.ID)
+	})
+
+	t.Run("RateLimitHoldsForTheCluster", func(t *testing.T) {
+		// More calendars at once than one burst, hinted over every
+		// replica: the replicas together must stay within one bucket.
+		const calendars = 3 * eventListBurst
+		var cals []string
+		for range calendars {
+			cal := c.fake.PutCalendar(recalltest.Calendar{})
+			putRecallEvents(c.fake, cal.ID, "limited", 1)
+			cals = append(cals, cal.ID)
+		}
+		isOurs := func(r recallRequest) bool {
+			return r.Endpoint == recalltest.EndpointEventList && slices.Contains(cals, r.CalendarID)
+		}
+		var answers []ingestAnswer
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i, cal := range cals {
+			wg.Go(func() {
+				a := c.sendHint(t, client, i, cal)
+				mu.Lock()
+				answers = append(answers, a)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		// Enough requests to show the limit: one bucket lets a burst go,
+		// then one a second; a bucket per replica would let three bursts
+		// go at once.
+		pollUntil(t, "the event lists of the hinted calendars", 30*time.Second, func() bool {
+			return len(c.log.requests(isOurs)) >= calendars
+		})
+		reqs := c.log.requests(isOurs)
+		sort.Slice(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
+		replicas := map[int]bool{}
+		for _, r := range reqs {
+			replicas[r.Replica] = true
+		}
+		// In any window of w, a shared bucket allows its burst plus one
+		// request per interval begun in the window.
+		const window = 2 * time.Second
+		allowed := eventListBurst + int(window/eventListInterval) + 1
+		for i, r := range reqs {
+			n := 0
+			for _, s := range reqs[i:] {
+				if s.At.Sub(r.At) < window {
+					n++
+				}
+			}
+			if n > allowed {
+				t.Errorf("%d event lists within %v from %s (by %d replicas), Recall allows %d", n, window,
+					r.At.Format("15:04:05.000"), len(replicas), allowed)
+				break
+			}
+		}
+		t.Logf("%d event lists by %d replicas over %v", len(reqs), len(replicas), reqs[len(reqs)-1].At.Sub(reqs[0].At).Round(time.Millisecond))
+		for _, a := range answers {
+			pollUntil(t, "every limited hint to be processed", 30*time.Second, func() bool { return done(a.DeliveryID) })
+		}
+	})
+}

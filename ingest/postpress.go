@@ -28,7 +28,7 @@ func (p *Processor) processPostpress(ctx context.Context, d store.Delivery) erro
 	case calsyncv1.DeliveryState_DELIVERY_STATE_DEAD:
 		return permanent(plan.err)
 	}
-	err = p.store.Update(ctx, func(tx store.Tx) error {
+	err = p.src.update(ctx, func(tx store.Tx) error {
 		if err := p.applyPostpress(ctx, tx, plan); err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/calsync/calsync/cluster"
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
@@ -75,6 +76,23 @@ type ProcessorConfig struct {
 	// batch is done or ignored —, "retry" or "dead"), how many deliveries
 	// the batch held and how long the attempt took. It must not block.
 	OnProcessed func(provider, outcome string, deliveries int, d time.Duration)
+
+	// The settings below matter only for a store whose inbox several
+	// processes share ([store.ClaimingInbox]): deliveries are then
+	// processed by claiming their ordering keys (see claimSource).
+
+	// Owner identifies this process in its claims (cluster.ReplicaID()).
+	Owner string
+	// ClaimTTL is how long a claim on a key lasts unless renewed, which
+	// happens every third of it (DefaultClaimTTL).
+	ClaimTTL time.Duration
+	// ClaimPollInterval is how often keys are claimed besides at Notify
+	// (DefaultClaimPollInterval).
+	ClaimPollInterval time.Duration
+	// WhileLeading, if set, runs the periodic Recall reconciliation
+	// (ResyncInterval) only while this process leads the cluster, as
+	// [cluster.Elector.WhileLeading] does; nil runs it always.
+	WhileLeading func(ctx context.Context, fn func(context.Context))
 }
 
 // Processor works through the inbox: each delivery becomes normalized
@@ -85,7 +103,10 @@ type Processor struct {
 	cfg   ProcessorConfig
 	log   *slog.Logger
 	sched *scheduler
-	wake  chan struct{}
+	// src feeds sched and fences the writes: a scan of the inbox, or
+	// claims on it when several processes share it.
+	src  deliverySource
+	wake chan struct{}
 	// calendars holds ids of postpress calendars known to be stored.
 	calendars knownIDs
 }
@@ -155,8 +176,25 @@ func NewProcessor(st store.Store, cfg ProcessorConfig) *Processor {
 	if cfg.OnProcessed == nil {
 		cfg.OnProcessed = func(string, string, int, time.Duration) {}
 	}
+	if cfg.Owner == "" {
+		cfg.Owner = cluster.ReplicaID()
+	}
+	if cfg.ClaimTTL <= 0 {
+		cfg.ClaimTTL = DefaultClaimTTL
+	}
+	if cfg.ClaimPollInterval <= 0 {
+		cfg.ClaimPollInterval = DefaultClaimPollInterval
+	}
+	if cfg.WhileLeading == nil {
+		cfg.WhileLeading = func(ctx context.Context, fn func(context.Context)) { fn(ctx) }
+	}
 	p := &Processor{store: st, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1)}
 	p.sched = newScheduler(maxQueued, cfg.MaxQueuedBytes, laneOf, p.Notify)
+	if ci, ok := st.(store.ClaimingInbox); ok {
+		p.src = newClaimSource(p, ci)
+	} else {
+		p.src = scanSource{p}
+	}
 	return p
 }
 
@@ -186,9 +224,9 @@ func (p *Processor) Run(ctx context.Context) {
 	for range p.cfg.RemoteWorkers {
 		wg.Go(func() { p.work(ctx, laneRemote, false) })
 	}
-	wg.Go(func() { p.dispatch(ctx) })
+	wg.Go(func() { p.src.run(ctx) })
 	if p.cfg.ResyncInterval > 0 && p.cfg.Recall != nil {
-		wg.Go(func() { p.reconcile(ctx) })
+		wg.Go(func() { p.cfg.WhileLeading(ctx, p.reconcile) })
 	}
 	wg.Wait()
 }
@@ -295,16 +333,18 @@ func (p *Processor) work(ctx context.Context, l lane, yields bool) {
 			return
 		}
 		began := time.Now()
-		err := p.process(ctx, batch)
+		bctx := p.src.begin(ctx, key)
+		err := p.process(bctx, batch)
 		switch {
 		case err == nil:
-			p.sched.finish(key, len(batch))
+			p.src.finished(bctx, key, len(batch))
 			p.cfg.OnProcessed(batch[0].Provider, "done", len(batch), time.Since(began))
 		case ctx.Err() != nil:
 			return // shutting down: the deliveries stay pending
 		default:
-			outcome := p.failed(ctx, key, batch, err)
-			p.cfg.OnProcessed(batch[0].Provider, outcome, len(batch), time.Since(began))
+			if outcome := p.failed(bctx, key, batch, err); outcome != "" {
+				p.cfg.OnProcessed(batch[0].Provider, outcome, len(batch), time.Since(began))
+			}
 		}
 	}
 }
@@ -319,9 +359,15 @@ func permanent(err error) error { return permanentError{err} }
 
 // failed dead-letters a batch whose failure is permanent or that ran out of
 // attempts, and otherwise schedules its retry. It returns the outcome for
-// [ProcessorConfig.OnProcessed]: "dead" or "retry".
+// [ProcessorConfig.OnProcessed]: "dead" or "retry", or "" when another
+// process took the batch's key over (its writes were fenced off), which
+// is no outcome of this process's.
 func (p *Processor) failed(ctx context.Context, key string, batch []store.Delivery, cause error) string {
 	head := batch[0]
+	if errors.Is(cause, store.ErrLeaseLost) {
+		p.src.lost(ctx, key)
+		return ""
+	}
 	attempts := head.Attempts + 1
 	var perm permanentError
 	// The store refusing an object is final too: the same delivery would
@@ -332,7 +378,7 @@ func (p *Processor) failed(ctx context.Context, key string, batch []store.Delive
 		if !refused {
 			reason = fmt.Sprintf("gave up after %d attempts: %v", attempts, cause)
 		}
-		err := p.store.Update(ctx, func(tx store.Tx) error {
+		err := p.src.update(ctx, func(tx store.Tx) error {
 			for _, d := range batch {
 				if err := tx.FinishDelivery(ctx, d.ID, calsyncv1.DeliveryState_DELIVERY_STATE_DEAD, reason); err != nil {
 					return err
@@ -340,21 +386,22 @@ func (p *Processor) failed(ctx context.Context, key string, batch []store.Delive
 			}
 			return nil
 		})
+		if errors.Is(err, store.ErrLeaseLost) {
+			p.src.lost(ctx, key)
+			return ""
+		}
 		if err != nil {
 			p.log.Error("dead-letter delivery", "delivery_id", head.ID, "err", err)
 			p.sched.retryAfter(key, head.Attempts, p.cfg.RetryBase)
 			return "retry"
 		}
 		p.log.Warn("delivery dead-lettered", "delivery_id", head.ID, "provider", head.Provider, "event_type", head.EventType, "reason", store.TruncateNote(reason))
-		p.sched.finish(key, len(batch))
+		p.src.finished(ctx, key, len(batch))
 		return "dead"
 	}
 	wait := p.backoff(attempts)
-	if err := p.store.RecordAttempt(ctx, head.ID, cause.Error(), p.cfg.Now().Add(wait)); err != nil {
-		p.log.Error("record delivery attempt", "delivery_id", head.ID, "err", err)
-	}
 	p.log.Info("delivery will be retried", "delivery_id", head.ID, "attempt", attempts, "retry_in", wait, "err", store.TruncateNote(cause.Error()))
-	p.sched.retryAfter(key, attempts, wait)
+	p.src.retryLater(ctx, key, head, attempts, cause, wait)
 	return "retry"
 }
 
@@ -384,7 +431,7 @@ func (p *Processor) process(ctx context.Context, batch []store.Delivery) error {
 
 // finish records the outcome of deliveries that produced no changes.
 func (p *Processor) finish(ctx context.Context, state calsyncv1.DeliveryState, note string, batch ...store.Delivery) error {
-	return p.store.Update(ctx, func(tx store.Tx) error {
+	return p.src.update(ctx, func(tx store.Tx) error {
 		return finishAll(ctx, tx, state, note, batch)
 	})
 }

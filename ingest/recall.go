@@ -115,7 +115,7 @@ func (p *Processor) refreshCalendar(ctx context.Context, recallCalendarID string
 		return err
 	}
 	now := p.cfg.Now()
-	return p.store.Update(ctx, func(tx store.Tx) error {
+	return p.src.update(ctx, func(tx store.Tx) error {
 		if _, err := applyCalendar(ctx, tx, cal, now); err != nil {
 			return err
 		}
@@ -223,7 +223,7 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 // nil), then events in order, then whatever then adds (if not nil).
 func (p *Processor) applyEvents(ctx context.Context, cal *calsyncv1.Calendar, events []*calsyncv1.CalendarEvent, then func(store.Tx) error) error {
 	now := p.cfg.Now()
-	return p.store.Update(ctx, func(tx store.Tx) error {
+	return p.src.update(ctx, func(tx store.Tx) error {
 		if cal != nil {
 			if _, err := applyCalendar(ctx, tx, cal, now); err != nil {
 				return err

@@ -222,11 +222,28 @@ func (s *scheduler) next(l lane, coalesce func(head, d store.Delivery) bool) (ke
 // finish removes the first n deliveries of key (they are done, ignored or
 // dead) and makes the key available again. Once a starved lane is down to
 // half its bounds, it calls onRoom, so that the deliveries left in the
-// inbox are read without waiting for the next rescan.
-func (s *scheduler) finish(key string, n int) {
+// inbox are read without waiting for the next rescan. It reports whether
+// that left key with nothing queued.
+func (s *scheduler) finish(key string, n int) (empty bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.queues[key]
+	if q == nil {
+		return true // dropped meanwhile (see drop)
+	}
+	s.removeLocked(q, n)
+	q.busy = false
+	if len(q.items) == 0 {
+		delete(s.queues, key)
+		return true
+	}
+	s.markReady(key, q)
+	return false
+}
+
+// removeLocked forgets the first n deliveries of q, calling onRoom when
+// that gives a starved lane room. The caller holds s.mu.
+func (s *scheduler) removeLocked(q *keyQueue, n int) {
 	lq := &s.lanes[q.lane]
 	for _, d := range q.items[:n] {
 		delete(s.known, d.ID)
@@ -234,16 +251,54 @@ func (s *scheduler) finish(key string, n int) {
 		lq.bytes -= deliverySize(d)
 	}
 	q.items = q.items[n:]
-	q.busy = false
-	if len(q.items) == 0 {
-		delete(s.queues, key)
-	} else {
-		s.markReady(key, q)
-	}
 	if lq.starved && lq.items <= s.laneItems/2 && lq.bytes <= s.laneBytes/2 {
 		lq.starved = false
 		s.onRoom()
 	}
+}
+
+// drop forgets every delivery of key, queued or in flight: the process no
+// longer works on it. The worker holding key, if any, must be the caller,
+// since it must not finish the key afterwards.
+func (s *scheduler) drop(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dropLocked(key)
+}
+
+// dropIdle drops key (see drop) unless a worker holds it or its head waits
+// for a retry, and reports whether key is no longer queued.
+func (s *scheduler) dropIdle(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q := s.queues[key]; q != nil && q.busy {
+		return false
+	}
+	s.dropLocked(key)
+	return true
+}
+
+func (s *scheduler) dropLocked(key string) {
+	q := s.queues[key]
+	if q == nil {
+		return
+	}
+	s.removeLocked(q, len(q.items))
+	delete(s.queues, key)
+	lq := &s.lanes[q.lane]
+	for i, k := range lq.ready {
+		if k == key {
+			lq.ready = append(lq.ready[:i], lq.ready[i+1:]...)
+			break
+		}
+	}
+}
+
+// holds reports whether deliveries of key are queued or in flight.
+func (s *scheduler) holds(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queues[key] != nil
 }
 
 // retryAfter keeps key's head in place and makes the key available again

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -67,6 +68,12 @@ type Metrics struct {
 	tokenReloads    *prometheus.CounterVec
 
 	healthWatchesRejected prometheus.Counter
+	leadershipChanges     prometheus.Counter
+
+	// leading, once set by Leader, says whether this replica leads the
+	// cluster; nil means it does (one process).
+	leadingMu sync.Mutex
+	leading   func() bool
 }
 
 // New returns a Metrics with every collector registered, Go runtime and
@@ -151,6 +158,10 @@ func New() *Metrics {
 		Namespace: namespace, Name: "health_watches_rejected_total",
 		Help: "gRPC health watches (grpc.health.v1.Health/Watch) refused because --max-health-watches were open.",
 	})
+	m.leadershipChanges = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: namespace, Name: "leadership_changes_total",
+		Help: "Times this replica became or stopped being the cluster's leader (see calsync_leader).",
+	})
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -158,6 +169,7 @@ func New() *Metrics {
 		m.recallRequests, m.recallLatency, m.batchSize, m.commitLatency,
 		m.changesSent, m.fallbacks, m.streamsEnded, m.streamsRejected,
 		m.authFailures, m.tokenReloads, m.pruned, m.healthWatchesRejected,
+		m.leadershipChanges,
 	)
 	// Every state shows from the start, so a rate over it is defined
 	// before the first pruning.
@@ -257,8 +269,42 @@ func (m *Metrics) WatchStreams(streams func() int) {
 // Inbox exports the inbox's depth, the age of its oldest pending delivery
 // and its dead letters, read from the store at every scrape (bounded by a
 // short timeout, so a busy database cannot hang a scrape). Call it once.
+//
+// The inbox is the cluster's, so only the leader reports it (see
+// [Metrics.Leader]): followers export none of these gauges, and a sum or
+// a max over the replicas is the cluster's figure.
 func (m *Metrics) Inbox(inbox store.Inbox, log *slog.Logger) {
-	m.reg.MustRegister(&inboxCollector{inbox: inbox, log: log, now: time.Now})
+	m.reg.MustRegister(&inboxCollector{inbox: inbox, log: log, now: time.Now, leading: m.isLeading})
+}
+
+// Leader exports calsync_leader, 1 while this replica leads the cluster
+// and 0 otherwise, from leading (cluster.Elector.Leading) read at every
+// scrape, and reports the inbox gauges only while it leads. Call it once,
+// before serving.
+func (m *Metrics) Leader(leading func() bool) {
+	m.leadingMu.Lock()
+	m.leading = leading
+	m.leadingMu.Unlock()
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "leader",
+		Help: "1 on the replica that leads the cluster (runs Recall reconciliation, change-log compaction, inbox pruning and reports the inbox gauges), 0 on the others.",
+	}, func() float64 {
+		if leading() {
+			return 1
+		}
+		return 0
+	}))
+}
+
+// LeadershipChanged counts a change of leadership
+// (cluster.ElectorConfig.OnChange).
+func (m *Metrics) LeadershipChanged(bool) { m.leadershipChanges.Inc() }
+
+func (m *Metrics) isLeading() bool {
+	m.leadingMu.Lock()
+	leading := m.leading
+	m.leadingMu.Unlock()
+	return leading == nil || leading()
 }
 
 var (
@@ -273,9 +319,10 @@ var (
 // inboxCollector reads the inbox's summary when scraped rather than
 // tracking it, so the numbers are right after a restart too.
 type inboxCollector struct {
-	inbox store.Inbox
-	log   *slog.Logger
-	now   func() time.Time
+	inbox   store.Inbox
+	log     *slog.Logger
+	now     func() time.Time
+	leading func() bool
 }
 
 func (c *inboxCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -285,6 +332,9 @@ func (c *inboxCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *inboxCollector) Collect(ch chan<- prometheus.Metric) {
+	if !c.leading() {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	st, err := c.inbox.InboxStats(ctx)

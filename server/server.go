@@ -94,6 +94,10 @@ type Deps struct {
 	// /metrics; nil makes a fresh one (the caller then sees only the
 	// server's own metrics).
 	Metrics *metrics.Metrics
+	// WhileLeading, if set, runs the change-log compaction only while this
+	// replica leads the cluster (cluster.Elector.WhileLeading): it is the
+	// same work on every replica of one database. Nil runs it always.
+	WhileLeading func(ctx context.Context, fn func(context.Context))
 }
 
 // Server is a running calsync API.
@@ -350,6 +354,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.compactionDone = make(chan struct{})
 	go func() {
 		defer close(s.compactionDone)
+		if s.deps.WhileLeading != nil {
+			s.deps.WhileLeading(s.watchCtx, s.hub.RunCompaction)
+			return
+		}
 		s.hub.RunCompaction(s.watchCtx)
 	}()
 	go s.serveGRPC(s.grpc, s.grpcLis)

@@ -16,6 +16,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 
+	"github.com/calsync/calsync/cluster"
 	"github.com/calsync/calsync/ingest"
 	"github.com/calsync/calsync/metrics"
 	"github.com/calsync/calsync/provider/postpress"
@@ -51,6 +52,8 @@ type serveConfig struct {
 	recallWorkers        int
 	processingQueueBytes int64
 	maxClockSkew         time.Duration
+	claimTTL             time.Duration
+	claimPollInterval    time.Duration
 
 	changeRetention     time.Duration
 	dedupeWindow        time.Duration
@@ -129,6 +132,8 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.workers, "workers", 32, "deliveries processed in parallel")
 	fs.IntVar(&c.recallWorkers, "recall-workers", ingest.DefaultRemoteWorkers, "Recall deliveries processed in parallel, by workers of their own, so Recall's rate limits never hold up other deliveries")
 	fs.Int64Var(&c.processingQueueBytes, "processing-queue-bytes", ingest.DefaultMaxQueuedBytes, "most bytes of deliveries held in memory for processing; the rest wait in the inbox")
+	fs.DurationVar(&c.claimTTL, "claim-ttl", ingest.DefaultClaimTTL, "PostgreSQL: how long a replica's claim on a calendar's deliveries, and the leader's lease, last unless renewed (every third of it); a dead replica's work moves after about this long")
+	fs.DurationVar(&c.claimPollInterval, "claim-poll-interval", ingest.DefaultClaimPollInterval, "PostgreSQL: how often a replica looks for deliveries to claim, besides at once when it receives one")
 	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", ingest.DefaultMaxClockSkew, "how far ahead of calsync's clock a provider's updated_at may be; an event beyond it is refused (postpress: dead-lettered)")
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
 	fs.DurationVar(&c.dedupeWindow, "dedupe-window", store.DefaultDedupeWindow, "how long a webhook absorbs identical copies (the providers' retries); the same body later is a new delivery")
@@ -326,14 +331,39 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.recallWorkers <= 0 || cfg.processingQueueBytes <= 0 || cfg.watchMemoryBytes <= 0 || cfg.maxClockSkew <= 0 {
 		return usageError{fmt.Errorf("--recall-workers, --processing-queue-bytes, --watch-memory-bytes and --max-clock-skew must be positive")}
 	}
+	if cfg.claimTTL <= 0 || cfg.claimPollInterval <= 0 {
+		return usageError{fmt.Errorf("--claim-ttl and --claim-poll-interval must be positive")}
+	}
+	// The elector decides which replica runs the work done once per
+	// cluster; on SQLite this process always leads.
+	elector := cluster.NewElector(db, cluster.ElectorConfig{TTL: cfg.claimTTL, Logger: log, OnChange: m.LeadershipChanged})
+	m.Leader(elector.Leading)
+	electorCtx, stopElector := context.WithCancel(context.WithoutCancel(ctx))
+	electorDone := make(chan struct{})
+	go func() {
+		elector.Run(electorCtx)
+		close(electorDone)
+	}()
+	// The elector stops after the processor and pruning (deferred
+	// later, run earlier), giving the lease up before the store closes.
+	defer func() {
+		stopElector()
+		<-electorDone
+	}()
 	procCfg := ingest.ProcessorConfig{Workers: cfg.workers, Intake: intake, ResyncInterval: cfg.recallResyncInterval, Logger: log,
-		OnProcessed: m.Processed, Now: cfg.now, MaxClockSkew: cfg.maxClockSkew}
+		OnProcessed: m.Processed, Now: cfg.now, MaxClockSkew: cfg.maxClockSkew,
+		Owner: elector.Owner(), ClaimTTL: cfg.claimTTL, ClaimPollInterval: cfg.claimPollInterval, WhileLeading: elector.WhileLeading}
 	procCfg.RemoteWorkers, procCfg.MaxQueuedBytes, procCfg.MaxDeliveryBytes = cfg.recallWorkers, cfg.processingQueueBytes, cfg.maxWebhookBytes
 	if cfg.recallResyncInterval == 0 {
 		procCfg.ResyncInterval = -1
 	}
 	if cfg.recallAPIKey != "" {
-		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, recall.WithLogger(log), recall.WithObserver(m.RecallRequest))
+		opts := []recall.ClientOption{recall.WithLogger(log), recall.WithObserver(m.RecallRequest)}
+		if rl, ok := db.(store.RateLimiter); ok {
+			// Recall counts its limits per workspace: replicas share them.
+			opts = append(opts, recall.WithSharedRateLimiter(rl))
+		}
+		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, opts...)
 	}
 	processor := ingest.NewProcessor(db, procCfg)
 	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify, Intake: intake, Now: cfg.now, Processor: processor}
@@ -376,7 +406,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 			MaxHealthWatches:        cfg.maxHealthWatches,
 			HandshakeTimeout:        cfg.handshakeTimeout,
 		},
-	}, server.Deps{Store: db, Logger: log, Receiver: ingest.NewReceiver(db, recvCfg), Processor: processor, Metrics: m})
+	}, server.Deps{Store: db, Logger: log, Receiver: ingest.NewReceiver(db, recvCfg), Processor: processor, Metrics: m,
+		WhileLeading: elector.WhileLeading})
 	if errors.Is(err, server.ErrNoAuthentication) {
 		return usageError{err}
 	}
@@ -400,12 +431,15 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 		stopProcessor()
 		<-processorDone
 	}()
-	// Pruning stops with the processor, before the store closes.
+	// Pruning stops with the processor, before the store closes. The
+	// inbox is the cluster's: the leader prunes it.
 	pruningDone := make(chan struct{})
 	go func() {
 		defer close(pruningDone)
-		ingest.RunPruning(procCtx, db, ingest.PruneConfig{Retention: cfg.deliveryRetention, Interval: cfg.pruneInterval,
-			Now: cfg.now, Logger: log, OnPruned: m.InboxPruned})
+		elector.WhileLeading(procCtx, func(ctx context.Context) {
+			ingest.RunPruning(ctx, db, ingest.PruneConfig{Retention: cfg.deliveryRetention, Interval: cfg.pruneInterval,
+				Now: cfg.now, Logger: log, OnPruned: m.InboxPruned})
+		})
 	}()
 	defer func() {
 		stopProcessor()

@@ -2,6 +2,8 @@ package recall
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,6 +95,12 @@ type Client struct {
 	hc       *http.Client
 	limiters map[string]*rate.Limiter
 	limits   map[string]limit
+	// shared, if set, is where the rate limits are counted, by every
+	// process using the same API key (see WithSharedRateLimiter).
+	shared SharedLimiter
+	// keyHash names the API key in shared bucket names without revealing
+	// it.
+	keyHash string
 
 	initialInterval time.Duration
 	maxInterval     time.Duration
@@ -138,6 +146,25 @@ func WithRateLimit(endpoint string, perMinute, burst int) ClientOption {
 		}
 		c.limits[endpoint] = limit{every: time.Minute / time.Duration(max(perMinute-b, 1)), burst: b}
 	}
+}
+
+// SharedLimiter is a token bucket shared by several processes
+// (store.RateLimiter implements it): TakeToken takes one token from the
+// bucket name, which holds at most burst tokens and gains one every
+// interval, and returns 0, or takes nothing and returns how long until a
+// token will be there.
+type SharedLimiter interface {
+	TakeToken(ctx context.Context, name string, interval time.Duration, burst int) (time.Duration, error)
+}
+
+// WithSharedRateLimiter counts the per-endpoint rate limits in l rather
+// than in this process, so that every process calling Recall with the
+// same API key together stays within them: Recall counts its limits per
+// workspace. Buckets are named by endpoint and a hash of the API key,
+// never the key itself. When l fails (its database is unreachable), a
+// request waits on this process's own limiter instead.
+func WithSharedRateLimiter(l SharedLimiter) ClientOption {
+	return func(c *Client) { c.shared = l }
 }
 
 // WithBackoff sets the exponential backoff between retries: the first
@@ -196,6 +223,8 @@ func NewClient(baseURL, apiKey string, opts ...ClientOption) *Client {
 	for _, o := range opts {
 		o(c)
 	}
+	sum := sha256.Sum256([]byte(apiKey))
+	c.keyHash = hex.EncodeToString(sum[:8])
 	c.limiters = map[string]*rate.Limiter{}
 	for ep, l := range c.limits {
 		if l.every > 0 {
@@ -405,11 +434,23 @@ func (c *Client) attempt(ctx context.Context, endpoint, u string, out any) error
 	return nil
 }
 
-// wait blocks until the endpoint's rate limiter allows a request.
+// wait blocks until the endpoint's rate limiter allows a request: the
+// shared one if set, this process's own otherwise.
 func (c *Client) wait(ctx context.Context, endpoint string) error {
 	lim := c.limiters[endpoint]
 	if lim == nil {
 		return nil
+	}
+	if c.shared != nil {
+		err := c.waitShared(ctx, endpoint)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		// The shared bucket cannot be reached: waiting on this process's
+		// own limiter keeps each process within the limit, so Recall sees
+		// at most the limit times the processes for as long as it lasts,
+		// rather than either no limit or no requests at all.
+		c.logger.Warn("recall: shared rate limit unavailable; using this process's", "endpoint", endpoint, "err", err)
 	}
 	now := c.now()
 	r := lim.ReserveN(now, 1)
@@ -423,6 +464,24 @@ func (c *Client) wait(ctx context.Context, endpoint string) error {
 		}
 	}
 	return nil
+}
+
+// waitShared blocks until the endpoint's shared bucket gives a token.
+func (c *Client) waitShared(ctx context.Context, endpoint string) error {
+	l := c.limits[endpoint]
+	name := "recall:" + endpoint + ":" + c.keyHash
+	for {
+		d, err := c.shared.TakeToken(ctx, name, l.every, l.burst)
+		if err != nil {
+			return err
+		}
+		if d <= 0 {
+			return nil
+		}
+		if err := c.sleep(ctx, d); err != nil {
+			return err
+		}
+	}
 }
 
 func (c *Client) observe(endpoint string, status int, began time.Time) {

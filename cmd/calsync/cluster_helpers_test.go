@@ -186,10 +186,10 @@ func (tp *recallTap) releasedCount() int {
 	return tp.released
 }
 
-// cluster is several real `calsync serve` processes on one database of
+// testCluster is several real `calsync serve` processes on one database of
 // the test binary's private PostgreSQL, each talking to the same fake
 // Recall API through a tap of its own.
-type cluster struct {
+type testCluster struct {
 	t    *testing.T
 	db   string
 	fake *recalltest.Server
@@ -217,10 +217,10 @@ func clusterEnv(fake *recalltest.Server) []string {
 
 // startCluster starts n replicas, one after the other, on a fresh
 // database.
-func startCluster(t *testing.T, n int, extraEnv ...string) *cluster {
+func startCluster(t *testing.T, n int, extraEnv ...string) *testCluster {
 	t.Helper()
 	fake := recalltest.New(t)
-	c := &cluster{t: t, db: pgtest.NewDatabase(t), fake: fake, log: &recallLog{}, procs: make([]*process, n)}
+	c := &testCluster{t: t, db: pgtest.NewDatabase(t), fake: fake, log: &recallLog{}, procs: make([]*process, n)}
 	c.env = append(clusterEnv(fake), extraEnv...)
 	for i := range n {
 		c.taps = append(c.taps, newRecallTap(t, i, fake, c.log))
@@ -232,7 +232,7 @@ func startCluster(t *testing.T, n int, extraEnv ...string) *cluster {
 }
 
 // start starts replica i (again, after a kill: on new ports).
-func (c *cluster) start(i int) {
+func (c *testCluster) start(i int) {
 	c.t.Helper()
 	env := append([]string{"CALSYNC_DB=" + c.db, "CALSYNC_RECALL_API_URL=" + c.taps[i].srv.URL}, c.env...)
 	p := startBinary(c.t, env)
@@ -242,16 +242,16 @@ func (c *cluster) start(i int) {
 }
 
 // replica returns the process of replica i, or nil while it is down.
-func (c *cluster) replica(i int) *process {
+func (c *testCluster) replica(i int) *process {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.procs[i]
 }
 
-func (c *cluster) size() int { return len(c.taps) }
+func (c *testCluster) size() int { return len(c.taps) }
 
 // kill kills replica i with SIGKILL and waits until it is gone.
-func (c *cluster) kill(i int) {
+func (c *testCluster) kill(i int) {
 	c.t.Helper()
 	c.mu.Lock()
 	p := c.procs[i]
@@ -268,7 +268,7 @@ func (c *cluster) kill(i int) {
 }
 
 // signal sends sig to replica i.
-func (c *cluster) signal(i int, sig syscall.Signal) {
+func (c *testCluster) signal(i int, sig syscall.Signal) {
 	c.t.Helper()
 	if err := c.replica(i).cmd.Process.Signal(sig); err != nil {
 		c.t.Fatal(err)
@@ -276,7 +276,7 @@ func (c *cluster) signal(i int, sig syscall.Signal) {
 }
 
 // pg connects to the cluster's database.
-func (c *cluster) pg(ctx context.Context) *pgx.Conn {
+func (c *testCluster) pg(ctx context.Context) *pgx.Conn {
 	c.t.Helper()
 	conn, err := pgx.Connect(ctx, c.db)
 	if err != nil {
@@ -305,7 +305,7 @@ func deliveryState(t *testing.T, pg *pgx.Conn, id string) calsyncv1.DeliveryStat
 // down or answers anything but 200, to the next ones in turn, as a
 // provider retries behind a load balancer, until one answers 200 or
 // within passes. It returns the answer and the replica that gave it.
-func (c *cluster) sendAnywhere(client *http.Client, first int, provider string, body []byte, h http.Header, within time.Duration) (ingestAnswer, int, error) {
+func (c *testCluster) sendAnywhere(client *http.Client, first int, provider string, body []byte, h http.Header, within time.Duration) (ingestAnswer, int, error) {
 	deadline := time.Now().Add(within)
 	var last error
 	for i := first; ; i++ {
@@ -363,7 +363,7 @@ type clusterWatcher struct {
 }
 
 // run follows the log until ctx ends.
-func (w *clusterWatcher) run(ctx context.Context, c *cluster, after string) {
+func (w *clusterWatcher) run(ctx context.Context, c *testCluster, after string) {
 	for slot := w.home; ctx.Err() == nil; slot = (slot + 1) % c.size() {
 		p := c.replica(slot)
 		if p == nil {

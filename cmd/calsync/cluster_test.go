@@ -57,7 +57,7 @@ func putRecallEvents(fake *recalltest.Server, calID, prefix string, n int) []rec
 
 // sendHint sends a signed calendar.sync_events hint (a new Svix message)
 // for the Recall calendar calID, to replica first or the next live one.
-func (c *cluster) sendHint(t *testing.T, client *http.Client, first int, calID string) ingestAnswer {
+func (c *testCluster) sendHint(t *testing.T, client *http.Client, first int, calID string) ingestAnswer {
 	t.Helper()
 	body := syncEventsBody(calID)
 	a, _, err := c.sendAnywhere(client, first, "recall", body, recallSigned(t, "svix", recallSecret, time.Now(), body), 30*time.Second)
@@ -71,7 +71,7 @@ func (c *cluster) sendHint(t *testing.T, client *http.Client, first int, calID s
 // for it to replica first and returns the replica whose fetch is held
 // (the one that claimed the hint) and the hint's answer; the other
 // replicas' taps stop holding.
-func (c *cluster) holdFetch(t *testing.T, client *http.Client, first int, calID string) (int, ingestAnswer) {
+func (c *testCluster) holdFetch(t *testing.T, client *http.Client, first int, calID string) (int, ingestAnswer) {
 	t.Helper()
 	for _, tp := range c.taps {
 		tp.hold(calID)
@@ -100,7 +100,7 @@ func (c *cluster) holdFetch(t *testing.T, client *http.Client, first int, calID 
 // and sends new versions of them, each retried on the next replica until
 // one answers 200.
 type postpressLoad struct {
-	c      *cluster
+	c      *testCluster
 	client *http.Client
 	next   atomic.Int64
 	stop   chan struct{}
@@ -116,7 +116,7 @@ type postpressLoad struct {
 // postpressCalendars are the calendars the load spreads its events over.
 var postpressCalendars = []string{"a@example.com", "b@example.com", "c@example.com", "d@example.com"}
 
-func startPostpressLoad(c *cluster, senders int) *postpressLoad {
+func startPostpressLoad(c *testCluster, senders int) *postpressLoad {
 	l := &postpressLoad{c: c, client: &http.Client{Timeout: 10 * time.Second}, stop: make(chan struct{}),
 		versions: map[string]int{}, calendar: map[string]string{}}
 	auth := http.Header{"Postpress-Auth": {postpressSecret}}
@@ -329,7 +329,7 @@ func TestClusterKillUnderLoad(t *testing.T) {
 
 // checkRecallCalendar requires calsync's events of the Recall calendar
 // calID to have the titles the fake holds.
-func checkRecallCalendar(t *testing.T, c *cluster, calID string) {
+func checkRecallCalendar(t *testing.T, c *testCluster, calID string) {
 	t.Helper()
 	var want, got []string
 	for _, e := range c.fake.Events(calID) {
@@ -365,7 +365,9 @@ func firstDuplicate(s []string) string {
 // answer, it must not apply it: the newer state stays, and no change is
 // added.
 func TestClusterStalledReplicaFenced(t *testing.T) {
-	c := startCluster(t, 3)
+	// A short claim TTL keeps the test short; the kill test measures the
+	// default.
+	c := startCluster(t, 3, "CALSYNC_CLAIM_TTL=3s")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pg := c.pg(ctx)
@@ -526,7 +528,7 @@ func TestClusterRecallHints(t *testing.T) {
 	t.Run("RateLimitHoldsForTheCluster", func(t *testing.T) {
 		// More calendars at once than one burst, hinted over every
 		// replica: the replicas together must stay within one bucket.
-		const calendars = 3 * eventListBurst
+		const calendars = 2 * eventListBurst
 		var cals []string
 		for range calendars {
 			cal := c.fake.PutCalendar(recalltest.Calendar{})

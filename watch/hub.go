@@ -184,6 +184,18 @@ func (h *Hub) MemoryBytes() int64 {
 	return h.tail.bytes
 }
 
+// Head returns the newest cursor the hub holds: the change log's head when
+// the hub started, then the newest change its store's commit hook
+// reported. The change log's head minus Head is how far this process's
+// watchers lag behind the log (see [store.ChangeLog.OnCommit]: on a store
+// several processes share, other processes' changes arrive shortly after
+// they commit).
+func (h *Hub) Head() store.Cursor {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.tail.head
+}
+
 // Streams returns how many streams are open.
 func (h *Hub) Streams() int { return int(h.active.Load()) }
 
@@ -469,6 +481,8 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 		// caughtUp says the last read reached the tail's head.
 		caughtUp    bool
 		bookmarkDue bool
+		// gaps is the tail's count of gaps at the last read.
+		gaps uint64
 	)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -477,7 +491,9 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 		h.mu.RLock()
 		shared := h.wakers.all
 		if w != nil {
-			if caughtUp {
+			// After a gap in the reported changes (see [tail.push]), what
+			// came between is unknown: the read must start from pos.
+			if caughtUp && gaps == h.tail.gaps {
 				// No commit can run while the lock is held, so pending
 				// and head agree: nothing between the last read's head
 				// and pending (or the head, if none) is for this stream.
@@ -492,6 +508,7 @@ func (s *stream) run(ctx context.Context, pos store.Cursor) error {
 		}
 		batch, inTail = h.tail.after(pos, batch[:0], h.cfg.BatchSize)
 		head := h.tail.head
+		gaps = h.tail.gaps
 		h.mu.RUnlock()
 		caughtUp = inTail && (len(batch) == 0 || batch[len(batch)-1].cursor == head)
 		if !inTail {

@@ -24,6 +24,8 @@ type tail struct {
 	// is the newest cursor the tail has seen.
 	base, head store.Cursor
 	ready      bool
+	// gaps counts the pushes that did not follow head (see push).
+	gaps uint64
 }
 
 func newTail(capacity int, maxBytes int64) tail {
@@ -50,6 +52,12 @@ func (t *tail) init(head store.Cursor) {
 // did. A change larger than maxBytes on its own is evicted at once: streams
 // read it from the change log. Changes at or before head were already seen (or
 // predate the hub) and are ignored.
+//
+// Cursors are gap-free, so a change that does not follow head means the
+// store could not report the changes between (they were compacted away
+// before a shared store's feed read them): the tail then drops what it
+// holds and starts after the gap, so that every stream behind it reads the
+// change log, which tells it what is missing, instead of skipping it.
 func (t *tail) push(e *entry) bool {
 	if t.n == 0 && !t.ready {
 		// The first commit after the hook was registered: every newer
@@ -59,6 +67,13 @@ func (t *tail) push(e *entry) bool {
 	}
 	if e.cursor <= t.head {
 		return false
+	}
+	if e.cursor != t.head+1 {
+		for t.n > 0 {
+			t.evictOldest()
+		}
+		t.base, t.head = e.cursor-1, e.cursor-1
+		t.gaps++
 	}
 	if t.n == len(t.ring) {
 		t.evictOldest()

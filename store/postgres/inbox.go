@@ -343,9 +343,19 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 				waiting[key] = true
 			}
 		}
-		return finished.record(ctx, pgTx, t.commit)
+		if err := finished.record(ctx, pgTx, t.commit); err != nil {
+			return err
+		}
+		if len(t.records) > 0 {
+			// BeginFunc commits next.
+			db.feed.committing(t.records[0].Cursor)
+		}
+		return nil
 	})
 	if err != nil {
+		if len(t.records) > 0 {
+			db.feed.abandoned()
+		}
 		var af *applyFailure
 		if errors.As(err, &af) {
 			return nil, err
@@ -353,18 +363,15 @@ func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 		return nil, classify(fmt.Errorf("postgres: enqueue: %w", err))
 	}
 	if len(t.records) > 0 {
-		db.hooksMu.RLock()
-		hooks := db.hooks
-		db.hooksMu.RUnlock()
 		// Hooks see each applied delivery's changes as one commit, in
 		// cursor order.
+		var groups [][]store.ChangeRecord
 		for _, sp := range spans {
 			if sp[1] > sp[0] {
-				for _, h := range hooks {
-					h(t.records[sp[0]:sp[1]:sp[1]])
-				}
+				groups = append(groups, t.records[sp[0]:sp[1]:sp[1]])
 			}
 		}
+		db.feed.committed(groups)
 	}
 	return results, nil
 }

@@ -30,10 +30,31 @@
 //
 // # Commit hooks
 //
-// [DB.OnCommit] hooks see the commits made through this store instance
-// only, in cursor order; changes committed by other processes on the same
-// database reach readers through [DB.ReadChanges], not through hooks (waking
-// other replicas is not done here).
+// [DB.OnCommit] hooks see every change committed on the database, by any
+// instance in any process, this one included: once each, in cursor order,
+// with no gap, called one at a time from a goroutine of the store's own,
+// the change feed (feed.go). The feed keeps the newest cursor it handed to
+// the hooks, starting at the change log's head when the store opened, and
+// reads the change log after it:
+//
+//   - at once after this instance commits changes; when they directly
+//     follow what the hooks have seen they are handed over without a read;
+//   - when another instance hints that it committed (LISTEN/NOTIFY on the
+//     channel calsync_changes, on one connection of its own beside the pool;
+//     the hint is sent after the commit, outside the write transaction, at
+//     most one at a time per instance, because a NOTIFY inside the
+//     transaction would serialize every commit on the server's
+//     notification queue lock), and after that connection reconnects;
+//   - every Options.PollInterval (default 1 s), so that a lost hint costs
+//     latency, never a change. Options.PollOnly turns LISTEN/NOTIFY off (for
+//     a transaction-pooling PgBouncer, which cannot carry LISTEN); the other
+//     instances' changes then reach the hooks within the poll interval.
+//
+// A change compacted away before the feed read it (an instance far behind
+// retention) cannot be delivered: the feed logs it and continues after the
+// compacted changes, so the hooks see cursors jump. The watch hub treats
+// such a jump as a gap: its streams behind it read the change log, which
+// fails them with [store.ErrCompacted], and none skips changes silently.
 package postgres
 
 import (
@@ -109,6 +130,15 @@ type Options struct {
 	// OnBatch, if set, is called after every group commit of the inbox with
 	// its size and duration. It must not block.
 	OnBatch func(size int, d time.Duration)
+	// PollInterval is how often the commit hooks' feed reads the change
+	// log for other instances' commits when no notification came (see
+	// Commit hooks in the package documentation); 0 means
+	// DefaultPollInterval.
+	PollInterval time.Duration
+	// PollOnly turns LISTEN/NOTIFY off: other instances' commits reach the
+	// hooks within PollInterval instead of at once. For connections through
+	// a transaction-pooling PgBouncer, which cannot carry LISTEN.
+	PollOnly bool
 }
 
 // IsURL reports whether db names a PostgreSQL database (a postgres:// or
@@ -177,6 +207,9 @@ type DB struct {
 	hooksMu sync.RWMutex
 	hooks   []func([]store.ChangeRecord)
 
+	// feed hands every instance's commits to the hooks.
+	feed *feed
+
 	enqueue       chan *enqueueRequest
 	committerDone chan struct{}
 	// updates queues Updates for the next writer turn to run together.
@@ -190,7 +223,7 @@ type DB struct {
 // up to date and returns the store. Several processes may open the same
 // database at once. The returned DB must be closed.
 func Open(ctx context.Context, url string, opts Options) (*DB, error) {
-	if opts.MaxBatch < 0 || opts.MaxConns < 0 || opts.DedupeWindow < 0 {
+	if opts.MaxBatch < 0 || opts.MaxConns < 0 || opts.DedupeWindow < 0 || opts.PollInterval < 0 {
 		return nil, errors.New("postgres: negative option")
 	}
 	cfg, err := pgxpool.ParseConfig(url)
@@ -247,6 +280,18 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		db.pool.Close()
 		return nil, classify(fmt.Errorf("postgres: connect to %s: %w", Redact(url), err))
 	}
+	// The hooks see the changes committed from now on.
+	bounds, err := db.ChangeBounds(ctx)
+	if err != nil {
+		db.pool.Close()
+		db.pingPool.Close()
+		return nil, fmt.Errorf("postgres: %s: %w", Redact(url), err)
+	}
+	poll := opts.PollInterval
+	if poll == 0 {
+		poll = DefaultPollInterval
+	}
+	db.feed = newFeed(db, bounds.Head, poll, !opts.PollOnly, cfg.ConnConfig.Copy())
 	db.enqueue = make(chan *enqueueRequest, 4*db.maxBatch)
 	db.updates = make(chan *updateRequest, 4*db.maxBatch)
 	go db.commitLoop()
@@ -362,10 +407,13 @@ const (
 // ID returns the store id, created when the database was first opened.
 func (db *DB) ID() string { return db.id }
 
-// Close waits for calls under way, commits the deliveries already queued
-// and closes the pool. Calls after Close return [store.ErrClosed].
+// Close waits for calls under way, commits the deliveries already queued,
+// stops the commit hooks' feed (no hook is called once Close returned) and
+// closes the pool. Calls after Close return [store.ErrClosed].
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
+		// The feed goes first: its reads are calls the gate waits for.
+		db.feed.stop()
 		db.gate.shut()
 		close(db.enqueue)
 		<-db.committerDone

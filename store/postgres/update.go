@@ -19,9 +19,9 @@ var errTxDone = errors.New("postgres: transaction used after Update returned")
 
 // Update runs fn in one write transaction, in this instance's writer turn.
 // After a successful commit, still in the turn, it hands the appended
-// changes to the [DB.OnCommit] hooks, so hooks see this instance's commits
-// in cursor order. If fn or the commit fails, nothing fn wrote is kept and
-// no hook sees it.
+// changes to the change feed, which passes them to the [DB.OnCommit] hooks
+// shortly after, in cursor order among every instance's commits. If fn or
+// the commit fails, nothing fn wrote is kept and no hook sees it.
 //
 // Concurrent Updates share one transaction, each in its own savepoint, so
 // that many deliveries processed at once cost one commit instead of one
@@ -115,7 +115,13 @@ func (db *DB) runUpdates() {
 		if ran == 0 {
 			return errNothingToCommit
 		}
+		if len(t.records) > 0 {
+			db.feed.committing(t.records[0].Cursor)
+		}
 		if err := pgTx.Commit(ctx); err != nil {
+			if len(t.records) > 0 {
+				db.feed.abandoned()
+			}
 			return fmt.Errorf("postgres: commit: %w", err)
 		}
 		return nil
@@ -129,17 +135,14 @@ func (db *DB) runUpdates() {
 		}
 		return
 	}
-	db.hooksMu.RLock()
-	hooks := db.hooks
-	db.hooksMu.RUnlock()
 	// Hooks see each Update's changes as one commit, in cursor order.
+	var groups [][]store.ChangeRecord
 	for _, r := range batch {
 		if r.err == nil && r.to > r.from {
-			for _, h := range hooks {
-				h(t.records[r.from:r.to:r.to])
-			}
+			groups = append(groups, t.records[r.from:r.to:r.to])
 		}
 	}
+	db.feed.committed(groups)
 	for _, r := range batch {
 		r.done <- classify(r.err)
 	}
@@ -196,9 +199,15 @@ func (t *tx) run(ctx context.Context, pgTx pgx.Tx, batch []*updateRequest) (ran 
 	return ran, nil
 }
 
-// OnCommit registers fn to receive the changes of every commit made through
-// this instance that appended some, in cursor order, on the committing
-// goroutine. Commits made by other processes are not reported.
+// OnCommit registers fn to receive the changes of every commit on the
+// database that appended some, by any instance of any process, this one
+// included: each change once, in cursor order, with no gap, from the
+// store's change feed goroutine, shortly after the commit (see Commit hooks
+// in the package documentation). Calls are made one at a time; fn must not
+// block or call back into the store. A call carries one commit's changes
+// as far as the feed can tell commits apart: those of this instance are
+// split per Update or applied delivery; those read from the change log per
+// commit time (a page boundary may split one).
 func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 	db.hooksMu.Lock()
 	defer db.hooksMu.Unlock()

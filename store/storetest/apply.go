@@ -50,9 +50,7 @@ func testApplyCommitsTogether(t *testing.T, h *harness) {
 		return
 	}
 	ctx := context.Background()
-	var seen []store.ChangeRecord
-	var mu sync.Mutex
-	h.s.OnCommit(func(rs []store.ChangeRecord) { mu.Lock(); seen = append(seen, rs...); mu.Unlock() })
+	hooks := recordHooks(h.s)
 	var calls atomic.Int32
 	ev := event("evt_applied", "cal_a", at(time.Hour), at(2*time.Hour))
 	res, err := a.EnqueueApply(ctx, delivery("postpress", "k1"), putEventApply(ev, &calls))
@@ -60,11 +58,10 @@ func testApplyCommitsTogether(t *testing.T, h *harness) {
 	if res.Duplicate || res.State != done || calls.Load() != 1 {
 		t.Fatalf("EnqueueApply = %+v after %d applies, want a new DONE delivery applied once", res, calls.Load())
 	}
-	mu.Lock()
+	seen := flat(hooks.wait(t, 1))
 	if len(seen) != 1 || seen[0].CalendarID != "cal_a" {
-		t.Errorf("OnCommit saw %+v, want the one change of the applied event", seen)
+		t.Fatalf("OnCommit saw %+v, want the one change of the applied event", seen)
 	}
-	mu.Unlock()
 	// Everything is durable: it is all there after a restart.
 	s := h.reopen()
 	d := mustGetDelivery(t, s, res.ID)

@@ -18,14 +18,20 @@ import (
 type hookRecorder struct {
 	mu    sync.Mutex
 	calls [][]store.ChangeRecord
+	n     int
+	// changed is closed and replaced at every call.
+	changed chan struct{}
 }
 
 func recordHooks(s store.Store) *hookRecorder {
-	r := &hookRecorder{}
+	r := &hookRecorder{changed: make(chan struct{})}
 	s.OnCommit(func(recs []store.ChangeRecord) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.calls = append(r.calls, append([]store.ChangeRecord(nil), recs...))
+		r.n += len(recs)
+		close(r.changed)
+		r.changed = make(chan struct{})
 	})
 	return r
 }
@@ -34,6 +40,41 @@ func (r *hookRecorder) get() [][]store.ChangeRecord {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([][]store.ChangeRecord(nil), r.calls...)
+}
+
+// hookWait is how long a case waits for hooks to report changes: a store
+// several processes share reports them from a goroutine of its own,
+// shortly after the commit (see [store.ChangeLog.OnCommit]).
+const hookWait = 10 * time.Second
+
+// wait returns what the hooks received once they have received at least n
+// changes in all, or fails the test after hookWait.
+func (r *hookRecorder) wait(t *testing.T, n int) [][]store.ChangeRecord {
+	t.Helper()
+	deadline := time.NewTimer(hookWait)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		got, changed := r.n, r.changed
+		r.mu.Unlock()
+		if got >= n {
+			return r.get()
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("hooks received %d changes after %v, want %d", got, hookWait, n)
+		}
+	}
+}
+
+// flat returns the records of calls in order.
+func flat(calls [][]store.ChangeRecord) []store.ChangeRecord {
+	var out []store.ChangeRecord
+	for _, c := range calls {
+		out = append(out, c...)
+	}
+	return out
 }
 
 var errRollback = errors.New("storetest: roll back")
@@ -71,8 +112,11 @@ var updateCases = []testCase{
 		if recs := mustReadAll(t, h.s, before.Head); len(recs) != 0 {
 			t.Fatalf("rolled-back changes are readable: %v", recs)
 		}
-		if calls := hooks.get(); len(calls) != 1 {
-			t.Fatalf("hooks called %d times, want once (for the committed change only)", len(calls))
+		// A later commit fences the hooks: once they reported it, they
+		// reported anything before it.
+		mustAppend(t, h.s, created(event("evt_after", "cal_a", at(0), at(time.Hour))))
+		if calls := hooks.wait(t, 2); len(calls) != 2 || len(flat(calls)) != 2 {
+			t.Fatalf("hooks called %d times, want twice (for the committed changes only)", len(calls))
 		}
 	}},
 	{"ErrorsOfTxCallsReachTheCaller", func(t *testing.T, h *harness) {
@@ -197,8 +241,12 @@ var changeLogCases = []testCase{
 			})
 			wantErr(t, "Update", err, errRollback)
 		}
+		total := 0
+		for _, w := range want {
+			total += len(w)
+		}
 		for _, r := range []*hookRecorder{hooks, second} {
-			calls := r.get()
+			calls := r.wait(t, total)
 			if len(calls) != len(want) {
 				t.Fatalf("hook called %d times, want %d", len(calls), len(want))
 			}
@@ -212,11 +260,7 @@ var changeLogCases = []testCase{
 				}
 			}
 		}
-		var flat []store.ChangeRecord
-		for _, c := range hooks.get() {
-			flat = append(flat, c...)
-		}
-		diffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat)
+		diffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat(hooks.get()))
 	}},
 	{"OnCommitOrderUnderConcurrentCommits", func(t *testing.T, h *harness) {
 		hooks := recordHooks(h.s)
@@ -243,16 +287,12 @@ var changeLogCases = []testCase{
 			})
 		}
 		wg.Wait()
-		var flat []store.ChangeRecord
-		calls := hooks.get()
+		calls := hooks.wait(t, writers*commits*2)
 		if len(calls) != writers*commits {
 			t.Fatalf("hook called %d times, want %d", len(calls), writers*commits)
 		}
-		for _, c := range calls {
-			flat = append(flat, c...)
-		}
 		// The hooks saw every change exactly once, in cursor order.
-		diffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat)
+		diffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat(calls))
 	}},
 	{"ReadChangesPaging", func(t *testing.T, h *harness) {
 		ctx := context.Background()
@@ -298,7 +338,7 @@ var changeLogCases = []testCase{
 		first := mustAppend(t, h.s, created(e), created(e))
 		time.Sleep(5 * time.Millisecond) // Distinct commit times.
 		second := mustAppend(t, h.s, created(e), created(e))
-		secondCommit := hooks.get()[1][0].CommitTime
+		secondCommit := hooks.wait(t, 4)[1][0].CommitTime
 
 		n, err := h.s.CompactChanges(ctx, secondCommit)
 		must(t, "CompactChanges", err)

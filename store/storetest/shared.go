@@ -151,8 +151,13 @@ var sharedCases = []testCase{
 			f.poll(t)
 			diffRecords(t, fmt.Sprintf("follower on instance %d", i), all, f.seen)
 		}
-		// Each instance's hooks saw its own commits, in cursor order.
+		// Each instance's hooks saw what the backend promises, in cursor
+		// order: every instance's commits, or its own.
 		for i, hr := range hooks {
+			if reportsEveryInstance(stores[i]) {
+				diffRecords(t, fmt.Sprintf("hooks of instance %d", i), all, flat(hr.wait(t, len(all))))
+				continue
+			}
 			var last store.Cursor
 			n := 0
 			for _, call := range hr.get() {
@@ -308,7 +313,116 @@ func appendOne(s store.Store, id string) (store.Cursor, error) {
 }
 
 func init() {
-	sharedCases = append(sharedCases, testCase{"ApplyKeepsKeyOrderAcrossInstances", testSharedApplyOrder})
+	sharedCases = append(sharedCases,
+		testCase{"ApplyKeepsKeyOrderAcrossInstances", testSharedApplyOrder},
+		testCase{"OnCommitReportsEveryInstance", testSharedOnCommit})
+}
+
+// reportsEveryInstance reports whether s's commit hooks report the commits
+// of every instance on its database rather than its own (see
+// [store.ChangeLog.OnCommit]): a backend on a database server, which
+// several processes share, does; one embedded in its process (SQLite)
+// does not. A [store.Pinger] is such a server's store.
+func reportsEveryInstance(s store.Store) bool {
+	_, ok := s.(store.Pinger)
+	return ok
+}
+
+// testSharedOnCommit: three instances commit at once (Updates appending
+// one or two changes, and deliveries applied at intake where the backend
+// can), and a fourth only watches. On a backend several processes share,
+// every instance's hooks, the watcher's included, see the one complete
+// order of everything committed: the same records, each once, gap-free.
+// On an embedded backend each instance's hooks see exactly its own
+// commits, in order, and the watcher's see nothing.
+func testSharedOnCommit(t *testing.T, h *harness) {
+	const writers, goroutines, commits = 3, 2, 8
+	stores := []store.Store{h.s}
+	for range writers {
+		stores = append(stores, h.openAnother())
+	}
+	watcher := stores[writers]
+	hooks := make([]*hookRecorder, len(stores))
+	for i, s := range stores {
+		hooks[i] = recordHooks(s)
+	}
+	ctx := context.Background()
+	var mu sync.Mutex
+	own := make([]map[store.Cursor]bool, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		own[i] = map[store.Cursor]bool{}
+		s := stores[i]
+		for g := range goroutines {
+			wg.Go(func() {
+				for c := range commits {
+					name := fmt.Sprintf("evt_%d_%d_%d", i, g, c)
+					e := event(name, "cal_"+name, at(0), at(time.Hour))
+					if a, ok := s.(store.ApplyingInbox); ok && c%2 == 1 {
+						var calls atomic.Int32
+						res, err := a.EnqueueApply(ctx, delivery("postpress", name), putEventApply(e, &calls))
+						if err != nil || res.State != done {
+							t.Errorf("EnqueueApply %s = %+v, %v; want DONE", name, res, err)
+						}
+						continue
+					}
+					changes := []*calsyncv1.Change{created(e)}
+					if c%3 == 0 {
+						changes = append(changes, created(e))
+					}
+					cursors := mustAppend(t, s, changes...)
+					mu.Lock()
+					for _, cur := range cursors {
+						own[i][cur] = true
+					}
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	all := mustReadAll(t, h.s, 0)
+	checkGapFree(t, "the log", all)
+	if len(all) < writers*goroutines*commits {
+		t.Fatalf("the log holds %d changes, want at least %d", len(all), writers*goroutines*commits)
+	}
+	if !reportsEveryInstance(h.s) {
+		// Changes applied at intake are an instance's own too: find them
+		// by the event names the applies used.
+		for _, r := range all {
+			var c calsyncv1.Change
+			if err := proto.Unmarshal(r.Change, &c); err != nil {
+				t.Fatal(err)
+			}
+			var i int
+			if _, err := fmt.Sscanf(c.GetEvent().GetId(), "evt_%d_", &i); err != nil {
+				t.Fatalf("change %d of unexpected event %q", r.Cursor, c.GetEvent().GetId())
+			}
+			own[i][r.Cursor] = true
+		}
+		for i := range writers {
+			var want []store.ChangeRecord
+			for _, r := range all {
+				if own[i][r.Cursor] {
+					want = append(want, r)
+				}
+			}
+			diffRecords(t, fmt.Sprintf("hooks of instance %d (its own commits)", i), want, flat(hooks[i].get()))
+		}
+		if got := flat(hooks[writers].get()); len(got) != 0 {
+			t.Fatalf("the hooks of an instance that never committed saw %d changes", len(got))
+		}
+		return
+	}
+	for i, hr := range hooks {
+		what := fmt.Sprintf("hooks of instance %d", i)
+		if stores[i] == watcher {
+			what = "hooks of the instance that never commits"
+		}
+		got := flat(hr.wait(t, len(all)))
+		checkGapFree(t, what, got)
+		diffRecords(t, what, all, got)
+	}
 }
 
 // testSharedApplyOrder: deliveries of one ordering key applied at intake

@@ -159,8 +159,8 @@ func (e *Elector) set(leading bool) {
 }
 
 // Run takes part in the election until ctx is done. On a store without
-// leases the elector leads from its creation until Run's ctx is done. When ctx ends while it
-// leads, it gives the lease up, so another replica takes over without
+// leases the elector leads from its creation until Run's ctx is done.
+// When ctx ends while it leads, it gives the lease up, so another replica takes over without
 // waiting for it to expire; a replica that is killed cannot, and is
 // replaced once its lease expires.
 func (e *Elector) Run(ctx context.Context) {
@@ -181,10 +181,19 @@ func (e *Elector) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		sent := time.Now()
+		if held && !sent.Before(until) {
+			// The lease may have expired: stop leading before asking, since
+			// the answer may be slow to come.
+			held = false
+			e.set(false)
+		}
+		// No call outlasts a renewal interval, so a hung database cannot
+		// keep this replica leading past its lease.
+		callCtx, cancel := context.WithTimeout(ctx, e.cfg.RenewInterval)
 		var err error
 		if held {
 			var renewed store.Lease
-			renewed, err = e.leaser.RenewLease(ctx, lease, e.cfg.TTL)
+			renewed, err = e.leaser.RenewLease(callCtx, lease, e.cfg.TTL)
 			switch {
 			case err == nil:
 				lease, until = renewed, sent.Add(e.cfg.TTL)
@@ -194,11 +203,12 @@ func (e *Elector) Run(ctx context.Context) {
 		} else {
 			var got store.Lease
 			var ok bool
-			got, ok, err = e.leaser.AcquireLease(ctx, e.cfg.Lease, e.cfg.Owner, e.cfg.TTL)
+			got, ok, err = e.leaser.AcquireLease(callCtx, e.cfg.Lease, e.cfg.Owner, e.cfg.TTL)
 			if err == nil && ok {
 				lease, held, until = got, true, sent.Add(e.cfg.TTL)
 			}
 		}
+		cancel()
 		if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrLeaseLost) {
 			e.log.Warn("leader lease", "err", err)
 		}
@@ -209,8 +219,16 @@ func (e *Elector) Run(ctx context.Context) {
 			held = false
 		}
 		e.set(held)
+		// A leader whose renewals fail steps down the moment its lease
+		// may have expired, not at its next tick.
+		expiry := time.NewTimer(time.Until(until))
+		if !held {
+			expiry.Stop()
+		}
 		select {
+		case <-expiry.C:
 		case <-ctx.Done():
+			expiry.Stop()
 			e.set(false)
 			if held {
 				release, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.cfg.RenewInterval)
@@ -221,6 +239,7 @@ func (e *Elector) Run(ctx context.Context) {
 			}
 			return
 		case <-t.C:
+			expiry.Stop()
 		}
 	}
 }

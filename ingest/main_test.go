@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/calsync/calsync/internal/pgtest"
 	"github.com/calsync/calsync/provider/recall/recalltest"
 )
 
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) {
 		serveFakeRecall(spec)
 		return
 	}
-	os.Exit(m.Run())
+	os.Exit(pgtest.Main(m))
 }
 
 // fakeRecallInfo is what a fake Recall API in a child process announces on

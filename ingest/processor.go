@@ -337,8 +337,10 @@ func (p *Processor) work(ctx context.Context, l lane, yields bool) {
 		err := p.process(bctx, batch)
 		switch {
 		case err == nil:
-			p.src.finished(bctx, key, len(batch))
+			// Reported before the scheduler lets go of the batch, so that
+			// whoever sees it gone sees it counted.
 			p.cfg.OnProcessed(batch[0].Provider, "done", len(batch), time.Since(began))
+			p.src.finished(bctx, key, len(batch))
 		case ctx.Err() != nil:
 			return // shutting down: the deliveries stay pending
 		default:

@@ -563,7 +563,7 @@ func TestClusterRecallHints(t *testing.T) {
 			replicas[r.Replica] = true
 		}
 		if len(replicas) < 2 {
-			t.Fatalf("one replica made every event list: the limit was not shared")
+			t.Fatalf("one replica made every event list: nothing here shows the limit is shared")
 		}
 		// In any window of w, a shared bucket allows its burst plus one
 		// request per interval begun in the window.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -146,7 +147,7 @@ func recallEndpoint(r *http.Request) (endpoint, calendarID string) {
 	switch p := r.URL.Path; {
 	case p == "/api/v2/calendar-events/":
 		return recalltest.EndpointEventList, r.URL.Query().Get("calendar_id")
-	case len(p) > len("/api/v2/calendar-events/") && p[:len("/api/v2/calendar-events/")] == "/api/v2/calendar-events/":
+	case strings.HasPrefix(p, "/api/v2/calendar-events/"):
 		return recalltest.EndpointEventRetrieve, ""
 	default:
 		return recalltest.EndpointCalendarRetrieve, ""

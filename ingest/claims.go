@@ -303,8 +303,8 @@ func (c *claimSource) lost(ctx context.Context, key string) {
 }
 
 // renew renews the claims held every third of the TTL until ctx is done.
-// A claim found lost is dropped from memory at once if no worker holds its
-// key, and otherwise when the worker's fenced write fails.
+// A claim found lost has its key's queued deliveries dropped from memory
+// at once; a batch a worker holds is dropped when its fenced write fails.
 func (c *claimSource) renew(ctx context.Context) {
 	t := time.NewTicker(c.ttl / 3)
 	defer t.Stop()
@@ -334,7 +334,7 @@ func (c *claimSource) renew(ctx context.Context) {
 				h.lost = true
 				c.mu.Unlock()
 				c.p.log.Warn("claim on deliveries lost; another process took them over", "ordering_key", key)
-				if c.p.sched.dropIdle(key) {
+				if c.p.sched.dropQueued(key) {
 					c.forget(key, h)
 				}
 			case ctx.Err() != nil:

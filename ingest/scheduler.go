@@ -70,6 +70,8 @@ type keyQueue struct {
 	lane  lane
 	// busy is set while a worker holds the key or its head waits for a retry.
 	busy bool
+	// inFlight is how many leading items a worker holds now.
+	inFlight int
 }
 
 // newScheduler returns a scheduler holding at most maxItems deliveries and
@@ -178,7 +180,7 @@ func (s *scheduler) addLocked(d store.Delivery, l lane, now time.Time) bool {
 		if wait := d.NextAttemptTime.Sub(now); wait > 0 {
 			// Due later (a retry recorded before a restart): hold the key.
 			q.busy = true
-			time.AfterFunc(wait, func() { s.release(key) })
+			time.AfterFunc(wait, func() { s.release(key, q) })
 		} else {
 			s.markReady(key, q)
 		}
@@ -216,6 +218,7 @@ func (s *scheduler) next(l lane, coalesce func(head, d store.Delivery) bool) (ke
 		}
 		batch = append(batch, d)
 	}
+	q.inFlight = len(batch)
 	return key, batch, true
 }
 
@@ -231,8 +234,9 @@ func (s *scheduler) finish(key string, n int) (empty bool) {
 	if q == nil {
 		return true // dropped meanwhile (see drop)
 	}
-	s.removeLocked(q, n)
-	q.busy = false
+	s.forgetLocked(q.lane, q.items[:n])
+	q.items = q.items[n:]
+	q.busy, q.inFlight = false, 0
 	if len(q.items) == 0 {
 		delete(s.queues, key)
 		return true
@@ -241,16 +245,16 @@ func (s *scheduler) finish(key string, n int) (empty bool) {
 	return false
 }
 
-// removeLocked forgets the first n deliveries of q, calling onRoom when
-// that gives a starved lane room. The caller holds s.mu.
-func (s *scheduler) removeLocked(q *keyQueue, n int) {
-	lq := &s.lanes[q.lane]
-	for _, d := range q.items[:n] {
+// forgetLocked stops counting ds, deliveries of lane l the caller takes
+// out of their queue, calling onRoom when that gives a starved lane room.
+// The caller holds s.mu.
+func (s *scheduler) forgetLocked(l lane, ds []store.Delivery) {
+	lq := &s.lanes[l]
+	for _, d := range ds {
 		delete(s.known, d.ID)
 		lq.items--
 		lq.bytes -= deliverySize(d)
 	}
-	q.items = q.items[n:]
 	if lq.starved && lq.items <= s.laneItems/2 && lq.bytes <= s.laneBytes/2 {
 		lq.starved = false
 		s.onRoom()
@@ -266,16 +270,20 @@ func (s *scheduler) drop(key string) {
 	s.dropLocked(key)
 }
 
-// dropIdle drops key (see drop) unless a worker holds it or its head waits
-// for a retry, and reports whether key is no longer queued.
-func (s *scheduler) dropIdle(key string) bool {
+// dropQueued drops what of key no worker holds: all of it (see drop) if
+// no worker holds the key, and otherwise the deliveries queued behind the
+// worker's batch. It reports whether key is no longer queued at all.
+func (s *scheduler) dropQueued(key string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if q := s.queues[key]; q != nil && q.busy {
-		return false
+	q := s.queues[key]
+	if q == nil || q.inFlight == 0 {
+		s.dropLocked(key)
+		return true
 	}
-	s.dropLocked(key)
-	return true
+	s.forgetLocked(q.lane, q.items[q.inFlight:])
+	q.items = q.items[:q.inFlight]
+	return false
 }
 
 func (s *scheduler) dropLocked(key string) {
@@ -283,7 +291,7 @@ func (s *scheduler) dropLocked(key string) {
 	if q == nil {
 		return
 	}
-	s.removeLocked(q, len(q.items))
+	s.forgetLocked(q.lane, q.items)
 	delete(s.queues, key)
 	lq := &s.lanes[q.lane]
 	for i, k := range lq.ready {
@@ -305,15 +313,19 @@ func (s *scheduler) holds(key string) bool {
 // after wait, updating the head's recorded attempt count.
 func (s *scheduler) retryAfter(key string, attempts int, wait time.Duration) {
 	s.mu.Lock()
-	s.queues[key].items[0].Attempts = attempts
+	q := s.queues[key]
+	q.items[0].Attempts, q.inFlight = attempts, 0
 	s.mu.Unlock()
-	time.AfterFunc(wait, func() { s.release(key) })
+	time.AfterFunc(wait, func() { s.release(key, q) })
 }
 
-func (s *scheduler) release(key string) {
+// release makes key available again after a wait, if q is still its
+// queue: a key dropped (see drop) and queued again since is not this
+// wait's to release.
+func (s *scheduler) release(key string, q *keyQueue) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if q := s.queues[key]; q != nil && !s.closed {
+	if s.queues[key] == q && !s.closed {
 		q.busy = false
 		s.markReady(key, q)
 	}

@@ -160,7 +160,10 @@ func TestMetrics(t *testing.T) {
 		`calsync_inbox_oldest_pending_age_seconds`:                                        0,
 		`calsync_recall_api_requests_total{endpoint="calendar_retrieve",status="200"}`:    1,
 		`calsync_recall_api_requests_total{endpoint="calendar_event_list",status="200"}`:  1,
-		`calsync_watch_streams`:                                   2,
+		`calsync_watch_streams`: 2,
+		// One process on SQLite leads from the start.
+		`calsync_leader`:                                          1,
+		`calsync_leadership_changes_total`:                        0,
 		`calsync_api_auth_failures_total{reason="missing_token"}`: 0,
 		// Every webhook's answer is timed, refusals included.
 		`calsync_webhook_answer_seconds{provider="postpress"}`: 5,

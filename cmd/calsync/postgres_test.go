@@ -174,3 +174,45 @@ func TestPostgresURLSchemes(t *testing.T) {
 		t.Fatalf("--db-max-conns -1: %v, want a usage error", err)
 	}
 }
+
+// TestPostgresLeaderMetrics: of two replicas on one database, exactly one
+// reports calsync_leader 1 and the inbox gauges (the cluster's inbox,
+// reported once); when it stops, the other takes over both.
+func TestPostgresLeaderMetrics(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	var replicas []*testServer
+	for i := range 2 {
+		cfg := defaultTestConfig(t)
+		cfg.dbPath, cfg.dbMaxConns, cfg.claimTTL = url, 4, time.Second
+		cfg.replicaID = fmt.Sprint("replica-", i)
+		replicas = append(replicas, mustServe(t, cfg))
+	}
+	// leader returns the index of the only replica reporting itself
+	// leader, or -1.
+	leader := func(rs []*testServer) int {
+		found := -1
+		for i, r := range rs {
+			if r == nil {
+				continue
+			}
+			m := scrape(t, r.url("/metrics"), "")
+			_, inbox := m[`calsync_inbox_pending_deliveries`]
+			switch {
+			case m[`calsync_leader`] == 1 && inbox && found == -1:
+				found = i
+			case m[`calsync_leader`] == 1 || inbox:
+				return -1 // two leaders, or a follower reporting the inbox
+			}
+		}
+		return found
+	}
+	var first int
+	eventually(t, "one replica to lead", func() bool { first = leader(replicas); return first >= 0 })
+	replicas[first].stop()
+	replicas[first] = nil
+	other := 1 - first
+	eventually(t, "the other replica to take over", func() bool { return leader(replicas) == other })
+	if got := scrape(t, replicas[other].url("/metrics"), "")[`calsync_leadership_changes_total`]; got < 1 {
+		t.Errorf("calsync_leadership_changes_total = %v on the new leader", got)
+	}
+}

@@ -106,6 +106,9 @@ type serveConfig struct {
 	// pruneInterval, if set, is how often the inbox is pruned (tests make
 	// it short); 0 means ingest's default.
 	pruneInterval time.Duration
+	// replicaID, if set, is this replica's identity in leases (tests run
+	// several replicas in one process); empty means cluster.ReplicaID().
+	replicaID string
 
 	// ready, if set, is called once both listeners are up (tests use it to
 	// learn the ports picked for :0).
@@ -336,7 +339,7 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	// The elector decides which replica runs the work done once per
 	// cluster; on SQLite this process always leads.
-	elector := cluster.NewElector(db, cluster.ElectorConfig{TTL: cfg.claimTTL, Logger: log, OnChange: m.LeadershipChanged})
+	elector := cluster.NewElector(db, cluster.ElectorConfig{Owner: cfg.replicaID, TTL: cfg.claimTTL, Logger: log, OnChange: m.LeadershipChanged})
 	m.Leader(elector.Leading)
 	electorCtx, stopElector := context.WithCancel(context.WithoutCancel(ctx))
 	electorDone := make(chan struct{})

@@ -167,8 +167,8 @@ func (l *postpressLoad) finish(t *testing.T) {
 // postpress webhooks spread over them, Recall hints, and two watchers per
 // replica; the replica fetching a Recall calendar is killed with SIGKILL
 // under load and restarted. Every webhook answered 200 is stored and
-// processed once, the killed replica's work completes elsewhere within
-// 20 s, every watcher sees the one change log in the same order with no
+// processed once, the killed replica's work (and its leadership, if it
+// led) moves to the others within 20 s, every watcher sees the one change log in the same order with no
 // gap and no duplicate (resuming on another replica when its own dies),
 // and the store holds what the providers last said.
 func TestClusterKillUnderLoad(t *testing.T) {
@@ -213,18 +213,34 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	pollUntil(t, "webhooks answered before the kill", 30*time.Second, func() bool { return load.ackedCount() >= 60 })
 	updateRecall()
 
+	pollUntil(t, "one leader", 20*time.Second, func() bool { return len(c.leaders(t)) == 1 })
+	leader := c.leaders(t)[0]
 	victim, victimHint := c.holdFetch(t, client, 0, victimCal.ID)
 	atKill := load.ackedCount()
 	killedAt := time.Now()
 	c.kill(victim)
 	c.taps[victim].releaseHeld()
-	pollUntil(t, "the killed replica's Recall fetch to complete elsewhere", 40*time.Second, func() bool {
-		return deliveryState(t, pg, victimHint.DeliveryID) == calsyncv1.DeliveryState_DELIVERY_STATE_DONE
+	// The killed replica's claimed work, and its leadership if it led,
+	// move to the others.
+	var takeover, newLeader time.Duration
+	pollUntil(t, "the killed replica's work and role to move", 40*time.Second, func() bool {
+		if takeover == 0 && deliveryState(t, pg, victimHint.DeliveryID) == calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
+			takeover = time.Since(killedAt)
+		}
+		if newLeader == 0 && len(c.leaders(t)) == 1 {
+			newLeader = time.Since(killedAt)
+		}
+		return takeover != 0 && newLeader != 0
 	})
-	takeover := time.Since(killedAt)
 	t.Logf("kill -9 of replica %d: its claimed work completed elsewhere %v later", victim, takeover.Round(time.Millisecond))
 	if takeover > takeoverBound {
 		t.Errorf("the killed replica's work took %v to complete elsewhere, want at most %v", takeover, takeoverBound)
+	}
+	if leader == victim {
+		t.Logf("the killed replica led: replica %d leads %v later", c.leaders(t)[0], newLeader.Round(time.Millisecond))
+		if newLeader > takeoverBound {
+			t.Errorf("the cluster was without a leader for %v after its leader was killed, want at most %v", newLeader, takeoverBound)
+		}
 	}
 	if got := load.ackedCount(); got <= atKill {
 		t.Errorf("no webhook answered while replica %d was down (%d before, %d after)", victim, atKill, got)
@@ -242,6 +258,9 @@ func TestClusterKillUnderLoad(t *testing.T) {
 		c.sendHint(t, client, i, cal.ID)
 	}
 
+	if got := c.leaders(t); len(got) != 1 {
+		t.Errorf("replicas %v lead the cluster, want one", got)
+	}
 	pollUntil(t, "every delivery to be processed", 30*time.Second, func() bool {
 		var open int
 		if err := pg.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE state <> $1`, int32(calsyncv1.DeliveryState_DELIVERY_STATE_DONE)).Scan(&open); err != nil {
@@ -325,6 +344,19 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d postpress webhooks answered 200, %d changes, %d watcher resumptions, %d Recall requests",
 		load.acked, changes, resumed, len(c.log.requests(func(recallRequest) bool { return true })))
+}
+
+// leaders returns the live replicas whose metrics say they lead the
+// cluster.
+func (c *testCluster) leaders(t *testing.T) []int {
+	t.Helper()
+	var out []int
+	for i := range c.size() {
+		if p := c.replica(i); p != nil && scrape(t, p.url("/metrics"), "")["calsync_leader"] == 1 {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // checkRecallCalendar requires calsync's events of the Recall calendar

@@ -473,3 +473,70 @@ func readLog(t *testing.T, ctx context.Context, p *process, after string, want i
 	<-done
 	return w.seen()
 }
+
+// snapshotView is a watch opened with an initial snapshot: from the
+// snapshot and the live changes after it, it keeps every event's title by
+// calendar and provider event id, as a client's cache would.
+type snapshotView struct {
+	mu       sync.Mutex
+	titles   map[string]string
+	complete string   // the cursor of the bookmark that ended the snapshot
+	live     []string // the cursors of the live changes after it
+	err      error
+}
+
+// run follows p's change log, snapshot first, until ctx ends or the
+// stream fails.
+func (v *snapshotView) run(ctx context.Context, p *process) {
+	conn, err := grpc.NewClient(p.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err == nil {
+		defer conn.Close()
+		var stream calsyncv1.CalendarService_WatchEventsClient
+		stream, err = calsyncv1.NewCalendarServiceClient(conn).WatchEvents(ctx, &calsyncv1.WatchEventsRequest{InitialSnapshot: true})
+		for err == nil {
+			var resp *calsyncv1.WatchEventsResponse
+			if resp, err = stream.Recv(); err == nil {
+				v.apply(resp)
+			}
+		}
+	}
+	if ctx.Err() == nil {
+		v.mu.Lock()
+		v.err = err
+		v.mu.Unlock()
+	}
+}
+
+func (v *snapshotView) apply(resp *calsyncv1.WatchEventsResponse) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if b := resp.GetBookmark(); b.GetSnapshotComplete() {
+		v.complete = b.GetCursor()
+	}
+	ch := resp.GetChange()
+	if ch == nil {
+		return
+	}
+	if ch.GetCursor() != "" {
+		v.live = append(v.live, ch.GetCursor())
+	}
+	if e := ch.GetEvent(); e != nil {
+		key := e.GetCalendarId() + "/" + e.GetProviderEventId()
+		if e.GetDeleted() {
+			delete(v.titles, key)
+		} else {
+			v.titles[key] = e.GetTitle()
+		}
+	}
+}
+
+// state returns a copy of what the view holds.
+func (v *snapshotView) state() (titles map[string]string, complete string, live []string, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	titles = make(map[string]string, len(v.titles))
+	for k, t := range v.titles {
+		titles[k] = t
+	}
+	return titles, v.complete, slices.Clone(v.live), v.err
+}

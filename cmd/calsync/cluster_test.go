@@ -170,7 +170,8 @@ func (l *postpressLoad) finish(t *testing.T) {
 // processed once, the killed replica's work (and its leadership, if it
 // led) moves to the others within 20 s, every watcher sees the one change log in the same order with no
 // gap and no duplicate (resuming on another replica when its own dies),
-// and the store holds what the providers last said.
+// a watcher that starts from a snapshot while a replica is down ends with
+// the store's state, and the store holds what the providers last said.
 func TestClusterKillUnderLoad(t *testing.T) {
 	c := startCluster(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -242,6 +243,11 @@ func TestClusterKillUnderLoad(t *testing.T) {
 			t.Errorf("the cluster was without a leader for %v after its leader was killed, want at most %v", newLeader, takeoverBound)
 		}
 	}
+	// A client starting from a snapshot now, on a live replica, while
+	// webhooks come in.
+	view := &snapshotView{titles: map[string]string{}}
+	viewReplica := (victim + 1) % c.size()
+	watching.Go(func() { view.run(watchCtx, c.replica(viewReplica)) })
 	if got := load.ackedCount(); got <= atKill {
 		t.Errorf("no webhook answered while replica %d was down (%d before, %d after)", victim, atKill, got)
 	}
@@ -306,6 +312,11 @@ func TestClusterKillUnderLoad(t *testing.T) {
 			return len(cursors) >= changes
 		})
 	}
+	pollUntil(t, "the snapshot watcher to catch up", 20*time.Second, func() bool {
+		_, complete, live, err := view.state()
+		last := logCursors[len(logCursors)-1]
+		return err != nil || complete == last || (len(live) > 0 && live[len(live)-1] == last)
+	})
 	stopWatchers()
 	watching.Wait()
 	resumed := 0
@@ -341,6 +352,26 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	}
 	for _, cal := range append(recallCals, victimCal) {
 		checkRecallCalendar(t, c, cal.ID)
+	}
+
+	// The snapshot watcher: its snapshot and the live changes after it
+	// add up to the store, and its live part is the log's after the
+	// snapshot's bookmark, with no gap and no overlap.
+	titles, complete, live, err := view.state()
+	if err != nil {
+		t.Errorf("the snapshot watcher on replica %d failed: %v", viewReplica, err)
+	}
+	if i := slices.Index(logCursors, complete); !slices.Equal(live, logCursors[i+1:]) {
+		t.Errorf("after its snapshot (bookmark at change %d of %d), the snapshot watcher saw %d live changes, not the log's %d in order",
+			i+1, len(logCursors), len(live), len(logCursors)-i-1)
+	}
+	if len(titles) != len(stored) {
+		t.Errorf("the snapshot watcher holds %d events, the store %d", len(titles), len(stored))
+	}
+	for key, e := range stored {
+		if titles[key] != e.GetTitle() {
+			t.Errorf("event %s: the snapshot watcher holds %q, the store %q", key, titles[key], e.GetTitle())
+		}
 	}
 	t.Logf("%d postpress webhooks answered 200, %d changes, %d watcher resumptions, %d Recall requests",
 		load.acked, changes, resumed, len(c.log.requests(func(recallRequest) bool { return true })))

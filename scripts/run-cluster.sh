@@ -37,6 +37,16 @@ as_pg() {
 mkdir -p "$DIR"
 if [ "$(id -u)" = 0 ]; then
 	chown postgres: "$DIR"
+	if ! runuser -u postgres -- test -w "$DIR"; then
+		echo "run-cluster: the postgres user cannot reach $DIR: every directory above it must let others through (chmod o+x)" >&2
+		exit 1
+	fi
+fi
+# A Unix socket path is limited to 107 bytes: a deep checkout puts the
+# socket in /tmp instead.
+SOCKET_DIR=$DIR
+if [ $((${#DIR} + 20)) -gt 107 ]; then
+	SOCKET_DIR=/tmp
 fi
 if [ ! -f "$DIR/data/PG_VERSION" ]; then
 	echo "run-cluster: initdb $DIR/data"
@@ -47,11 +57,11 @@ fi
 # 16 by default) and its few connections of its own.
 if ! as_pg "$PG_BIN/pg_ctl" -D "$DIR/data" status > /dev/null 2>&1; then
 	as_pg "$PG_BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -o \
-		"-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$DIR -c max_connections=100 -c synchronous_commit=on" start > /dev/null
+		"-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$SOCKET_DIR -c max_connections=100 -c synchronous_commit=on" start > /dev/null
 fi
-echo "run-cluster: PostgreSQL on 127.0.0.1:$PG_PORT and $DIR (log $DIR/server.log)"
-if [ -z "$(as_pg "$PG_BIN/psql" -h "$DIR" -p "$PG_PORT" -U postgres -Atc "SELECT 1 FROM pg_database WHERE datname = 'calsync'")" ]; then
-	as_pg "$PG_BIN/createdb" -h "$DIR" -p "$PG_PORT" -U postgres calsync
+echo "run-cluster: PostgreSQL on 127.0.0.1:$PG_PORT and $SOCKET_DIR (data and log in $DIR)"
+if [ -z "$(as_pg "$PG_BIN/psql" -h "$SOCKET_DIR" -p "$PG_PORT" -U postgres -Atc "SELECT 1 FROM pg_database WHERE datname = 'calsync'")" ]; then
+	as_pg "$PG_BIN/createdb" -h "$SOCKET_DIR" -p "$PG_PORT" -U postgres calsync
 fi
 
 (cd "$ROOT" && go build -o .build/calsync ./cmd/calsync)

@@ -313,15 +313,15 @@ func (c *testCluster) sendAnywhere(client *http.Client, first int, provider stri
 		if time.Now().After(deadline) {
 			return ingestAnswer{}, 0, fmt.Errorf("no replica answered 200 within %v: %v", within, last)
 		}
+		if i > first && i%c.size() == first%c.size() {
+			// Every replica was tried: wait a moment before the next
+			// round, as a provider's retry would.
+			time.Sleep(20 * time.Millisecond)
+		}
 		slot := i % c.size()
 		p := c.replica(slot)
 		if p == nil {
 			last = fmt.Errorf("replica %d is down", slot)
-			if i%c.size() == c.size()-1 {
-				// Every replica was tried: wait a moment before the next
-				// round, as a provider's retry would.
-				time.Sleep(20 * time.Millisecond)
-			}
 			continue
 		}
 		req, err := http.NewRequest(http.MethodPost, p.url("/v1/webhooks/"+provider), bytes.NewReader(body))

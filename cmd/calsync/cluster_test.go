@@ -13,8 +13,10 @@ import (
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/internal/pgtest"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/recall/recalltest"
+	"github.com/jackc/pgx/v5"
 )
 
 // takeoverBound is how long the work a dead or stalled replica held may
@@ -200,15 +202,8 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	}
 
 	start := startCursor(t, ctx, c.replica(0))
-	watchCtx, stopWatchers := context.WithCancel(ctx)
-	defer stopWatchers()
-	var watchers []*clusterWatcher
-	var watching sync.WaitGroup
-	for i := range 2 * c.size() {
-		w := &clusterWatcher{home: i % c.size()}
-		watchers = append(watchers, w)
-		watching.Go(func() { w.run(watchCtx, c, start) })
-	}
+	watchers := startWatchers(ctx, c, start, 2)
+	defer watchers.stop()
 
 	load := startPostpressLoad(c, 4)
 	pollUntil(t, "webhooks answered before the kill", 30*time.Second, func() bool { return load.ackedCount() >= 60 })
@@ -247,7 +242,7 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	// webhooks come in.
 	view := &snapshotView{titles: map[string]string{}}
 	viewReplica := (victim + 1) % c.size()
-	watching.Go(func() { view.run(watchCtx, c.replica(viewReplica)) })
+	watchers.wg.Go(func() { view.run(watchers.ctx, c.replica(viewReplica)) })
 	if got := load.ackedCount(); got <= atKill {
 		t.Errorf("no webhook answered while replica %d was down (%d before, %d after)", victim, atKill, got)
 	}
@@ -267,91 +262,16 @@ func TestClusterKillUnderLoad(t *testing.T) {
 	if got := c.leaders(t); len(got) != 1 {
 		t.Errorf("replicas %v lead the cluster, want one", got)
 	}
-	pollUntil(t, "every delivery to be processed", 30*time.Second, func() bool {
-		var open int
-		if err := pg.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE state <> $1`, int32(calsyncv1.DeliveryState_DELIVERY_STATE_DONE)).Scan(&open); err != nil {
-			t.Fatal(err)
-		}
-		return open == 0
-	})
-
-	// The inbox: one delivery per webhook answered 200, all processed.
-	var postpressDeliveries, changes int
-	if err := pg.QueryRow(ctx, `SELECT (SELECT count(*) FROM deliveries WHERE provider = 'postpress'), (SELECT count(*) FROM changes)`).
-		Scan(&postpressDeliveries, &changes); err != nil {
-		t.Fatal(err)
-	}
-	if postpressDeliveries != load.acked {
-		t.Errorf("%d postpress webhooks answered 200, %d deliveries stored", load.acked, postpressDeliveries)
-	}
-
-	// The change log, read once from the restarted replica, is the
-	// reference every watcher must have seen.
-	logCursors, logIDs := readLog(t, ctx, c.replica(victim), start, changes)
-	if len(logCursors) != changes {
-		t.Fatalf("the change log holds %d changes, a watch from the start read %d", changes, len(logCursors))
-	}
-	if dup := firstDuplicate(logCursors); dup != "" {
-		t.Errorf("cursor %s appears twice in the change log", dup)
-	}
-	// Changes per event: every version answered 200 is one change (each
-	// is newer than the one before); none lost, none applied twice.
-	perEvent := map[string]int{}
-	for _, id := range logIDs {
-		perEvent[id]++
-	}
-	for id, v := range load.versions {
-		if perEvent[id] != v {
-			t.Errorf("postpress event %s: %d versions answered 200, %d changes", id, v, perEvent[id])
-		}
-	}
-
-	for i, w := range watchers {
-		pollUntil(t, fmt.Sprintf("watcher %d to catch up", i), 20*time.Second, func() bool {
-			cursors, _ := w.seen()
-			return len(cursors) >= changes
-		})
-	}
+	// The restarted replica reads the change log the watchers are held to.
+	logCursors, stored := checkConverged(t, ctx, c, pg, load, start, watchers, victim, append(recallCals, victimCal))
 	pollUntil(t, "the snapshot watcher to catch up", 20*time.Second, func() bool {
 		_, complete, live, err := view.state()
 		last := logCursors[len(logCursors)-1]
 		return err != nil || complete == last || (len(live) > 0 && live[len(live)-1] == last)
 	})
-	stopWatchers()
-	watching.Wait()
-	resumed := 0
-	for i, w := range watchers {
-		cursors, _ := w.seen()
-		if !slices.Equal(cursors, logCursors) {
-			t.Errorf("watcher %d (home replica %d, resumed %d times) saw %d changes, not the log's %d in its order",
-				i, w.home, w.resumes, len(cursors), len(logCursors))
-		}
-		resumed += w.resumes
-	}
+	resumed := watchers.stop()
 	if resumed == 0 {
 		t.Errorf("no watcher resumed after replica %d was killed", victim)
-	}
-
-	// The store holds what the providers last said.
-	stored := map[string]*calsyncv1.CalendarEvent{}
-	pageToken := ""
-	for {
-		got := listEventsREST(t, c.replica(0).url("/v1/calendars/-/events?page_size=1000&page_token="+pageToken))
-		for _, e := range got.GetEvents() {
-			stored[e.GetCalendarId()+"/"+e.GetProviderEventId()] = e
-		}
-		if pageToken = got.GetNextPageToken(); pageToken == "" {
-			break
-		}
-	}
-	for id, v := range load.versions {
-		key := model.CalendarID(model.ProviderPostpress, "acct", load.calendar[id]) + "/" + id
-		if e := stored[key]; e.GetTitle() != fmt.Sprintf("%s v%d", id, v) {
-			t.Errorf("postpress event %s: stored %q, last sent version %d", id, e.GetTitle(), v)
-		}
-	}
-	for _, cal := range append(recallCals, victimCal) {
-		checkRecallCalendar(t, c, cal.ID)
 	}
 
 	// The snapshot watcher: its snapshot and the live changes after it
@@ -374,7 +294,173 @@ func TestClusterKillUnderLoad(t *testing.T) {
 		}
 	}
 	t.Logf("%d postpress webhooks answered 200, %d changes, %d watcher resumptions, %d Recall requests",
-		load.acked, changes, resumed, len(c.log.requests(func(recallRequest) bool { return true })))
+		load.acked, len(logCursors), resumed, len(c.log.requests(func(recallRequest) bool { return true })))
+}
+
+// TestClusterPostgresRestart restarts PostgreSQL (a fast shutdown, as a
+// failover does) under load on three replicas with watchers on each: the
+// replicas serve again by themselves, every webhook answered 200 is
+// stored and processed once, and every watcher (whose stream stays open
+// or ends with UNAVAILABLE and resumes) sees the one change log.
+func TestClusterPostgresRestart(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	client := &http.Client{Timeout: 10 * time.Second}
+	var recallCals []recalltest.Calendar
+	for i := range 2 {
+		cal := c.fake.PutCalendar(recalltest.Calendar{PlatformEmail: fmt.Sprintf("restart%d@example.com", i)})
+		putRecallEvents(c.fake, cal.ID, "before the restart", 2)
+		recallCals = append(recallCals, cal)
+		c.sendHint(t, client, i, cal.ID)
+	}
+	start := startCursor(t, ctx, c.replica(0))
+	watchers := startWatchers(ctx, c, start, 1)
+	defer watchers.stop()
+	load := startPostpressLoad(c, 4)
+	pollUntil(t, "webhooks answered before the restart", 30*time.Second, func() bool { return load.ackedCount() >= 60 })
+
+	if err := pgtest.Shared(t).Restart(); err != nil {
+		t.Fatalf("restart PostgreSQL: %v", err)
+	}
+	atRestart := load.ackedCount()
+	pollUntil(t, "webhooks answered after the restart", 30*time.Second, func() bool { return load.ackedCount() >= atRestart+60 })
+	for i, cal := range recallCals {
+		c.fake.UpdateEvent(c.fake.Events(cal.ID)[0].ID, func(e *recalltest.Event) { e.Raw["summary"] = "after the restart" })
+		c.sendHint(t, client, i+1, cal.ID)
+	}
+	load.finish(t)
+	for i := range c.size() {
+		pollUntil(t, fmt.Sprintf("replica %d to be healthy", i), 20*time.Second, func() bool {
+			code, _ := httpDo(t, http.MethodGet, c.replica(i).url("/healthz"), nil, nil)
+			return code == http.StatusOK
+		})
+	}
+	// The test's own connection opens after the restart.
+	logCursors, _ := checkConverged(t, ctx, c, c.pg(ctx), load, start, watchers, 1, recallCals)
+	resumed := watchers.stop()
+	t.Logf("%d postpress webhooks answered 200, %d changes, %d watcher resumptions", load.acked, len(logCursors), resumed)
+}
+
+// watcherSet is a few clusterWatchers on every replica, all from one
+// cursor.
+type watcherSet struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	watchers []*clusterWatcher
+}
+
+// startWatchers starts perReplica watchers at home on each replica,
+// following the log after start.
+func startWatchers(ctx context.Context, c *testCluster, start string, perReplica int) *watcherSet {
+	ws := &watcherSet{}
+	ws.ctx, ws.cancel = context.WithCancel(ctx)
+	for i := range perReplica * c.size() {
+		w := &clusterWatcher{home: i % c.size()}
+		ws.watchers = append(ws.watchers, w)
+		ws.wg.Go(func() { w.run(ws.ctx, c, start) })
+	}
+	return ws
+}
+
+// stop ends the watchers and returns how many times they resumed in all.
+func (ws *watcherSet) stop() int {
+	ws.cancel()
+	ws.wg.Wait()
+	resumed := 0
+	for _, w := range ws.watchers {
+		w.mu.Lock()
+		resumed += w.resumes
+		w.mu.Unlock()
+	}
+	return resumed
+}
+
+// checkConverged waits until every delivery is processed, then requires
+// the cluster to be where the webhooks sent say: one delivery per
+// postpress webhook answered 200, one change per version, the change log
+// (read from replica readFrom after start) seen by every watcher in the
+// same order with no gap and no duplicate, and the store holding the last
+// version of every postpress event and what Recall holds for
+// recallCals. It returns the log's cursors and the stored events by
+// calendar and provider event id.
+func checkConverged(t *testing.T, ctx context.Context, c *testCluster, pg *pgx.Conn, load *postpressLoad, start string,
+	ws *watcherSet, readFrom int, recallCals []recalltest.Calendar) ([]string, map[string]*calsyncv1.CalendarEvent) {
+	t.Helper()
+	pollUntil(t, "every delivery to be processed", 30*time.Second, func() bool {
+		var open int
+		if err := pg.QueryRow(ctx, `SELECT count(*) FROM deliveries WHERE state <> $1`, int32(calsyncv1.DeliveryState_DELIVERY_STATE_DONE)).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		return open == 0
+	})
+
+	// The inbox: one delivery per webhook answered 200, all processed.
+	var postpressDeliveries, changes int
+	if err := pg.QueryRow(ctx, `SELECT (SELECT count(*) FROM deliveries WHERE provider = 'postpress'), (SELECT count(*) FROM changes)`).
+		Scan(&postpressDeliveries, &changes); err != nil {
+		t.Fatal(err)
+	}
+	if postpressDeliveries != load.acked {
+		t.Errorf("%d postpress webhooks answered 200, %d deliveries stored", load.acked, postpressDeliveries)
+	}
+
+	// The change log, read once, is the reference every watcher must
+	// have seen.
+	logCursors, logIDs := readLog(t, ctx, c.replica(readFrom), start, changes)
+	if len(logCursors) != changes {
+		t.Fatalf("the change log holds %d changes, a watch from the start read %d", changes, len(logCursors))
+	}
+	if dup := firstDuplicate(logCursors); dup != "" {
+		t.Errorf("cursor %s appears twice in the change log", dup)
+	}
+	// Changes per event: every version answered 200 is one change (each
+	// is newer than the one before); none lost, none applied twice.
+	perEvent := map[string]int{}
+	for _, id := range logIDs {
+		perEvent[id]++
+	}
+	for id, v := range load.versions {
+		if perEvent[id] != v {
+			t.Errorf("postpress event %s: %d versions answered 200, %d changes", id, v, perEvent[id])
+		}
+	}
+
+	for i, w := range ws.watchers {
+		pollUntil(t, fmt.Sprintf("watcher %d to catch up", i), 20*time.Second, func() bool {
+			cursors, _ := w.seen()
+			return len(cursors) >= changes
+		})
+		cursors, _ := w.seen()
+		if !slices.Equal(cursors, logCursors) {
+			t.Errorf("watcher %d (home replica %d) saw %d changes, not the log's %d in its order",
+				i, w.home, len(cursors), len(logCursors))
+		}
+	}
+
+	// The store holds what the providers last said.
+	stored := map[string]*calsyncv1.CalendarEvent{}
+	pageToken := ""
+	for {
+		got := listEventsREST(t, c.replica(readFrom).url("/v1/calendars/-/events?page_size=1000&page_token="+pageToken))
+		for _, e := range got.GetEvents() {
+			stored[e.GetCalendarId()+"/"+e.GetProviderEventId()] = e
+		}
+		if pageToken = got.GetNextPageToken(); pageToken == "" {
+			break
+		}
+	}
+	for id, v := range load.versions {
+		key := model.CalendarID(model.ProviderPostpress, "acct", load.calendar[id]) + "/" + id
+		if e := stored[key]; e.GetTitle() != fmt.Sprintf("%s v%d", id, v) {
+			t.Errorf("postpress event %s: stored %q, last sent version %d", id, e.GetTitle(), v)
+		}
+	}
+	for _, cal := range recallCals {
+		checkRecallCalendar(t, c, cal.ID)
+	}
+	return logCursors, stored
 }
 
 // leaders returns the live replicas whose metrics say they lead the

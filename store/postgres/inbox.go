@@ -650,7 +650,8 @@ func (db *DB) InboxStats(ctx context.Context) (store.InboxStats, error) {
 const pruneChunk = 256
 
 // PruneDeliveries removes finished deliveries received and finished before
-// the given time, a chunk per transaction.
+// the given time, a chunk per transaction, and then the rows of claims no
+// one holds whose key has no PENDING delivery left (see pruneClaims).
 func (db *DB) PruneDeliveries(ctx context.Context, before time.Time) (store.PrunedDeliveries, error) {
 	var total store.PrunedDeliveries
 	if err := db.enter(); err != nil {
@@ -693,6 +694,10 @@ func (db *DB) PruneDeliveries(ctx context.Context, before time.Time) (store.Prun
 		total.Ignored += chunk.Ignored
 		total.Dead += chunk.Dead
 		if chunk.Total() < pruneChunk {
+			// Claims of deliveries gone or finished go with them.
+			if _, err := db.pruneClaims(ctx); err != nil {
+				return total, err
+			}
 			return total, nil
 		}
 	}

@@ -1,39 +1,49 @@
-package postgres
-
 // # Leases and claims
 //
-// A lease is a row of the leases table: its name, its owner, its fencing
-// token and when it expires, by the database's clock (clock_timestamp()),
-// so that the replicas' clocks never matter. Every statement that changes
-// a lease is one INSERT ... ON CONFLICT DO UPDATE or UPDATE whose WHERE
-// clause says when the change is allowed (the lease is free, expired, or
-// held by the caller's token). Under READ COMMITTED, PostgreSQL evaluates
-// that clause on the newest committed version of the row while holding
-// the row's lock, waiting for a concurrent writer of the row to finish
-// first; so of two replicas racing for one lease, exactly one changes it
-// and the other sees the winner's row and backs off.
+// [DB] implements [store.Leaser], [store.ClaimingInbox] and
+// [store.RateLimiter], and its Update transactions implement
+// [store.LeaseTx], for replicas sharing one database.
+//
+// A lease is a row of the leases table: its name, owner, fencing token and
+// expiry, by the database's clock (clock_timestamp()), so the replicas'
+// clocks never matter. Every statement that changes a lease is one INSERT
+// ... ON CONFLICT DO UPDATE or UPDATE whose WHERE says when the change is
+// allowed (the lease is free, expired, or held with the caller's token).
+// Under READ COMMITTED, PostgreSQL evaluates that WHERE on the newest
+// committed version of the row while holding the row's lock, after a
+// concurrent writer of the row has finished; so of two replicas racing for
+// a lease exactly one gets it, and the other sees the winner's row.
 //
 // Tokens come from the lease_tokens sequence whenever a lease passes to a
-// holder that did not hold it the moment before; a renewal keeps the token.
-// A sequence never goes back, so a later holder's token is always greater,
-// even if the row was removed and made again.
+// holder that did not hold it the moment before; a renewal keeps the
+// token. A sequence never goes back, so a later holder's token is always
+// greater, even where a lease's row was removed and made again.
 //
-// [tx.CheckLease] reads the lease row FOR SHARE inside the write
-// transaction: it fails unless the caller's token still holds the lease,
-// and otherwise its row lock makes every takeover, renewal and release of
-// that lease wait until the transaction ends. So a transaction that
-// checked its lease commits while holding it or not at all, however long
-// its process was paused before.
+// CheckLease reads the lease row FOR SHARE in the write transaction: it
+// fails with [store.ErrLeaseLost] unless the caller's token still holds the
+// lease, and otherwise the row lock makes every takeover, renewal and
+// release of the lease wait until the transaction ends (ClaimPending skips
+// the key instead). So a transaction that checked its lease commits while
+// holding it, or not at all, however long its process was paused. Among
+// Updates sharing a transaction, one that returns ErrLeaseLost rolls back
+// its own savepoint only.
 //
-// Inbox claims are leases named claimName: "key:" and the ordering key, or
-// "delivery:" and the id of a delivery without one. [DB.AcquireLease]
-// refuses those prefixes, so no other lease (the leader's, say) can take a
-// claim's name.
+// Inbox claims are leases named "key:" and the ordering key, or "delivery:"
+// and the id of a delivery without one; [DB.AcquireLease] refuses those
+// prefixes, so no other lease (the leader's, say) can take a claim's name.
+// [DB.ClaimPending] claims a batch in one statement; [DB.PruneDeliveries]
+// also removes the rows of claims no one holds on keys with nothing
+// pending.
+//
+// [DB.TakeToken] keeps a bucket as one row moved by one upsert (the
+// generic cell rate algorithm), by the database's clock.
+package postgres
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +69,10 @@ const (
 
 // maxClaimBatch is the most claims one ClaimPending call makes.
 const maxClaimBatch = 1000
+
+// pruneClaimsChunk is the most claim rows one statement of pruneClaims
+// removes.
+const pruneClaimsChunk = 256
 
 // claimName is the lease name of the claim on ordering key key, or, for a
 // delivery without one, on delivery id.
@@ -96,8 +110,8 @@ func checkTTL(what string, ttl time.Duration) error {
 // "delivery:" belong to inbox claims (see [DB.ClaimPending]) and are
 // refused with ErrInvalidArgument.
 //
-// If a transaction that checked the lease ([tx.CheckLease]) is open,
-// AcquireLease waits for it to end.
+// If a transaction that checked the lease ([store.LeaseTx.CheckLease]) is
+// open, AcquireLease waits for it to end.
 func (db *DB) AcquireLease(ctx context.Context, name, owner string, ttl time.Duration) (store.Lease, bool, error) {
 	if name == "" || owner == "" {
 		return store.Lease{}, false, fmt.Errorf("postgres: acquire lease: needs a name and an owner: %w", store.ErrInvalidArgument)
@@ -131,12 +145,13 @@ func (db *DB) AcquireLease(ctx context.Context, name, owner string, ttl time.Dur
 		SELECT owner, token, expires, TRUE FROM taken
 		UNION ALL
 		SELECT owner, token, expires, FALSE FROM leases WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM taken)`
-	for {
+	for attempt := 1; ; attempt++ {
 		var l store.Lease
 		var gotOwner []byte
 		var held bool
 		err := db.pool.QueryRow(ctx, q, []byte(name), []byte(owner), micros(ttl)).Scan(&gotOwner, &l.Token, &l.Expires, &held)
-		if errors.Is(err, pgx.ErrNoRows) {
+		if errors.Is(err, pgx.ErrNoRows) && attempt < 10 {
+			// A holder inserted the row after the snapshot: look again.
 			continue
 		}
 		if err != nil {
@@ -345,9 +360,10 @@ func (db *DB) ClaimPending(ctx context.Context, owner string, ttl time.Duration,
 // describes. It fails with ErrLeaseLost when c's token no longer holds its
 // lease, and with ErrInvalidArgument when c's name is not its key's.
 //
-// The check and the read are one statement, but the lease may be lost
-// right after it: only [tx.CheckLease] in the transaction that records
-// the outcome fences the work.
+// The check and the read are one statement (two when nothing is
+// pending), but the claim may be lost right after: only
+// [store.LeaseTx.CheckLease] in the transaction that records the outcome
+// fences the work.
 func (db *DB) ClaimedDeliveries(ctx context.Context, c store.Claim, afterID int64, limit int) ([]store.Delivery, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("postgres: claimed deliveries: limit must be positive: %w", store.ErrInvalidArgument)
@@ -355,31 +371,35 @@ func (db *DB) ClaimedDeliveries(ctx context.Context, c store.Claim, afterID int6
 	if c.Name != claimName(c.OrderingKey, c.DeliveryID) || c.Owner == "" {
 		return nil, fmt.Errorf("postgres: claimed deliveries: %q with owner %q is not a claim: %w", c.Name, c.Owner, store.ErrInvalidArgument)
 	}
+	if err := db.enter(); err != nil {
+		return nil, err
+	}
+	defer db.leave()
+	// One statement reads the deliveries if the claim holds; only an empty
+	// answer needs a second one to tell a lost claim from nothing to do.
+	const held = `EXISTS (SELECT 1 FROM leases WHERE name = $1 AND owner = $2 AND token = $3)`
 	var out []store.Delivery
-	err := db.read(ctx, func(tx pgx.Tx) error {
-		var held bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM leases WHERE name = $1 AND owner = $2 AND token = $3)`,
-			[]byte(c.Name), []byte(c.Owner), c.Token).Scan(&held); err != nil {
-			return err
-		}
-		if !held {
-			return fmt.Errorf("claim %q (token %d): %w", c.Name, c.Token, store.ErrLeaseLost)
-		}
-		var err error
-		if c.OrderingKey == "" {
-			out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumns+` FROM deliveries
-				WHERE id = $1 AND state = 1 AND ordering_key = '\x'::bytea AND id > $2`, c.DeliveryID, afterID)
-			return err
-		}
+	var err error
+	if c.OrderingKey == "" {
+		out, err = queryDeliveries(ctx, db.pool, `SELECT `+deliveryColumns+` FROM deliveries
+			WHERE `+held+` AND id = $4 AND state = 1 AND ordering_key = '\x'::bytea AND id > $5`,
+			[]byte(c.Name), []byte(c.Owner), c.Token, c.DeliveryID, afterID)
+	} else {
 		// The literal state = 1 lets the plan use
 		// deliveries_pending_by_ordering_key.
-		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumns+` FROM deliveries
-			WHERE state = 1 AND ordering_key = $1 AND id > $2 ORDER BY id LIMIT $3`,
-			[]byte(c.OrderingKey), afterID, limit)
-		return err
-	})
+		out, err = queryDeliveries(ctx, db.pool, `SELECT `+deliveryColumns+` FROM deliveries
+			WHERE `+held+` AND state = 1 AND ordering_key = $4 AND id > $5 ORDER BY id LIMIT $6`,
+			[]byte(c.Name), []byte(c.Owner), c.Token, []byte(c.OrderingKey), afterID, limit)
+	}
+	if err == nil && len(out) == 0 {
+		var holds bool
+		err = db.pool.QueryRow(ctx, `SELECT `+held, []byte(c.Name), []byte(c.Owner), c.Token).Scan(&holds)
+		if err == nil && !holds {
+			return nil, fmt.Errorf("postgres: claimed deliveries: claim %q (token %d): %w", c.Name, c.Token, store.ErrLeaseLost)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("postgres: claimed deliveries: %w", err)
+		return nil, classify(fmt.Errorf("postgres: claimed deliveries: %w", err))
 	}
 	return out, nil
 }
@@ -403,12 +423,15 @@ func (db *DB) TakeToken(ctx context.Context, name string, interval time.Duration
 	}
 	defer db.leave()
 	every := micros(interval)
+	if int64(burst-1) > (math.MaxInt64/2)/every {
+		return 0, fmt.Errorf("postgres: take token from %q: a burst of %d every %v is out of range: %w", name, burst, interval, store.ErrInvalidArgument)
+	}
 	tolerance := every * int64(burst-1)
 	var allowed bool
 	var tat, checked time.Time
-	err := db.pool.QueryRow(ctx, `WITH now AS MATERIALIZED (SELECT clock_timestamp() AS t)
+	err := db.pool.QueryRow(ctx, `WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS t)
 		INSERT INTO rate_buckets AS b (name, tat, checked, allowed)
-		SELECT $1::bytea, t + $2::bigint * interval '1 microsecond', t, TRUE FROM now
+		SELECT $1::bytea, t + $2::bigint * interval '1 microsecond', t, TRUE FROM clock
 		ON CONFLICT (name) DO UPDATE SET
 			allowed = greatest(b.tat, excluded.checked) <= excluded.checked + $3::bigint * interval '1 microsecond',
 			tat = CASE WHEN greatest(b.tat, excluded.checked) <= excluded.checked + $3::bigint * interval '1 microsecond'
@@ -425,4 +448,37 @@ func (db *DB) TakeToken(ctx context.Context, name string, interval time.Duration
 	// positive.
 	wait := tat.Sub(checked) - time.Duration(tolerance)*time.Microsecond
 	return max(wait, time.Microsecond), nil
+}
+
+// pruneClaims removes the lease rows of claims no one holds (released or
+// expired) whose key, or delivery without one, has no PENDING delivery
+// left, so that the leases table does not grow with every delivery ever
+// claimed. Tokens come from a sequence, so a claim made again later still
+// gets a greater token than the removed row had. A row whose claim is
+// being taken, renewed or checked in an open transaction is locked and
+// skipped; the removal re-checks that the row is still free on its newest
+// version before it removes it. It returns how many rows it removed.
+func (db *DB) pruneClaims(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		tag, err := db.pool.Exec(ctx, `DELETE FROM leases WHERE name IN (
+			SELECT l.name FROM leases l
+			WHERE (l.owner = '' OR l.expires <= clock_timestamp())
+				AND CASE
+					WHEN substring(l.name FOR 4) = 'key:'::bytea THEN NOT EXISTS (
+						SELECT 1 FROM deliveries d WHERE d.state = 1 AND d.ordering_key = substring(l.name FROM 5))
+					WHEN substring(l.name FOR 9) = 'delivery:'::bytea
+						AND convert_from(substring(l.name FROM 10), 'UTF8') ~ '^[0-9]{1,18}$' THEN NOT EXISTS (
+						SELECT 1 FROM deliveries d WHERE d.state = 1
+							AND d.id = convert_from(substring(l.name FROM 10), 'UTF8')::bigint)
+					ELSE FALSE END
+			LIMIT $1 FOR UPDATE SKIP LOCKED)`, pruneClaimsChunk)
+		if err != nil {
+			return total, classify(fmt.Errorf("postgres: prune claims: %w", err))
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < pruneClaimsChunk {
+			return total, nil
+		}
+	}
 }

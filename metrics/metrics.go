@@ -374,3 +374,44 @@ func (m *Metrics) ProcessingQueue(deliveries func() int, bytes func() int64) {
 		Help: "Bytes of the deliveries held in memory for processing (at most --processing-queue-bytes); the rest wait in the inbox.",
 	}, func() float64 { return float64(bytes()) }))
 }
+
+// WatchLag exports how many changes this process's watchers are behind the
+// change log: the log's head, read from the store at every scrape
+// (bounded by a short timeout), minus head, the newest change the watch hub
+// holds ([watch.Hub.Head]). With replicas on one database, it is how far
+// this replica's fan-out trails the other replicas' commits; it should
+// stay near 0. Call it once.
+func (m *Metrics) WatchLag(changes store.ChangeLog, head func() store.Cursor, log *slog.Logger) {
+	m.reg.MustRegister(&lagCollector{changes: changes, head: head, log: log})
+}
+
+var lagDesc = prometheus.NewDesc(namespace+"_watch_lag_changes",
+	"Changes committed to the change log (by any replica) that this process's watch streams have not been handed yet: the log's head minus the newest change the process holds for its streams.", nil, nil)
+
+// lagCollector reads the change log's head when scraped.
+type lagCollector struct {
+	changes store.ChangeLog
+	head    func() store.Cursor
+	log     *slog.Logger
+}
+
+func (c *lagCollector) Describe(ch chan<- *prometheus.Desc) { ch <- lagDesc }
+
+func (c *lagCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := c.changes.ChangeBounds(ctx)
+	if err != nil {
+		if c.log != nil {
+			c.log.Warn("metrics: read the change log's bounds", "err", err)
+		}
+		return
+	}
+	// A change committed and handed to the hub between the two reads puts
+	// the hub ahead of the head read: no lag.
+	lag := 0.0
+	if h := c.head(); b.Head > h {
+		lag = float64(b.Head - h)
+	}
+	ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, lag)
+}

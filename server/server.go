@@ -278,6 +278,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	deps.Metrics.WatchMemory(hub.MemoryBytes)
 	deps.Metrics.ProcessingQueue(deps.Processor.Pending, deps.Processor.QueuedBytes)
 	deps.Metrics.Inbox(deps.Store, s.log)
+	deps.Metrics.WatchLag(deps.Store, hub.Head, s.log)
 	return s, nil
 }
 

@@ -37,6 +37,8 @@ type serveConfig struct {
 	synchronous     string
 	dbMaxConns      int
 	dbOpenTimeout   time.Duration
+	dbPollInterval  time.Duration
+	dbNotify        bool
 	maxWebhookBytes int64
 	shutdownTimeout time.Duration
 	logLevel        string
@@ -121,6 +123,8 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.dbPath, "db", "./calsync.db", "SQLite database file (created if missing), or a PostgreSQL URL postgres://USER@HOST:PORT/DB?sslmode=... shared by replicas")
 	fs.IntVar(&c.dbMaxConns, "db-max-conns", 0, "most connections to PostgreSQL this process opens (0: the URL's pool_max_conns, else 16)")
 	fs.DurationVar(&c.dbOpenTimeout, "db-open-timeout", 2*time.Minute, "how long serve keeps retrying, with backoff, to reach an unreachable PostgreSQL at start before it exits (0: try once)")
+	fs.DurationVar(&c.dbPollInterval, "db-poll-interval", postgres.DefaultPollInterval, "PostgreSQL: how often each replica reads the change log for other replicas' changes when no notification came; the longest they take to reach its watchers with --db-notify off")
+	fs.BoolVar(&c.dbNotify, "db-notify", true, "PostgreSQL: wake other replicas' watchers at once through LISTEN/NOTIFY (needs a session, not a transaction-pooling PgBouncer); false polls only, every --db-poll-interval")
 	fs.StringVar(&c.synchronous, "sqlite-synchronous", "FULL", "SQLite synchronous mode: FULL survives power loss, NORMAL only process crashes")
 	fs.Int64Var(&c.maxWebhookBytes, "max-webhook-bytes", 1<<20, "largest accepted webhook body; larger ones get 413")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long shutdown waits for requests under way")
@@ -204,6 +208,8 @@ func openPostgres(ctx context.Context, cfg serveConfig, log *slog.Logger, m *met
 		Logger:       log,
 		Now:          cfg.now,
 		OnBatch:      m.InboxBatch,
+		PollInterval: cfg.dbPollInterval,
+		PollOnly:     !cfg.dbNotify,
 	}
 	open := func() (*postgres.DB, error) {
 		db, err := postgres.Open(ctx, cfg.dbPath, opts)
@@ -323,6 +329,9 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	}
 	if cfg.dbMaxConns < 0 {
 		return usageError{fmt.Errorf("--db-max-conns must not be negative")}
+	}
+	if cfg.dbPollInterval <= 0 {
+		return usageError{fmt.Errorf("--db-poll-interval must be positive")}
 	}
 	db, dbInfo, err := openStore(ctx, cfg, log, m)
 	if err != nil {

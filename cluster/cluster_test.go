@@ -21,7 +21,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // testTTL is short so that takeovers happen within a test's patience.
-const testTTL = time.Second
+const testTTL = 2 * time.Second
 
 // openShared opens n store instances on one fresh database, as n replicas
 // would.

@@ -25,11 +25,19 @@ const (
 // maxClaimBatch bounds the keys one ClaimPending call asks for.
 const maxClaimBatch = 500
 
-// claimsPerWorker bounds the keys a lane holds claimed, per worker of the
-// lane: enough to keep every worker busy, few enough that the claims are
-// cheap to renew and that keys this process cannot start soon stay free
-// for the others.
+// claimsPerWorker is how many keys a lane asks to hold claimed, per worker
+// of the lane: enough to keep every worker busy, few enough that keys this
+// process cannot start soon stay free for the others. It shapes how many
+// keys a claim round asks for, not what it keeps: ClaimPending cannot tell
+// one lane's keys from another's, so a round keeps every key whose
+// deliveries fit in the scheduler (giving back the others would claim
+// them again at every round, and starve the keys behind them), and a lane
+// can hold more keys than this while another lane has room.
 const claimsPerWorker = 4
+
+// renewConcurrency is how many claims are renewed at once, so that
+// renewing many keys takes a small part of the TTL.
+const renewConcurrency = 8
 
 // claimSource gets deliveries by claiming whole ordering keys (calendars)
 // from an inbox several processes share ([store.ClaimingInbox]), so that
@@ -322,27 +330,37 @@ func (c *claimSource) renew(ctx context.Context) {
 			}
 		}
 		c.mu.Unlock()
+		var wg sync.WaitGroup
+		turns := make(chan struct{}, renewConcurrency)
 		for key, h := range held {
-			l, err := c.inbox.RenewLease(ctx, c.claimOf(h).Lease, c.ttl)
-			switch {
-			case err == nil:
-				c.mu.Lock()
-				h.claim.Lease = l
-				c.mu.Unlock()
-			case errors.Is(err, store.ErrLeaseLost):
-				c.mu.Lock()
-				h.lost = true
-				c.mu.Unlock()
-				c.p.log.Warn("claim on deliveries lost; another process took them over", "ordering_key", key)
-				if c.p.sched.dropQueued(key) {
-					c.forget(key, h)
-				}
-			case ctx.Err() != nil:
-				return
-			default:
-				c.p.log.Warn("renew claim on deliveries", "ordering_key", key, "err", err)
-			}
+			turns <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-turns }()
+				c.renewOne(ctx, key, h)
+			})
 		}
+		wg.Wait()
+	}
+}
+
+// renewOne renews one claim, and drops its key when the claim was lost.
+func (c *claimSource) renewOne(ctx context.Context, key string, h *heldClaim) {
+	l, err := c.inbox.RenewLease(ctx, c.claimOf(h).Lease, c.ttl)
+	switch {
+	case err == nil:
+		c.mu.Lock()
+		h.claim.Lease = l
+		c.mu.Unlock()
+	case errors.Is(err, store.ErrLeaseLost):
+		c.mu.Lock()
+		h.lost = true
+		c.mu.Unlock()
+		c.p.log.Warn("claim on deliveries lost; another process took them over", "ordering_key", key)
+		if c.p.sched.dropQueued(key) {
+			c.forget(key, h)
+		}
+	case ctx.Err() == nil:
+		c.p.log.Warn("renew claim on deliveries", "ordering_key", key, "err", err)
 	}
 }
 
@@ -362,11 +380,4 @@ func (c *claimSource) release(ctx context.Context, l store.Lease) {
 	if err := c.inbox.ReleaseLease(ctx, l); err != nil && ctx.Err() == nil {
 		c.p.log.Warn("release claim on deliveries", "lease", l.Name, "err", err)
 	}
-}
-
-// heldClaims is how many keys this process holds claimed.
-func (c *claimSource) heldClaims() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.held)
 }

@@ -209,7 +209,9 @@ func (p *Processor) Notify() {
 
 // Run processes deliveries until ctx is done, then waits for the deliveries
 // under way. A delivery interrupted by shutdown stays pending and is
-// processed after the next start.
+// processed after the next start, or, on an inbox several processes
+// share, by another process once this one's claim on it has expired (Run
+// releases nothing on the way out, as a killed process could not).
 func (p *Processor) Run(ctx context.Context) {
 	go p.sched.closeOnDone(ctx)
 	var wg sync.WaitGroup

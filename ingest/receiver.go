@@ -14,6 +14,10 @@
 // that already had one waiting (a retry pending, say), which keep their
 // order by waiting behind it; and dead letters an operator put back. It
 // applies each delivery's changes in one transaction with its completion.
+// An inbox several processes share ([store.ClaimingInbox]) is worked
+// through by claiming calendars: each calendar's deliveries are processed
+// by one process at a time, and every write checks the claim, so a process
+// that stalled past its claim cannot commit work another took over.
 package ingest
 
 import (

@@ -601,7 +601,9 @@ func TestClusterStalledReplicaFenced(t *testing.T) {
 // along in the next one), and Recall's rate limit on event lists holds
 // for the cluster, not per replica.
 func TestClusterRecallHints(t *testing.T) {
-	c := startCluster(t, 3)
+	// Replicas claim only when they receive a delivery, never by polling,
+	// so the test knows which replica fetches what.
+	c := startCluster(t, 3, "CALSYNC_CLAIM_POLL_INTERVAL=1h")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pg := c.pg(ctx)
@@ -675,65 +677,58 @@ func TestClusterRecallHints(t *testing.T) {
 	})
 
 	t.Run("RateLimitHoldsForTheCluster", func(t *testing.T) {
-		// More calendars at once than one burst, hinted over every
-		// replica: the replicas together must stay within one bucket.
-		const calendars = 2 * eventListBurst
-		var cals []string
-		for range calendars {
-			cal := c.fake.PutCalendar(recalltest.Calendar{})
-			putRecallEvents(c.fake, cal.ID, "limited", 1)
-			cals = append(cals, cal.ID)
-		}
-		isOurs := func(r recallRequest) bool {
-			return r.Endpoint == recalltest.EndpointEventList && slices.Contains(cals, r.CalendarID)
-		}
-		var answers []ingestAnswer
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for i, cal := range cals {
-			wg.Go(func() {
-				a := c.sendHint(t, client, i, cal)
-				mu.Lock()
-				answers = append(answers, a)
-				mu.Unlock()
-			})
-		}
-		wg.Wait()
-		// Enough requests to show the limit: one bucket lets a burst go,
-		// then one a second; a bucket per replica would let three bursts
-		// go at once.
-		pollUntil(t, "the event lists of the hinted calendars", 30*time.Second, func() bool {
-			return len(c.log.requests(isOurs)) >= calendars
-		})
-		reqs := c.log.requests(isOurs)
-		sort.Slice(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
-		replicas := map[int]bool{}
-		for _, r := range reqs {
-			replicas[r.Replica] = true
-		}
-		if len(replicas) < 2 {
-			t.Fatalf("one replica made every event list: nothing here shows the limit is shared")
-		}
-		// In any window of w, a shared bucket allows its burst plus one
-		// request per interval begun in the window.
-		const window = 2 * time.Second
-		allowed := eventListBurst + int(window/eventListInterval) + 1
-		for i, r := range reqs {
-			n := 0
-			for _, s := range reqs[i:] {
-				if s.At.Sub(r.At) < window {
-					n++
-				}
+		// A burst's worth of calendars hinted to replica 0, then as many
+		// to replica 1 (each replica claims what it receives: the others
+		// do not poll): replica 1 finds the bucket replica 0 emptied.
+		wave := func(replica int) []string {
+			var cals []string
+			for range eventListBurst {
+				cal := c.fake.PutCalendar(recalltest.Calendar{})
+				putRecallEvents(c.fake, cal.ID, "limited", 1)
+				cals = append(cals, cal.ID)
 			}
-			if n > allowed {
-				t.Errorf("%d event lists within %v from %s (by %d replicas), Recall allows %d", n, window,
-					r.At.Format("15:04:05.000"), len(replicas), allowed)
-				break
+			var answers []ingestAnswer
+			for _, cal := range cals {
+				answers = append(answers, c.sendHint(t, client, replica, cal))
 			}
+			for _, a := range answers {
+				pollUntil(t, "every limited hint to be processed", 30*time.Second, func() bool { return done(a.DeliveryID) })
+			}
+			return cals
 		}
-		t.Logf("%d event lists by %d replicas over %v", len(reqs), len(replicas), reqs[len(reqs)-1].At.Sub(reqs[0].At).Round(time.Millisecond))
-		for _, a := range answers {
-			pollUntil(t, "every limited hint to be processed", 30*time.Second, func() bool { return done(a.DeliveryID) })
+		cals := append(wave(0), wave(1)...)
+		fetchers := map[int]bool{}
+		for _, r := range c.log.requests(func(r recallRequest) bool { return slices.Contains(cals, r.CalendarID) }) {
+			fetchers[r.Replica] = true
 		}
+		if len(fetchers) < 2 {
+			t.Fatalf("replica %v made every event list: nothing here shows the limit is shared", fetchers)
+		}
+		// Every event list the cluster made since it started, this
+		// subtest's and the others', drew on one bucket.
+		all := c.log.requests(func(r recallRequest) bool { return r.Endpoint == recalltest.EndpointEventList })
+		checkTokenBucket(t, all, eventListInterval, eventListBurst)
+		t.Logf("%d event lists by replicas %v over %v", len(all), fetchers, all[len(all)-1].At.Sub(all[0].At).Round(time.Millisecond))
 	})
+}
+
+// checkTokenBucket requires reqs to fit one token bucket that holds burst
+// tokens, starts full and gains one every interval: replaying them, no
+// request finds the bucket empty (with a quarter of a token of leeway
+// for the time a request takes to reach the fake).
+func checkTokenBucket(t *testing.T, reqs []recallRequest, interval time.Duration, burst int) {
+	t.Helper()
+	sort.Slice(reqs, func(i, j int) bool { return reqs[i].At.Before(reqs[j].At) })
+	tokens := float64(burst)
+	for i, r := range reqs {
+		if i > 0 {
+			tokens = min(float64(burst), tokens+float64(r.At.Sub(reqs[i-1].At))/float64(interval))
+		}
+		if tokens < 0.75 {
+			t.Errorf("event list %d (replica %d at %s) came with %.2f tokens left in a bucket of %d gaining one every %v: the replicas exceed the limit together",
+				i+1, r.Replica, r.At.Format("15:04:05.000"), tokens, burst, interval)
+			return
+		}
+		tokens--
+	}
 }

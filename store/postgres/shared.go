@@ -87,7 +87,11 @@ func claimName(key string, id int64) string {
 // database's resolution), rounding up so that a positive duration stays
 // positive.
 func micros(d time.Duration) int64 {
-	return int64((d + time.Microsecond - 1) / time.Microsecond)
+	us := int64(d / time.Microsecond)
+	if d%time.Microsecond > 0 {
+		us++
+	}
+	return us
 }
 
 // checkLease validates the parts of a lease every call needs.
@@ -190,8 +194,9 @@ func (db *DB) RenewLease(ctx context.Context, l store.Lease, ttl time.Duration) 
 }
 
 // ReleaseLease frees l if l's token still holds it, as [store.Leaser]
-// describes. The row stays, marked free (no owner, expired), so that the
-// next holder's token follows from it.
+// describes. The row stays, marked free (no owner, expired); the next
+// holder gets a new token all the same. Pruning the inbox removes the rows
+// of free claims (see pruneClaims).
 func (db *DB) ReleaseLease(ctx context.Context, l store.Lease) error {
 	if err := checkLease("release lease", l); err != nil {
 		return err

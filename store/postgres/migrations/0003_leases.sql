@@ -11,7 +11,9 @@ CREATE SEQUENCE lease_tokens;
 
 -- leases holds one row per lease name. A lease passing to a new holder
 -- (free, released or expired before) gets a new token from lease_tokens; a
--- released lease keeps its row, marked free (owner empty, already expired).
+-- released lease keeps its row, marked free (owner empty, already expired);
+-- pruning the inbox removes the rows of free claims whose key has nothing
+-- pending.
 -- Names are bytes, as ordering keys are: a claim's name embeds its key.
 CREATE TABLE leases (
 	name    BYTEA PRIMARY KEY,

@@ -76,14 +76,18 @@ type feed struct {
 	own        [][]store.ChangeRecord
 	ownRecords int
 	ownBytes   int
-	readLog    bool
+	// readLog asks run to read the whole log after delivered.
+	readLog bool
 	// pendingFirst is the first cursor of this instance's transaction being
 	// committed now, 0 if none: its changes come through own, so reads of
 	// the log stop before them.
-	pendingFirst     store.Cursor
+	pendingFirst store.Cursor
+	// notifying says a NOTIFY is under way; again, that a commit since
+	// asks for one more, carrying notifyHead.
 	notifying, again bool
 	notifyHead       store.Cursor
-	closed           bool
+	// closed stops new NOTIFY goroutines once stop began.
+	closed bool
 
 	// delivered is written by run only; others read it to skip needless
 	// reads.
@@ -315,7 +319,17 @@ func (f *feed) readUpTo(target store.Cursor) error {
 		// handed over yet (see committing): they come through own.
 		limit := f.ownFirst()
 		for i, r := range recs {
-			if r.Cursor > target || (limit != 0 && r.Cursor >= limit) {
+			if r.Cursor > target {
+				recs, more = recs[:i], false
+				break
+			}
+			if limit != 0 && r.Cursor >= limit {
+				// Other instances may have committed after this one's
+				// commit: read on once it is handed over (committed or
+				// abandoned wakes run), not before, or run would spin.
+				f.mu.Lock()
+				f.readLog = true
+				f.mu.Unlock()
 				recs, more = recs[:i], false
 				break
 			}

@@ -143,7 +143,7 @@ func (db *DB) commitLoop() {
 }
 
 // commitBatch commits batch and answers its callers. It holds the writer
-// turn throughout, so that the commit hooks see the applied changes before
+// turn throughout, so that the change feed gets the applied changes before
 // those of any later transaction of this instance.
 func (db *DB) commitBatch(batch []*enqueueRequest) {
 	db.wlock <- struct{}{}
@@ -251,7 +251,8 @@ func (f *applyFailure) Error() string { return "apply: " + f.err.Error() }
 // query for the ordering keys that have a PENDING delivery from before the
 // batch; then the applies, in inbox order (see [DB.EnqueueApply]); then
 // one round trip that records their outcomes. After the commit it hands
-// the applied changes to the commit hooks.
+// the applied changes to the change feed, which passes them to the commit
+// hooks (see Commit hooks in the package documentation).
 func (db *DB) insertOnce(reqs []*enqueueRequest) ([]enqueueResult, error) {
 	ctx := context.Background()
 	keys := make([]int64, 0, len(reqs))

@@ -100,7 +100,7 @@ func NewElector(st any, cfg ElectorConfig) *Elector {
 		cfg.TTL = DefaultLeaseTTL
 	}
 	if cfg.RenewInterval <= 0 {
-		cfg.RenewInterval = cfg.TTL / 3
+		cfg.RenewInterval = max(cfg.TTL/3, time.Millisecond)
 	}
 	if cfg.OnChange == nil {
 		cfg.OnChange = func(bool) {}

@@ -188,24 +188,38 @@ func (c *claimSource) take(ctx context.Context, cl store.Claim) bool {
 	return false
 }
 
-// read queues the PENDING deliveries h covers, as many as the scheduler
-// has room for, and reports whether the scheduler now holds some of key.
-// Those it has no room for stay in the inbox: they are read when the
-// scheduler has worked through the key (see finished).
+// read queues the PENDING deliveries h covers, in pages, as many as the
+// scheduler has room for, and reports whether the scheduler now holds some
+// of key. Those it has no room for stay in the inbox: they are read when
+// the scheduler has worked through the key (see finished).
 func (c *claimSource) read(ctx context.Context, key string, h *heldClaim) bool {
-	limit, open := c.p.sched.room(c.p.cfg.MaxDeliveryBytes+deliveryOverhead, maxClaimBatch)
-	ds, err := c.inbox.ClaimedDeliveries(ctx, c.claimOf(h), 0, limit)
-	if err != nil {
-		if ctx.Err() == nil && !errors.Is(err, store.ErrLeaseLost) {
-			c.p.log.Error("read claimed deliveries", "err", err)
+	var after int64
+	for {
+		limit, open := c.p.sched.room(c.p.cfg.MaxDeliveryBytes+deliveryOverhead, maxClaimBatch)
+		if limit == 0 {
+			break
 		}
-		return false
-	}
-	if len(ds) > 0 {
+		ds, err := c.inbox.ClaimedDeliveries(ctx, c.claimOf(h), after, limit)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, store.ErrLeaseLost) {
+				c.p.log.Error("read claimed deliveries", "err", err)
+			}
+			break
+		}
+		if len(ds) == 0 {
+			break
+		}
+		// One key's deliveries are one calendar's, of one provider: one
+		// lane.
+		l := laneOf(ds[0])
 		c.mu.Lock()
-		h.lane = laneOf(ds[0])
+		h.lane = l
 		c.mu.Unlock()
-		c.p.sched.addAll(ds, c.p.cfg.Now(), &open)
+		through := c.p.sched.addAll(ds, c.p.cfg.Now(), &open)
+		if len(ds) < limit || through[l] < len(ds) {
+			break // all read, or the lane is full
+		}
+		after = ds[len(ds)-1].ID
 	}
 	return c.p.sched.holds(key)
 }
@@ -314,7 +328,7 @@ func (c *claimSource) lost(ctx context.Context, key string) {
 // A claim found lost has its key's queued deliveries dropped from memory
 // at once; a batch a worker holds is dropped when its fenced write fails.
 func (c *claimSource) renew(ctx context.Context) {
-	t := time.NewTicker(c.ttl / 3)
+	t := time.NewTicker(max(c.ttl/3, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {

@@ -470,3 +470,37 @@ func TestClaimsLostAtRenewalDropsQueuedDeliveries(t *testing.T) {
 		t.Errorf("%s has %d changes, want %d", id, n, versions)
 	}
 }
+
+// TestClaimsKeyLargerThanTheQueue: one calendar holds more deliveries
+// than the processing queue: its claim is worked through a part at a time,
+// in order, each version making its change, and nothing is left behind.
+func TestClaimsKeyLargerThanTheQueue(t *testing.T) {
+	dbs := openReplicaStores(t, 2)
+	var rs []*replicaPipeline
+	for i, db := range dbs {
+		r := newReplica(t, db, nil, fmt.Sprint("replica-", i), DefaultClaimTTL)
+		// A lane holds three of these deliveries (about 500 bytes each),
+		// so the calendar's are read a few at a time.
+		r.proc.sched = newScheduler(maxQueued, 2*3*600, laneOf, r.proc.Notify)
+		rs = append(rs, r)
+	}
+	const versions = 30
+	for n := range versions {
+		body := ppCalendarVersion("big@example.com", "evt", n)
+		if size := len(body) + len(postpress.DedupKey(body)); size < 400 || size > 600 {
+			t.Fatalf("a delivery takes %d bytes; the test needs about 500", size)
+		}
+		enqueuePending(t, dbs[n%2], body)
+	}
+	for _, r := range rs {
+		r.run(t)
+	}
+	drainReplicas(t, rs...)
+	if got := rs[0].done.Load() + rs[1].done.Load(); got != versions {
+		t.Errorf("the replicas processed %d deliveries, want %d", got, versions)
+	}
+	id := model.EventID(model.ProviderPostpress, model.PostpressScope("acct", "big@example.com"), "evt")
+	if n := checkLog(t, dbs[0], id, changesByEvent(t, dbs[0])[id]); n != versions {
+		t.Errorf("%s has %d changes, want %d, one per version in order", id, n, versions)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -214,5 +215,24 @@ func TestPostgresLeaderMetrics(t *testing.T) {
 	eventually(t, "the other replica to take over", func() bool { return leader(replicas) == other })
 	if got := scrape(t, replicas[other].url("/metrics"), "")[`calsync_leadership_changes_total`]; got < 1 {
 		t.Errorf("calsync_leadership_changes_total = %v on the new leader", got)
+	}
+}
+
+// TestClaimSettingsValidated: a claim TTL under a second (its renewals
+// would come every few milliseconds, or never) and a poll interval that is
+// not positive are refused at start.
+func TestClaimSettingsValidated(t *testing.T) {
+	for _, c := range []struct{ ttl, poll time.Duration }{
+		{time.Millisecond, time.Second},
+		{0, time.Second},
+		{10 * time.Second, 0},
+	} {
+		cfg := defaultTestConfig(t)
+		cfg.claimTTL, cfg.claimPollInterval = c.ttl, c.poll
+		err := serve(context.Background(), cfg, io.Discard)
+		var usage usageError
+		if !errors.As(err, &usage) || !strings.Contains(err.Error(), "--claim-") {
+			t.Errorf("--claim-ttl %v, --claim-poll-interval %v: serve = %v, want a usage error", c.ttl, c.poll, err)
+		}
 	}
 }

@@ -139,7 +139,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.workers, "workers", 32, "deliveries processed in parallel")
 	fs.IntVar(&c.recallWorkers, "recall-workers", ingest.DefaultRemoteWorkers, "Recall deliveries processed in parallel, by workers of their own, so Recall's rate limits never hold up other deliveries")
 	fs.Int64Var(&c.processingQueueBytes, "processing-queue-bytes", ingest.DefaultMaxQueuedBytes, "most bytes of deliveries held in memory for processing; the rest wait in the inbox")
-	fs.DurationVar(&c.claimTTL, "claim-ttl", ingest.DefaultClaimTTL, "PostgreSQL: how long a replica's claim on a calendar's deliveries, and the leader's lease, last unless renewed (every third of it); a dead replica's work moves after about this long")
+	fs.DurationVar(&c.claimTTL, "claim-ttl", ingest.DefaultClaimTTL, "PostgreSQL: how long a replica's claim on a calendar's deliveries, and the leader's lease, last unless renewed (every third of it; at least 1s); a dead replica's work moves after about this long")
 	fs.DurationVar(&c.claimPollInterval, "claim-poll-interval", ingest.DefaultClaimPollInterval, "PostgreSQL: how often a replica looks for deliveries to claim, besides at once when it receives one")
 	fs.DurationVar(&c.maxClockSkew, "max-clock-skew", ingest.DefaultMaxClockSkew, "how far ahead of calsync's clock a provider's updated_at may be; an event beyond it is refused (postpress: dead-lettered)")
 	fs.DurationVar(&c.changeRetention, "change-retention", watch.DefaultRetention, "how long the change log keeps changes; watchers with older cursors must re-list")
@@ -343,8 +343,8 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 	if cfg.recallWorkers <= 0 || cfg.processingQueueBytes <= 0 || cfg.watchMemoryBytes <= 0 || cfg.maxClockSkew <= 0 {
 		return usageError{fmt.Errorf("--recall-workers, --processing-queue-bytes, --watch-memory-bytes and --max-clock-skew must be positive")}
 	}
-	if cfg.claimTTL <= 0 || cfg.claimPollInterval <= 0 {
-		return usageError{fmt.Errorf("--claim-ttl and --claim-poll-interval must be positive")}
+	if cfg.claimTTL < time.Second || cfg.claimPollInterval <= 0 {
+		return usageError{fmt.Errorf("--claim-ttl must be at least 1s and --claim-poll-interval positive")}
 	}
 	// The elector decides which replica runs the work done once per
 	// cluster; on SQLite this process always leads.

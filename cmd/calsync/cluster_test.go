@@ -714,7 +714,7 @@ func TestClusterRecallHints(t *testing.T) {
 
 // checkTokenBucket requires reqs to fit one token bucket that holds burst
 // tokens, starts full and gains one every interval: replaying them, no
-// request finds the bucket empty (with a quarter of a token of leeway
+// request finds the bucket empty (with half a token of leeway
 // for the time a request takes to reach the fake).
 func checkTokenBucket(t *testing.T, reqs []recallRequest, interval time.Duration, burst int) {
 	t.Helper()
@@ -724,7 +724,7 @@ func checkTokenBucket(t *testing.T, reqs []recallRequest, interval time.Duration
 		if i > 0 {
 			tokens = min(float64(burst), tokens+float64(r.At.Sub(reqs[i-1].At))/float64(interval))
 		}
-		if tokens < 0.75 {
+		if tokens < 0.5 {
 			t.Errorf("event list %d (replica %d at %s) came with %.2f tokens left in a bucket of %d gaining one every %v: the replicas exceed the limit together",
 				i+1, r.Replica, r.At.Format("15:04:05.000"), tokens, burst, interval)
 			return

@@ -9,13 +9,18 @@ GOOGLEAPIS := .build/googleapis
 # The API's descriptors with their comments, served by gRPC reflection.
 APIDESC    := server/apidesc/calsync.binpb
 
-.PHONY: all run build test check generate lint fmt-check vet clean openapi-validate console-test-deps
+.PHONY: all run run-cluster build test check generate lint fmt-check vet clean openapi-validate console-test-deps
 
 all: check build
 
 ## run: start calsync on its embedded SQLite default (./calsync.db)
 run:
 	$(GO) run ./cmd/calsync serve
+
+## run-cluster: three replicas (REST 8080-8082, gRPC 9090-9092) on a private PostgreSQL in .build/pg-cluster
+## (initdb on the first run, kept after); the environment configures the replicas as for run; Ctrl-C stops all
+run-cluster:
+	./scripts/run-cluster.sh
 
 ## build: build the calsync binary into bin/
 build:

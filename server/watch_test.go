@@ -23,12 +23,12 @@ import (
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
-	"github.com/calsync/calsync/store/testdb"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
 )
 
-// testServer is a calsync server on loopback over a SQLite file.
+// testServer is a calsync server on loopback over a SQLite file or a
+// PostgreSQL database.
 type testServer struct {
 	path   string
 	st     store.Store
@@ -42,8 +42,8 @@ func testWatchConfig() watch.Config {
 	return watch.Config{MinBookmarkInterval: 20 * time.Millisecond, FutureCursorWait: 200 * time.Millisecond}
 }
 
-// mustStartServer opens the database at path (a new temporary one when
-// empty) and serves it on free ports until the test ends or stop is called.
+// mustStartServer opens the database at path (a SQLite file, a new
+// temporary one when empty, or a PostgreSQL URL) and serves it on free ports until the test ends or stop is called.
 func mustStartServer(tb testing.TB, path string, wcfg watch.Config) *testServer {
 	tb.Helper()
 	if path == "" {
@@ -51,7 +51,7 @@ func mustStartServer(tb testing.TB, path string, wcfg watch.Config) *testServer 
 	}
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	db, err := testdb.Open(path)
+	db, err := openTestStore(path)
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
 	}
@@ -182,7 +182,11 @@ var (
 )
 
 func TestWatchOrderingUnderConcurrentWriters(t *testing.T) {
-	ts := mustStartServer(t, "", watch.Config{TailSize: 64, MinBookmarkInterval: 20 * time.Millisecond})
+	onBackends(t, testWatchOrderingUnderConcurrentWriters)
+}
+
+func testWatchOrderingUnderConcurrentWriters(t *testing.T, be backend) {
+	ts := mustStartServer(t, be.path(t), watch.Config{TailSize: 64, MinBookmarkInterval: 20 * time.Millisecond})
 	type sub struct {
 		name string
 		w    *watcher
@@ -258,8 +262,10 @@ func TestWatchOrderingUnderConcurrentWriters(t *testing.T) {
 	check.Wait()
 }
 
-func TestWatchResumeAcrossRestart(t *testing.T) {
-	ts := mustStartServer(t, "", testWatchConfig())
+func TestWatchResumeAcrossRestart(t *testing.T) { onBackends(t, testWatchResumeAcrossRestart) }
+
+func testWatchResumeAcrossRestart(t *testing.T, be backend) {
+	ts := mustStartServer(t, be.path(t), testWatchConfig())
 	w, _ := ts.mustWatch(t, &calsyncv1.WatchEventsRequest{})
 	var cs []*calsyncv1.Change
 	for i := range 10 {
@@ -307,8 +313,10 @@ func TestWatchResumeAcrossRestart(t *testing.T) {
 	watchtest.CheckStream(t, "resumed", watchtest.Log(t, ts2.st, cursors[4]), nil, got)
 }
 
-func TestWatchSnapshotThenLive(t *testing.T) {
-	ts := mustStartServer(t, "", testWatchConfig())
+func TestWatchSnapshotThenLive(t *testing.T) { onBackends(t, testWatchSnapshotThenLive) }
+
+func testWatchSnapshotThenLive(t *testing.T, be backend) {
+	ts := mustStartServer(t, be.path(t), testWatchConfig())
 	events := map[string]*calsyncv1.CalendarEvent{}
 	var cs []*calsyncv1.Change
 	for i := range 200 {
@@ -401,8 +409,10 @@ func errorInfo(err error) *errdetails.ErrorInfo {
 	return nil
 }
 
-func TestWatchCursors(t *testing.T) {
-	ts := mustStartServer(t, "", testWatchConfig())
+func TestWatchCursors(t *testing.T) { onBackends(t, testWatchCursors) }
+
+func testWatchCursors(t *testing.T, be backend) {
+	ts := mustStartServer(t, be.path(t), testWatchConfig())
 	first := watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 1, "e")))
 	codec := watch.NewCursorCodec(ts.st.ID())
 	recvErr := func(t *testing.T, req *calsyncv1.WatchEventsRequest) error {
@@ -443,7 +453,7 @@ func TestWatchCursors(t *testing.T) {
 		// must start at the next cursor.
 		cfg := testWatchConfig()
 		cfg.FutureCursorWait = time.Minute
-		ts := mustStartServer(t, "", cfg)
+		ts := mustStartServer(t, be.path(t), cfg)
 		first := watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 1, "e")))
 		codec := watch.NewCursorCodec(ts.st.ID())
 		w := ts.watch(t, &calsyncv1.WatchEventsRequest{AfterCursor: codec.Encode(first[0] + 1)})
@@ -576,9 +586,11 @@ func TestWatchBookmarks(t *testing.T) {
 	})
 }
 
-func TestWatchStalledReader(t *testing.T) {
+func TestWatchStalledReader(t *testing.T) { onBackends(t, testWatchStalledReader) }
+
+func testWatchStalledReader(t *testing.T, be backend) {
 	// A small tail sends the stalled stream to the change log.
-	ts := mustStartServer(t, "", watch.Config{TailSize: 32, BatchSize: 16, MinBookmarkInterval: 20 * time.Millisecond})
+	ts := mustStartServer(t, be.path(t), watch.Config{TailSize: 32, BatchSize: 16, MinBookmarkInterval: 20 * time.Millisecond})
 	stalled, start := ts.mustWatchWith(t, ts.smallWindowClient(t), &calsyncv1.WatchEventsRequest{IncludePrevious: true})
 	var others []*watcher
 	for range 20 {
@@ -626,7 +638,11 @@ func TestWatchStalledReader(t *testing.T) {
 }
 
 func TestWatchStalledReaderBehindRetention(t *testing.T) {
-	ts := mustStartServer(t, "", watch.Config{TailSize: 8, BatchSize: 4, MinBookmarkInterval: 20 * time.Millisecond})
+	onBackends(t, testWatchStalledReaderBehindRetention)
+}
+
+func testWatchStalledReaderBehindRetention(t *testing.T, be backend) {
+	ts := mustStartServer(t, be.path(t), watch.Config{TailSize: 8, BatchSize: 4, MinBookmarkInterval: 20 * time.Millisecond})
 	stalled, _ := ts.mustWatchWith(t, ts.smallWindowClient(t), &calsyncv1.WatchEventsRequest{})
 	big := string(make([]byte, 8<<10))
 	for i := range 300 {

@@ -53,10 +53,12 @@ func postpressBody(t *testing.T, event string, updated time.Time) []byte {
 // it and deleting it again sends the same bytes twice. Past the dedupe
 // window the second delete is a new delivery, and the event ends deleted;
 // within the window a copy is still a duplicate.
-func TestPostpressDeleteRestoreDelete(t *testing.T) {
+func TestPostpressDeleteRestoreDelete(t *testing.T) { onBackends(t, testPostpressDeleteRestoreDelete) }
+
+func testPostpressDeleteRestoreDelete(t *testing.T, be backend) {
 	start := time.Now().UTC().Truncate(time.Second)
 	clock := &testClock{now: start}
-	ts := postpressServer(t, func(c *serveConfig) {
+	ts := postpressServer(t, be.use(t), func(c *serveConfig) {
 		c.dedupeWindow, c.deliveryRetention = time.Minute, time.Hour
 		c.now = clock.Now
 	})
@@ -164,10 +166,12 @@ func TestDeadLetterReasonBounded(t *testing.T) {
 
 // The server prunes finished deliveries once they are older than
 // --delivery-retention, and counts them in metrics.
-func TestServerPrunesInbox(t *testing.T) {
+func TestServerPrunesInbox(t *testing.T) { onBackends(t, testServerPrunesInbox) }
+
+func testServerPrunesInbox(t *testing.T, be backend) {
 	start := time.Now().UTC()
 	clock := &testClock{now: start}
-	ts := postpressServer(t, func(c *serveConfig) {
+	ts := postpressServer(t, be.use(t), func(c *serveConfig) {
 		c.dedupeWindow, c.deliveryRetention = time.Minute, time.Hour
 		c.now, c.pruneInterval = clock.Now, 10*time.Millisecond
 	})

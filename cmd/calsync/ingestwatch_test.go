@@ -51,7 +51,11 @@ func collect(t *testing.T, stream calsyncv1.CalendarService_WatchEventsClient, w
 // watcher must see exactly its part of the change log, in order, with no
 // gap and no duplicate.
 func TestWatchUnderConcurrentIngestion(t *testing.T) {
-	ts := postpressServer(t)
+	onBackends(t, testWatchUnderConcurrentIngestion)
+}
+
+func testWatchUnderConcurrentIngestion(t *testing.T, be backend) {
+	ts := postpressServer(t, be.use(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client := calsyncv1.NewCalendarServiceClient(ts.conn)

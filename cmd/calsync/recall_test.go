@@ -51,18 +51,23 @@ func syncEventsBody(calendarID string) []byte {
 }
 
 // recallServer is calsync wired to a fake Recall API.
-func recallServer(t *testing.T) (*testServer, *recalltest.Server) {
+func recallServer(t *testing.T, mutate ...func(*serveConfig)) (*testServer, *recalltest.Server) {
 	t.Helper()
 	fake := recalltest.New(t)
 	cfg := defaultTestConfig(t)
+	for _, m := range mutate {
+		m(&cfg)
+	}
 	cfg.recallWebhookSecrets = recallSecretOld + "," + recallSecret
 	cfg.recallAPIURL = fake.URL
 	cfg.recallAPIKey = fake.APIKey()
 	return mustServe(t, cfg), fake
 }
 
-func TestRecallWebhooks(t *testing.T) {
-	ts, fake := recallServer(t)
+func TestRecallWebhooks(t *testing.T) { onBackends(t, testRecallWebhooks) }
+
+func testRecallWebhooks(t *testing.T, be backend) {
+	ts, fake := recallServer(t, be.use(t))
 	cal := fake.PutCalendar(recalltest.Calendar{
 		PlatformEmail: "owner@example.com", OAuthClientSecret: "oauth-client-secret-value", OAuthRefreshToken: "oauth-refresh-token-value",
 	})

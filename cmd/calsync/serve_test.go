@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"testing"
 
@@ -16,8 +15,12 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 )
 
-func TestServeAPI(t *testing.T) {
-	ts := mustServe(t, defaultTestConfig(t))
+func TestServeAPI(t *testing.T) { onBackends(t, testServeAPI) }
+
+func testServeAPI(t *testing.T, be backend) {
+	cfg := defaultTestConfig(t)
+	be.use(t)(&cfg)
+	ts := mustServe(t, cfg)
 	ctx := context.Background()
 
 	t.Run("HealthServing", func(t *testing.T) {
@@ -149,8 +152,10 @@ func TestServeAPI(t *testing.T) {
 
 // TestBinaryRestart runs the real binary: data written through a webhook
 // survives a clean restart, and the process shuts down in order on SIGTERM.
-func TestBinaryRestart(t *testing.T) {
-	db := filepath.Join(t.TempDir(), "calsync.db")
+func TestBinaryRestart(t *testing.T) { onBackends(t, testBinaryRestart) }
+
+func testBinaryRestart(t *testing.T, be backend) {
+	db := be.db(t)
 	env := []string{"CALSYNC_DB=" + db, "CALSYNC_POSTPRESS_AUTH_SECRETS=s3cret"}
 	p := startBinary(t, env)
 

@@ -14,17 +14,25 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
-	"github.com/calsync/calsync/store/sqlite"
 )
 
 // Watchers that ask for an initial snapshot and then stop reading hold no
 // database resource while the server waits on them: webhooks are still
-// processed, and a TRUNCATE checkpoint of the WAL, which waits for every
-// reader of the WAL, completes.
+// processed, on SQLite and on PostgreSQL, and on SQLite a TRUNCATE
+// checkpoint of the WAL, which waits for every reader of the WAL, completes.
 func TestStalledSnapshotReadersHoldNoDatabase(t *testing.T) {
+	onBackends(t, testStalledSnapshotReadersHoldNoDatabase)
+}
+
+func testStalledSnapshotReadersHoldNoDatabase(t *testing.T, be backend) {
 	cfg := defaultTestConfig(t)
 	cfg.postpressAuthSecrets = postpressSecret
-	seedEvents(t, cfg.dbPath, 3000)
+	be.use(t)(&cfg)
+	// On PostgreSQL, as many stalled watchers as the pool has
+	// connections: a snapshot that kept its connection would starve the
+	// processing of webhooks.
+	cfg.dbMaxConns = 4
+	seedEvents(t, be, cfg.dbPath, 3000)
 	ts := mustServe(t, cfg)
 
 	// As many stalled watchers as the server has pooled read connections
@@ -69,6 +77,9 @@ func TestStalledSnapshotReadersHoldNoDatabase(t *testing.T) {
 		}
 		return false
 	})
+	if be != sqliteBackend {
+		return // The WAL checkpoint below is SQLite's.
+	}
 
 	raw, err := sql.Open("sqlite", "file:"+cfg.dbPath+"?_pragma=busy_timeout(200)")
 	if err != nil {
@@ -82,18 +93,15 @@ func TestStalledSnapshotReadersHoldNoDatabase(t *testing.T) {
 	})
 }
 
-// seedEvents stores n events of about half a kilobyte in the database at
-// path, before the server opens it.
-func seedEvents(t *testing.T, path string, n int) {
+// seedEvents stores n events of about half a kilobyte in the store of be at
+// path (a --db value), before the server opens it.
+func seedEvents(t *testing.T, be backend, path string, n int) {
 	t.Helper()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, path, sqlite.Options{Synchronous: "NORMAL"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := be.openAt(t, path)
 	defer db.Close()
 	pad := strings.Repeat("agenda ", 70)
-	err = db.Update(ctx, func(tx store.Tx) error {
+	err := db.Update(ctx, func(tx store.Tx) error {
 		for i := range n {
 			e := &calsyncv1.CalendarEvent{Id: fmt.Sprintf("evt_seed%05d", i), CalendarId: "cal_seed", Provider: "postpress",
 				Title: fmt.Sprintf("Seeded %d", i), Description: pad}

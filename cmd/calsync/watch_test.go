@@ -19,21 +19,17 @@ import (
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
-	"github.com/calsync/calsync/store/sqlite"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
 )
 
-// mustServeStore runs a calsync server over a temporary SQLite file and
+// mustServeStore runs a calsync server over a fresh store of be and
 // returns its gRPC address and the store, which the test writes changes to.
-func mustServeStore(t *testing.T) (string, store.Store) {
+func mustServeStore(t *testing.T, be backend) (string, store.Store) {
 	t.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "calsync.db"), sqlite.Options{Synchronous: "NORMAL"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := be.open(t)
 	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0"}, server.Deps{
 		Store: db, Logger: log,
 		Receiver:  ingest.NewReceiver(db, ingest.ReceiverConfig{}),
@@ -45,10 +41,7 @@ func mustServeStore(t *testing.T) (string, store.Store) {
 	if err := srv.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		srv.Shutdown(ctx)
-		db.Close()
-	})
+	t.Cleanup(func() { srv.Shutdown(ctx) })
 	return srv.GRPCAddr(), db
 }
 
@@ -79,8 +72,10 @@ func cliWatch(t *testing.T, args ...string) (lines *bufio.Scanner, stop func() i
 	return bufio.NewScanner(pr), stop
 }
 
-func TestWatchCLI(t *testing.T) {
-	addr, st := mustServeStore(t)
+func TestWatchCLI(t *testing.T) { onBackends(t, testWatchCLI) }
+
+func testWatchCLI(t *testing.T, be backend) {
+	addr, st := mustServeStore(t, be)
 	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
 	commit := func(from, n int) []store.Cursor {
 		var cs []*calsyncv1.Change
@@ -173,8 +168,10 @@ func TestWatchCLI(t *testing.T) {
 // calsync watch print the current state, then go on live, instead of
 // failing; a cursor of another database is an error, never a restart from
 // now.
-func TestWatchCLIResync(t *testing.T) {
-	addr, st := mustServeStore(t)
+func TestWatchCLIResync(t *testing.T) { onBackends(t, testWatchCLIResync) }
+
+func testWatchCLIResync(t *testing.T, be backend) {
+	addr, st := mustServeStore(t, be)
 	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
 	ev := func(n int) *calsyncv1.CalendarEvent {
 		return watchtest.Event(model.ProviderPostpress, cal, n, "standup")

@@ -73,8 +73,10 @@ func decodeAnswer(t *testing.T, body []byte) ingestAnswer {
 	return a
 }
 
-func TestPostpressWebhook(t *testing.T) {
-	ts := postpressServer(t)
+func TestPostpressWebhook(t *testing.T) { onBackends(t, testPostpressWebhook) }
+
+func testPostpressWebhook(t *testing.T, be backend) {
+	ts := postpressServer(t, be.use(t))
 	created := readTestdata(t, "postpress_created.json")
 
 	t.Run("OK", func(t *testing.T) {
@@ -124,8 +126,10 @@ func TestPostpressWebhook(t *testing.T) {
 	})
 }
 
-func TestWebhookBadInput(t *testing.T) {
-	ts := postpressServer(t, func(c *serveConfig) { c.maxWebhookBytes = 64 << 10 })
+func TestWebhookBadInput(t *testing.T) { onBackends(t, testWebhookBadInput) }
+
+func testWebhookBadInput(t *testing.T, be backend) {
+	ts := postpressServer(t, be.use(t), func(c *serveConfig) { c.maxWebhookBytes = 64 << 10 })
 	created := readTestdata(t, "postpress_created.json")
 
 	rejected := []struct {

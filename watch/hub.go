@@ -142,6 +142,18 @@ type Hub struct {
 	// wakers wakes, after every commit, the waiting streams whose filters
 	// may match one of its changes.
 	wakers wakers
+
+	// heads holds the streams waiting for a read of the change log's head
+	// (see [Hub.now]); headsReading says a goroutine serves them.
+	headsMu      sync.Mutex
+	heads        []chan headRead
+	headsReading bool
+}
+
+// headRead is the outcome of one read of the change log's head.
+type headRead struct {
+	head store.Cursor
+	err  error
 }
 
 // New returns a hub fed by st's commit hook. It reads the change log's head
@@ -305,15 +317,59 @@ func (h *Hub) watch(ctx context.Context, req *calsyncv1.WatchEventsRequest, out 
 // change this hub holds, which trails the log for a moment when other
 // processes commit to a shared database: a stream started after a change
 // committed anywhere never receives it.
+//
+// Streams starting together share one read, made on a goroutine of its
+// own: a burst of thousands of streams costs a few reads, and the streams'
+// goroutines never grow their stacks inside the database driver (an idle
+// stream's memory is mostly its stack).
 func (h *Hub) now(ctx context.Context) (store.Cursor, error) {
-	b, err := h.st.ChangeBounds(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("watch: read the change log's bounds: %w", err)
+	done := make(chan headRead, 1)
+	h.headsMu.Lock()
+	h.heads = append(h.heads, done)
+	if !h.headsReading {
+		h.headsReading = true
+		go h.readHeads()
 	}
-	h.mu.RLock()
-	defer h.mu.RUnlock()
-	return max(b.Head, h.tail.head), nil
+	h.headsMu.Unlock()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case r := <-done:
+		if r.err != nil {
+			return 0, fmt.Errorf("watch: read the change log's bounds: %w", r.err)
+		}
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		return max(r.head, h.tail.head), nil
+	}
 }
+
+// readHeads answers the streams waiting in heads until none is left. Every
+// read starts after the requests it answers were made, so each stream gets
+// a head at least as new as the instant it asked.
+func (h *Hub) readHeads() {
+	for {
+		h.headsMu.Lock()
+		waiting := h.heads
+		h.heads = nil
+		if len(waiting) == 0 {
+			h.headsReading = false
+			h.headsMu.Unlock()
+			return
+		}
+		h.headsMu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), headReadTimeout)
+		b, err := h.st.ChangeBounds(ctx)
+		cancel()
+		for _, w := range waiting {
+			w <- headRead{head: b.Head, err: err}
+		}
+	}
+}
+
+// headReadTimeout bounds one read of the change log's head, for a database
+// that stopped answering; the streams waiting for it get its error.
+const headReadTimeout = 10 * time.Second
 
 // checkResume fails for a cursor the change log can no longer resume after,
 // and waits up to FutureCursorWait for a cursor ahead of the store.

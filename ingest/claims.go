@@ -52,9 +52,10 @@ const renewConcurrency = 8
 // retry is due, by any process. The claims held are renewed every third of
 // the TTL; a claim found lost (this process stalled past its TTL and
 // another took the key) is dropped from memory, and whatever was in flight
-// under it fails its fencing. Stopping (ctx done) releases nothing: the
-// claims expire and other processes take the keys over, as they would
-// from a process that was killed.
+// under it fails its fencing. A clean shutdown releases every claim once
+// the workers have returned, so other processes take the keys over at
+// once (a rolling deploy does not hold calendars back for a TTL); a
+// process killed releases nothing, and its claims expire.
 type claimSource struct {
 	p     *Processor
 	inbox store.ClaimingInbox
@@ -385,6 +386,29 @@ func (c *claimSource) forget(key string, h *heldClaim) {
 	defer c.mu.Unlock()
 	if h != nil && c.held[key] == h {
 		delete(c.held, key)
+	}
+}
+
+// releaseTimeout bounds how long a clean shutdown spends giving its claims
+// back; what it cannot release expires.
+const releaseTimeout = 5 * time.Second
+
+// stop releases every claim held, after the workers returned: their
+// deliveries are PENDING again for any process to claim now.
+func (c *claimSource) stop() {
+	c.mu.Lock()
+	var leases []store.Lease
+	for _, h := range c.held {
+		if !h.lost {
+			leases = append(leases, h.claim.Lease)
+		}
+	}
+	c.held = map[string]*heldClaim{}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	for _, l := range leases {
+		c.release(ctx, l)
 	}
 }
 

@@ -252,7 +252,8 @@ func TestClaimsTakenOverFromAStoppedProcessor(t *testing.T) {
 	start := time.Now().Add(time.Hour)
 	fake.PutEvent(recalltest.Google("g1").Summary("one").Timed(start, start.Add(time.Hour), "UTC").Event(cal.ID))
 	dbs := openReplicaStores(t, 2)
-	a := newReplica(t, dbs[0], fake, "replica-a", ttl)
+	killed := &stallingStore{DB: dbs[0]}
+	a := newReplica(t, killed, fake, "replica-a", ttl)
 	b := newReplica(t, dbs[1], fake, "replica-b", ttl)
 
 	a.run(t)
@@ -261,6 +262,9 @@ func TestClaimsTakenOverFromAStoppedProcessor(t *testing.T) {
 		a.sendHint(t, cal.ID, fmt.Sprint("msg_", i))
 	}
 	waitFor(t, "replica A's fetch to be under way", func() bool { return fake.InFlight() == 1 })
+	// A killed process reaches the database no more: not even to give
+	// its claims back.
+	killed.stalled.Store(true)
 	a.stop()
 	// A left its work as a killed process would: PENDING, still claimed.
 	claims, err := dbs[1].ClaimPending(context.Background(), "probe", ttl, 10)
@@ -309,6 +313,13 @@ func (s *stallingStore) RenewLease(ctx context.Context, l store.Lease, ttl time.
 		return store.Lease{}, errStalled
 	}
 	return s.DB.RenewLease(ctx, l, ttl)
+}
+
+func (s *stallingStore) ReleaseLease(ctx context.Context, l store.Lease) error {
+	if s.stalled.Load() {
+		return errStalled
+	}
+	return s.DB.ReleaseLease(ctx, l)
 }
 
 func (s *stallingStore) ClaimPending(ctx context.Context, owner string, ttl time.Duration, limit int) ([]store.Claim, error) {
@@ -503,4 +514,39 @@ func TestClaimsKeyLargerThanTheQueue(t *testing.T) {
 	if n := checkLog(t, dbs[0], id, changesByEvent(t, dbs[0])[id]); n != versions {
 		t.Errorf("%s has %d changes, want %d, one per version in order", id, n, versions)
 	}
+}
+
+// TestClaimsReleasedOnShutdown: a processor stopped cleanly (a rolling
+// deploy, a node drain) gives its claims back once its workers have
+// returned, so another replica takes its calendars over at once rather
+// than after the claim TTL.
+func TestClaimsReleasedOnShutdown(t *testing.T) {
+	const ttl = time.Hour // far longer than the test: only a release frees the key
+	fake := recalltest.New(t)
+	block := make(chan struct{})
+	t.Cleanup(func() { close(block) }) // before the fake closes
+	fake.Inject(recalltest.Fault{Endpoint: recalltest.EndpointEventList, Count: 1, Block: block})
+	cal := fake.PutCalendar(recalltest.Calendar{})
+	start := time.Now().Add(time.Hour)
+	fake.PutEvent(recalltest.Google("g1").Summary("one").Timed(start, start.Add(time.Hour), "UTC").Event(cal.ID))
+	dbs := openReplicaStores(t, 2)
+	a := newReplica(t, dbs[0], fake, "replica-a", ttl)
+	b := newReplica(t, dbs[1], fake, "replica-b", ttl)
+
+	a.run(t)
+	const hints = 2
+	for i := range hints {
+		a.sendHint(t, cal.ID, fmt.Sprint("msg_", i))
+	}
+	waitFor(t, "replica A's fetch to be under way", func() bool { return fake.InFlight() == 1 })
+	a.stop()
+	b.run(t)
+	drainReplicas(t, b)
+	if got := b.done.Load(); got != hints {
+		t.Errorf("replica B processed %d deliveries, want A's %d", got, hints)
+	}
+	if n := countDone(t, dbs[1]); n != hints {
+		t.Errorf("%d deliveries DONE, want %d", n, hints)
+	}
+	checkMatchesRecall(t, dbs[1], fake, cal.ID)
 }

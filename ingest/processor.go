@@ -231,6 +231,7 @@ func (p *Processor) Run(ctx context.Context) {
 		wg.Go(func() { p.cfg.WhileLeading(ctx, p.reconcile) })
 	}
 	wg.Wait()
+	p.src.stop()
 }
 
 // dispatch moves pending deliveries from the inbox to the scheduler: new

@@ -35,6 +35,9 @@ type deliverySource interface {
 	// lost says the batch's writes were refused because another process
 	// took key over: this one stops working on it.
 	lost(ctx context.Context, key string)
+	// stop is called once, after every worker and run have returned, on
+	// a clean shutdown: the source gives back what it holds.
+	stop()
 }
 
 // scanSource reads pending deliveries from the whole inbox, as one process
@@ -61,3 +64,5 @@ func (s scanSource) retryLater(ctx context.Context, key string, head store.Deliv
 // lost cannot happen without claims; were it to, the next rescan would
 // find the key's deliveries again.
 func (s scanSource) lost(_ context.Context, key string) { s.p.sched.drop(key) }
+
+func (s scanSource) stop() {}

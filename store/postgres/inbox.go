@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"math"
 	"sort"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,6 +14,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/handoff"
 	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
@@ -23,14 +23,6 @@ const (
 	stateDone    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DONE)
 	stateIgnored = int32(calsyncv1.DeliveryState_DELIVERY_STATE_IGNORED)
 	stateDead    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
-)
-
-// States of an enqueueRequest: queued, then taken by a transaction or
-// abandoned by its caller (whose ctx ended first), never both.
-const (
-	enqueueQueued int32 = iota
-	enqueueTaken
-	enqueueAbandoned
 )
 
 type enqueueRequest struct {
@@ -42,7 +34,7 @@ type enqueueRequest struct {
 	apply    store.ApplyFunc
 	applyErr error
 	done     chan enqueueResult // Buffered: the committer never waits for a caller.
-	state    atomic.Int32
+	state    handoff.State
 }
 
 type enqueueResult struct {
@@ -110,7 +102,7 @@ func (db *DB) enqueueOne(ctx context.Context, d store.NewDelivery, apply store.A
 	case r := <-req.done:
 		return r
 	case <-ctx.Done():
-		if req.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+		if req.state.Abandon() {
 			return enqueueResult{err: fmt.Errorf("postgres: enqueue: %w", ctx.Err())}
 		}
 		// A transaction holds the delivery: its outcome is the answer.
@@ -152,12 +144,12 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	live := batch[:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
-			if r.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+			if r.state.Abandon() {
 				r.done <- enqueueResult{err: fmt.Errorf("postgres: enqueue: %w", err)}
 			}
 			continue
 		}
-		if r.state.CompareAndSwap(enqueueQueued, enqueueTaken) {
+		if r.state.Take() {
 			live = append(live, r)
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -13,6 +12,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/handoff"
 	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
@@ -55,7 +55,7 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 			db.runUpdates()
 			db.unlockWriter()
 		case <-ctx.Done():
-			if req.state.CompareAndSwap(updateQueued, updateAbandoned) {
+			if req.state.Abandon() {
 				return fmt.Errorf("postgres: update: %w", ctx.Err())
 			}
 			// A transaction took it: its outcome is the answer.
@@ -63,14 +63,6 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 		}
 	}
 }
-
-// States of an updateRequest: queued, then taken by a transaction or
-// abandoned by its caller, never both.
-const (
-	updateQueued int32 = iota
-	updateTaken
-	updateAbandoned
-)
 
 // updateRequest is one Update waiting for a transaction to run in.
 type updateRequest struct {
@@ -80,7 +72,7 @@ type updateRequest struct {
 	err  error
 	// from and to delimit the request's changes in the transaction's.
 	from, to int
-	state    atomic.Int32
+	state    handoff.State
 }
 
 // runUpdates runs the Updates queued now in one transaction and answers
@@ -90,7 +82,7 @@ func (db *DB) runUpdates() {
 	for len(batch) < db.maxBatch {
 		select {
 		case r := <-db.updates:
-			if r.state.CompareAndSwap(updateQueued, updateTaken) {
+			if r.state.Take() {
 				batch = append(batch, r)
 			}
 			continue

@@ -53,7 +53,6 @@ func TestApplyFailureSharingTransactionWithUpdates(t *testing.T) {
 		_, _, err := write(ev("upd", "cal_u"), false)(ctx, tx)
 		return err
 	}}
-	up.state.Store(updateQueued)
 	db.updates <- up
 	req := func(key, cal string, apply store.ApplyFunc) *enqueueRequest {
 		return &enqueueRequest{ctx: ctx, apply: apply, done: make(chan enqueueResult, 1), d: store.NewDelivery{

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/handoff"
 	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
@@ -33,15 +33,8 @@ type enqueueRequest struct {
 	applyErr error
 	// state moves from queued to taken (by a transaction) or abandoned (by
 	// its caller, whose ctx ended first), never both.
-	state atomic.Int32
+	state handoff.State
 }
-
-// States of an enqueueRequest (the same as an updateRequest's).
-const (
-	enqueueQueued    = updateQueued
-	enqueueTaken     = updateTaken
-	enqueueAbandoned = updateAbandoned
-)
 
 type enqueueResult struct {
 	id    int64
@@ -103,7 +96,7 @@ func (db *DB) enqueueOne(ctx context.Context, d store.NewDelivery, apply store.A
 	case r := <-req.done:
 		return r
 	case <-ctx.Done():
-		if req.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+		if req.state.Abandon() {
 			return enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", ctx.Err())}
 		}
 		// A transaction holds the delivery: its outcome is the answer.
@@ -153,12 +146,12 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	live := batch[:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
-			if r.state.CompareAndSwap(enqueueQueued, enqueueAbandoned) {
+			if r.state.Abandon() {
 				r.done <- enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", err)}
 			}
 			continue
 		}
-		if r.state.CompareAndSwap(enqueueQueued, enqueueTaken) {
+		if r.state.Take() {
 			live = append(live, r)
 		}
 	}

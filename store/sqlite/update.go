@@ -5,12 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/handoff"
 	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
@@ -77,18 +77,11 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 // abandon withdraws a request whose ctx ended, unless a transaction already
 // took it: then its outcome is the answer.
 func (r *updateRequest) abandon(ctx context.Context) error {
-	if r.state.CompareAndSwap(updateQueued, updateAbandoned) {
+	if r.state.Abandon() {
 		return fmt.Errorf("sqlite: update: %w", ctx.Err())
 	}
 	return <-r.done
 }
-
-// States of an updateRequest.
-const (
-	updateQueued int32 = iota
-	updateTaken
-	updateAbandoned
-)
 
 // updateRequest is one Update waiting for a transaction to run in.
 type updateRequest struct {
@@ -100,7 +93,7 @@ type updateRequest struct {
 	from, to int
 	// state moves from queued to taken (by a transaction) or abandoned (by
 	// its caller, whose ctx ended first), never both.
-	state atomic.Int32
+	state handoff.State
 }
 
 // runUpdates runs the Updates queued now in one transaction. The caller
@@ -131,7 +124,7 @@ func (db *DB) takeUpdates() []*updateRequest {
 	for len(batch) < db.maxBatch {
 		select {
 		case r := <-db.updates:
-			if r.state.CompareAndSwap(updateQueued, updateTaken) {
+			if r.state.Take() {
 				batch = append(batch, r)
 			}
 			continue

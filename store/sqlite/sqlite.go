@@ -94,6 +94,8 @@ type DB struct {
 	wlock chan struct{}
 	// r is the pool of read-only connections.
 	r *sql.DB
+	// ckpt copies the WAL into the database file, off the writer's path.
+	ckpt *checkpointer
 
 	hooksMu sync.RWMutex
 	hooks   []func([]store.ChangeRecord)
@@ -183,9 +185,14 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.w.Close()
 		return nil, err
 	}
+	if err := db.startCheckpointer(syncMode); err != nil {
+		db.w.Close()
+		return nil, err
+	}
 
 	db.r, err = sql.Open("sqlite", dsn(path, syncMode, true))
 	if err != nil {
+		db.ckpt.close()
 		db.w.Close()
 		return nil, fmt.Errorf("sqlite: open %s for reading: %w", path, err)
 	}
@@ -193,6 +200,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	db.r.SetMaxOpenConns(readers)
 	db.r.SetMaxIdleConns(readers)
 	if err := db.r.PingContext(ctx); err != nil {
+		db.ckpt.close()
 		db.w.Close()
 		db.r.Close()
 		return nil, fmt.Errorf("sqlite: open %s for reading: %w", path, err)
@@ -208,7 +216,8 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 // dsn builds the driver's data source name. Journal mode and synchronous are
 // set on every connection; only the writer takes its lock at BEGIN (so a
 // transaction never fails half way to upgrade), and readers are query-only
-// so a bug cannot write outside the writer's lock.
+// so a bug cannot write outside the writer's lock. The writer never
+// checkpoints: the checkpointer does (see checkpoint.go).
 func dsn(path, synchronous string, readOnly bool) string {
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(5000)")
@@ -219,6 +228,7 @@ func dsn(path, synchronous string, readOnly bool) string {
 		q.Add("_pragma", "query_only(1)")
 	} else {
 		q.Set("_txlock", "immediate")
+		q.Add("_pragma", "wal_autocheckpoint(0)")
 	}
 	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
@@ -349,7 +359,7 @@ func (db *DB) Close() error {
 		if _, err := db.w.Exec(`PRAGMA optimize`); err != nil {
 			db.log.Warn("sqlite: optimize at close failed", "err", err)
 		}
-		db.closeErr = errors.Join(db.stmts.close(), db.readStmts.close(), db.r.Close(), db.w.Close())
+		db.closeErr = errors.Join(db.stmts.close(), db.readStmts.close(), db.ckpt.close(), db.r.Close(), db.w.Close())
 	})
 	return db.closeErr
 }
@@ -414,7 +424,12 @@ func (db *DB) lockWriter(ctx context.Context) error {
 	}
 }
 
-func (db *DB) unlockWriter() { <-db.wlock }
+// unlockWriter releases the writer lock and tells the checkpointer the WAL
+// may have grown.
+func (db *DB) unlockWriter() {
+	<-db.wlock
+	db.ckpt.wrote()
+}
 
 // writeTx runs fn in a write transaction on the writer connection. The
 // caller holds the writer lock.

@@ -467,8 +467,9 @@ type stream struct {
 	filter          filter
 	includePrevious bool
 	interval        time.Duration
-	// ahead is the change log page being read ahead, if any (logread.go).
-	ahead *pageAhead
+	// ahead holds the change log pages being read ahead, in cursor order
+	// (logread.go).
+	ahead []*pageAhead
 }
 
 // newStream validates a request.

@@ -482,3 +482,43 @@ func TestFromNowStartsAtTheLogHead(t *testing.T) {
 		t.Fatalf("stream from now got changes %v, want only %d", got, late)
 	}
 }
+
+// gappyLog is a change log with holes: every cursor divisible by 5 is
+// missing, as if those changes had never been written. Its pages stay full.
+type gappyLog struct{ store.Store }
+
+func (g gappyLog) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
+	var out []store.ChangeRecord
+	for len(out) < limit {
+		recs, err := g.Store.ReadChanges(ctx, after, limit)
+		if err != nil || len(recs) == 0 {
+			return out, err
+		}
+		for _, r := range recs {
+			if r.Cursor%5 != 0 && len(out) < limit {
+				out = append(out, r)
+			}
+		}
+		after = recs[len(recs)-1].Cursor
+	}
+	return out, nil
+}
+
+// A stream catching up reads pages ahead at guessed positions; where the
+// log has a hole the guess is wrong, and the stream must still receive
+// every change once, in order.
+func TestCatchUpAcrossHolesInTheLog(t *testing.T) {
+	st := MustOpenStore(t)
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	for i := range 40 {
+		commitEvents(t, st, cal, i*3, 3)
+	}
+	g := gappyLog{st}
+	want := watchtest.Log(t, g, 0)
+	last := want[len(want)-1].Cursor
+	h := MustHub(t, g, watch.Config{TailSize: 1, BatchSize: 4})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{AfterCursor: h.Cursors().Encode(0)}, nil)
+	watchtest.CheckStream(t, "catch-up", want, nil, r.changesUntil(t, st, last))
+}

@@ -28,31 +28,58 @@ type pageAhead struct {
 // when the stream has not moved since it started, RESOURCE_EXHAUSTED once
 // it has: it fell behind retention.
 //
-// After a full page, the next one is read ahead while the stream sends this
-// one, so that reading SQLite and sending over gRPC overlap during a long
-// catch-up. A stream holds at most two pages. The page read ahead is used
-// only if the stream asks for exactly that position next; otherwise it is
-// dropped, and its goroutine ends after its one read.
+// After a full page, the next readAheadPages pages are read ahead, on
+// goroutines of their own, while the stream sends this one, so that reading
+// the store and sending over gRPC overlap during a long catch-up. Cursors
+// are gap-free, so the page after the next one is guessed to start
+// BatchSize further on. A page read ahead is used only if the stream asks
+// for exactly its position next; otherwise every page ahead is dropped, and
+// each goroutine ends after its one read. A stream holds at most
+// 1+readAheadPages pages.
 func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*entry) ([]*entry, error) {
 	var p logPage
-	if a := s.ahead; a != nil && a.after == pos {
+	if len(s.ahead) > 0 && s.ahead[0].after == pos {
+		a := s.ahead[0]
+		n := copy(s.ahead, s.ahead[1:])
+		s.ahead[n] = nil
+		s.ahead = s.ahead[:n]
 		select {
 		case p = <-a.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	} else {
+		s.ahead = s.ahead[:0]
 		p = s.readPage(ctx, pos)
 	}
-	s.ahead = nil
 	if p.err != nil {
+		s.ahead = s.ahead[:0]
 		return nil, s.logError(ctx, p.err, pos, start)
 	}
-	if p.full {
-		s.ahead = s.readAhead(ctx, p.entries[len(p.entries)-1].cursor)
+	if !p.full {
+		s.ahead = s.ahead[:0]
+		return append(dst, p.entries...), nil
+	}
+	next := p.entries[len(p.entries)-1].cursor
+	if len(s.ahead) > 0 && s.ahead[0].after != next {
+		s.ahead = s.ahead[:0] // the guess was wrong: a gap
+	}
+	if len(s.ahead) > 0 {
+		next = s.ahead[len(s.ahead)-1].after + store.Cursor(s.hub.cfg.BatchSize)
+	}
+	if cap(s.ahead) == 0 {
+		s.ahead = make([]*pageAhead, 0, readAheadPages)
+	}
+	for len(s.ahead) < readAheadPages {
+		s.ahead = append(s.ahead, s.readAhead(ctx, next))
+		next += store.Cursor(s.hub.cfg.BatchSize)
 	}
 	return append(dst, p.entries...), nil
 }
+
+// readAheadPages is how many pages a stream in catch-up reads ahead of the
+// one it sends.
+const readAheadPages = 2
 
 // logError turns a failed change log read into the stream's error.
 func (s *stream) logError(ctx context.Context, err error, pos, start store.Cursor) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -46,9 +47,10 @@ type checkpointer struct {
 	force    int
 	// nudge is signalled after every write transaction; stop closes to end
 	// the loop, and done closes when it has.
-	nudge chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
+	nudge    chan struct{}
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 	// observe, if set (by tests), sees every checkpoint's outcome.
 	observe func(logFrames, copied int, forced bool)
 }
@@ -146,10 +148,15 @@ func (c *checkpointer) run() (logFrames, copied int, err error) {
 	return logFrames, copied, err
 }
 
+// stopLoop stops the loop and waits for it; a second call does nothing.
+func (c *checkpointer) stopLoop() {
+	c.stopOnce.Do(func() { close(c.stop) })
+	<-c.done
+}
+
 // close stops the loop and closes the connection. The last connection to
 // close copies the whole WAL back, as SQLite always does.
 func (c *checkpointer) close() error {
-	close(c.stop)
-	<-c.done
+	c.stopLoop()
 	return c.conn.Close()
 }

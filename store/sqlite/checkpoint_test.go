@@ -36,9 +36,7 @@ func TestWriterDoesNotCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	close(db.ckpt.stop)
-	<-db.ckpt.done
-	db.ckpt.stop = make(chan struct{}) // so Close can stop it again
+	db.ckpt.stopLoop()
 
 	putEvents(t, db, 0, 1500)
 	fi, err := os.Stat(path + "-wal")
@@ -49,8 +47,6 @@ func TestWriterDoesNotCheckpoint(t *testing.T) {
 	if frames := fi.Size() / frame; frames < 1500 {
 		t.Fatalf("WAL holds %d frames after 1,500 commits of a 2 KB event each: the writer checkpointed", frames)
 	}
-	db.ckpt.done = make(chan struct{})
-	close(db.ckpt.done)
 }
 
 // Under writes that never pause, the checkpointer copies the WAL as it

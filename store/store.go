@@ -216,6 +216,12 @@ type ChangeLog interface {
 	// ReadChanges returns up to limit committed changes with cursors greater
 	// than after, in cursor order. ErrCompacted if after < Compacted.
 	ReadChanges(ctx context.Context, after Cursor, limit int) ([]ChangeRecord, error)
+	// ReadChangePage is ReadChanges bounded in bytes as well: it stops after
+	// the change that brings the Change bytes it returns to maxBytes or
+	// more. So it returns at least one change when any follows after, and
+	// at most maxBytes plus one change's bytes; a page shorter than limit
+	// does not mean the log ends there. maxBytes must be positive.
+	ReadChangePage(ctx context.Context, after Cursor, limit, maxBytes int) ([]ChangeRecord, error)
 	// ChangeBounds returns the current bounds of the change log.
 	ChangeBounds(ctx context.Context) (ChangeBounds, error)
 	// CompactChanges removes changes committed before the given time, never

@@ -45,9 +45,14 @@ type Config struct {
 	// the change log. Changes of a few KB stay within TailSize; the bytes
 	// bound is what holds when changes are large.
 	TailBytes int64
-	// BatchSize is the most changes a stream takes at once from memory or
-	// from the change log (default 256); it bounds what one stream holds.
+	// BatchSize is the most changes a stream takes at once from memory
+	// (default 256). A stream reading the change log takes pages of up to
+	// 4×BatchSize changes and LogPageBytes bytes.
 	BatchSize int
+	// LogPageBytes bounds a page of the change log, in the changes' stored
+	// bytes (default 1 MiB; a page holds at least one change). A stream
+	// catching up holds at most 1+readAheadPages pages (logread.go).
+	LogPageBytes int
 	// DefaultBookmarkInterval applies when a request sets none (default 15s).
 	DefaultBookmarkInterval time.Duration
 	// MinBookmarkInterval is the shortest interval a request may ask for;
@@ -76,6 +81,7 @@ const (
 	DefaultTailSize            = 4096
 	DefaultTailBytes           = 64 << 20
 	DefaultBatchSize           = 256
+	DefaultLogPageBytes        = 1 << 20
 	DefaultBookmarkInterval    = 15 * time.Second
 	DefaultMinBookmarkInterval = time.Second
 	DefaultFutureCursorWait    = 2 * time.Second
@@ -85,7 +91,7 @@ const (
 )
 
 func (c Config) withDefaults() (Config, error) {
-	if c.Retention < 0 || c.CompactInterval < 0 || c.TailSize < 0 || c.TailBytes < 0 || c.BatchSize < 0 ||
+	if c.Retention < 0 || c.CompactInterval < 0 || c.TailSize < 0 || c.TailBytes < 0 || c.BatchSize < 0 || c.LogPageBytes < 0 ||
 		c.DefaultBookmarkInterval < 0 || c.MinBookmarkInterval < 0 || c.FutureCursorWait < 0 {
 		return c, errors.New("watch: config values must not be negative")
 	}
@@ -103,6 +109,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.LogPageBytes == 0 {
+		c.LogPageBytes = DefaultLogPageBytes
 	}
 	if c.MinBookmarkInterval == 0 {
 		c.MinBookmarkInterval = DefaultMinBookmarkInterval

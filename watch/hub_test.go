@@ -149,7 +149,10 @@ func TestStreamBehindRetention(t *testing.T) {
 	commitEvents(t, st, cal, 0, 1)
 	gate <- struct{}{} // it takes the first change, then stalls
 	stalled.next(t)
-	commitEvents(t, st, cal, 1, 20)
+	// More than the stream can hold before it stalls again: a page of the
+	// log and the pages it reads ahead (3 × 4×BatchSize changes), so that
+	// it has to read again after the compaction.
+	commitEvents(t, st, cal, 1, 100)
 	if _, err := h.Compact(ctx); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
@@ -487,16 +490,18 @@ func TestFromNowStartsAtTheLogHead(t *testing.T) {
 // missing, as if those changes had never been written. Its pages stay full.
 type gappyLog struct{ store.Store }
 
-func (g gappyLog) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
+func (g gappyLog) ReadChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
 	var out []store.ChangeRecord
-	for len(out) < limit {
+	size := 0
+	for len(out) < limit && size < maxBytes {
 		recs, err := g.Store.ReadChanges(ctx, after, limit)
 		if err != nil || len(recs) == 0 {
 			return out, err
 		}
 		for _, r := range recs {
-			if r.Cursor%5 != 0 && len(out) < limit {
+			if r.Cursor%5 != 0 && len(out) < limit && size < maxBytes {
 				out = append(out, r)
+				size += len(r.Change)
 			}
 		}
 		after = recs[len(recs)-1].Cursor
@@ -504,9 +509,13 @@ func (g gappyLog) ReadChanges(ctx context.Context, after store.Cursor, limit int
 	return out, nil
 }
 
+func (g gappyLog) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
+	return g.ReadChangePage(ctx, after, limit, 1<<30)
+}
+
 // A stream catching up reads pages ahead at guessed positions; where the
-// log has a hole the guess is wrong, and the stream must still receive
-// every change once, in order.
+// log has a hole, or a page is cut short by its bytes, the guess is wrong,
+// and the stream must still receive every change once, in order.
 func TestCatchUpAcrossHolesInTheLog(t *testing.T) {
 	st := MustOpenStore(t)
 	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
@@ -516,9 +525,20 @@ func TestCatchUpAcrossHolesInTheLog(t *testing.T) {
 	g := gappyLog{st}
 	want := watchtest.Log(t, g, 0)
 	last := want[len(want)-1].Cursor
-	h := MustHub(t, g, watch.Config{TailSize: 1, BatchSize: 4})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	r := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{AfterCursor: h.Cursors().Encode(0)}, nil)
-	watchtest.CheckStream(t, "catch-up", want, nil, r.changesUntil(t, st, last))
+	for _, tt := range []struct {
+		name      string
+		pageBytes int
+	}{
+		{"PagesByCount", 0},
+		{"PagesOfOneChange", 1},
+		{"PagesOfAFewChanges", 3 * len(want[0].Change)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := MustHub(t, g, watch.Config{TailSize: 1, BatchSize: 2, LogPageBytes: tt.pageBytes})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			r := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{AfterCursor: h.Cursors().Encode(0)}, nil)
+			watchtest.CheckStream(t, "catch-up", want, nil, r.changesUntil(t, st, last))
+		})
+	}
 }

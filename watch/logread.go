@@ -31,11 +31,14 @@ type pageAhead struct {
 // After a full page, the next readAheadPages pages are read ahead, on
 // goroutines of their own, while the stream sends this one, so that reading
 // the store and sending over gRPC overlap during a long catch-up. Cursors
-// are gap-free, so the page after the next one is guessed to start
-// BatchSize further on. A page read ahead is used only if the stream asks
-// for exactly its position next; otherwise every page ahead is dropped, and
-// each goroutine ends after its one read. A stream holds at most
-// 1+readAheadPages pages.
+// are gap-free, so a page after the next one is guessed to start where a
+// page of logPageChanges would end. A hole in the log makes the guess
+// wrong; so would a page cut short by its bytes, so after such a page only
+// the next one, whose start is known, is read ahead. A page read ahead is used only if
+// the stream asks for exactly its position next; otherwise every page ahead
+// is dropped, and each goroutine ends after its one read. A stream holds at
+// most 1+readAheadPages pages, each within Config.LogPageBytes plus one
+// change.
 func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*entry) ([]*entry, error) {
 	var p logPage
 	if len(s.ahead) > 0 && s.ahead[0].after == pos {
@@ -62,17 +65,23 @@ func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*en
 	}
 	next := p.entries[len(p.entries)-1].cursor
 	if len(s.ahead) > 0 && s.ahead[0].after != next {
-		s.ahead = s.ahead[:0] // the guess was wrong: a gap
+		s.ahead = s.ahead[:0] // the guess was wrong: a hole, or a page cut by its bytes
+	}
+	// Guess only after a page that the count ended: after one the bytes
+	// ended, the changes are large and the next pages would be cut too.
+	depth := readAheadPages
+	if len(p.entries) < s.logPageChanges() {
+		depth = 1
 	}
 	if len(s.ahead) > 0 {
-		next = s.ahead[len(s.ahead)-1].after + store.Cursor(s.hub.cfg.BatchSize)
+		next = s.ahead[len(s.ahead)-1].after + store.Cursor(s.logPageChanges())
 	}
 	if cap(s.ahead) == 0 {
 		s.ahead = make([]*pageAhead, 0, readAheadPages)
 	}
-	for len(s.ahead) < readAheadPages {
+	for len(s.ahead) < depth {
 		s.ahead = append(s.ahead, s.readAhead(ctx, next))
-		next += store.Cursor(s.hub.cfg.BatchSize)
+		next += store.Cursor(s.logPageChanges())
 	}
 	return append(dst, p.entries...), nil
 }
@@ -107,12 +116,21 @@ func (s *stream) readAhead(ctx context.Context, after store.Cursor) *pageAhead {
 // readPage reads and encodes the page after after. It only reads what never
 // changes during a stream, so it may run on another goroutine.
 func (s *stream) readPage(ctx context.Context, after store.Cursor) logPage {
-	recs, err := s.hub.st.ReadChanges(ctx, after, s.hub.cfg.BatchSize)
+	limit, maxBytes := s.logPageChanges(), s.hub.cfg.LogPageBytes
+	recs, err := s.hub.st.ReadChangePage(ctx, after, limit, maxBytes)
 	if err != nil {
 		return logPage{err: err}
 	}
-	return logPage{entries: s.logEntries(recs), full: len(recs) == s.hub.cfg.BatchSize}
+	size := 0
+	for _, r := range recs {
+		size += len(r.Change)
+	}
+	return logPage{entries: s.logEntries(recs), full: len(recs) == limit || size >= maxBytes}
 }
+
+// logPageChanges is the most changes in a page of the change log: larger
+// than a batch from memory, since each page costs a read transaction.
+func (s *stream) logPageChanges() int { return 4 * s.hub.cfg.BatchSize }
 
 // logEntries encodes change log records read for this stream alone, so
 // unlike [newEntry] it encodes only what the stream sends: one frame per

@@ -206,6 +206,22 @@ func (db *DB) ChangeBounds(ctx context.Context) (store.ChangeBounds, error) {
 // in cursor order. Cursors are handed out in commit order (see the package
 // documentation), so what it returns has no gap a later commit could fill.
 func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
+	return db.readChanges(ctx, after, limit, 0)
+}
+
+// ReadChangePage is ReadChanges that stops once the changes read reach
+// maxBytes (see [store.ChangeLog]).
+func (db *DB) ReadChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
+	if maxBytes <= 0 {
+		return nil, fmt.Errorf("postgres: read changes: maxBytes must be positive: %w", store.ErrInvalidArgument)
+	}
+	return db.readChanges(ctx, after, limit, maxBytes)
+}
+
+// readChanges reads a page of the change log; maxBytes 0 is no bound. The
+// rows past the bound still cross the wire (the statement has a LIMIT in
+// changes), but are not kept.
+func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("postgres: read changes: limit must be positive: %w", store.ErrInvalidArgument)
 	}
@@ -227,6 +243,7 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 	defer rows.Close()
 	out := make([]store.ChangeRecord, 0, min(limit, 4096))
 	compacted := int64(-1)
+	size := 0
 	for rows.Next() {
 		var r store.ChangeRecord
 		var cursor, commitNs *int64
@@ -243,6 +260,9 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 		r.CalendarID, r.Provider = *calendarID, *provider
 		r.CommitTime = time.Unix(0, *commitNs).UTC()
 		out = append(out, r)
+		if size += len(r.Change); maxBytes > 0 && size >= maxBytes {
+			break
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, classify(fmt.Errorf("postgres: read changes: %w", err))

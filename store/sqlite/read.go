@@ -270,6 +270,20 @@ const readChangesQuery = `SELECT cursor, type, calendar_id, provider, commit_ns,
 // so a compaction running meanwhile cannot open a silent gap. limit must be
 // positive.
 func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
+	return db.readChanges(ctx, after, limit, 0)
+}
+
+// ReadChangePage is ReadChanges that stops once the changes read reach
+// maxBytes (see [store.ChangeLog]).
+func (db *DB) ReadChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
+	if maxBytes <= 0 {
+		return nil, fmt.Errorf("sqlite: read changes: maxBytes must be positive: %w", store.ErrInvalidArgument)
+	}
+	return db.readChanges(ctx, after, limit, maxBytes)
+}
+
+// readChanges reads a page of the change log; maxBytes 0 is no bound.
+func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("sqlite: read changes: limit must be positive: %w", store.ErrInvalidArgument)
 	}
@@ -302,6 +316,7 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 			return fmt.Errorf("sqlite: read changes: %w", err)
 		}
 		defer rows.Close()
+		size := 0
 		for rows.Next() {
 			var r store.ChangeRecord
 			var cursor, commitNs int64
@@ -313,6 +328,9 @@ func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([
 			r.Type = calsyncv1.ChangeType(typ)
 			r.CommitTime = time.Unix(0, commitNs).UTC()
 			out = append(out, r)
+			if size += len(r.Change); maxBytes > 0 && size >= maxBytes {
+				break
+			}
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("sqlite: read changes: %w", err)

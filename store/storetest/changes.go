@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -330,6 +331,64 @@ var changeLogCases = []testCase{
 		if len(page) != 0 {
 			t.Fatalf("ReadChanges past the head returned %d changes", len(page))
 		}
+	}},
+	{"ReadChangePageBytes", func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		for i := range 10 {
+			e := event(fmt.Sprintf("evt_%d", i), "cal_a", at(0), at(time.Hour))
+			e.Title = strings.Repeat("t", 100*(i+1)) // changes of different sizes
+			mustAppend(t, h.s, created(e))
+		}
+		all := mustReadAll(t, h.s, 0)
+		// A bound reached in the middle of the third change: the page ends
+		// with it.
+		bound := len(all[0].Change) + len(all[1].Change) + len(all[2].Change)/2
+		page, err := h.s.ReadChangePage(ctx, 0, 100, bound)
+		must(t, "ReadChangePage", err)
+		if len(page) != 3 || page[2].Cursor != all[2].Cursor {
+			t.Fatalf("ReadChangePage(0, 100, %d bytes) returned %d changes, want the first 3", bound, len(page))
+		}
+		// A bound smaller than one change still returns that change.
+		page, err = h.s.ReadChangePage(ctx, all[4].Cursor, 100, 1)
+		must(t, "ReadChangePage", err)
+		if len(page) != 1 || page[0].Cursor != all[5].Cursor {
+			t.Fatalf("ReadChangePage(after %d, 100, 1 byte) = %d changes, want only %d", all[4].Cursor, len(page), all[5].Cursor)
+		}
+		// The count still bounds a page whose bytes do not.
+		page, err = h.s.ReadChangePage(ctx, 0, 4, 1<<30)
+		must(t, "ReadChangePage", err)
+		if len(page) != 4 {
+			t.Fatalf("ReadChangePage(0, 4, 1 GiB) = %d changes, want 4", len(page))
+		}
+		// Paging by bytes reads the whole log, in order, once.
+		var got []store.Cursor
+		for after := store.Cursor(0); ; {
+			page, err := h.s.ReadChangePage(ctx, after, 100, 700)
+			must(t, "ReadChangePage", err)
+			if len(page) == 0 {
+				break
+			}
+			size := 0
+			for i, r := range page {
+				if i < len(page)-1 {
+					size += len(r.Change)
+				}
+				got = append(got, r.Cursor)
+			}
+			if size >= 700 {
+				t.Fatalf("a page of %d changes goes past 700 bytes before its last change (%d)", len(page), size)
+			}
+			after = page[len(page)-1].Cursor
+		}
+		var want []store.Cursor
+		for _, r := range all {
+			want = append(want, r.Cursor)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("paged by bytes %v, want %v", got, want)
+		}
+		_, err = h.s.ReadChangePage(ctx, 0, 10, 0)
+		wantErr(t, "ReadChangePage with no byte bound", err, store.ErrInvalidArgument)
 	}},
 	{"CompactChanges", func(t *testing.T, h *harness) {
 		ctx := context.Background()

@@ -256,9 +256,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	allowed, denied := blankPage(t), blankPage(t)
 	corsCfg := defaultTestConfig(t)
 	corsCfg.postpressAuthSecrets = postpressSecret
-	corsCfg.httpAddr, corsCfg.grpcAddr = freeAddr(t), freeAddr(t)
 	corsCfg.corsOrigins = allowed
 	cors := mustServe(t, corsCfg)
+	// Its restart (cors-restart) takes the ports it was given, which stay
+	// free meanwhile far more surely than ports picked in advance.
+	corsCfg.httpAddr, corsCfg.grpcAddr = cors.httpAddr, cors.grpcAddr
 
 	// The mutual TLS server: no tokens, a client certificate instead, and
 	// one calendar to show.

@@ -60,6 +60,8 @@ type Metrics struct {
 	recallLatency   *prometheus.HistogramVec
 	batchSize       prometheus.Histogram
 	commitLatency   prometheus.Histogram
+	walPages        prometheus.Gauge
+	checkpoints     *prometheus.CounterVec
 	changesSent     prometheus.Counter
 	fallbacks       prometheus.Counter
 	streamsEnded    *prometheus.CounterVec
@@ -129,6 +131,14 @@ func New() *Metrics {
 			Help:    "Duration of one inbox group commit, fsync included.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
 		}),
+		walPages: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "sqlite_wal_pages",
+			Help: "Pages in SQLite's write-ahead log at the last checkpoint (4 KiB each); it starts over once a checkpoint has copied every page.",
+		}),
+		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "sqlite_checkpoints_total",
+			Help: "SQLite checkpoints, by mode: passive (beside the writer) or forced (holding the writer lock, because the WAL had grown too long).",
+		}, []string{"mode"}),
 		changesSent: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "watch_changes_sent_total",
 			Help: "Changes sent on watch streams, snapshot changes included; one change sent to ten streams counts ten.",
@@ -166,7 +176,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.GRPC, m.webhooks, m.webhookLatency, m.processed, m.processing, m.deadLettered,
-		m.recallRequests, m.recallLatency, m.batchSize, m.commitLatency,
+		m.recallRequests, m.recallLatency, m.batchSize, m.commitLatency, m.walPages, m.checkpoints,
 		m.changesSent, m.fallbacks, m.streamsEnded, m.streamsRejected,
 		m.authFailures, m.tokenReloads, m.pruned, m.healthWatchesRejected,
 		m.leadershipChanges,
@@ -228,6 +238,17 @@ func (m *Metrics) RecallRequest(endpoint string, status int, d time.Duration) {
 func (m *Metrics) InboxBatch(size int, d time.Duration) {
 	m.batchSize.Observe(float64(size))
 	m.commitLatency.Observe(d.Seconds())
+}
+
+// SQLiteCheckpoint is the SQLite store's checkpoint hook
+// (sqlite.Options.OnCheckpoint).
+func (m *Metrics) SQLiteCheckpoint(walPages, _ int, forced bool) {
+	m.walPages.Set(float64(walPages))
+	mode := "passive"
+	if forced {
+		mode = "forced"
+	}
+	m.checkpoints.WithLabelValues(mode).Inc()
 }
 
 // ChangesSent counts changes sent on watch streams.

@@ -196,6 +196,11 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want at least %v", k, after[k], min)
 		}
 	}
+	// SQLite's checkpoints run on their own goroutine after writes.
+	eventually(t, "a checkpoint to be counted", func() bool {
+		s := scrape(t, metricsURL, goodToken)
+		return s[`calsync_sqlite_checkpoints_total{mode="passive"}`] >= 1 && s[`calsync_sqlite_wal_pages`] > 0
+	})
 	// Memory bounds: the changes kept for watchers take some; the
 	// processing queue is empty once everything is processed.
 	if after[`calsync_watch_memory_bytes`] <= 0 {

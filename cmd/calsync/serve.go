@@ -188,6 +188,7 @@ func openStore(ctx context.Context, cfg serveConfig, log *slog.Logger, m *metric
 		Logger:       log,
 		Now:          cfg.now,
 		OnBatch:      m.InboxBatch,
+		OnCheckpoint: m.SQLiteCheckpoint,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Checkpoints: copying the WAL's pages back into the database file.
@@ -51,12 +53,14 @@ type checkpointer struct {
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
-	// observe, if set (by tests), sees every checkpoint's outcome.
+	// observe, if set, sees every checkpoint's outcome (Options.OnCheckpoint).
 	observe func(logFrames, copied int, forced bool)
+	// warned limits the failure warnings to one a minute.
+	warned rate.Sometimes
 }
 
 // startCheckpointer opens the checkpointer's connection and starts its loop.
-func (db *DB) startCheckpointer(syncMode string) error {
+func (db *DB) startCheckpointer(syncMode string, observe func(logFrames, copied int, forced bool)) error {
 	conn, err := sql.Open("sqlite", dsn(db.path, syncMode, false))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s for checkpoints: %w", db.path, err)
@@ -74,6 +78,8 @@ func (db *DB) startCheckpointer(syncMode string) error {
 		conn:     conn,
 		interval: checkpointInterval,
 		force:    walForceFrames,
+		observe:  observe,
+		warned:   rate.Sometimes{First: 1, Interval: time.Minute},
 		nudge:    make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -131,7 +137,9 @@ func (c *checkpointer) checkpoint() {
 		<-c.db.wlock
 	}
 	if err != nil {
-		c.db.log.Warn("sqlite: checkpoint failed", "forced", forced, "err", err)
+		// Writes fail too when checkpoints do (a full or failing disk):
+		// say so now and then, not after every commit.
+		c.warned.Do(func() { c.db.log.Warn("sqlite: checkpoint failed", "forced", forced, "err", err) })
 		return
 	}
 	if c.observe != nil {

@@ -53,27 +53,27 @@ func TestWriterDoesNotCheckpoint(t *testing.T) {
 // grows, and once it is longer than its bound finishes a checkpoint under
 // the writer lock, after which the WAL starts over.
 func TestCheckpointerBoundsTheWAL(t *testing.T) {
-	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "b.db"), Options{Synchronous: "NORMAL"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	type outcome struct {
 		logFrames, copied int
 		forced            bool
 	}
 	seen := make(chan outcome, 1)
 	quit := make(chan struct{})
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "b.db"), Options{Synchronous: "NORMAL",
+		OnCheckpoint: func(logFrames, copied int, forced bool) {
+			select {
+			case seen <- outcome{logFrames, copied, forced}:
+			case <-quit:
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
 	// Set before the first write: the write's nudge orders it before the
 	// checkpointer's first look.
 	db.ckpt.interval = 0
 	db.ckpt.force = 200
-	db.ckpt.observe = func(logFrames, copied int, forced bool) {
-		select {
-		case seen <- outcome{logFrames, copied, forced}:
-		case <-quit:
-		}
-	}
 
 	stop := make(chan struct{})
 	writerDone := make(chan struct{})

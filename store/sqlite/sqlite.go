@@ -73,6 +73,12 @@ type Options struct {
 	// so metrics can show whether group commit is doing its job. It is
 	// called from the committer goroutine and must not block.
 	OnBatch func(size int, d time.Duration)
+	// OnCheckpoint, if set, is called after every checkpoint (see
+	// checkpoint.go) with the WAL's length in pages, how many of them are
+	// now in the database file, and whether the checkpoint had to hold the
+	// writer lock because the WAL had grown too long. It is called from the
+	// checkpointer goroutine and must not block for long.
+	OnCheckpoint func(walPages, copied int, forced bool)
 }
 
 // DB is a calsync store in one SQLite database file. It is safe for
@@ -185,7 +191,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.w.Close()
 		return nil, err
 	}
-	if err := db.startCheckpointer(syncMode); err != nil {
+	if err := db.startCheckpointer(syncMode, opts.OnCheckpoint); err != nil {
 		db.w.Close()
 		return nil, err
 	}

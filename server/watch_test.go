@@ -23,6 +23,7 @@ import (
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/server"
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/testdb"
 	"github.com/calsync/calsync/watch"
 	"github.com/calsync/calsync/watch/watchtest"
 )
@@ -51,7 +52,7 @@ func mustStartServer(tb testing.TB, path string, wcfg watch.Config) *testServer 
 	}
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	db, err := openTestStore(path)
+	db, err := testdb.OpenAt(path)
 	if err != nil {
 		tb.Fatalf("open store: %v", err)
 	}
@@ -182,11 +183,11 @@ var (
 )
 
 func TestWatchOrderingUnderConcurrentWriters(t *testing.T) {
-	onBackends(t, testWatchOrderingUnderConcurrentWriters)
+	testdb.OnBackends(t, testWatchOrderingUnderConcurrentWriters)
 }
 
-func testWatchOrderingUnderConcurrentWriters(t *testing.T, be backend) {
-	ts := mustStartServer(t, be.path(t), watch.Config{TailSize: 64, MinBookmarkInterval: 20 * time.Millisecond})
+func testWatchOrderingUnderConcurrentWriters(t *testing.T, be testdb.Backend) {
+	ts := mustStartServer(t, be.NewDatabase(t), watch.Config{TailSize: 64, MinBookmarkInterval: 20 * time.Millisecond})
 	type sub struct {
 		name string
 		w    *watcher
@@ -262,10 +263,10 @@ func testWatchOrderingUnderConcurrentWriters(t *testing.T, be backend) {
 	check.Wait()
 }
 
-func TestWatchResumeAcrossRestart(t *testing.T) { onBackends(t, testWatchResumeAcrossRestart) }
+func TestWatchResumeAcrossRestart(t *testing.T) { testdb.OnBackends(t, testWatchResumeAcrossRestart) }
 
-func testWatchResumeAcrossRestart(t *testing.T, be backend) {
-	ts := mustStartServer(t, be.path(t), testWatchConfig())
+func testWatchResumeAcrossRestart(t *testing.T, be testdb.Backend) {
+	ts := mustStartServer(t, be.NewDatabase(t), testWatchConfig())
 	w, _ := ts.mustWatch(t, &calsyncv1.WatchEventsRequest{})
 	var cs []*calsyncv1.Change
 	for i := range 10 {
@@ -313,10 +314,10 @@ func testWatchResumeAcrossRestart(t *testing.T, be backend) {
 	watchtest.CheckStream(t, "resumed", watchtest.Log(t, ts2.st, cursors[4]), nil, got)
 }
 
-func TestWatchSnapshotThenLive(t *testing.T) { onBackends(t, testWatchSnapshotThenLive) }
+func TestWatchSnapshotThenLive(t *testing.T) { testdb.OnBackends(t, testWatchSnapshotThenLive) }
 
-func testWatchSnapshotThenLive(t *testing.T, be backend) {
-	ts := mustStartServer(t, be.path(t), testWatchConfig())
+func testWatchSnapshotThenLive(t *testing.T, be testdb.Backend) {
+	ts := mustStartServer(t, be.NewDatabase(t), testWatchConfig())
 	events := map[string]*calsyncv1.CalendarEvent{}
 	var cs []*calsyncv1.Change
 	for i := range 200 {
@@ -409,10 +410,10 @@ func errorInfo(err error) *errdetails.ErrorInfo {
 	return nil
 }
 
-func TestWatchCursors(t *testing.T) { onBackends(t, testWatchCursors) }
+func TestWatchCursors(t *testing.T) { testdb.OnBackends(t, testWatchCursors) }
 
-func testWatchCursors(t *testing.T, be backend) {
-	ts := mustStartServer(t, be.path(t), testWatchConfig())
+func testWatchCursors(t *testing.T, be testdb.Backend) {
+	ts := mustStartServer(t, be.NewDatabase(t), testWatchConfig())
 	first := watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 1, "e")))
 	codec := watch.NewCursorCodec(ts.st.ID())
 	recvErr := func(t *testing.T, req *calsyncv1.WatchEventsRequest) error {
@@ -453,7 +454,7 @@ func testWatchCursors(t *testing.T, be backend) {
 		// must start at the next cursor.
 		cfg := testWatchConfig()
 		cfg.FutureCursorWait = time.Minute
-		ts := mustStartServer(t, be.path(t), cfg)
+		ts := mustStartServer(t, be.NewDatabase(t), cfg)
 		first := watchtest.Commit(t, ts.st, watchtest.Created(watchtest.Event(model.ProviderPostpress, calA, 1, "e")))
 		codec := watch.NewCursorCodec(ts.st.ID())
 		w := ts.watch(t, &calsyncv1.WatchEventsRequest{AfterCursor: codec.Encode(first[0] + 1)})
@@ -586,11 +587,11 @@ func TestWatchBookmarks(t *testing.T) {
 	})
 }
 
-func TestWatchStalledReader(t *testing.T) { onBackends(t, testWatchStalledReader) }
+func TestWatchStalledReader(t *testing.T) { testdb.OnBackends(t, testWatchStalledReader) }
 
-func testWatchStalledReader(t *testing.T, be backend) {
+func testWatchStalledReader(t *testing.T, be testdb.Backend) {
 	// A small tail sends the stalled stream to the change log.
-	ts := mustStartServer(t, be.path(t), watch.Config{TailSize: 32, BatchSize: 16, MinBookmarkInterval: 20 * time.Millisecond})
+	ts := mustStartServer(t, be.NewDatabase(t), watch.Config{TailSize: 32, BatchSize: 16, MinBookmarkInterval: 20 * time.Millisecond})
 	stalled, start := ts.mustWatchWith(t, ts.smallWindowClient(t), &calsyncv1.WatchEventsRequest{IncludePrevious: true})
 	var others []*watcher
 	for range 20 {
@@ -638,11 +639,11 @@ func testWatchStalledReader(t *testing.T, be backend) {
 }
 
 func TestWatchStalledReaderBehindRetention(t *testing.T) {
-	onBackends(t, testWatchStalledReaderBehindRetention)
+	testdb.OnBackends(t, testWatchStalledReaderBehindRetention)
 }
 
-func testWatchStalledReaderBehindRetention(t *testing.T, be backend) {
-	ts := mustStartServer(t, be.path(t), watch.Config{TailSize: 8, BatchSize: 4, MinBookmarkInterval: 20 * time.Millisecond})
+func testWatchStalledReaderBehindRetention(t *testing.T, be testdb.Backend) {
+	ts := mustStartServer(t, be.NewDatabase(t), watch.Config{TailSize: 8, BatchSize: 4, MinBookmarkInterval: 20 * time.Millisecond})
 	stalled, _ := ts.mustWatchWith(t, ts.smallWindowClient(t), &calsyncv1.WatchEventsRequest{})
 	big := string(make([]byte, 8<<10))
 	for i := range 300 {

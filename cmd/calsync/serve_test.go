@@ -155,7 +155,7 @@ func testServeAPI(t *testing.T, be backend) {
 func TestBinaryRestart(t *testing.T) { onBackends(t, testBinaryRestart) }
 
 func testBinaryRestart(t *testing.T, be backend) {
-	db := be.db(t)
+	db := be.NewDatabase(t)
 	env := []string{"CALSYNC_DB=" + db, "CALSYNC_POSTPRESS_AUTH_SECRETS=s3cret"}
 	p := startBinary(t, env)
 

@@ -3,7 +3,9 @@ package sqlite_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,5 +43,32 @@ func TestReadChangesPrepared(t *testing.T) {
 	db.Close()
 	if _, err := db.ReadChanges(ctx, cursors[8], 4); !errors.Is(err, store.ErrClosed) {
 		t.Fatalf("read after Close: %v, want ErrClosed", err)
+	}
+}
+
+// Readers that outnumber the read pool, on a store whose statements are
+// not prepared yet, all finish: preparing a statement takes a pooled
+// connection, which must not wait for a lock those readers hold.
+func TestConcurrentFirstReadsFinish(t *testing.T) {
+	for round := range 5 {
+		db := mustOpen(t, filepath.Join(t.TempDir(), fmt.Sprintf("r%d.db", round)), sqlite.Options{})
+		var wg sync.WaitGroup
+		for range 64 {
+			wg.Go(func() {
+				for range 10 {
+					if _, err := db.ReadChangePage(context.Background(), 0, 100, 1<<20); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("round %d: 64 readers still waiting after 30 s", round)
+		}
 	}
 }

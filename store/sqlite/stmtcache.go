@@ -16,6 +16,7 @@ type stmtCache struct {
 	mu     sync.Mutex
 	stmts  map[string]*sql.Stmt
 	wanted map[string]bool
+	closed bool
 }
 
 func newStmtCache() *stmtCache {
@@ -36,21 +37,39 @@ func (c *stmtCache) get(query string) *sql.Stmt {
 
 // prepareWanted prepares the statements used since the last call. For the
 // writer, the caller holds the writer lock and has no transaction open.
+//
+// It prepares without holding the cache's lock: preparing takes a pooled
+// connection, and on the read pool every connection may belong to a read
+// transaction that is itself waiting in get for that lock.
 func (c *stmtCache) prepareWanted(ctx context.Context, w *sql.DB) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var queries []string
 	for q := range c.wanted {
-		if s, err := w.PrepareContext(ctx, q); err == nil {
+		queries = append(queries, q)
+		delete(c.wanted, q)
+	}
+	c.mu.Unlock()
+	for _, q := range queries {
+		// A statement that fails to prepare is simply run unprepared.
+		s, err := w.PrepareContext(ctx, q)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if _, ok := c.stmts[q]; ok || c.closed {
+			// Prepared meanwhile by another caller, or the cache closed.
+			s.Close()
+		} else {
 			c.stmts[q] = s
 		}
-		// A statement that fails to prepare is simply run unprepared.
-		delete(c.wanted, q)
+		c.mu.Unlock()
 	}
 }
 
 func (c *stmtCache) close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	var errs []error
 	for q, s := range c.stmts {
 		errs = append(errs, s.Close())

@@ -1,0 +1,349 @@
+// Package walvfs registers a SQLite VFS that writes a transaction's WAL frames
+// with one system call instead of two per frame.
+//
+// SQLite appends each page it commits to the write-ahead log as a 24-byte
+// frame header and the page, one write call each, and then syncs the log.
+// Writes to the log that the sync has not yet covered promise nothing: a
+// crash may lose them, and no other connection reads a frame before the
+// commit that wrote it has synced and published it in the WAL index. So this
+// VFS holds a WAL's consecutive writes in memory and hands them to the file
+// system in one write just before anything can depend on them: before the
+// sync, before a read of the held range, a size, a truncate, a file control
+// and the close. Everything else (the database file, journals, temporary files
+// and every method of the log besides write) goes straight to the default VFS.
+//
+// Durability is unchanged under synchronous=FULL, where every commit syncs the
+// log: a commit still returns only after its frames are written and synced.
+// The VFS must not be used with synchronous=NORMAL or OFF, where a commit
+// publishes frames that were never synced and so might still be held here.
+//
+// Open a database through it with the driver's DSN parameter vfs=[Name].
+package walvfs
+
+import (
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"modernc.org/libc"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Name is the name the VFS is registered under.
+const Name = "calsync-walbuffer"
+
+// maxHeld bounds the bytes one log holds before it writes them out: a
+// commit of a few hundred webhooks fits, and a large transaction streams.
+const maxHeld = 1 << 20
+
+// maxWrite is the most one call to the default VFS's write is given.
+const maxWrite = 124 << 10
+
+var (
+	registerOnce sync.Once
+	registerErr  error
+
+	// base is the default VFS every call is forwarded to.
+	base uintptr
+
+	// vfs and logMethods are in SQLite's memory, where SQLite links the
+	// VFS into its list, and which lives as long as the process.
+	vfs        *sqlite3.Tsqlite3_vfs
+	logMethods uintptr
+
+	// flushes and held count what the VFS did, for its tests.
+	flushes, heldWrites atomic.Int64
+)
+
+// logFile is an open write-ahead log as SQLite sees it: its own header,
+// followed by the default VFS's file, which does the real work. held bytes,
+// starting at file offset start, are waiting in buf (C memory of size cap).
+type logFile struct {
+	base  sqlite3.Tsqlite3_file
+	buf   uintptr
+	cap   int64
+	start int64
+	held  int64
+}
+
+// headerSize is where the default VFS's file starts inside a logFile; a
+// multiple of 8 keeps that file aligned.
+const headerSize = (unsafe.Sizeof(logFile{}) + 7) &^ 7
+
+// Register registers the VFS once per process; later calls return the first
+// call's result. It does not become the default VFS.
+func Register() error {
+	registerOnce.Do(func() { registerErr = register() })
+	return registerErr
+}
+
+func register() error {
+	tls := libc.NewTLS()
+	defer tls.Close()
+	base = sqlite3.Xsqlite3_vfs_find(tls, 0)
+	if base == 0 {
+		return errNoDefault
+	}
+	name, err := libc.CString(Name)
+	if err != nil {
+		return err
+	}
+	p := libc.Xcalloc(tls, 1, libc.Tsize_t(unsafe.Sizeof(sqlite3.Tsqlite3_vfs{})))
+	logMethods = libc.Xcalloc(tls, 1, libc.Tsize_t(unsafe.Sizeof(sqlite3.Tsqlite3_io_methods{})))
+	if p == 0 || logMethods == 0 {
+		return errNoMemory
+	}
+	b := (*sqlite3.Tsqlite3_vfs)(ptr(base))
+	vfs = (*sqlite3.Tsqlite3_vfs)(ptr(p))
+	*vfs = sqlite3.Tsqlite3_vfs{
+		FiVersion:   2,
+		FszOsFile:   b.FszOsFile + int32(headerSize),
+		FmxPathname: b.FmxPathname,
+		FzName:      name,
+		// The default VFS's own methods that take no file: they get the
+		// default VFS as their first argument, never this one.
+		FxDlOpen:  b.FxDlOpen,
+		FxDlError: b.FxDlError,
+		FxDlSym:   b.FxDlSym,
+		FxDlClose: b.FxDlClose,
+	}
+	setFunc(&vfs.FxOpen, vfsOpen)
+	setFunc(&vfs.FxDelete, vfsDelete)
+	setFunc(&vfs.FxAccess, vfsAccess)
+	setFunc(&vfs.FxFullPathname, vfsFullPathname)
+	setFunc(&vfs.FxRandomness, vfsRandomness)
+	setFunc(&vfs.FxSleep, vfsSleep)
+	setFunc(&vfs.FxCurrentTime, vfsCurrentTime)
+	setFunc(&vfs.FxGetLastError, vfsGetLastError)
+	setFunc(&vfs.FxCurrentTimeInt64, vfsCurrentTimeInt64)
+
+	m := (*sqlite3.Tsqlite3_io_methods)(ptr(logMethods))
+	m.FiVersion = 3
+	setFunc(&m.FxClose, logClose)
+	setFunc(&m.FxRead, logRead)
+	setFunc(&m.FxWrite, logWrite)
+	setFunc(&m.FxTruncate, logTruncate)
+	setFunc(&m.FxSync, logSync)
+	setFunc(&m.FxFileSize, logFileSize)
+	setFunc(&m.FxLock, logLock)
+	setFunc(&m.FxUnlock, logUnlock)
+	setFunc(&m.FxCheckReservedLock, logCheckReservedLock)
+	setFunc(&m.FxFileControl, logFileControl)
+	setFunc(&m.FxSectorSize, logSectorSize)
+	setFunc(&m.FxDeviceCharacteristics, logDeviceCharacteristics)
+	setFunc(&m.FxShmMap, logShmMap)
+	setFunc(&m.FxShmLock, logShmLock)
+	setFunc(&m.FxShmBarrier, logShmBarrier)
+	setFunc(&m.FxShmUnmap, logShmUnmap)
+	setFunc(&m.FxFetch, logFetch)
+	setFunc(&m.FxUnfetch, logUnfetch)
+
+	if rc := sqlite3.Xsqlite3_vfs_register(tls, p, 0); rc != sqlite3.SQLITE_OK {
+		return &registerError{rc: rc}
+	}
+	return nil
+}
+
+// vfsOpen opens every file through the default VFS. Any file but a log is
+// the default VFS's file, placed where SQLite expects its own; a log is
+// wrapped in a logFile.
+func vfsOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags int32, pOutFlags uintptr) int32 {
+	open := baseMethod[func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32](offOpen)
+	if flags&sqlite3.SQLITE_OPEN_WAL == 0 {
+		return open(tls, base, zName, pFile, flags, pOutFlags)
+	}
+	f := (*logFile)(ptr(pFile))
+	*f = logFile{}
+	rc := open(tls, base, zName, pFile+headerSize, flags, pOutFlags)
+	if rc == sqlite3.SQLITE_OK && inner(pFile).FpMethods != 0 {
+		f.base.FpMethods = logMethods
+	}
+	return rc
+}
+
+// flush writes what the log holds, in pieces the default VFS takes in one
+// call (it writes at most 128 KiB - 1 per call). After a failed write the
+// held frames are dropped: SQLite fails the commit they belong to and writes
+// them again.
+func flush(tls *libc.TLS, pFile uintptr) int32 {
+	f := (*logFile)(ptr(pFile))
+	write := innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)
+	held := f.held
+	f.held = 0
+	flushes.Add(1)
+	for off := int64(0); off < held; off += maxWrite {
+		n := min(held-off, maxWrite)
+		if rc := write(tls, pFile+headerSize, f.buf+uintptr(off), int32(n), f.start+off); rc != sqlite3.SQLITE_OK {
+			return rc
+		}
+	}
+	return sqlite3.SQLITE_OK
+}
+
+// logWrite appends to what the log holds when the write continues it, and
+// otherwise writes out what is held first: writes reach the file in the
+// order SQLite made them.
+func logWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64) int32 {
+	f := (*logFile)(ptr(pFile))
+	amt := int64(iAmt)
+	if f.held > 0 && (iOfst != f.start+f.held || f.held+amt > maxHeld) {
+		if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+			return rc
+		}
+	}
+	if amt > maxWrite {
+		return innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
+	}
+	if f.held == 0 {
+		f.start = iOfst
+	}
+	if need := f.held + amt; need > f.cap {
+		c := max(f.cap*2, 64<<10, need)
+		c = min(c, maxHeld)
+		p := libc.Xrealloc(tls, f.buf, libc.Tsize_t(c))
+		if p == 0 {
+			return sqlite3.SQLITE_NOMEM
+		}
+		f.buf, f.cap = p, c
+	}
+	copy(unsafe.Slice((*byte)(ptr(f.buf+uintptr(f.held))), amt), unsafe.Slice((*byte)(ptr(zBuf)), amt))
+	f.held += amt
+	heldWrites.Add(1)
+	return sqlite3.SQLITE_OK
+}
+
+// logRead writes out what is held first only if the read overlaps it.
+func logRead(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64) int32 {
+	f := (*logFile)(ptr(pFile))
+	if f.held > 0 && iOfst < f.start+f.held && iOfst+int64(iAmt) > f.start {
+		if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+			return rc
+		}
+	}
+	return innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offRead)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
+}
+
+func logSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
+	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offSync)(tls, pFile+headerSize, flags)
+}
+
+func logClose(tls *libc.TLS, pFile uintptr) int32 {
+	rc := flush(tls, pFile)
+	f := (*logFile)(ptr(pFile))
+	if f.buf != 0 {
+		libc.Xfree(tls, f.buf)
+		f.buf, f.cap = 0, 0
+	}
+	if rc2 := innerMethod[func(*libc.TLS, uintptr) int32](pFile, offClose)(tls, pFile+headerSize); rc == sqlite3.SQLITE_OK {
+		rc = rc2
+	}
+	return rc
+}
+
+func logTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
+	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return innerMethod[func(*libc.TLS, uintptr, int64) int32](pFile, offTruncate)(tls, pFile+headerSize, size)
+}
+
+func logFileSize(tls *libc.TLS, pFile uintptr, pSize uintptr) int32 {
+	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return innerMethod[func(*libc.TLS, uintptr, uintptr) int32](pFile, offFileSize)(tls, pFile+headerSize, pSize)
+}
+
+func logFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 {
+	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return innerMethod[func(*libc.TLS, uintptr, int32, uintptr) int32](pFile, offFileControl)(tls, pFile+headerSize, op, pArg)
+}
+
+// The log's remaining methods neither read nor write its contents.
+
+func logLock(tls *libc.TLS, pFile uintptr, lock int32) int32 {
+	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offLock)(tls, pFile+headerSize, lock)
+}
+
+func logUnlock(tls *libc.TLS, pFile uintptr, lock int32) int32 {
+	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offUnlock)(tls, pFile+headerSize, lock)
+}
+
+func logCheckReservedLock(tls *libc.TLS, pFile uintptr, pResOut uintptr) int32 {
+	return innerMethod[func(*libc.TLS, uintptr, uintptr) int32](pFile, offCheckReservedLock)(tls, pFile+headerSize, pResOut)
+}
+
+func logSectorSize(tls *libc.TLS, pFile uintptr) int32 {
+	return innerMethod[func(*libc.TLS, uintptr) int32](pFile, offSectorSize)(tls, pFile+headerSize)
+}
+
+func logDeviceCharacteristics(tls *libc.TLS, pFile uintptr) int32 {
+	return innerMethod[func(*libc.TLS, uintptr) int32](pFile, offDeviceCharacteristics)(tls, pFile+headerSize)
+}
+
+func logShmMap(tls *libc.TLS, pFile uintptr, iPg, pgsz, bExtend int32, pp uintptr) int32 {
+	return innerMethod[func(*libc.TLS, uintptr, int32, int32, int32, uintptr) int32](pFile, offShmMap)(tls, pFile+headerSize, iPg, pgsz, bExtend, pp)
+}
+
+func logShmLock(tls *libc.TLS, pFile uintptr, offset, n, flags int32) int32 {
+	return innerMethod[func(*libc.TLS, uintptr, int32, int32, int32) int32](pFile, offShmLock)(tls, pFile+headerSize, offset, n, flags)
+}
+
+func logShmBarrier(tls *libc.TLS, pFile uintptr) {
+	innerMethod[func(*libc.TLS, uintptr)](pFile, offShmBarrier)(tls, pFile+headerSize)
+}
+
+func logShmUnmap(tls *libc.TLS, pFile uintptr, deleteFlag int32) int32 {
+	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offShmUnmap)(tls, pFile+headerSize, deleteFlag)
+}
+
+func logFetch(tls *libc.TLS, pFile uintptr, iOfst int64, iAmt int32, pp uintptr) int32 {
+	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+		return rc
+	}
+	return innerMethod[func(*libc.TLS, uintptr, int64, int32, uintptr) int32](pFile, offFetch)(tls, pFile+headerSize, iOfst, iAmt, pp)
+}
+
+func logUnfetch(tls *libc.TLS, pFile uintptr, iOfst int64, p uintptr) int32 {
+	return innerMethod[func(*libc.TLS, uintptr, int64, uintptr) int32](pFile, offUnfetch)(tls, pFile+headerSize, iOfst, p)
+}
+
+// The VFS's methods that take no file forward to the default VFS with the
+// default VFS as their first argument.
+
+func vfsDelete(tls *libc.TLS, _ uintptr, zName uintptr, syncDir int32) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, uintptr, int32) int32](offDelete)(tls, base, zName, syncDir)
+}
+
+func vfsAccess(tls *libc.TLS, _ uintptr, zName uintptr, flags int32, pResOut uintptr) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, uintptr, int32, uintptr) int32](offAccess)(tls, base, zName, flags, pResOut)
+}
+
+func vfsFullPathname(tls *libc.TLS, _ uintptr, zName uintptr, nOut int32, zOut uintptr) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, uintptr, int32, uintptr) int32](offFullPathname)(tls, base, zName, nOut, zOut)
+}
+
+func vfsRandomness(tls *libc.TLS, _ uintptr, nByte int32, zOut uintptr) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, int32, uintptr) int32](offRandomness)(tls, base, nByte, zOut)
+}
+
+func vfsSleep(tls *libc.TLS, _ uintptr, micros int32) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, int32) int32](offSleep)(tls, base, micros)
+}
+
+func vfsCurrentTime(tls *libc.TLS, _ uintptr, pTime uintptr) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, uintptr) int32](offCurrentTime)(tls, base, pTime)
+}
+
+func vfsGetLastError(tls *libc.TLS, _ uintptr, n int32, z uintptr) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, int32, uintptr) int32](offGetLastError)(tls, base, n, z)
+}
+
+func vfsCurrentTimeInt64(tls *libc.TLS, _ uintptr, pNow uintptr) int32 {
+	return baseMethod[func(*libc.TLS, uintptr, uintptr) int32](offCurrentTimeInt64)(tls, base, pNow)
+}

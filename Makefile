@@ -133,14 +133,15 @@ bench: bench-tool
 bench-quick: bench-tool
 	$(BENCH) run -profile quick
 
-## bench-stages: one microbenchmark per stage of a webhook (intake, verify, inbox commit, normalize,
-## apply, Recall hints, broadcast), each with CPU and allocations per webhook; STAGETIME=1s each
+## bench-stages: one microbenchmark per stage of a webhook (intake, verify, inbox commit, WAL write,
+## normalize, apply, Recall hints, broadcast), each with CPU and allocations per webhook; STAGETIME=1s each
 STAGETIME ?= 1s
 STAGE_BENCHES := \
 	'./provider/postpress=BenchmarkStage' \
 	'./provider/recall=BenchmarkStage' \
 	'./server=BenchmarkStage' \
 	'./store/sqlite=BenchmarkEnqueue$$' \
+	'./store/sqlite/walvfs=BenchmarkCommit$$' \
 	'./ingest=BenchmarkStage|BenchmarkProcessPostpress$$' \
 	'./watch=BenchmarkStage|BenchmarkFanOutFiltered$$'
 bench-stages:

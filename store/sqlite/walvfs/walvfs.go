@@ -36,7 +36,9 @@ const Name = "calsync-walbuffer"
 // commit of a few hundred webhooks fits, and a large transaction streams.
 const maxHeld = 1 << 20
 
-// maxWrite is the most one call to the default VFS's write is given.
+// maxWrite is the most one call to the default VFS's write is given: the
+// unix VFS cuts a write's length to 17 bits, so a longer one would fail as
+// a short write (SQLITE_FULL).
 const maxWrite = 124 << 10
 
 var (
@@ -161,19 +163,22 @@ func vfsOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags int32
 	return rc
 }
 
-// flush writes what the log holds, in pieces the default VFS takes in one
-// call (it writes at most 128 KiB - 1 per call). After a failed write the
-// held frames are dropped: SQLite fails the commit they belong to and writes
-// them again.
+// flush writes what the log holds. After a failed write the held frames
+// are dropped: SQLite fails the commit they belong to and writes them again.
 func flush(tls *libc.TLS, pFile uintptr) int32 {
 	f := (*logFile)(ptr(pFile))
-	write := innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)
 	held := f.held
 	f.held = 0
 	flushes.Add(1)
-	for off := int64(0); off < held; off += maxWrite {
-		n := min(held-off, maxWrite)
-		if rc := write(tls, pFile+headerSize, f.buf+uintptr(off), int32(n), f.start+off); rc != sqlite3.SQLITE_OK {
+	return writeOut(tls, pFile, f.buf, held, f.start)
+}
+
+// writeOut writes n bytes at buf to the log at offset off through the
+// default VFS, in pieces it takes in one call.
+func writeOut(tls *libc.TLS, pFile uintptr, buf uintptr, n, off int64) int32 {
+	write := innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)
+	for done := int64(0); done < n; done += maxWrite {
+		if rc := write(tls, pFile+headerSize, buf+uintptr(done), int32(min(n-done, maxWrite)), off+done); rc != sqlite3.SQLITE_OK {
 			return rc
 		}
 	}
@@ -191,15 +196,15 @@ func logWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 			return rc
 		}
 	}
-	if amt > maxWrite {
-		return innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
+	if amt > maxHeld {
+		// Not a frame (those are a page of at most 64 KiB and a header).
+		return writeOut(tls, pFile, zBuf, amt, iOfst)
 	}
 	if f.held == 0 {
 		f.start = iOfst
 	}
 	if need := f.held + amt; need > f.cap {
-		c := max(f.cap*2, 64<<10, need)
-		c = min(c, maxHeld)
+		c := min(max(f.cap*2, 64<<10, need), maxHeld)
 		p := libc.Xrealloc(tls, f.buf, libc.Tsize_t(c))
 		if p == 0 {
 			return sqlite3.SQLITE_NOMEM

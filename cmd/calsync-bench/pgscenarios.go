@@ -44,17 +44,20 @@ type PGIngestResult struct {
 }
 
 // pgReplicas starts n calsync replicas on one database URL, each with its
-// own Recall API URL when recallURLs is given (one per replica).
-func (e *Env) pgReplicas(ctx context.Context, name, db string, n int, recallURLs []string) ([]*Child, error) {
+// own Recall API URL when recallURLs is given (one per replica); with
+// profileLast, the last one serves profiles on the run's -pprof address.
+func (e *Env) pgReplicas(ctx context.Context, name, db string, n int, recallURLs []string, profileLast bool) ([]*Child, error) {
 	var cs []*Child
 	for i := range n {
 		recall := e.Fake.URL
 		if recallURLs != nil {
 			recall = recallURLs[i]
 		}
-		c, err := startCalsync(ctx, fmt.Sprintf("%s-%d", name, i), CalsyncOptions{
-			Bin: e.Bin, DB: db, LogDir: e.Dir, RecallURL: recall, RecallKey: e.Fake.APIKey(),
-		})
+		o := CalsyncOptions{Bin: e.Bin, DB: db, LogDir: e.Dir, RecallURL: recall, RecallKey: e.Fake.APIKey()}
+		if profileLast && i == n-1 {
+			o.PprofAddr = e.Pprof
+		}
+		c, err := startCalsync(ctx, fmt.Sprintf("%s-%d", name, i), o)
 		if err != nil {
 			stopAll(cs)
 			return nil, err
@@ -107,7 +110,7 @@ func (e *Env) pgIngest(ctx context.Context, pg *pgServer, n int) (PGIngestResult
 	if err != nil {
 		return res, err
 	}
-	cs, err := e.pgReplicas(ctx, fmt.Sprintf("pg-ingest-%d", n), db, n, nil)
+	cs, err := e.pgReplicas(ctx, fmt.Sprintf("pg-ingest-%d", n), db, n, nil, false)
 	if err != nil {
 		return res, err
 	}
@@ -167,7 +170,8 @@ func (e *Env) pgFanout(ctx context.Context, pg *pgServer) (FanoutResult, error) 
 	if err != nil {
 		return FanoutResult{}, err
 	}
-	cs, err := e.pgReplicas(ctx, "pg-fanout", db, 2, nil)
+	// Replica B serves the watchers: the profile of the run is its.
+	cs, err := e.pgReplicas(ctx, "pg-fanout", db, 2, nil, true)
 	if err != nil {
 		return FanoutResult{}, err
 	}
@@ -279,7 +283,7 @@ func (e *Env) pgFailover(ctx context.Context, pg *pgServer) (FailoverResult, err
 		tapURLs = append(tapURLs, t.srv.URL)
 		defer t.srv.Close()
 	}
-	cs, err := e.pgReplicas(ctx, "pg-failover", db, replicas, tapURLs)
+	cs, err := e.pgReplicas(ctx, "pg-failover", db, replicas, tapURLs, false)
 	if err != nil {
 		return res, err
 	}

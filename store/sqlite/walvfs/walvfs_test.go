@@ -82,7 +82,17 @@ func checkRows(t *testing.T, path string, n int) {
 	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&ok); err != nil || ok != "ok" {
 		t.Fatalf("integrity_check = %q, %v", ok, err)
 	}
-	rows, err := db.Query(`SELECT id, body FROM t ORDER BY id`)
+	wantRows(t, db, n, "read back")
+	db.Close()
+}
+
+// wantRows reads the table through q (a database or a transaction) and
+// wants exactly rows 0..n-1.
+func wantRows(t *testing.T, q interface {
+	Query(string, ...any) (*sql.Rows, error)
+}, n int, when string) {
+	t.Helper()
+	rows, err := q.Query(`SELECT id, body FROM t ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +105,7 @@ func checkRows(t *testing.T, path string, n int) {
 			t.Fatal(err)
 		}
 		if id != i || !bytes.Equal(body, row(i)) {
-			t.Fatalf("row %d: id %d, body of %d bytes does not match", i, id, len(body))
+			t.Fatalf("%s: row %d reads as id %d with a body of %d bytes", when, i, id, len(body))
 		}
 		i++
 	}
@@ -103,9 +113,8 @@ func checkRows(t *testing.T, path string, n int) {
 		t.Fatal(err)
 	}
 	if i != n {
-		t.Fatalf("read %d rows, want %d", i, n)
+		t.Fatalf("%s: read %d rows, want %d", when, i, n)
 	}
-	db.Close()
 }
 
 // TestCommitsAreVisibleAndGathered: what a commit through the VFS wrote is
@@ -180,26 +189,7 @@ func TestLargeTransactionReadsItsOwnSpilledPages(t *testing.T) {
 		mustExec(t, tx, `INSERT INTO t (id, body) VALUES (?, ?)`, i, row(i))
 	}
 	// Read back inside the transaction: pages come from spilled frames.
-	rows, err := tx.Query(`SELECT id, body FROM t ORDER BY id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := 0
-	for rows.Next() {
-		var id int
-		var body []byte
-		if err := rows.Scan(&id, &body); err != nil {
-			t.Fatal(err)
-		}
-		if id != i || !bytes.Equal(body, row(i)) {
-			t.Fatalf("inside the transaction, row %d reads as id %d with a body of %d bytes", i, id, len(body))
-		}
-		i++
-	}
-	rows.Close()
-	if i != n {
-		t.Fatalf("inside the transaction, read %d rows, want %d", i, n)
-	}
+	wantRows(t, tx, n, "inside the transaction")
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}

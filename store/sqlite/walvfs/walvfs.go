@@ -156,8 +156,11 @@ func vfsOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags int32
 	}
 	f := (*logFile)(ptr(pFile))
 	*f = logFile{}
+	inner(pFile).FpMethods = 0
 	rc := open(tls, base, zName, pFile+headerSize, flags, pOutFlags)
-	if rc == sqlite3.SQLITE_OK && inner(pFile).FpMethods != 0 {
+	// SQLite closes a file whose methods are set even when its open
+	// failed; the default VFS's file then gets its close through ours.
+	if inner(pFile).FpMethods != 0 {
 		f.base.FpMethods = logMethods
 	}
 	return rc

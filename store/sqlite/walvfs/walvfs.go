@@ -48,9 +48,9 @@ var (
 	// base is the default VFS every call is forwarded to.
 	base uintptr
 
-	// vfs and logMethods are in SQLite's memory, where SQLite links the
-	// VFS into its list, and which lives as long as the process.
-	vfs        *sqlite3.Tsqlite3_vfs
+	// logMethods, the methods of a log, are in SQLite's memory, as is the
+	// VFS itself (SQLite links it into its list); both live as long as the
+	// process.
 	logMethods uintptr
 
 	// flushes and held count what the VFS did, for its tests.
@@ -96,7 +96,7 @@ func register() error {
 		return errNoMemory
 	}
 	b := (*sqlite3.Tsqlite3_vfs)(ptr(base))
-	vfs = (*sqlite3.Tsqlite3_vfs)(ptr(p))
+	vfs := (*sqlite3.Tsqlite3_vfs)(ptr(p))
 	*vfs = sqlite3.Tsqlite3_vfs{
 		FiVersion:   2,
 		FszOsFile:   b.FszOsFile + int32(headerSize),

@@ -3,6 +3,7 @@ package watch_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/proto"
@@ -73,5 +74,67 @@ func TestLogReplayFrames(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// pageReads is a store that reports every change log page read, once it
+// has been read, by the position it was read after.
+type pageReads struct {
+	store.Store
+	done chan store.Cursor
+}
+
+func (s pageReads) ReadChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
+	recs, err := s.Store.ReadChangePage(ctx, after, limit, maxBytes)
+	s.done <- after
+	return recs, err
+}
+
+// TestStalePageReadAheadIsReadAgain: a page read ahead while nothing
+// followed in the log comes back empty. By the time the stream asks for it,
+// the log has grown past the tail; the stream must read the page again, not
+// take the stale empty one for "caught up" and wait for a commit that may
+// never come.
+func TestStalePageReadAheadIsReadAgain(t *testing.T) {
+	inner := MustOpenStore(t)
+	st := pageReads{Store: inner, done: make(chan store.Cursor, 100)}
+	const batch = 4 // a page of the log is 4×BatchSize = 16 changes
+	h := MustHub(t, st, watch.Config{TailSize: 8, BatchSize: batch, DefaultBookmarkInterval: time.Hour})
+	cal := watchtest.CalendarID(model.ProviderPostpress, 1)
+	commitEvents(t, inner, cal, 0, 4*batch)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gate := make(chan struct{})
+	r := startWatch(ctx, h, &calsyncv1.WatchEventsRequest{AfterCursor: h.Cursors().Encode(0)}, gate)
+	gate <- struct{}{}
+	if r.next(t).GetBookmark() == nil {
+		t.Fatal("the stream did not start with a bookmark")
+	}
+	// The stream reads the first page (full: the whole log) and the two
+	// pages after it ahead, both empty, then waits at the gate to send.
+	waitForReads(t, st.done, 0, 4*batch, 8*batch)
+	// Now the log grows until the first page's end has left the tail.
+	last := commitEvents(t, inner, cal, 4*batch, 10)
+	close(gate)
+	log := watchtest.Log(t, inner, 0)
+	watchtest.CheckStream(t, "resumed", log, nil, r.changesUntil(t, inner, last[len(last)-1]))
+}
+
+// waitForReads waits until pages after each of the positions have been
+// read.
+func waitForReads(t *testing.T, done <-chan store.Cursor, after ...store.Cursor) {
+	t.Helper()
+	want := map[store.Cursor]bool{}
+	for _, a := range after {
+		want[a] = true
+	}
+	for len(want) > 0 {
+		select {
+		case a := <-done:
+			delete(want, a)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("pages after %v not read within 10s", want)
+		}
 	}
 }

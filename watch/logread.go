@@ -36,7 +36,8 @@ type pageAhead struct {
 // wrong; so would a page cut short by its bytes, so after such a page only
 // the next one, whose start is known, is read ahead. A page read ahead is used only if
 // the stream asks for exactly its position next; otherwise every page ahead
-// is dropped, and each goroutine ends after its one read. A stream holds at
+// is dropped, and each goroutine ends after its one read. A page read ahead
+// that came back empty is read again when its turn comes. A stream holds at
 // most 1+readAheadPages pages, each within Config.LogPageBytes plus one
 // change.
 func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*entry) ([]*entry, error) {
@@ -50,6 +51,13 @@ func (s *stream) readLog(ctx context.Context, pos, start store.Cursor, dst []*en
 		case p = <-a.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		}
+		if p.err == nil && len(p.entries) == 0 {
+			// Read ahead when nothing followed; the log may have grown
+			// since. An empty page would look caught up, and the stream
+			// would wait for a commit although the log holds more.
+			s.ahead = s.ahead[:0]
+			p = s.readPage(ctx, pos)
 		}
 	} else {
 		s.ahead = s.ahead[:0]

@@ -317,16 +317,25 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 		}
 		defer rows.Close()
 		size := 0
+		var arena changeArena
+		// Integers are scanned into interfaces and blobs into RawBytes:
+		// database/sql converts the other destinations through reflection
+		// and would copy each change once more than the arena does.
+		var cursor, typ, commitNs any
+		var change sql.RawBytes
 		for rows.Next() {
 			var r store.ChangeRecord
-			var cursor, commitNs int64
-			var typ int32
-			if err := rows.Scan(&cursor, &typ, &r.CalendarID, &r.Provider, &commitNs, &r.Change); err != nil {
+			if err := rows.Scan(&cursor, &typ, &r.CalendarID, &r.Provider, &commitNs, &change); err != nil {
 				return fmt.Errorf("sqlite: read changes: %w", err)
 			}
-			r.Cursor = store.Cursor(cursor)
-			r.Type = calsyncv1.ChangeType(typ)
-			r.CommitTime = time.Unix(0, commitNs).UTC()
+			c, okC := cursor.(int64)
+			t, okT := typ.(int64)
+			ns, okN := commitNs.(int64)
+			if !okC || !okT || !okN {
+				return fmt.Errorf("sqlite: read changes: cursor %v: integer columns read as %T, %T, %T", cursor, cursor, typ, commitNs)
+			}
+			r.Cursor, r.Type, r.CommitTime = store.Cursor(c), calsyncv1.ChangeType(t), time.Unix(0, ns).UTC()
+			r.Change = arena.keep(change)
 			out = append(out, r)
 			if size += len(r.Change); maxBytes > 0 && size >= maxBytes {
 				break
@@ -375,4 +384,27 @@ func limit(n int) string {
 		return ""
 	}
 	return fmt.Sprintf(" LIMIT %d", n)
+}
+
+// changeArena copies the changes of a page into shared chunks: one
+// allocation for many changes instead of one each.
+type changeArena struct{ chunk []byte }
+
+// changeArenaChunk is the least size of a chunk; a larger change gets a
+// chunk of its own size.
+const changeArenaChunk = 64 << 10
+
+// keep returns a copy of b that stays valid after the driver reuses b. The
+// copy's capacity ends with it, so appending to one change never writes
+// into the next.
+func (a *changeArena) keep(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	if cap(a.chunk)-len(a.chunk) < len(b) {
+		a.chunk = make([]byte, 0, max(changeArenaChunk, len(b)))
+	}
+	start := len(a.chunk)
+	a.chunk = append(a.chunk, b...)
+	return a.chunk[start:len(a.chunk):len(a.chunk)]
 }

@@ -261,7 +261,7 @@ func TestClaimsTakenOverFromAStoppedProcessor(t *testing.T) {
 	for i := range hints {
 		a.sendHint(t, cal.ID, fmt.Sprint("msg_", i))
 	}
-	waitFor(t, "replica A's fetch to be under way", func() bool { return fake.InFlight() == 1 })
+	waitFor(t, "replica A's event list to be held", func() bool { return fake.InFlightOn(recalltest.EndpointEventList) == 1 })
 	// A killed process reaches the database no more: not even to give
 	// its claims back.
 	killed.stalled.Store(true)
@@ -368,7 +368,7 @@ func TestClaimsFenceOffAStalledProcessor(t *testing.T) {
 	for i := range hints {
 		a.sendHint(t, cal.ID, fmt.Sprint("msg_", i))
 	}
-	waitFor(t, "replica A's fetch to be under way", func() bool { return fake.InFlight() == 1 })
+	waitFor(t, "replica A's event list to be held", func() bool { return fake.InFlightOn(recalltest.EndpointEventList) == 1 })
 	stalling.stalled.Store(true)
 
 	b.run(t)
@@ -538,7 +538,7 @@ func TestClaimsReleasedOnShutdown(t *testing.T) {
 	for i := range hints {
 		a.sendHint(t, cal.ID, fmt.Sprint("msg_", i))
 	}
-	waitFor(t, "replica A's fetch to be under way", func() bool { return fake.InFlight() == 1 })
+	waitFor(t, "replica A's event list to be held", func() bool { return fake.InFlightOn(recalltest.EndpointEventList) == 1 })
 	a.stop()
 	b.run(t)
 	drainReplicas(t, b)

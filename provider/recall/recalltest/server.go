@@ -106,15 +106,17 @@ type Server struct {
 	apiKey   string
 	pageSize int
 
-	mu        sync.Mutex
-	inFlight  int       // requests being answered
-	now       time.Time // zero: real time
-	calendars map[string]*Calendar
-	events    map[string]*Event
-	faults    []*Fault
-	log       []Request
-	nextBase  string
-	listener  net.Listener
+	mu       sync.Mutex
+	inFlight int // requests being answered
+	// inFlightOn counts them by endpoint.
+	inFlightOn map[string]int
+	now        time.Time // zero: real time
+	calendars  map[string]*Calendar
+	events     map[string]*Event
+	faults     []*Fault
+	log        []Request
+	nextBase   string
+	listener   net.Listener
 }
 
 // Option configures a [Server].
@@ -455,6 +457,16 @@ func (s *Server) InFlight() int {
 	return s.inFlight
 }
 
+// InFlightOn returns how many requests to endpoint the fake is answering
+// now. A test that waits for a Block fault to hold a request waits on the
+// fault's endpoint: a request to another endpoint can be in flight for a
+// moment without any fault.
+func (s *Server) InFlightOn(endpoint string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inFlightOn[endpoint]
+}
+
 // RequestLog returns every request received, oldest first.
 func (s *Server) RequestLog() []Request {
 	s.mu.Lock()
@@ -489,10 +501,15 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	fault := s.takeFaultLocked(endpoint)
 	s.inFlight++
+	if s.inFlightOn == nil {
+		s.inFlightOn = map[string]int{}
+	}
+	s.inFlightOn[endpoint]++
 	s.mu.Unlock()
 	status := s.serve(w, r, endpoint, id, fault)
 	s.mu.Lock()
 	s.inFlight--
+	s.inFlightOn[endpoint]--
 	s.log = append(s.log, Request{Endpoint: endpoint, URL: r.URL.String(), Status: status})
 	s.mu.Unlock()
 }

@@ -117,10 +117,23 @@ func (c *claimSource) claim(ctx context.Context) bool {
 	if limit == 0 {
 		return false
 	}
-	claims, err := c.inbox.ClaimPending(ctx, c.owner, c.ttl, limit)
+	// The claim runs to its end even when ctx ends meanwhile: a statement
+	// the client abandons can still commit in the database, and its
+	// claims would then be held by this process without its knowing, so
+	// neither it nor any other process would work on those keys until
+	// their TTL ran out. Claims granted after ctx ended are given back.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	claims, err := c.inbox.ClaimPending(cctx, c.owner, c.ttl, limit)
+	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
 			c.p.log.Error("claim pending deliveries", "err", err)
+		}
+		return false
+	}
+	if ctx.Err() != nil {
+		for _, cl := range claims {
+			c.release(ctx, cl.Lease)
 		}
 		return false
 	}
@@ -413,9 +426,13 @@ func (c *claimSource) stop() {
 }
 
 // release gives a claim up so the key's next deliveries can be claimed at
-// once, by any process. A failure is only logged: the claim then expires.
+// once, by any process. It runs even when ctx has ended (a processor
+// stopping gives back what it claimed), within releaseTimeout. A failure
+// is only logged: the claim then expires.
 func (c *claimSource) release(ctx context.Context, l store.Lease) {
-	if err := c.inbox.ReleaseLease(ctx, l); err != nil && ctx.Err() == nil {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := c.inbox.ReleaseLease(ctx, l); err != nil {
 		c.p.log.Warn("release claim on deliveries", "lease", l.Name, "err", err)
 	}
 }

@@ -426,12 +426,15 @@ func (c *claimSource) stop() {
 }
 
 // release gives a claim up so the key's next deliveries can be claimed at
-// once, by any process. It runs even when ctx has ended (a processor
-// stopping gives back what it claimed), within releaseTimeout. A failure
-// is only logged: the claim then expires.
+// once, by any process. It runs even when ctx has already ended (a
+// processor stopping gives back what it claimed), within releaseTimeout.
+// A failure is only logged: the claim then expires.
 func (c *claimSource) release(ctx context.Context, l store.Lease) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
-	defer cancel()
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+		defer cancel()
+	}
 	if err := c.inbox.ReleaseLease(ctx, l); err != nil {
 		c.p.log.Warn("release claim on deliveries", "lease", l.Name, "err", err)
 	}

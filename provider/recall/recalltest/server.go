@@ -106,17 +106,16 @@ type Server struct {
 	apiKey   string
 	pageSize int
 
-	mu       sync.Mutex
-	inFlight int // requests being answered
-	// inFlightOn counts them by endpoint.
-	inFlightOn map[string]int
-	now        time.Time // zero: real time
-	calendars  map[string]*Calendar
-	events     map[string]*Event
-	faults     []*Fault
-	log        []Request
-	nextBase   string
-	listener   net.Listener
+	mu sync.Mutex
+	// inFlight counts the requests being answered, by endpoint.
+	inFlight  map[string]int
+	now       time.Time // zero: real time
+	calendars map[string]*Calendar
+	events    map[string]*Event
+	faults    []*Fault
+	log       []Request
+	nextBase  string
+	listener  net.Listener
 }
 
 // Option configures a [Server].
@@ -454,7 +453,11 @@ func (s *Server) Requests(endpoint string) int {
 func (s *Server) InFlight() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.inFlight
+	n := 0
+	for _, c := range s.inFlight {
+		n += c
+	}
+	return n
 }
 
 // InFlightOn returns how many requests to endpoint the fake is answering
@@ -464,7 +467,7 @@ func (s *Server) InFlight() int {
 func (s *Server) InFlightOn(endpoint string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.inFlightOn[endpoint]
+	return s.inFlight[endpoint]
 }
 
 // RequestLog returns every request received, oldest first.
@@ -500,16 +503,14 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	endpoint, id := route(r.URL.Path)
 	s.mu.Lock()
 	fault := s.takeFaultLocked(endpoint)
-	s.inFlight++
-	if s.inFlightOn == nil {
-		s.inFlightOn = map[string]int{}
+	if s.inFlight == nil {
+		s.inFlight = map[string]int{}
 	}
-	s.inFlightOn[endpoint]++
+	s.inFlight[endpoint]++
 	s.mu.Unlock()
 	status := s.serve(w, r, endpoint, id, fault)
 	s.mu.Lock()
-	s.inFlight--
-	s.inFlightOn[endpoint]--
+	s.inFlight[endpoint]--
 	s.log = append(s.log, Request{Endpoint: endpoint, URL: r.URL.String(), Status: status})
 	s.mu.Unlock()
 }

@@ -337,7 +337,13 @@ func (p *Processor) work(ctx context.Context, l lane, yields bool) {
 		}
 		began := time.Now()
 		bctx := p.src.begin(ctx, key)
-		err := p.process(bctx, batch)
+		// A fetch grows the batch with the hints that arrive while it
+		// waits its turn at the provider's rate limit.
+		grow := func(coalesce func(head, d store.Delivery) bool) []store.Delivery {
+			batch = append(batch, p.sched.join(key, coalesce)...)
+			return batch
+		}
+		err := p.process(bctx, batch, grow)
 		switch {
 		case err == nil:
 			// Reported before the scheduler lets go of the batch, so that
@@ -353,6 +359,9 @@ func (p *Processor) work(ctx context.Context, l lane, yields bool) {
 		}
 	}
 }
+
+// growFunc adds to a batch in flight (see process).
+type growFunc func(coalesce func(head, d store.Delivery) bool) []store.Delivery
 
 // permanentError marks a failure that retrying cannot fix.
 type permanentError struct{ err error }
@@ -422,13 +431,15 @@ func (p *Processor) backoff(attempts int) time.Duration {
 }
 
 // process handles one batch: a single delivery, or Recall sync hints for
-// one calendar coalesced into one fetch.
-func (p *Processor) process(ctx context.Context, batch []store.Delivery) error {
+// one calendar coalesced into one fetch. grow adds to the batch the
+// deliveries of its key queued since, as far as they coalesce, and returns
+// the whole batch; whatever process reports then holds for all of it.
+func (p *Processor) process(ctx context.Context, batch []store.Delivery, grow growFunc) error {
 	switch head := batch[0]; head.Provider {
 	case model.ProviderPostpress:
 		return p.processPostpress(ctx, head)
 	case model.ProviderRecall:
-		return p.processRecall(ctx, batch)
+		return p.processRecall(ctx, batch, grow)
 	default:
 		return permanent(fmt.Errorf("unknown provider %q", head.Provider))
 	}

@@ -18,7 +18,7 @@ import (
 // *recall.Client implements it.
 type RecallAPI interface {
 	GetCalendar(ctx context.Context, id string) (*recall.Calendar, error)
-	ListEvents(ctx context.Context, calendarID string, updatedAtGTE time.Time, fn func([]recall.Event) error) error
+	ListEvents(ctx context.Context, calendarID string, updatedAtGTE time.Time, fn func([]recall.Event) error, opts ...recall.ListOption) error
 }
 
 // Recall webhook event names calsync acts on, and the inbox entry calsync
@@ -60,7 +60,7 @@ type resyncBody struct {
 
 // processRecall handles Recall deliveries. Recall's webhooks are hints:
 // the state comes from its REST API.
-func (p *Processor) processRecall(ctx context.Context, batch []store.Delivery) error {
+func (p *Processor) processRecall(ctx context.Context, batch []store.Delivery, grow growFunc) error {
 	head := batch[0]
 	var recallCalendarID, event string
 	if head.EventType == resyncEvent {
@@ -90,7 +90,7 @@ func (p *Processor) processRecall(ctx context.Context, batch []store.Delivery) e
 		for _, d := range batch {
 			full = full || d.EventType == resyncEvent
 		}
-		return p.syncEvents(ctx, recallCalendarID, full, batch)
+		return p.syncEvents(ctx, recallCalendarID, full, batch, grow)
 	}
 }
 
@@ -140,7 +140,7 @@ func (p *Processor) refreshCalendar(ctx context.Context, recallCalendarID string
 // one). Recall never removes events (a deleted event is listed with
 // is_deleted), so what the listing returns is the whole calendar and no
 // sweep for vanished events is needed.
-func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, full bool, batch []store.Delivery) error {
+func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, full bool, batch []store.Delivery, grow growFunc) error {
 	calID := model.CalendarID(model.ProviderRecall, "", recallCalendarID)
 	var newCalendar *calsyncv1.Calendar
 	if _, err := p.store.GetCalendar(ctx, calID); errors.Is(err, store.ErrNotFound) {
@@ -166,6 +166,15 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 	var held []*calsyncv1.CalendarEvent
 	var applyErr error // a failure to apply a page, as opposed to list it
 	watermark := state.Watermark
+	// The hints for this calendar that arrived before the listing's first
+	// request is sent are answered by it too: it sees every change they
+	// report. An incremental listing takes on only incremental hints; a
+	// full one, resync requests too.
+	joinHints := recall.BeforeFirstRequest(func() {
+		batch = grow(func(head, d store.Delivery) bool {
+			return coalesces(head, d) && (full || d.EventType == recallSyncEvents)
+		})
+	})
 	err = p.cfg.Recall.ListEvents(ctx, recallCalendarID, since, func(page []recall.Event) error {
 		if held != nil {
 			if applyErr = p.applyEvents(ctx, newCalendar, held, nil); applyErr != nil {
@@ -196,7 +205,7 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 			}
 		}
 		return nil
-	})
+	}, joinHints)
 	if applyErr != nil {
 		return applyErr
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,139 @@ func TestRecallHintsCoalesce(t *testing.T) {
 	ds, err := p.st.ListDeliveries(context.Background(), store.DeliveryQuery{State: calsyncv1.DeliveryState_DELIVERY_STATE_DONE})
 	if err != nil || len(ds) != 20 {
 		t.Errorf("%d deliveries done, want 20 (%v)", len(ds), err)
+	}
+}
+
+// gatedLimiter is a shared rate limiter that holds every event list
+// request until the test lets it through, and reports each one waiting.
+type gatedLimiter struct {
+	waiting chan struct{}
+	pass    chan struct{}
+}
+
+func (g *gatedLimiter) TakeToken(ctx context.Context, name string, _ time.Duration, _ int) (time.Duration, error) {
+	if !strings.Contains(name, recall.EndpointEventList) {
+		return 0, nil
+	}
+	select {
+	case g.waiting <- struct{}{}:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case <-g.pass:
+		return 0, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// next waits until a listing waits on g, failing the test after 10 s.
+func (g *gatedLimiter) next(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.waiting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event list request waits for its turn")
+	}
+}
+
+// waitHeld waits until p's processor holds n deliveries, queued or in
+// flight.
+func (p *pipeline) waitHeld(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); p.proc.Pending() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("processor holds %d deliveries, want %d", p.proc.Pending(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// eventLists returns the URLs of the event list requests fake answered
+// since its last reset.
+func eventLists(fake *recalltest.Server) []string {
+	var lists []string
+	for _, r := range fake.RequestLog() {
+		if r.Endpoint == recall.EndpointEventList {
+			lists = append(lists, r.URL)
+		}
+	}
+	return lists
+}
+
+// TestRecallHintsJoinAFetchWaitingForItsTurn: hints for a calendar whose
+// fetch waits on Recall's rate limit are answered by that fetch, since it
+// starts after they arrived; a full resync requested meanwhile is not (an
+// incremental listing cannot answer it) and gets a listing of its own.
+func TestRecallHintsJoinAFetchWaitingForItsTurn(t *testing.T) {
+	fake := recalltest.New(t)
+	cal := fake.PutCalendar(recalltest.Calendar{})
+	start := time.Now().Add(time.Hour)
+	ev := fake.PutEvent(recalltest.Google("g1").Summary("one").Timed(start, start.Add(time.Hour), "UTC").Event(cal.ID))
+	gate := &gatedLimiter{waiting: make(chan struct{}), pass: make(chan struct{})}
+	p := newPipeline(t, fake, func(c *ProcessorConfig) {
+		c.Recall = recall.NewClient(fake.URL, fake.APIKey(),
+			recall.WithRateLimit(recall.EndpointEventList, 60, 1), recall.WithSharedRateLimiter(gate))
+	})
+	p.start(t)
+	ctx := context.Background()
+	calID := model.CalendarID(model.ProviderRecall, "", cal.ID)
+	done := func() int {
+		t.Helper()
+		ds, err := p.st.ListDeliveries(ctx, store.DeliveryQuery{State: calsyncv1.DeliveryState_DELIVERY_STATE_DONE})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ds)
+	}
+
+	// A first sync sets the calendar's watermark.
+	p.sendHint(t, cal.ID, "msg_first")
+	gate.next(t)
+	gate.pass <- struct{}{}
+	p.drain(t)
+
+	// Five hints arrive while the next fetch waits: one listing answers
+	// all six.
+	fake.UpdateEvent(ev.ID, func(e *recalltest.Event) { e.Raw["summary"] = "two" })
+	fake.ResetRequests()
+	p.sendHint(t, cal.ID, "msg_a")
+	gate.next(t)
+	for i := range 5 {
+		p.sendHint(t, cal.ID, fmt.Sprint("msg_b", i))
+	}
+	p.waitHeld(t, 6)
+	gate.pass <- struct{}{}
+	p.drain(t)
+	if lists := eventLists(fake); len(lists) != 1 || !strings.Contains(lists[0], "updated_at__gte") {
+		t.Errorf("event list requests for six hints: %q, want one incremental listing", lists)
+	}
+	if n := done(); n != 7 {
+		t.Errorf("%d deliveries done, want 7", n)
+	}
+	held, err := p.st.GetEvent(ctx, model.EventID(model.ProviderRecall, "", ev.ID), false)
+	if err != nil || held.GetTitle() != "two" {
+		t.Errorf("event after the sync: %v, %v", held, err)
+	}
+
+	// A resync requested while a hint's fetch waits is not answered by it.
+	fake.ResetRequests()
+	p.sendHint(t, cal.ID, "msg_c")
+	gate.next(t)
+	if _, err := p.proc.RequestResync(ctx, calID); err != nil {
+		t.Fatal(err)
+	}
+	p.waitHeld(t, 2)
+	gate.pass <- struct{}{}
+	gate.next(t) // the resync's own listing
+	gate.pass <- struct{}{}
+	p.drain(t)
+	if lists := eventLists(fake); len(lists) != 2 || !strings.Contains(lists[0], "updated_at__gte") || strings.Contains(lists[1], "updated_at__gte") {
+		t.Errorf("event list requests for a hint and a resync: %q, want an incremental listing, then a full one", lists)
+	}
+	if n := done(); n != 9 {
+		t.Errorf("%d deliveries done, want 9", n)
 	}
 }
 

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -220,6 +221,27 @@ func (s *scheduler) next(l lane, coalesce func(head, d store.Delivery) bool) (ke
 	}
 	q.inFlight = len(batch)
 	return key, batch, true
+}
+
+// join adds to the batch in flight for key the deliveries queued behind it
+// since next returned it, as far as they coalesce with its head, and
+// returns them; the caller's batch is then the longer one (finish and
+// dropQueued count it so). Only the worker holding key calls join.
+func (s *scheduler) join(key string, coalesce func(head, d store.Delivery) bool) []store.Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.queues[key]
+	if q == nil || q.inFlight == 0 {
+		return nil // dropped meanwhile (see drop)
+	}
+	from := q.inFlight
+	for _, d := range q.items[from:] {
+		if !coalesce(q.items[0], d) {
+			break
+		}
+		q.inFlight++
+	}
+	return slices.Clone(q.items[from:q.inFlight])
 }
 
 // finish removes the first n deliveries of key (they are done, ignored or

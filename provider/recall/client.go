@@ -276,15 +276,36 @@ func (c *Client) GetEvent(ctx context.Context, id string) (*Event, error) {
 	return &ev, nil
 }
 
+// ListOption configures one [Client.ListEvents] call.
+type ListOption func(*listOptions)
+
+type listOptions struct {
+	beforeFirst func()
+}
+
+// BeforeFirstRequest has ListEvents call fn once the rate limiter has let
+// the first page's request through, right before each attempt at sending
+// it (so again before a retry). Whatever changed at Recall before fn
+// returns is in the listing: a caller can, in fn, take on more work that
+// the listing answers.
+func BeforeFirstRequest(fn func()) ListOption {
+	return func(o *listOptions) { o.beforeFirst = fn }
+}
+
 // ListEvents lists a calendar's events updated at or after updatedAtGTE
 // (all events when it is zero), calling fn with each page in order. It
 // follows Recall's next URLs exactly as given, refusing one that leaves
 // the base URL's host. A page is retried on its own; an error from fn
 // stops the listing and is returned as is.
-func (c *Client) ListEvents(ctx context.Context, calendarID string, updatedAtGTE time.Time, fn func([]Event) error) error {
+func (c *Client) ListEvents(ctx context.Context, calendarID string, updatedAtGTE time.Time, fn func([]Event) error, opts ...ListOption) error {
 	if calendarID == "" {
 		return &permanentError{errors.New("recall: empty calendar id")}
 	}
+	var o listOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	before := o.beforeFirst
 	q := url.Values{"calendar_id": {calendarID}}
 	if !updatedAtGTE.IsZero() {
 		q.Set("updated_at__gte", updatedAtGTE.UTC().Format(time.RFC3339Nano))
@@ -300,9 +321,10 @@ func (c *Client) ListEvents(ctx context.Context, calendarID string, updatedAtGTE
 			Next    *string `json:"next"`
 			Results []Event `json:"results"`
 		}
-		if err := c.get(ctx, EndpointEventList, next, &page); err != nil {
+		if err := c.getThen(ctx, EndpointEventList, next, &page, before); err != nil {
 			return err
 		}
+		before = nil
 		if err := fn(page.Results); err != nil {
 			return err
 		}
@@ -345,6 +367,12 @@ func (c *Client) endpointURL(path string, q url.Values) string {
 // get performs a GET with rate limiting and retries, decoding the JSON
 // answer into out.
 func (c *Client) get(ctx context.Context, endpoint, u string, out any) error {
+	return c.getThen(ctx, endpoint, u, out, nil)
+}
+
+// getThen is get calling before (if not nil) right before each attempt is
+// sent, once the rate limiter has let it through.
+func (c *Client) getThen(ctx context.Context, endpoint, u string, out any, before func()) error {
 	if c.base.Host == "" {
 		return &permanentError{errors.New("recall: client has no valid base URL")}
 	}
@@ -357,7 +385,7 @@ func (c *Client) get(ctx context.Context, endpoint, u string, out any) error {
 	b.Reset()
 	start := c.now()
 	for attempt := 1; ; attempt++ {
-		err := c.attempt(ctx, endpoint, u, out)
+		err := c.attempt(ctx, endpoint, u, out, before)
 		if err == nil {
 			return nil
 		}
@@ -389,10 +417,14 @@ func (c *Client) get(ctx context.Context, endpoint, u string, out any) error {
 	}
 }
 
-// attempt performs one rate-limited request.
-func (c *Client) attempt(ctx context.Context, endpoint, u string, out any) error {
+// attempt performs one rate-limited request, calling before (if not nil)
+// once the limiter lets it through.
+func (c *Client) attempt(ctx context.Context, endpoint, u string, out any, before func()) error {
 	if err := c.wait(ctx, endpoint); err != nil {
 		return err
+	}
+	if before != nil {
+		before()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {

@@ -177,7 +177,7 @@ var changeLogCases = []testCase{
 		if len(recs) != 2 {
 			t.Fatalf("read %d changes, want 2", len(recs))
 		}
-		calls := hooks.get()
+		calls := hooks.wait(t, len(recs))
 		if len(calls) != 1 {
 			t.Fatalf("hook called %d times, want 1", len(calls))
 		}

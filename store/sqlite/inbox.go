@@ -629,9 +629,9 @@ func (db *DB) PendingDeliveries(ctx context.Context, afterID int64, limit int) (
 		return nil, fmt.Errorf("sqlite: pending deliveries: limit must be positive: %w", store.ErrInvalidArgument)
 	}
 	var out []store.Delivery
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.readOne(ctx, func(q querier) error {
 		var err error
-		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumns+` FROM deliveries
+		out, err = queryDeliveries(ctx, q, `SELECT `+deliveryColumns+` FROM deliveries
 			WHERE state = ? AND id > ? ORDER BY id LIMIT ?`, statePending, afterID, limit)
 		return err
 	})
@@ -645,9 +645,9 @@ func (db *DB) PendingDeliveries(ctx context.Context, afterID int64, limit int) (
 // [store.ErrNotFound].
 func (db *DB) GetDelivery(ctx context.Context, id int64) (store.Delivery, error) {
 	var d store.Delivery
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.readOne(ctx, func(q querier) error {
 		var err error
-		d, err = getDelivery(ctx, tx, id)
+		d, err = getDelivery(ctx, q, id)
 		return err
 	})
 	return d, err

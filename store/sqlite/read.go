@@ -13,8 +13,8 @@ import (
 	"github.com/calsync/calsync/store/internal/rowcodec"
 )
 
-// querier is what reads need: a read transaction or the write transaction
-// of an Update.
+// querier is what reads need: a read transaction, the read pool (see
+// readOne) or the write transaction of an Update.
 type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
@@ -23,9 +23,9 @@ type querier interface {
 // GetCalendar returns a calendar or an error wrapping [store.ErrNotFound].
 func (db *DB) GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error) {
 	var c *calsyncv1.Calendar
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.readOne(ctx, func(q querier) error {
 		var err error
-		c, err = getCalendar(ctx, tx, id)
+		c, err = getCalendar(ctx, q, id)
 		return err
 	})
 	return c, err
@@ -90,9 +90,9 @@ func (db *DB) ListCalendars(ctx context.Context, q store.CalendarQuery) ([]*cals
 // [store.ErrNotFound]. The raw payload is read only when withRaw is set.
 func (db *DB) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error) {
 	var e *calsyncv1.CalendarEvent
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.readOne(ctx, func(q querier) error {
 		var err error
-		e, err = getEvent(ctx, tx, id, withRaw)
+		e, err = getEvent(ctx, q, id, withRaw)
 		return err
 	})
 	return e, err
@@ -203,9 +203,9 @@ func scanEvents(ctx context.Context, q querier, query string, args []any, fn fun
 // [store.ErrNotFound].
 func (db *DB) GetSyncState(ctx context.Context, calendarID string) (store.SyncState, error) {
 	var s store.SyncState
-	err := db.read(ctx, func(tx *sql.Tx) error {
+	err := db.readOne(ctx, func(q querier) error {
 		var err error
-		s, err = getSyncState(ctx, tx, calendarID)
+		s, err = getSyncState(ctx, q, calendarID)
 		return err
 	})
 	return s, err

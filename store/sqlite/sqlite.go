@@ -472,6 +472,20 @@ func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	return db.writeTx(ctx, fn)
 }
 
+// readOne runs fn, whose reads are each one statement, on the read pool
+// outside any transaction (one statement reads one snapshot; a read
+// transaction would add a BEGIN and a ROLLBACK to parse and run), through
+// statements kept prepared after their first use. Reads that must agree
+// with each other use read.
+func (db *DB) readOne(ctx context.Context, fn func(querier) error) error {
+	if err := db.enter(); err != nil {
+		return err
+	}
+	defer db.leave()
+	defer db.readStmts.prepareWanted(ctx, db.r)
+	return fn(poolQuerier{db: db.r, cache: db.readStmts})
+}
+
 // read runs fn in a read transaction: every query in fn sees the same
 // snapshot of the database, taken at its first query.
 func (db *DB) read(ctx context.Context, fn func(*sql.Tx) error) error {

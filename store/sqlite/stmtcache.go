@@ -123,6 +123,27 @@ func (q writeQuerier) QueryRowContext(ctx context.Context, query string, args ..
 	return q.tx.QueryRowContext(ctx, query, args...)
 }
 
+// poolQuerier runs statements on a pool outside any transaction, prepared
+// ones from the cache when it has them.
+type poolQuerier struct {
+	db    *sql.DB
+	cache *stmtCache
+}
+
+func (q poolQuerier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if s := q.cache.get(query); s != nil {
+		return s.QueryContext(ctx, args...)
+	}
+	return q.db.QueryContext(ctx, query, args...)
+}
+
+func (q poolQuerier) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if s := q.cache.get(query); s != nil {
+		return s.QueryRowContext(ctx, args...)
+	}
+	return q.db.QueryRowContext(ctx, query, args...)
+}
+
 // boundStmts are the cache's statements bound to one transaction: binding
 // one (Tx.StmtContext) costs allocations and locking on every call, and a
 // group commit runs the same few statements hundreds of times. It belongs

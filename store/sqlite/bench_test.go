@@ -204,6 +204,61 @@ func BenchmarkReadChanges(b *testing.B) {
 	b.ReportMetric(float64(read)/b.Elapsed().Seconds(), "changes/s")
 }
 
+// BenchmarkPointReads measures the one-statement reads the processor and
+// the API run most: an event by id, and the processor's scan for pending
+// deliveries finding one new delivery. It reports process CPU per read.
+func BenchmarkPointReads(b *testing.B) {
+	db := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{Synchronous: "NORMAL"})
+	ctx := context.Background()
+	err := db.Update(ctx, func(tx store.Tx) error {
+		for i := range 1000 {
+			e := &calsyncv1.CalendarEvent{
+				Id: fmt.Sprintf("evt_%04d", i), CalendarId: "cal_a", Provider: "recall", Title: "Weekly sync",
+				StartTime: timestamppb.Now(), EndTime: timestamppb.Now(),
+			}
+			if err := tx.PutEvent(ctx, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	last, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: "recall", DedupKey: "k", EventType: "calendar.sync_events",
+		OrderingKey: "cal_a", Body: []byte(`{"event":"calendar.sync_events"}`), ReceiveTime: time.Now()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reads := map[string]func(i int) error{
+		"get-event": func(i int) error {
+			_, err := db.GetEvent(ctx, fmt.Sprintf("evt_%04d", i%1000), false)
+			return err
+		},
+		"pending-scan": func(int) error {
+			ds, err := db.PendingDeliveries(ctx, last-1, 500)
+			if err == nil && len(ds) != 1 {
+				err = fmt.Errorf("scan found %d deliveries, want 1", len(ds))
+			}
+			return err
+		},
+	}
+	for _, name := range []string{"get-event", "pending-scan"} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			cpu0 := cputime.Process()
+			i := 0
+			for b.Loop() {
+				if err := reads[name](i); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			b.ReportMetric(float64((cputime.Process()-cpu0).Nanoseconds())/1e3/float64(b.N), "cpu-µs/read")
+		})
+	}
+}
+
 // testingProcs is GOMAXPROCS, the multiplier RunParallel applies to
 // SetParallelism.
 func testingProcs() int { return runtime.GOMAXPROCS(0) }

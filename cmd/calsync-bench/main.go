@@ -42,7 +42,7 @@ func main() {
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("calsync-bench ")
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: calsync-bench run|peers|crash|faults|report|bare [flags]")
+		fmt.Fprintln(os.Stderr, "usage: calsync-bench run|peers|crash|faults|report|writer-trace|bare [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,6 +91,12 @@ func main() {
 		err = runFaults(ctx, *bin, *out)
 	case "report":
 		err = writeMarkdown(*md)
+	case "writer-trace":
+		if fs.NArg() != 1 {
+			err = fmt.Errorf("usage: calsync-bench writer-trace TRACE_FILE (from calsync serve --pprof-addr A: curl A/debug/pprof/trace?seconds=3)")
+			break
+		}
+		err = writerTrace(fs.Arg(0), os.Stdout)
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime/trace"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/sqlite"
+)
+
+// TestWriterTrace traces real group commits of a SQLite store and checks
+// that the report finds the committer and its fsyncs.
+func TestWriterTrace(t *testing.T) {
+	dir := t.TempDir()
+	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "w.db"), sqlite.Options{Synchronous: "FULL"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	out, err := os.Create(filepath.Join(dir, "trace.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trace.Start(out); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 25 {
+				_, _, err := db.Enqueue(context.Background(), store.NewDelivery{
+					Provider: "postpress", DedupKey: fmt.Sprint(w, "-", i), EventType: "event.updated",
+					Body: []byte(`{}`), ReceiveTime: time.Now(),
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	trace.Stop()
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var report bytes.Buffer
+	if err := writerTrace(out.Name(), &report); err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`system call fsync +(\d+) ×`).FindStringSubmatch(report.String())
+	if m == nil {
+		t.Fatalf("no fsync in the report:\n%s", report.String())
+	}
+	if n, _ := strconv.Atoi(m[1]); n < 1 || n > 200 {
+		t.Errorf("%d fsyncs for 200 deliveries in group commits, want 1 to 200:\n%s", n, report.String())
+	}
+	for _, state := range []string{"Running", "Syscall", "Waiting"} {
+		if !bytes.Contains(report.Bytes(), []byte(state)) {
+			t.Errorf("no %s in the report:\n%s", state, report.String())
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,8 +64,9 @@ func BenchmarkEnqueue(b *testing.B) {
 // cost. apply=new-event stores a new event per delivery (see distinct
 // below), the shape of a stream of distinct webhooks; apply=update-event
 // reads the event first and keeps its calendar and start, the shape of
-// a meeting's edits. It reports process
-// CPU and allocations per delivery.
+// a meeting's edits; apply=event,callers=4 is apply=event with four
+// deliveries in flight instead of 64. It reports process CPU and
+// allocations per delivery.
 func BenchmarkEnqueueApply(b *testing.B) {
 	body := []byte(`{"event":"calendar_event_updated","data":{"calendar_id":"` + strings.Repeat("x", 800) + `"}}`)
 	for _, c := range []struct {
@@ -80,14 +82,18 @@ func BenchmarkEnqueueApply(b *testing.B) {
 		// does, and keeps its calendar and start: a new version of a
 		// meeting that did not move.
 		update bool
-	}{{"apply=none", false, false, false}, {"apply=event", true, false, false}, {"apply=new-event", true, true, false},
-		{"apply=update-event", true, false, true}} {
+		// callers is how many deliveries are in flight (0: 64); a few
+		// make the small batches of a moderate load.
+		callers int
+	}{{"apply=none", false, false, false, 0}, {"apply=event", true, false, false, 0}, {"apply=new-event", true, true, false, 0},
+		{"apply=update-event", true, false, true, 0}, {"apply=event,callers=4", true, false, false, 4}} {
 		withApply := c.withApply
 		b.Run(c.name, func(b *testing.B) {
 			db := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{Synchronous: "FULL"})
 			ctx := context.Background()
 			var n atomic.Int64
-			b.SetParallelism(max(1, 64/testingProcs()))
+			callers := cmp.Or(c.callers, 64)
+			b.SetParallelism(max(1, callers/testingProcs()))
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu0 := cputime.Process()

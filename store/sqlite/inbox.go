@@ -424,9 +424,11 @@ type storedLookup struct {
 }
 
 // chunkSizes are the sizes of the set-based statements of a batch, largest
-// first: a batch of n runs about n/64 + 6 statements of each kind, and the
-// writer keeps four prepared forms of each.
-var chunkSizes = [...]int{64, 16, 4, 1}
+// first, the powers of two: a batch of n runs n/64 plus at most six
+// statements of each kind (one per bit of n mod 64), so the small batches
+// of a moderate load run one or two, and the writer keeps seven prepared
+// forms of each.
+var chunkSizes = [...]int{64, 32, 16, 8, 4, 2, 1}
 
 // chunks calls fn on consecutive spans of n items, each of a size in
 // chunkSizes (c indexes it).

@@ -110,6 +110,52 @@ func TestListEventsPaging(t *testing.T) {
 	}
 }
 
+// TestListEventsBeforeFirstRequest: the callback runs after the rate
+// limiter's wait and before each attempt at the first page, and not for the
+// pages after it.
+func TestListEventsBeforeFirstRequest(t *testing.T) {
+	srv := recalltest.New(t, recalltest.WithNow(time.Date(2026, 1, 20, 8, 0, 0, 0, time.UTC)))
+	cal := srv.PutCalendar(recalltest.Calendar{})
+	addEvents(srv, cal.ID, 150) // two pages
+	// A burst of one: every request after the first waits for the limiter.
+	c, clk := newClient(t, srv, recall.WithRateLimit(recall.EndpointEventList, 2, 1))
+	type call struct {
+		page     bool
+		requests int           // requests the fake had answered
+		slept    time.Duration // the client's waits so far
+	}
+	list := func() []call {
+		var calls []call
+		err := c.ListEvents(t.Context(), cal.ID, time.Time{}, func([]recall.Event) error {
+			calls = append(calls, call{page: true, requests: len(srv.RequestLog()), slept: clk.Slept()})
+			return nil
+		}, recall.BeforeFirstRequest(func() {
+			calls = append(calls, call{requests: len(srv.RequestLog()), slept: clk.Slept()})
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return calls
+	}
+	got := list()
+	if len(got) != 3 || got[0].page || got[0].requests != 0 || !got[1].page || !got[2].page {
+		t.Fatalf("first listing: %+v, want the callback before any request, then two pages", got)
+	}
+	srv.ResetRequests()
+	srv.RateLimitNext(1, time.Second)
+	before := clk.Slept()
+	got = list()
+	if len(got) != 4 || got[0].page || got[1].page || !got[2].page || !got[3].page {
+		t.Fatalf("listing after a 429: %+v, want the callback twice (once per attempt at the first page), then two pages", got)
+	}
+	if got[0].slept <= before || got[0].requests != 0 {
+		t.Errorf("first callback %+v: want it after the limiter's wait (slept %v before the listing) and before any request", got[0], before)
+	}
+	if got[1].slept <= got[0].slept || got[1].requests != 1 {
+		t.Errorf("second callback %+v: want it after the 429 was answered and the retry's wait", got[1])
+	}
+}
+
 func TestListEventsUpdatedSince(t *testing.T) {
 	srv := recalltest.New(t, recalltest.WithNow(time.Date(2026, 1, 20, 8, 0, 0, 0, time.UTC)))
 	cal := srv.PutCalendar(recalltest.Calendar{})

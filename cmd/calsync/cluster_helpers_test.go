@@ -400,6 +400,9 @@ func (w *clusterWatcher) follow(ctx context.Context, p *process, after string) s
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
+			w.mu.Lock()
+			w.err = err
+			w.mu.Unlock()
 			return after
 		}
 		if ch := resp.GetChange(); ch != nil {
@@ -454,10 +457,22 @@ func readLog(t *testing.T, ctx context.Context, p *process, after string, want i
 	w := &clusterWatcher{}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	// A stream that ends with an error (a pooled connection to a
+	// PostgreSQL that restarted, say) is resumed from its last cursor, as
+	// a client does, a few times at most.
+	const maxResumes = 3
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		w.follow(ctx, p, after)
+		for ctx.Err() == nil && w.resumes <= maxResumes {
+			after = w.follow(ctx, p, after)
+			if ctx.Err() == nil {
+				w.mu.Lock()
+				w.resumes++
+				t.Logf("the reading stream ended (%v); resuming after %s", w.err, after)
+				w.mu.Unlock()
+			}
+		}
 	}()
 	for {
 		if cursors, _ := w.seen(); len(cursors) >= want || ctx.Err() != nil {
@@ -465,7 +480,10 @@ func readLog(t *testing.T, ctx context.Context, p *process, after string, want i
 		}
 		select {
 		case <-done:
-			t.Fatalf("the reading stream ended early")
+			w.mu.Lock()
+			err := w.err
+			w.mu.Unlock()
+			t.Fatalf("the reading stream ended %d times; last: %v", maxResumes+1, err)
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

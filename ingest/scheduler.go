@@ -211,16 +211,9 @@ func (s *scheduler) next(l lane, coalesce func(head, d store.Delivery) bool) (ke
 	key = lq.ready[0]
 	lq.ready = lq.ready[1:]
 	q := s.queues[key]
-	q.busy = true
-	batch = []store.Delivery{q.items[0]}
-	for _, d := range q.items[1:] {
-		if !coalesce(q.items[0], d) {
-			break
-		}
-		batch = append(batch, d)
-	}
-	q.inFlight = len(batch)
-	return key, batch, true
+	q.busy, q.inFlight = true, 1
+	q.extendLocked(coalesce)
+	return key, slices.Clone(q.items[:q.inFlight]), true
 }
 
 // join adds to the batch in flight for key the deliveries queued behind it
@@ -235,13 +228,20 @@ func (s *scheduler) join(key string, coalesce func(head, d store.Delivery) bool)
 		return nil // dropped meanwhile (see drop)
 	}
 	from := q.inFlight
-	for _, d := range q.items[from:] {
+	q.extendLocked(coalesce)
+	return slices.Clone(q.items[from:q.inFlight])
+}
+
+// extendLocked adds to q's batch in flight the queued deliveries right
+// after it that coalesce with its head. The caller holds the scheduler's
+// lock.
+func (q *keyQueue) extendLocked(coalesce func(head, d store.Delivery) bool) {
+	for _, d := range q.items[q.inFlight:] {
 		if !coalesce(q.items[0], d) {
-			break
+			return
 		}
 		q.inFlight++
 	}
-	return slices.Clone(q.items[from:q.inFlight])
 }
 
 // finish removes the first n deliveries of key (they are done, ignored or

@@ -61,7 +61,7 @@ type checkpointer struct {
 
 // startCheckpointer opens the checkpointer's connection and starts its loop.
 func (db *DB) startCheckpointer(syncMode string, observe func(logFrames, copied int, forced bool)) error {
-	conn, err := sql.Open("sqlite", dsn(db.path, syncMode, false))
+	conn, err := sql.Open("sqlite", dsn(db.path, syncMode, checkpointerConn))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s for checkpoints: %w", db.path, err)
 	}

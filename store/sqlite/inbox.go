@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -49,8 +50,9 @@ type enqueueResult struct {
 //
 // Concurrent calls are committed together: a single committer goroutine
 // takes every request waiting (up to Options.MaxBatch), writes them in one
-// transaction and answers them all after its commit, so that many webhooks
-// share one fsync. A call whose ctx ends while it waits for the writer
+// transaction and answers them all once its commit is durable, so that many
+// webhooks share one fsync; the next batch is written while that fsync
+// runs (see durable.go). A call whose ctx ends while it waits for the writer
 // withdraws its delivery and returns ctx's error; once the committer holds
 // the writer and has taken the delivery into its transaction, the call
 // waits for that commit and reports its outcome.
@@ -128,11 +130,11 @@ func (db *DB) commitLoop() {
 	}
 }
 
-// commitBatch commits the requests of one batch and answers them. It takes
-// the writer first and only then the requests, so a request whose caller
-// gave up while the writer was busy is left out, never written behind its
-// caller's back. If the batch's inserts fail, each request is tried on its
-// own, so one bad delivery cannot fail the others.
+// commitBatch commits the requests of one batch and answers them once the
+// commit is durable. It takes the writer first and only then the requests,
+// so a request whose caller gave up while the writer was busy is left out,
+// never written behind its caller's back. If the batch's inserts fail, each
+// request is tried on its own, so one bad delivery cannot fail the others.
 //
 // The Updates queued at that moment (processed deliveries, mostly) commit
 // in the same transaction: one fsync then serves both the webhooks being
@@ -143,7 +145,7 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	// many callers, and each of them stops waiting when its own ctx ends.
 	db.wlock <- struct{}{}
 	defer db.unlockWriter()
-	live := batch[:0]
+	var live []*enqueueRequest // the batch's slice is the committer's
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
 			if r.state.Abandon() {
@@ -160,28 +162,32 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	}
 	began := time.Now()
 	results, err := db.insertDeliveries(live, true)
-	if db.onBatch != nil {
-		db.onBatch(len(live), time.Since(began))
-	}
 	if err != nil && len(live) > 1 {
 		db.log.Warn("inbox batch commit failed; committing deliveries one by one", "batch", len(live), "err", err)
 		for _, r := range live {
 			res, err := db.insertDeliveries([]*enqueueRequest{r}, false)
-			if err != nil {
-				r.done <- enqueueResult{err: err}
-				continue
-			}
-			r.done <- res[0]
+			db.sync.whenDurable(func(syncErr error) {
+				if err = cmp.Or(err, syncErr); err != nil {
+					r.done <- enqueueResult{err: err}
+					return
+				}
+				r.done <- res[0]
+			})
 		}
 		return
 	}
-	for i, r := range live {
-		if err != nil {
-			r.done <- enqueueResult{err: err}
-			continue
+	db.sync.whenDurable(func(syncErr error) {
+		if db.onBatch != nil {
+			db.onBatch(len(live), time.Since(began))
 		}
-		r.done <- results[i]
-	}
+		for i, r := range live {
+			if err := cmp.Or(err, syncErr); err != nil {
+				r.done <- enqueueResult{err: err}
+				continue
+			}
+			r.done <- results[i]
+		}
+	})
 }
 
 // insertDeliveries writes reqs in one transaction, with the queued Updates
@@ -257,16 +263,19 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 		}
 		break
 	}
-	if err == nil && insertErr == nil && applied > 0 {
-		// The applies' changes precede the Updates' in cursor order.
-		db.hooksMu.RLock()
-		hooks := db.hooks
-		db.hooksMu.RUnlock()
-		for _, h := range hooks {
-			h(t.records[:applied:applied])
+	commitErr, inserted := err, insertErr == nil
+	db.sync.whenDurable(func(syncErr error) {
+		if commitErr == nil && inserted && applied > 0 && syncErr == nil {
+			// The applies' changes precede the Updates' in cursor order.
+			db.hooksMu.RLock()
+			hooks := db.hooks
+			db.hooksMu.RUnlock()
+			for _, h := range hooks {
+				h(t.records[:applied:applied])
+			}
 		}
-	}
-	db.finishUpdates(t, updates, err)
+		db.finishUpdates(t, updates, cmp.Or(commitErr, syncErr))
+	})
 	if err == nil {
 		err = insertErr
 	}

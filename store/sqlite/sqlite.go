@@ -71,8 +71,9 @@ type Options struct {
 	Now func() time.Time
 	// OnBatch, if set, is called after every group commit of the inbox with
 	// the number of deliveries in the batch and how long writing them took,
-	// so metrics can show whether group commit is doing its job. It is
-	// called from the committer goroutine and must not block.
+	// until durable, so metrics can show whether group commit is doing its
+	// job. It is called from the goroutine that syncs commits and must not
+	// block.
 	OnBatch func(size int, d time.Duration)
 	// OnCheckpoint, if set, is called after every checkpoint (see
 	// checkpoint.go) with the WAL's length in pages, how many of them are
@@ -103,6 +104,8 @@ type DB struct {
 	r *sql.DB
 	// ckpt copies the WAL into the database file, off the writer's path.
 	ckpt *checkpointer
+	// sync makes the writer's commits durable (see durable.go).
+	sync *syncer
 
 	hooksMu sync.RWMutex
 	hooks   []func([]store.ChangeRecord)
@@ -178,7 +181,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	var err error
-	db.w, err = sql.Open("sqlite", dsn(path, syncMode, false))
+	db.w, err = sql.Open("sqlite", dsn(path, syncMode, writerConn))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
@@ -195,13 +198,25 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		db.w.Close()
 		return nil, err
 	}
+	// The migrations' commits synced themselves; from now on the syncer
+	// syncs the writer's commits (see durable.go).
+	var log *walvfs.Log
+	if syncMode == "FULL" {
+		if log, err = walvfs.FindLog(path + "-wal"); err != nil {
+			db.log.Warn("sqlite: commits will wait for their own sync", "err", err)
+			log = nil
+		}
+	}
+	db.sync = newSyncer(log)
 	if err := db.startCheckpointer(syncMode, opts.OnCheckpoint); err != nil {
+		db.sync.close()
 		db.w.Close()
 		return nil, err
 	}
 
-	db.r, err = sql.Open("sqlite", dsn(path, syncMode, true))
+	db.r, err = sql.Open("sqlite", dsn(path, syncMode, readerConn))
 	if err != nil {
+		db.sync.close()
 		db.ckpt.close()
 		db.w.Close()
 		return nil, fmt.Errorf("sqlite: open %s for reading: %w", path, err)
@@ -210,6 +225,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	db.r.SetMaxOpenConns(readers)
 	db.r.SetMaxIdleConns(readers)
 	if err := db.r.PingContext(ctx); err != nil {
+		db.sync.close()
 		db.ckpt.close()
 		db.w.Close()
 		db.r.Close()
@@ -223,14 +239,26 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	return db, nil
 }
 
+// connRole says what a connection is for.
+type connRole int
+
+const (
+	writerConn connRole = iota
+	checkpointerConn
+	readerConn
+)
+
 // dsn builds the driver's data source name. Journal mode and synchronous are
 // set on every connection; only the writer takes its lock at BEGIN (so a
 // transaction never fails half way to upgrade), and readers are query-only
 // so a bug cannot write outside the writer's lock. The writer never
 // checkpoints: the checkpointer does (see checkpoint.go). Under
 // synchronous=FULL, writing connections write the WAL through walvfs, one
-// system call per commit instead of two per page.
-func dsn(path, synchronous string, readOnly bool) string {
+// system call per commit instead of two per page, and the writer through
+// its pipelined VFS, whose commits leave their sync to the syncer (see
+// durable.go).
+func dsn(path, synchronous string, role connRole) string {
+	readOnly := role == readerConn
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout(5000)")
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -241,7 +269,10 @@ func dsn(path, synchronous string, readOnly bool) string {
 	} else {
 		q.Set("_txlock", "immediate")
 		q.Add("_pragma", "wal_autocheckpoint(0)")
-		if synchronous == "FULL" {
+		switch {
+		case synchronous == "FULL" && role == writerConn:
+			q.Set("vfs", walvfs.PipeName)
+		case synchronous == "FULL":
 			q.Set("vfs", walvfs.Name)
 		}
 	}
@@ -374,7 +405,7 @@ func (db *DB) Close() error {
 		if _, err := db.w.Exec(`PRAGMA optimize`); err != nil {
 			db.log.Warn("sqlite: optimize at close failed", "err", err)
 		}
-		db.closeErr = errors.Join(db.stmts.close(), db.readStmts.close(), db.ckpt.close(), db.r.Close(), db.w.Close())
+		db.closeErr = errors.Join(db.sync.close(), db.stmts.close(), db.readStmts.close(), db.ckpt.close(), db.r.Close(), db.w.Close())
 	})
 	return db.closeErr
 }
@@ -447,8 +478,13 @@ func (db *DB) unlockWriter() {
 }
 
 // writeTx runs fn in a write transaction on the writer connection. The
-// caller holds the writer lock.
+// caller holds the writer lock. The commit is visible when writeTx returns
+// but not yet durable: whatever depends on it waits for the syncer
+// (db.sync.whenDurable or waitDurable).
 func (db *DB) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.sync.waitBacklog(); err != nil {
+		return err
+	}
 	tx, err := db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: begin: %w", err)
@@ -457,19 +493,26 @@ func (db *DB) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		tx.Rollback()
 		return err
 	}
-	if err := tx.Commit(); err != nil {
+	if err := db.sync.commit(tx.Commit); err != nil {
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	return nil
 }
 
-// write takes the writer lock and runs fn in a write transaction.
+// write takes the writer lock and runs fn in a write transaction, and
+// returns once its commit is durable.
 func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err := db.lockWriter(ctx); err != nil {
 		return err
 	}
-	defer db.unlockWriter()
-	return db.writeTx(ctx, fn)
+	err := db.writeTx(ctx, fn)
+	db.unlockWriter()
+	if err != nil {
+		return err
+	}
+	// Not ctx: the commit is done, and its caller may not be told so
+	// before it is durable.
+	return db.sync.waitDurable(context.Background())
 }
 
 // readOne runs fn, whose reads are each one statement, on the read pool
@@ -483,7 +526,10 @@ func (db *DB) readOne(ctx context.Context, fn func(querier) error) error {
 	}
 	defer db.leave()
 	defer db.readStmts.prepareWanted(ctx, db.r)
-	return fn(poolQuerier{db: db.r, cache: db.readStmts})
+	if err := fn(poolQuerier{db: db.r, cache: db.readStmts}); err != nil {
+		return err
+	}
+	return db.sync.waitVisible(ctx)
 }
 
 // read runs fn in a read transaction: every query in fn sees the same
@@ -498,5 +544,9 @@ func (db *DB) read(ctx context.Context, fn func(*sql.Tx) error) error {
 		return fmt.Errorf("sqlite: begin read: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(tx)
+	if err := fn(tx); err != nil {
+		return err
+	}
+	// Nothing read leaves the store before it is durable.
+	return db.sync.waitVisible(ctx)
 }

@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -17,9 +18,9 @@ import (
 // errTxDone reports a Tx used after its Update returned.
 var errTxDone = errors.New("sqlite: transaction used after Update returned")
 
-// Update runs fn in one write transaction. After a successful commit, and
-// still holding the writer lock so that hooks see commits in cursor order,
-// it hands the appended changes to every [DB.OnCommit] hook. If fn fails or
+// Update runs fn in one write transaction. Once the commit is durable, and
+// in commit order so that hooks see commits in cursor order, it hands the
+// appended changes to every [DB.OnCommit] hook, and then returns. If fn fails or
 // the commit does, everything fn wrote is rolled back and no hook sees it.
 //
 // Concurrent Updates share one SQLite transaction, each in its own
@@ -115,7 +116,7 @@ func (db *DB) runUpdates() {
 		}
 		return err
 	})
-	db.finishUpdates(t, batch, err)
+	db.sync.whenDurable(func(syncErr error) { db.finishUpdates(t, batch, cmp.Or(err, syncErr)) })
 }
 
 // takeUpdates takes the Updates queued now, at most MaxBatch of them.
@@ -189,8 +190,9 @@ func (t *tx) runUpdates(ctx context.Context, sqlTx *sql.Tx, batch []*updateReque
 }
 
 // finishUpdates answers batch's Updates once their transaction has ended
-// with err, after handing the committed changes to the hooks. The caller
-// still holds the writer lock, so hooks see commits in cursor order.
+// with err and is durable, after handing the committed changes to the
+// hooks. It runs on the syncer, which runs commits' completions in commit
+// order, so hooks see commits in cursor order.
 func (db *DB) finishUpdates(t *tx, batch []*updateRequest, err error) {
 	if err != nil {
 		for _, r := range batch {
@@ -222,7 +224,8 @@ func (db *DB) finishUpdates(t *tx, batch []*updateRequest, err error) {
 var errNothingToCommit = errors.New("sqlite: nothing to commit")
 
 // OnCommit registers fn to receive the changes of every commit that
-// appended some, in commit order, on the committing goroutine.
+// appended some, in commit order, once the commit is durable, on the
+// goroutine that syncs commits (see durable.go): fn must not block.
 func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 	db.hooksMu.Lock()
 	defer db.hooksMu.Unlock()

@@ -3,3 +3,6 @@ package walvfs
 // Counts returns how many writes the VFS held and how many times it wrote
 // held writes out.
 func Counts() (held, flushed int64) { return heldWrites.Load(), flushes.Load() }
+
+// Syncs returns how many times a log was synced through the VFS.
+func Syncs() int64 { return syncs.Load() }

@@ -18,6 +18,8 @@
 // publishes frames that were never synced and so might still be held here.
 //
 // Open a database through it with the driver's DSN parameter vfs=[Name].
+// A database's writer may instead open it through vfs=[PipeName], which also
+// lets the caller take the log's sync out of the commit (see [Log]).
 package walvfs
 
 import (
@@ -45,16 +47,17 @@ var (
 	registerOnce sync.Once
 	registerErr  error
 
-	// base is the default VFS every call is forwarded to.
-	base uintptr
+	// base is the default VFS every call is forwarded to; pipeVFS is the
+	// one registered as PipeName.
+	base, pipeVFS uintptr
 
 	// logMethods, the methods of a log, are in SQLite's memory, as is the
 	// VFS itself (SQLite links it into its list); both live as long as the
 	// process.
 	logMethods uintptr
 
-	// flushes and held count what the VFS did, for its tests.
-	flushes, heldWrites atomic.Int64
+	// flushes, heldWrites and syncs count what the VFS did, for its tests.
+	flushes, heldWrites, syncs atomic.Int64
 )
 
 // logFile is an open write-ahead log as SQLite sees it: its own header,
@@ -66,6 +69,10 @@ type logFile struct {
 	cap   int64
 	start int64
 	held  int64
+	// log is the [Log] of a log opened through PipeName (0: none), and
+	// header is set while a write of the log's header has not been synced.
+	log    int32
+	header int32
 }
 
 // headerSize is where the default VFS's file starts inside a logFile; a
@@ -143,13 +150,29 @@ func register() error {
 	if rc := sqlite3.Xsqlite3_vfs_register(tls, p, 0); rc != sqlite3.SQLITE_OK {
 		return &registerError{rc: rc}
 	}
+	// The pipelined VFS is the same VFS under another name: its own
+	// struct, so vfsOpen can tell which one a file is opened through.
+	pipeName, err := libc.CString(PipeName)
+	if err != nil {
+		return err
+	}
+	if pipeVFS = libc.Xcalloc(tls, 1, libc.Tsize_t(unsafe.Sizeof(sqlite3.Tsqlite3_vfs{}))); pipeVFS == 0 {
+		return errNoMemory
+	}
+	pv := (*sqlite3.Tsqlite3_vfs)(ptr(pipeVFS))
+	*pv = *vfs
+	pv.FpNext = 0
+	pv.FzName = pipeName
+	if rc := sqlite3.Xsqlite3_vfs_register(tls, pipeVFS, 0); rc != sqlite3.SQLITE_OK {
+		return &registerError{rc: rc}
+	}
 	return nil
 }
 
 // vfsOpen opens every file through the default VFS. Any file but a log is
 // the default VFS's file, placed where SQLite expects its own; a log is
 // wrapped in a logFile.
-func vfsOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags int32, pOutFlags uintptr) int32 {
+func vfsOpen(tls *libc.TLS, pVfs uintptr, zName uintptr, pFile uintptr, flags int32, pOutFlags uintptr) int32 {
 	open := baseMethod[func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32](offOpen)
 	if flags&sqlite3.SQLITE_OPEN_WAL == 0 {
 		return open(tls, base, zName, pFile, flags, pOutFlags)
@@ -162,6 +185,9 @@ func vfsOpen(tls *libc.TLS, _ uintptr, zName uintptr, pFile uintptr, flags int32
 	// failed; the default VFS's file then gets its close through ours.
 	if inner(pFile).FpMethods != 0 {
 		f.base.FpMethods = logMethods
+	}
+	if rc == sqlite3.SQLITE_OK && pVfs == pipeVFS {
+		f.log = openLog(pFile)
 	}
 	return rc
 }
@@ -206,6 +232,9 @@ func logWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 	if f.held == 0 {
 		f.start = iOfst
 	}
+	if iOfst == 0 {
+		f.header = 1
+	}
 	if need := f.held + amt; need > f.cap {
 		c := min(max(f.cap*2, 64<<10, need), maxHeld)
 		p := libc.Xrealloc(tls, f.buf, libc.Tsize_t(c))
@@ -231,16 +260,32 @@ func logRead(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64
 	return innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offRead)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
 }
 
+// logSync writes out what is held and syncs the log, unless the log is a
+// [Log] whose owner takes this sync out of the commit (see [Log.Defer]).
+// A sync that follows a write of the log's header is never deferred:
+// SQLite syncs a new header before writing frames behind it.
 func logSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
 	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
+	f := (*logFile)(ptr(pFile))
+	if f.log != 0 && f.header == 0 && deferSync(f.log) {
+		return sqlite3.SQLITE_OK
+	}
+	f.header = 0
+	syncs.Add(1)
 	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offSync)(tls, pFile+headerSize, flags)
 }
 
 func logClose(tls *libc.TLS, pFile uintptr) int32 {
 	rc := flush(tls, pFile)
 	f := (*logFile)(ptr(pFile))
+	if f.log != 0 {
+		if err := closeLog(f.log); err != nil && rc == sqlite3.SQLITE_OK {
+			rc = sqlite3.SQLITE_IOERR_FSYNC
+		}
+		f.log = 0
+	}
 	if f.buf != 0 {
 		libc.Xfree(tls, f.buf)
 		f.buf, f.cap = 0, 0

@@ -155,10 +155,10 @@ func TestFailedSyncStopsWriting(t *testing.T) {
 	g.release <- fire
 	for what, err := range map[string]error{
 		"the commit the failed sync was to cover": <-enq,
-		"a later delivery": func() error { _, _, err := db.Enqueue(ctx, newDelivery("k2")); return err }(),
-		"a later Update":   db.Update(ctx, appendEvent("evt_2")),
-		"a later attempt":  db.RecordAttempt(ctx, 1, "x", time.Now()),
-		"a read":           func() error { _, err := db.GetEvent(ctx, "evt_1", false); return err }(),
+		"a later delivery":                        func() error { _, _, err := db.Enqueue(ctx, newDelivery("k2")); return err }(),
+		"a later Update":                          db.Update(ctx, appendEvent("evt_2")),
+		"a later attempt":                         db.RecordAttempt(ctx, 1, "x", time.Now()),
+		"a read":                                  func() error { _, err := db.GetEvent(ctx, "evt_1", false); return err }(),
 	} {
 		if !errors.Is(err, fire) || !strings.Contains(err.Error(), "stopped writing") {
 			t.Errorf("%s: %v, want the sync's error", what, err)

@@ -4,9 +4,11 @@
 // One database file holds everything. Writes go through a single connection guarded
 // by a lock, so transactions never contend inside SQLite and commit hooks see
 // commits in cursor order; reads go through a separate pool of read-only
-// connections and, thanks to WAL, never wait for writers. Webhook deliveries
-// are committed in groups (see [DB.Enqueue]) so that durable ingestion is not
-// limited to one fsync per request.
+// connections and, thanks to WAL, never wait for writers (only, briefly, for
+// the fsync of a commit they may have seen: see durable.go). Webhook
+// deliveries are committed in groups (see [DB.Enqueue]) so that durable
+// ingestion is not limited to one fsync per request, and a commit's fsync
+// runs while the writer writes the next one.
 package sqlite
 
 import (

@@ -29,6 +29,8 @@ type ProcStats struct {
 	// clientCPU is this tool's own CPU time when the stats were read, so
 	// the load generator's share of the machine can be reported too.
 	clientCPU time.Duration
+	// ioStall is the machine's ioStallTotal when the stats were read.
+	ioStall time.Duration
 }
 
 // readProcStats reads /proc/<pid>/stat (CPU) and /proc/<pid>/status (RSS).
@@ -70,7 +72,37 @@ func statsWithClient(pid int) ProcStats {
 	if self, err := readProcStats(os.Getpid()); err == nil {
 		s.clientCPU = self.CPU
 	}
+	s.ioStall, _ = ioStallTotal()
 	return s
+}
+
+// ioStallTotal reads how long, since boot, every task of the machine that
+// had work to do was waiting for I/O at once (the "full" line of Linux's
+// pressure stall information, /proc/pressure/io). A disk that stalls shows
+// there whoever caused the stall, so a latency run's tail can be told apart
+// from calsync's own work.
+func ioStallTotal() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/pressure/io")
+	if err != nil {
+		return 0, err
+	}
+	return parseFullStall(b)
+}
+
+// parseFullStall reads the total of the "full" line of a pressure file.
+func parseFullStall(b []byte) (time.Duration, error) {
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, "full ") {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "total="); ok {
+				us, err := strconv.ParseInt(v, 10, 64)
+				return time.Duration(us) * time.Microsecond, err
+			}
+		}
+	}
+	return 0, errors.New("no full total in the pressure file")
 }
 
 // freeAddr returns a loopback address with a port nobody listens on now.

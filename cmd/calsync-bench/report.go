@@ -362,13 +362,13 @@ func writeMarkdown(md string) error {
 	}
 	b.WriteString("\n")
 	if r.Fanout != nil || r.Broadcast != nil {
-		fmt.Fprintf(&b, "### Streams\n\n| run | rate | streams (REST) | webhooks/s | sent→received p50 | p90 | p99 | max | messages/s | missing | dup | server CPU | client CPU | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&b, "### Streams\n\n| run | rate | streams (REST) | webhooks/s | sent→received p50 | p90 | p99 | max | messages/s | missing | dup | server CPU | client CPU | peak RSS | machine stalled on I/O |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, f := range append([]*FanoutResult{r.Fanout, r.Broadcast}, ptrs(r.Steps)...) {
 			if f == nil {
 				continue
 			}
-			fmt.Fprintf(&b, "| %s | %.0f/s | %d+%d (%d) | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %.0f | %d | %d | %.0f%% | %.0f%% | %.1f MB |\n", f.Name, f.Rate, f.Filtered, f.Unfiltered, f.REST,
-				f.Load.Throughput, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.MessagesPerS, f.Check.Missing, f.Check.Duplicates, f.Server.CPUPercent, f.Server.ClientCPUPercent, f.Server.PeakRSSMB)
+			fmt.Fprintf(&b, "| %s | %.0f/s | %d+%d (%d) | %.0f | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %.0f | %d | %d | %.0f%% | %.0f%% | %.1f MB | %.0f ms |\n", f.Name, f.Rate, f.Filtered, f.Unfiltered, f.REST,
+				f.Load.Throughput, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.MessagesPerS, f.Check.Missing, f.Check.Duplicates, f.Server.CPUPercent, f.Server.ClientCPUPercent, f.Server.PeakRSSMB, f.Server.IOStallMs)
 		}
 		b.WriteString("\n")
 	}

@@ -210,6 +210,9 @@ type Server struct {
 	ClientCPUPercent float64 `json:"client_cpu_percent"`
 	CPUPerOp         float64 `json:"cpu_us_per_webhook,omitempty"`
 	PeakRSSMB        float64 `json:"peak_rss_mb"`
+	// IOStallMs is how long every task of the machine with work to do
+	// waited for I/O at once during the scenario (see ioStallTotal).
+	IOStallMs float64 `json:"io_stall_ms,omitempty"`
 }
 
 func serverUse(c *Child, before ProcStats, elapsed time.Duration, peak int64, ops int64) Server {
@@ -220,6 +223,9 @@ func serverUse(c *Child, before ProcStats, elapsed time.Duration, peak int64, op
 	}
 	if ops > 0 {
 		s.CPUPerOp = float64((after.CPU - before.CPU).Microseconds()) / float64(ops)
+	}
+	if before.ioStall > 0 && after.ioStall >= before.ioStall {
+		s.IOStallMs = float64((after.ioStall - before.ioStall).Microseconds()) / 1000
 	}
 	return s
 }
@@ -437,9 +443,9 @@ func (e *Env) fanoutAcross(ctx context.Context, post, c *Child, name string, rat
 	res.Check = set.Check(want)
 	res.Latency = set.Latencies()
 	res.MessagesPerS = float64(res.Check.Received) / loadEnd.Sub(start).Seconds()
-	log.Printf("%s: %.0f/s × %d+%d streams: sent→received p50 %.2f ms p99 %.2f ms max %.1f ms; missing %d dup %d order %d",
+	log.Printf("%s: %.0f/s × %d+%d streams: sent→received p50 %.2f ms p99 %.2f ms max %.1f ms; missing %d dup %d order %d; machine stalled on I/O %.0f ms",
 		name, res.Load.Throughput, filtered, unfiltered, res.Latency.P50, res.Latency.P99, res.Latency.Max,
-		res.Check.Missing, res.Check.Duplicates, res.Check.OrderDisagreements)
+		res.Check.Missing, res.Check.Duplicates, res.Check.OrderDisagreements, res.Server.IOStallMs)
 	return res, nil
 }
 

@@ -39,7 +39,9 @@ import (
 // what the WAL holds.
 type syncer struct {
 	// log is the writer's WAL, synced here; nil when commits sync
-	// themselves (synchronous=NORMAL, where nothing syncs at commit).
+	// themselves (synchronous=NORMAL, where nothing syncs at commit): then
+	// a commit is as durable as it gets when it returns, and what waits
+	// for it runs at once, on the writer's goroutine.
 	log *walvfs.Log
 	// sync is log.Sync, replaceable by tests.
 	sync func() error
@@ -79,10 +81,11 @@ func newSyncer(log *walvfs.Log) *syncer {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	s.sync = func() error { return nil }
-	if log != nil {
-		s.sync = log.Sync
+	if log == nil {
+		close(s.done)
+		return s
 	}
+	s.sync = log.Sync
 	go s.loop()
 	return s
 }
@@ -105,14 +108,23 @@ func (s *syncer) commit(fn func() error) error {
 	s.mu.Lock()
 	s.committed = seq
 	s.mu.Unlock()
+	if s.log == nil {
+		s.durable.Store(seq)
+		return err
+	}
 	s.nudge()
 	return err
 }
 
 // whenDurable runs fn on the syncer's goroutine once every commit so far is
-// durable, with nil, or with the error that stopped the store. Calls made
-// in commit order run in that order. fn must not block.
+// durable, with nil, or with the error that stopped the store (at once,
+// when commits sync themselves). Calls made in commit order run in that
+// order. fn must not block.
 func (s *syncer) whenDurable(fn func(error)) {
+	if s.log == nil {
+		fn(nil)
+		return
+	}
 	s.mu.Lock()
 	s.then = append(s.then, fn)
 	s.mu.Unlock()
@@ -143,6 +155,9 @@ func (s *syncer) waitBacklog() error {
 }
 
 func (s *syncer) waitFor(ctx context.Context, seq uint64) error {
+	if s.log == nil {
+		return nil
+	}
 	for {
 		if s.durable.Load() >= seq {
 			return nil
@@ -226,7 +241,9 @@ func (s *syncer) loop() {
 // close syncs what is left, runs what waits for it, and stops the loop.
 // No commit may start after close is called.
 func (s *syncer) close() error {
-	close(s.stop)
+	if s.log != nil {
+		close(s.stop)
+	}
 	<-s.done
 	return s.err()
 }

@@ -53,6 +53,9 @@ type syncer struct {
 	// waiting counts the calls blocked in waitFor, for tests.
 	waiting atomic.Int32
 
+	// flushMu lets one flush run at a time.
+	flushMu sync.Mutex
+
 	mu sync.Mutex
 	// committed is the last commit whose COMMIT has returned; then are
 	// the completions waiting for it to be durable, in commit order.
@@ -110,9 +113,7 @@ func (s *syncer) commit(fn func() error) error {
 	s.mu.Unlock()
 	if s.log == nil {
 		s.durable.Store(seq)
-		return err
 	}
-	s.nudge()
 	return err
 }
 
@@ -171,6 +172,7 @@ func (s *syncer) waitFor(ctx context.Context, seq uint64) error {
 		if s.durable.Load() >= seq {
 			return nil
 		}
+		s.nudge() // whoever committed may have left the sync to the loop
 		s.waiting.Add(1)
 		select {
 		case <-moved:
@@ -196,46 +198,58 @@ func (s *syncer) nudge() {
 	}
 }
 
-// loop syncs the WAL whenever commits wait for it, then runs what waited
-// for them.
+// loop syncs the WAL whenever it is nudged and commits wait for it, then
+// runs what waited for them.
 func (s *syncer) loop() {
 	defer close(s.done)
 	for {
-		s.mu.Lock()
-		upTo, then, failed := s.committed, s.then, s.failed
-		s.then = nil
-		s.mu.Unlock()
-		if upTo > s.durable.Load() && failed == nil {
-			err := s.sync()
-			s.mu.Lock()
-			if err != nil {
-				s.failed = fmt.Errorf("sqlite: the store stopped writing: %w", err)
-				failed = s.failed
-			} else {
-				s.durable.Store(upTo)
-			}
-			close(s.moved)
-			s.moved = make(chan struct{})
-			s.mu.Unlock()
-		}
-		for _, fn := range then {
-			fn(failed)
-		}
-		if len(then) > 0 {
-			continue // more may have queued while they ran
+		for s.flush() {
 		}
 		select {
 		case <-s.wake:
 		case <-s.stop:
-			s.mu.Lock()
-			idle := s.committed <= s.durable.Load() && len(s.then) == 0 || s.failed != nil && len(s.then) == 0
-			s.mu.Unlock()
-			if idle {
-				return
+			for s.flush() {
 			}
-			s.nudge()
+			return
 		}
 	}
+}
+
+// flush syncs the WAL if commits wait for it and runs what waits for
+// them, and reports whether there was anything to do. Flushes run one at a
+// time, each taking everything queued when it starts, so completions run
+// in the order they were queued. The writer's goroutine flushes itself
+// when nothing waits for the writer (see commitLoop): the sync then starts
+// at once, instead of when the loop's goroutine gets a core.
+func (s *syncer) flush() bool {
+	if s.log == nil {
+		return false
+	}
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+	s.mu.Lock()
+	upTo, then, failed := s.committed, s.then, s.failed
+	s.then = nil
+	s.mu.Unlock()
+	synced := false
+	if upTo > s.durable.Load() && failed == nil {
+		err := s.sync()
+		s.mu.Lock()
+		if err != nil {
+			s.failed = fmt.Errorf("sqlite: the store stopped writing: %w", err)
+			failed = s.failed
+		} else {
+			s.durable.Store(upTo)
+		}
+		close(s.moved)
+		s.moved = make(chan struct{})
+		s.mu.Unlock()
+		synced = true
+	}
+	for _, fn := range then {
+		fn(failed)
+	}
+	return synced || len(then) > 0
 }
 
 // close syncs what is left, runs what waits for it, and stops the loop.

@@ -127,6 +127,12 @@ func (db *DB) commitLoop() {
 		}
 		db.commitBatch(batch)
 		clear(batch) // Let answered requests be collected.
+		if len(db.enqueue) == 0 {
+			// Nothing waits for the writer: sync now rather than hand
+			// the sync to the syncer's goroutine, which on a busy
+			// machine may wait for a core before it can start it.
+			db.sync.flush()
+		}
 	}
 }
 

@@ -512,6 +512,7 @@ func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err != nil {
 		return err
 	}
+	db.sync.flush()
 	// Not ctx: the commit is done, and its caller may not be told so
 	// before it is durable.
 	return db.sync.waitDurable(context.Background())

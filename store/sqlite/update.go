@@ -44,6 +44,7 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 			// requests included), so become the writer and make room.
 			db.runUpdates()
 			db.unlockWriter()
+			db.sync.flush()
 		case <-ctx.Done():
 			return fmt.Errorf("sqlite: update: %w", ctx.Err())
 		}
@@ -61,6 +62,8 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 				db.runUpdates()
 				db.unlockWriter()
 				<-db.updateLeader
+				// This caller waits for the sync anyway: it runs it.
+				db.sync.flush()
 			case err := <-req.done:
 				// Another writer ran this request meanwhile.
 				<-db.updateLeader

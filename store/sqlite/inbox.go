@@ -170,6 +170,9 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	results, err := db.insertDeliveries(live, true)
 	if err != nil && len(live) > 1 {
 		db.log.Warn("inbox batch commit failed; committing deliveries one by one", "batch", len(live), "err", err)
+		if db.onBatch != nil {
+			db.sync.whenDurable(func(error) { db.onBatch(len(live), time.Since(began)) })
+		}
 		for _, r := range live {
 			res, err := db.insertDeliveries([]*enqueueRequest{r}, false)
 			db.sync.whenDurable(func(syncErr error) {

@@ -14,7 +14,9 @@ import (
 // writerTrace reads a Go execution trace of calsync serve (from its
 // /debug/pprof/trace) and reports where the SQLite group committer, the one
 // goroutine every write waits on, spends its wall-clock time: running,
-// in system calls (by kind), runnable without a core, or waiting for work.
+// in system calls (by kind), runnable without a core, or waiting for work;
+// and the same for the goroutine that syncs the WAL when the committer
+// has more to write (store/sqlite's syncer).
 func writerTrace(path string, w io.Writer) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -25,17 +27,11 @@ func writerTrace(path string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	var (
-		committer = trace.NoGoroutine
-		state     trace.GoState
-		since     trace.Time
-		call      string // the system call under way, while in GoSyscall
-		first     trace.Time
-		last      trace.Time
-		byState   = map[trace.GoState]time.Duration{}
-		calls     = map[string]*durations{}
-		runnable  durations
-	)
+	tracked := []*goTimes{
+		{name: "group committer", fn: "store/sqlite.(*DB).commitLoop", id: trace.NoGoroutine},
+		{name: "WAL syncer", fn: "store/sqlite.(*syncer).loop", id: trace.NoGoroutine},
+	}
+	var first, last trace.Time
 	for {
 		ev, err := r.ReadEvent()
 		if err == io.EOF {
@@ -55,50 +51,79 @@ func writerTrace(path string, w io.Writer) error {
 		if st.Resource.Kind != trace.ResourceGoroutine {
 			continue
 		}
-		id := st.Resource.Goroutine()
-		if committer == trace.NoGoroutine && stackHas(ev.Stack(), "store/sqlite.(*DB).commitLoop") {
-			committer = id
-		}
-		if id != committer {
-			continue
-		}
-		_, to := st.Goroutine()
-		if since != 0 {
-			d := time.Duration(ev.Time() - since)
-			byState[state] += d
-			switch state {
-			case trace.GoSyscall:
-				if calls[call] == nil {
-					calls[call] = &durations{}
-				}
-				calls[call].add(d)
-			case trace.GoRunnable:
-				runnable.add(d)
-			}
-		}
-		state, since = to, ev.Time()
-		if to == trace.GoSyscall {
-			call = syscallKind(ev.Stack())
+		for _, g := range tracked {
+			g.see(ev, st)
 		}
 	}
-	if committer == trace.NoGoroutine {
+	if tracked[0].id == trace.NoGoroutine {
 		return fmt.Errorf("%s: no goroutine of the SQLite group committer (store/sqlite.(*DB).commitLoop) in the trace", path)
 	}
 	span := time.Duration(last - first)
-	fmt.Fprintf(w, "group committer (goroutine %d) over %v of trace:\n", committer, span.Round(time.Millisecond))
-	for _, s := range []trace.GoState{trace.GoRunning, trace.GoSyscall, trace.GoRunnable, trace.GoWaiting} {
-		fmt.Fprintf(w, "  %-9s %10v  %4.1f%%\n", s, byState[s].Round(time.Millisecond), 100*byState[s].Seconds()/span.Seconds())
+	for _, g := range tracked {
+		if g.id != trace.NoGoroutine {
+			g.report(w, span)
+		}
 	}
-	kinds := make([]string, 0, len(calls))
-	for k := range calls {
+	return nil
+}
+
+// goTimes is one goroutine's wall clock by state, found by a function on
+// its stack.
+type goTimes struct {
+	name, fn string
+	id       trace.GoID
+	state    trace.GoState
+	since    trace.Time
+	call     string // the system call under way, while in GoSyscall
+	byState  map[trace.GoState]time.Duration
+	calls    map[string]*durations
+	runnable durations
+}
+
+// see accounts for a goroutine state transition.
+func (g *goTimes) see(ev trace.Event, st trace.StateTransition) {
+	id := st.Resource.Goroutine()
+	if g.id == trace.NoGoroutine && stackHas(ev.Stack(), g.fn) {
+		g.id = id
+		g.byState, g.calls = map[trace.GoState]time.Duration{}, map[string]*durations{}
+	}
+	if id != g.id {
+		return
+	}
+	_, to := st.Goroutine()
+	if g.since != 0 {
+		d := time.Duration(ev.Time() - g.since)
+		g.byState[g.state] += d
+		switch g.state {
+		case trace.GoSyscall:
+			if g.calls[g.call] == nil {
+				g.calls[g.call] = &durations{}
+			}
+			g.calls[g.call].add(d)
+		case trace.GoRunnable:
+			g.runnable.add(d)
+		}
+	}
+	g.state, g.since = to, ev.Time()
+	if to == trace.GoSyscall {
+		g.call = syscallKind(ev.Stack())
+	}
+}
+
+func (g *goTimes) report(w io.Writer, span time.Duration) {
+	fmt.Fprintf(w, "%s (goroutine %d) over %v of trace:\n", g.name, g.id, span.Round(time.Millisecond))
+	for _, s := range []trace.GoState{trace.GoRunning, trace.GoSyscall, trace.GoRunnable, trace.GoWaiting} {
+		fmt.Fprintf(w, "  %-9s %10v  %4.1f%%\n", s, g.byState[s].Round(time.Millisecond), 100*g.byState[s].Seconds()/span.Seconds())
+	}
+	kinds := make([]string, 0, len(g.calls))
+	for k := range g.calls {
 		kinds = append(kinds, k)
 	}
-	slices.SortFunc(kinds, func(a, b string) int { return int(calls[b].sum - calls[a].sum) })
+	slices.SortFunc(kinds, func(a, b string) int { return int(g.calls[b].sum - g.calls[a].sum) })
 	for _, k := range kinds {
-		fmt.Fprintf(w, "  system call %-8s %s\n", k, calls[k])
+		fmt.Fprintf(w, "  system call %-8s %s\n", k, g.calls[k])
 	}
-	fmt.Fprintf(w, "  runnable without a core: %s\n", &runnable)
-	return nil
+	fmt.Fprintf(w, "  runnable without a core: %s\n", &g.runnable)
 }
 
 // stackHas reports whether a frame of s is in a function whose name
@@ -113,8 +138,12 @@ func stackHas(s trace.Stack, fn string) bool {
 }
 
 // syscallKind names a system call by the libc function SQLite called (the
-// outermost, so fcntl rather than the raw call it makes).
+// outermost, so fcntl rather than the raw call it makes); the WAL's sync
+// after the commit (walvfs.(*Log).Sync) is an fsync too.
 func syscallKind(s trace.Stack) string {
+	if stackHas(s, "walvfs.(*Log).Sync") {
+		return "fsync"
+	}
 	kind := "other"
 	for f := range s.Frames() {
 		if i := strings.Index(f.Func, "libc.X"); i >= 0 {

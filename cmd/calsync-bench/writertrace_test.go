@@ -18,7 +18,7 @@ import (
 )
 
 // TestWriterTrace traces real group commits of a SQLite store and checks
-// that the report finds the committer and its fsyncs.
+// that the report finds the committer and the WAL's fsyncs.
 func TestWriterTrace(t *testing.T) {
 	dir := t.TempDir()
 	db, err := sqlite.Open(context.Background(), filepath.Join(dir, "w.db"), sqlite.Options{Synchronous: "FULL"})
@@ -56,12 +56,14 @@ func TestWriterTrace(t *testing.T) {
 	if err := writerTrace(out.Name(), &report); err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile(`system call fsync +(\d+) ×`).FindStringSubmatch(report.String())
-	if m == nil {
-		t.Fatalf("no fsync in the report:\n%s", report.String())
+	// The WAL's fsyncs run on the committer or on the syncer's goroutine.
+	fsyncs := 0
+	for _, m := range regexp.MustCompile(`system call fsync +(\d+) ×`).FindAllStringSubmatch(report.String(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		fsyncs += n
 	}
-	if n, _ := strconv.Atoi(m[1]); n < 1 || n > 200 {
-		t.Errorf("%d fsyncs for 200 deliveries in group commits, want 1 to 200:\n%s", n, report.String())
+	if fsyncs < 1 || fsyncs > 200 {
+		t.Errorf("%d fsyncs for 200 deliveries in group commits, want 1 to 200:\n%s", fsyncs, report.String())
 	}
 	for _, state := range []string{"Running", "Syscall", "Waiting"} {
 		if !bytes.Contains(report.Bytes(), []byte(state)) {

@@ -234,8 +234,10 @@ type ChangeLog interface {
 	// committed after fn was registered, each once, with no gap: fn must
 	// not block or call back into the store.
 	//
-	// A backend one process owns (SQLite) calls fn from the committing
-	// goroutine. A backend several processes share (PostgreSQL) reports
+	// A backend one process owns (SQLite) calls fn once the commit is
+	// durable, before the committing call returns, from the goroutine
+	// that made it durable (the committer's or a sync goroutine's). A
+	// backend several processes share (PostgreSQL) reports
 	// the commits of every process, its own included, from a goroutine of
 	// its own, shortly after they commit; a commit whose answer was lost
 	// (the connection broke during COMMIT) is reported all the same.

@@ -146,6 +146,16 @@ func (c *Child) Stats() ProcStats {
 	return statsWithClient(c.Pid())
 }
 
+// RSS reads only the child's resident set size, for the peak sampler,
+// which runs ten times a second and needs nothing else.
+func (c *Child) RSS() int64 {
+	if c.cmd == nil {
+		return 0
+	}
+	s, _ := readProcStats(c.Pid())
+	return s.RSS
+}
+
 // Kill ends the child with SIGKILL, as a crash would, and waits for it.
 func (c *Child) Kill() {
 	if c.cmd == nil {

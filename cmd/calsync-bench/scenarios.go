@@ -187,7 +187,7 @@ func sample(c *Child) *sampler {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if r := c.Stats().RSS; r > s.peak.Load() {
+			if r := c.RSS(); r > s.peak.Load() {
 				s.peak.Store(r)
 			}
 			select {

@@ -117,10 +117,11 @@ func (s *syncer) commit(fn func() error) error {
 	return err
 }
 
-// whenDurable runs fn on the syncer's goroutine once every commit so far is
-// durable, with nil, or with the error that stopped the store (at once,
-// when commits sync themselves). Calls made in commit order run in that
-// order. fn must not block.
+// whenDurable runs fn once every commit so far is durable, with nil, or
+// with the error that stopped the store (at once, when commits sync
+// themselves). Calls made in commit order run in that order. fn must not
+// block. It runs in the next flush: the writer, after queueing, either
+// flushes itself or nudges the loop to.
 func (s *syncer) whenDurable(fn func(error)) {
 	if s.log == nil {
 		fn(nil)
@@ -129,7 +130,6 @@ func (s *syncer) whenDurable(fn func(error)) {
 	s.mu.Lock()
 	s.then = append(s.then, fn)
 	s.mu.Unlock()
-	s.nudge()
 }
 
 // waitDurable waits until every commit so far is durable.

@@ -36,12 +36,14 @@ func enqueueReq(key string) *enqueueRequest {
 		done: make(chan enqueueResult, 1)}
 }
 
-// insertLocked runs insertDeliveries holding the writer lock, as the
-// committer does.
+// insertLocked runs insertDeliveries holding the writer lock, and then
+// syncs, as the committer does.
 func insertLocked(db *DB, reqs []*enqueueRequest) ([]enqueueResult, error) {
 	db.wlock <- struct{}{}
-	defer db.unlockWriter()
-	return db.insertDeliveries(reqs, true)
+	res, err := db.insertDeliveries(reqs, true)
+	db.unlockWriter()
+	db.sync.flush()
+	return res, err
 }
 
 // An inbox commit takes the Updates queued at that moment into its own

@@ -127,17 +127,12 @@ func (db *DB) commitLoop() {
 		}
 		db.commitBatch(batch)
 		clear(batch) // Let answered requests be collected.
-		if len(db.enqueue) == 0 {
-			// Nothing waits for the writer: sync now rather than hand
-			// the sync to the syncer's goroutine, which on a busy
-			// machine may wait for a core before it can start it.
-			db.sync.flush()
-		}
 	}
 }
 
 // commitBatch commits the requests of one batch and answers them once the
-// commit is durable. It takes the writer first and only then the requests,
+// commit is durable: it syncs itself when no request waits for the writer,
+// and otherwise leaves the sync to the syncer's goroutine. It takes the writer first and only then the requests,
 // so a request whose caller gave up while the writer was busy is left out,
 // never written behind its caller's back. If the batch's inserts fail, each
 // request is tried on its own, so one bad delivery cannot fail the others.
@@ -150,7 +145,17 @@ func (db *DB) commitBatch(batch []*enqueueRequest) {
 	// The committer waits for the writer without a deadline: it serves
 	// many callers, and each of them stops waiting when its own ctx ends.
 	db.wlock <- struct{}{}
-	defer db.unlockWriter()
+	defer func() {
+		db.unlockWriter()
+		if len(db.enqueue) == 0 {
+			// Nothing waits for the writer: sync now rather than hand
+			// the sync to the syncer's goroutine, which on a busy
+			// machine may wait for a core before it can start it.
+			db.sync.flush()
+		} else {
+			db.sync.nudge()
+		}
+	}()
 	var live []*enqueueRequest // the batch's slice is the committer's
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {

@@ -33,7 +33,16 @@ func (s *calendarService) WatchEvents(req *calsyncv1.WatchEventsRequest, stream 
 	if raw, ok := stream.Context().Value(rawStreamKey{}).(grpc.ServerStream); ok {
 		out = raw
 	}
-	err := s.watch.Watch(ctx, req, func(f watch.Frame) error { return out.SendMsg(f) })
+	// One outgoing message per stream, reused: SendMsg encodes it before
+	// returning, and a pointer passes as an interface without the copy a
+	// slice needs, at every change of every stream.
+	msg := new(outgoingFrame)
+	err := s.watch.Watch(ctx, req, func(f watch.Frame) error {
+		msg.frame = f
+		err := out.SendMsg(msg)
+		msg.frame = nil
+		return err
+	})
 	if errors.Is(context.Cause(ctx), errStopping) {
 		return status.Error(codes.Unavailable, "calsync is shutting down: resume from the last cursor you received")
 	}
@@ -68,6 +77,9 @@ func bareWatchStream() grpc.StreamServerInterceptor {
 	}
 }
 
+// outgoingFrame is a [watch.Frame] on its way to [frameCodec].
+type outgoingFrame struct{ frame watch.Frame }
+
 // frameCodec is the server's gRPC codec: protobuf, except that a
 // [watch.Frame], a response encoded once for every stream that receives it,
 // goes out as it is instead of being marshaled again per stream.
@@ -76,10 +88,10 @@ type frameCodec struct{ proto encoding.CodecV2 }
 func newFrameCodec() frameCodec { return frameCodec{proto: encoding.GetCodecV2("proto")} }
 
 func (c frameCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if f, ok := v.(watch.Frame); ok {
+	if f, ok := v.(*outgoingFrame); ok {
 		// A SliceBuffer is never returned to a pool, so the shared bytes
 		// stay untouched.
-		return mem.BufferSlice{mem.SliceBuffer(f)}, nil
+		return mem.BufferSlice{mem.SliceBuffer(f.frame)}, nil
 	}
 	return c.proto.Marshal(v)
 }

@@ -12,8 +12,8 @@ import (
 )
 
 // Normalize turns a parsed webhook into calsync's event model. body is the
-// webhook as received and becomes the event's raw payload (nil leaves raw
-// unset). A deleted webhook becomes a tombstone that carries only the
+// webhook as received, the one w was parsed from, and becomes the event's
+// raw payload (nil leaves raw unset): the one [Parse] decoded when it did. A deleted webhook becomes a tombstone that carries only the
 // identifiers. Errors wrap [ErrMalformed].
 func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 	t, err := w.validate()
@@ -85,9 +85,12 @@ func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 	}
 	ev.MeetingUrl, ev.MeetingPlatform = meeting.Find(w.Location, w.Body)
 	if len(body) > 0 {
-		raw, err := model.StructFromJSON(body)
-		if err != nil {
-			return nil, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
+		raw := w.raw
+		if raw == nil {
+			var err error
+			if raw, err = model.StructFromJSON(body); err != nil {
+				return nil, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
+			}
 		}
 		ev.Raw = raw
 	}

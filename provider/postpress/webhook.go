@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/zone"
 )
@@ -68,6 +70,11 @@ type Webhook struct {
 	Color        string     `json:"color"`
 	CreatedAt    string     `json:"created_at"`
 	UpdatedAt    string     `json:"updated_at"`
+
+	// raw is the body decoded as the event's raw payload, when [Parse]
+	// could decode it so; [Normalize] takes it instead of decoding the
+	// body again.
+	raw *structpb.Struct
 }
 
 // DateTime is a start or end of a postpress event: an RFC 3339 time with
@@ -186,9 +193,19 @@ func jsonString(raw json.RawMessage) (string, bool) {
 	return s, true
 }
 
-// lenientBool reads true, "true" or 1 as true and anything else as false.
+// lenientBool reads true, 1, and the strings "true", "1" and "yes" in any
+// case as true, and anything else as false.
 func lenientBool(raw json.RawMessage) bool {
-	switch strings.Trim(strings.ToLower(string(bytes.TrimSpace(raw))), `"`) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) > 0 && raw[0] == '"' {
+		s, _ := jsonString(raw)
+		return truthy(s)
+	}
+	return truthy(string(raw))
+}
+
+func truthy(s string) bool {
+	switch strings.ToLower(s) {
 	case "true", "1", "yes":
 		return true
 	}
@@ -216,6 +233,12 @@ func (r *Recurrence) UnmarshalJSON(b []byte) error {
 			return fmt.Errorf("recurrence: %w", err)
 		}
 	}
+	*r = recurrenceOf(lines)
+	return nil
+}
+
+// recurrenceOf splits the lines of a recurrence as sent into its lines.
+func recurrenceOf(lines []string) Recurrence {
 	var out Recurrence
 	for _, l := range lines {
 		for _, part := range strings.FieldsFunc(l, func(r rune) bool { return r == '\n' || r == '\r' }) {
@@ -224,22 +247,35 @@ func (r *Recurrence) UnmarshalJSON(b []byte) error {
 			}
 		}
 	}
-	*r = out
-	return nil
+	return out
 }
 
 // Parse decodes and validates a postpress webhook body. It returns an
 // error wrapping [ErrIgnored] for webhooks calsync does not act on and
 // one wrapping [ErrMalformed] for payloads that can never be processed.
 func Parse(body []byte) (*Webhook, error) {
-	// Fast path: a calendar event webhook decodes straight into a Webhook,
-	// one pass over the body. Anything else takes the slower path below,
-	// which tells ignored webhooks from malformed ones.
-	if w := new(Webhook); json.Unmarshal(body, w) == nil {
+	// Fast path: the body is decoded once, into the raw payload its event
+	// keeps, and the webhook read from that. Anything that path does not
+	// take on (see fromRaw) decodes with encoding/json, and anything but a
+	// calendar event webhook takes the slower path below, which tells
+	// ignored webhooks from malformed ones.
+	raw, rawErr := model.StructFromJSON(body)
+	w, ok := (*Webhook)(nil), false
+	if rawErr == nil {
+		w, ok = fromRaw(raw)
+	}
+	if !ok {
+		w = new(Webhook)
+		ok = json.Unmarshal(body, w) == nil
+	}
+	if ok {
 		switch w.Event {
 		case EventCreated, EventUpdated, EventDeleted:
 			if _, err := w.validate(); err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+			}
+			if rawErr == nil {
+				w.raw = raw
 			}
 			return w, nil
 		}
@@ -267,12 +303,15 @@ func Parse(body []byte) (*Webhook, error) {
 	default:
 		return nil, fmt.Errorf("%w: event %q", ErrIgnored, event)
 	}
-	w := new(Webhook)
+	w = new(Webhook)
 	if err := json.Unmarshal(body, w); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	if _, err := w.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if rawErr == nil {
+		w.raw = raw
 	}
 	return w, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"strconv"
 	"strings"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -53,6 +54,11 @@ const streamEnvelope = "result"
 // parse and re-escape it into the envelope: a second pass over every
 // message of every REST stream. Everything else is marshaled as usual.
 func (m rawBodyMarshaler) Marshal(v any) ([]byte, error) {
+	if r, ok := v.(*calsyncv1.IngestWebhookResponse); ok {
+		if b, ok := appendIngestResponse(nil, r); ok {
+			return b, nil
+		}
+	}
 	if env, ok := v.(map[string]any); ok && len(env) == 1 {
 		if msg, ok := env[streamEnvelope].(proto.Message); ok {
 			data, err := m.JSONPb.Marshal(msg)
@@ -66,6 +72,23 @@ func (m rawBodyMarshaler) Marshal(v any) ([]byte, error) {
 		}
 	}
 	return m.JSONPb.Marshal(v)
+}
+
+// appendIngestResponse appends the JSON of a webhook's answer, which every
+// webhook gets, as protojson would write it but without its reflection; ok
+// is false for a delivery id that would need escaping (ids are decimal).
+func appendIngestResponse(b []byte, r *calsyncv1.IngestWebhookResponse) (_ []byte, ok bool) {
+	id := r.GetDeliveryId()
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '_' || c == '-') {
+			return nil, false
+		}
+	}
+	b = append(b, `{"delivery_id":"`...)
+	b = append(b, id...)
+	b = append(b, `","duplicate":`...)
+	b = strconv.AppendBool(b, r.GetDuplicate())
+	return append(b, '}'), true
 }
 
 func (m rawBodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {

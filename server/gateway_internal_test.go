@@ -62,3 +62,37 @@ func TestStreamMessageJSON(t *testing.T) {
 		}
 	})
 }
+
+// TestIngestResponseJSON: a webhook's answer written directly holds what
+// the gateway's generic encoding gives, and an id that would need escaping
+// takes the generic path.
+func TestIngestResponseJSON(t *testing.T) {
+	generic := jsonMarshaler()
+	direct := rawBodyMarshaler{jsonMarshaler()}
+	for _, r := range []*calsyncv1.IngestWebhookResponse{
+		{DeliveryId: "123", Duplicate: false}, {DeliveryId: "9223372036854775807", Duplicate: true},
+		{}, {DeliveryId: `a"b\\c` + "\n "},
+	} {
+		want, err := generic.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := direct.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotV, wantV any
+		if err := json.Unmarshal(got, &gotV); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		if err := json.Unmarshal(want, &wantV); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(gotV, wantV) {
+			t.Fatalf("got %s\nwant %s", got, want)
+		}
+	}
+	if _, ok := appendIngestResponse(nil, &calsyncv1.IngestWebhookResponse{DeliveryId: `a"b`}); ok {
+		t.Fatal("an id that needs escaping was written directly")
+	}
+}

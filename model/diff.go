@@ -24,6 +24,17 @@ var bookkeeping = map[protoreflect.Name]bool{
 // are ignored, so
 // an empty result means the change is a no-op.
 func ChangedFields(prev, next proto.Message) []string {
+	if a, ok := prev.(*calsyncv1.CalendarEvent); ok {
+		if b, ok := next.(*calsyncv1.CalendarEvent); ok {
+			return eventChangedFields(a, b)
+		}
+	}
+	return changedFieldsReflect(prev, next)
+}
+
+// changedFieldsReflect is ChangedFields for any message, through
+// reflection.
+func changedFieldsReflect(prev, next proto.Message) []string {
 	pm, nm := prev.ProtoReflect(), next.ProtoReflect()
 	fields := pm.Descriptor().Fields()
 	var changed []string

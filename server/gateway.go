@@ -173,7 +173,7 @@ func newGateway(ctx context.Context, conn *grpc.ClientConn, webhooks calsyncv1.W
 			return nil, fmt.Errorf("register gateway: %w", err)
 		}
 	}
-	if err := calsyncv1.RegisterWebhookServiceHandlerServer(ctx, mux, webhooks); err != nil {
+	if err := mux.HandlePath(http.MethodPost, webhookPath, webhookRoute(mux, webhooks)); err != nil {
 		return nil, fmt.Errorf("register gateway: %w", err)
 	}
 	return mux, nil

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"testing"
 
+	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -94,5 +95,15 @@ func TestIngestResponseJSON(t *testing.T) {
 	}
 	if _, ok := appendIngestResponse(nil, &calsyncv1.IngestWebhookResponse{DeliveryId: `a"b`}); ok {
 		t.Fatal("an id that needs escaping was written directly")
+	}
+}
+
+// TestWebhookRouteMatchesProto: the webhook route the server registers by
+// hand is the one calsync.proto declares for IngestWebhook.
+func TestWebhookRouteMatchesProto(t *testing.T) {
+	m := calsyncv1.File_calsync_v1_calsync_proto.Services().ByName("WebhookService").Methods().ByName("IngestWebhook")
+	rule, _ := proto.GetExtension(m.Options(), annotations.E_Http).(*annotations.HttpRule)
+	if got := rule.GetPost(); got != webhookPath || rule.GetBody() != "body" {
+		t.Fatalf("calsync.proto declares POST %q with body %q; the server serves POST %q with the body as the HttpBody", got, rule.GetBody(), webhookPath)
 	}
 }

@@ -16,6 +16,9 @@ const (
 	openAPIPath   = "/openapi.json"
 	metricsPath   = "/metrics"
 	webhookPrefix = "/v1/webhooks/"
+	// webhookPath is the webhook route on the gateway (webhookRoute), as
+	// calsync.proto's IngestWebhook declares it.
+	webhookPath = webhookPrefix + "{provider}"
 )
 
 // serveOpenAPI serves the REST API's OpenAPI document, embedded at build

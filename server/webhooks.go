@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"golang.org/x/time/rate"
 
 	"google.golang.org/grpc/codes"
@@ -84,9 +85,16 @@ func (s *webhookService) IngestWebhook(ctx context.Context, req *calsyncv1.Inges
 	}, nil
 }
 
-// headersOf turns incoming gRPC metadata (where the gateway puts the HTTP
-// headers) back into HTTP headers for the providers' verifiers.
+// httpHeadersKey carries a webhook's HTTP headers through its context when
+// it came over HTTP (see webhookRoute).
+type httpHeadersKey struct{}
+
+// headersOf returns the headers a webhook came with, for the providers'
+// verifiers: its HTTP headers, or a gRPC call's metadata as HTTP headers.
 func headersOf(ctx context.Context) http.Header {
+	if h, ok := ctx.Value(httpHeadersKey{}).(http.Header); ok {
+		return h
+	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	h := make(http.Header, len(md))
 	for k, vs := range md {
@@ -95,6 +103,33 @@ func headersOf(ctx context.Context) http.Header {
 		}
 	}
 	return h
+}
+
+// webhookRoute serves POST /v1/webhooks/{provider} on the gateway's mux as
+// the generated handler would (the same body decoding, the same error
+// handler and response marshaler), without its per-request work that
+// webhooks do not use: copying every header into gRPC metadata, which the
+// verifiers then turned back into headers, and server metadata to forward
+// (the in-process service sets none). The headers reach the service
+// through the context (headersOf). A Grpc-Timeout header is not honoured
+// here: webhooks are bounded by the server's own request deadline.
+func webhookRoute(mux *runtime.ServeMux, webhooks calsyncv1.WebhookServiceServer) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		ctx, cancel := context.WithCancel(context.WithValue(r.Context(), httpHeadersKey{}, r.Header))
+		defer cancel()
+		in, out := runtime.MarshalerForRequest(mux, r)
+		req := &calsyncv1.IngestWebhookRequest{Provider: params["provider"]}
+		if err := in.NewDecoder(r.Body).Decode(&req.Body); err != nil && !errors.Is(err, io.EOF) {
+			runtime.HTTPError(ctx, mux, out, w, r, status.Errorf(codes.InvalidArgument, "%v", err))
+			return
+		}
+		resp, err := webhooks.IngestWebhook(ctx, req)
+		if err != nil {
+			runtime.HTTPError(ctx, mux, out, w, r, err)
+			return
+		}
+		runtime.ForwardResponseMessage(ctx, mux, out, w, r, resp)
+	}
 }
 
 // inProcessWebhooks is the webhook service as the gateway calls it: in

@@ -133,7 +133,7 @@ func webhookRoute(mux *runtime.ServeMux, webhooks calsyncv1.WebhookServiceServer
 }
 
 // inProcessWebhooks is the webhook service as the gateway calls it: in
-// process (RegisterWebhookServiceHandlerServer), not through its loopback
+// process (webhookRoute), not through its loopback
 // gRPC connection, which would add HTTP/2 framing, a second protobuf
 // encoding and the interceptor chain to every webhook — about a fifth of
 // the server's CPU at thousands of webhooks a second. Direct calls skip

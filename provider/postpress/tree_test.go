@@ -17,9 +17,9 @@ import (
 // gives or hand the body to it.
 var fromRawCases = []string{
 	`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","id":"e"}`,
-	`{"event":"calendar_event_created","Account_ID":"a","calendar_id":"c","id":"e"}`,   // folds to account_id
-	`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","ıd":"e"}`,   // non-ASCII key
-	`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","id":5}`,     // wrong type
+	`{"event":"calendar_event_created","Account_ID":"a","calendar_id":"c","id":"e"}`, // folds to account_id
+	`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","ıd":"e"}`, // non-ASCII key
+	`{"event":"calendar_event_created","account_id":"a","calendar_id":"c","id":5}`,   // wrong type
 	`{"event":null,"title":null,"is_all_day":null,"start":null,"attendees":null,"recurrence":null,"organizer":null}`,
 	`{"is_all_day":"true"}`,
 	`{"start":{"date_time":"2026-01-01T10:00:00Z","Time_Zone":"UTC"}}`,

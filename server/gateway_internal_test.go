@@ -41,16 +41,7 @@ func TestStreamMessageJSON(t *testing.T) {
 			if bytes.ContainsRune(got, '\n') {
 				t.Fatalf("%s spans lines; NDJSON needs one line per message", got)
 			}
-			var gotV, wantV any
-			if err := json.Unmarshal(got, &gotV); err != nil {
-				t.Fatalf("%s: %v", got, err)
-			}
-			if err := json.Unmarshal(want, &wantV); err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(gotV, wantV) {
-				t.Fatalf("got %s\nwant %s", got, want)
-			}
+			sameJSON(t, got, want)
 		})
 	}
 	t.Run("ErrorUnchanged", func(t *testing.T) {
@@ -82,16 +73,7 @@ func TestIngestResponseJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var gotV, wantV any
-		if err := json.Unmarshal(got, &gotV); err != nil {
-			t.Fatalf("%s: %v", got, err)
-		}
-		if err := json.Unmarshal(want, &wantV); err != nil {
-			t.Fatal(err)
-		}
-		if !reflect.DeepEqual(gotV, wantV) {
-			t.Fatalf("got %s\nwant %s", got, want)
-		}
+		sameJSON(t, got, want)
 	}
 	if _, ok := appendIngestResponse(nil, &calsyncv1.IngestWebhookResponse{DeliveryId: `a"b`}); ok {
 		t.Fatal("an id that needs escaping was written directly")
@@ -105,5 +87,21 @@ func TestWebhookRouteMatchesProto(t *testing.T) {
 	rule, _ := proto.GetExtension(m.Options(), annotations.E_Http).(*annotations.HttpRule)
 	if got := rule.GetPost(); got != webhookPath || rule.GetBody() != "body" {
 		t.Fatalf("calsync.proto declares POST %q with body %q; the server serves POST %q with the body as the HttpBody", got, rule.GetBody(), webhookPath)
+	}
+}
+
+// sameJSON fails t unless got and want are the same JSON value, whatever
+// their spacing and the order of their members.
+func sameJSON(t *testing.T, got, want []byte) {
+	t.Helper()
+	var gotV, wantV any
+	if err := json.Unmarshal(got, &gotV); err != nil {
+		t.Fatalf("%s: %v", got, err)
+	}
+	if err := json.Unmarshal(want, &wantV); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(gotV, wantV) {
+		t.Fatalf("got %s\nwant %s", got, want)
 	}
 }

@@ -253,6 +253,7 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 						return err
 					}
 					t.records = t.records[:0]
+					t.dropStaged()
 					if errors.As(insertErr, &af) {
 						db.noteApplyFailure(af)
 					}
@@ -276,6 +277,9 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 			continue // rolled back: run the batch again without that apply
 		}
 		break
+	}
+	if err == nil {
+		t.keepStaged()
 	}
 	commitErr, inserted := err, insertErr == nil
 	db.sync.whenDurable(func(syncErr error) {

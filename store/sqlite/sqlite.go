@@ -9,6 +9,10 @@
 // deliveries are committed in groups (see [DB.Enqueue]) so that durable
 // ingestion is not limited to one fsync per request, and a commit's fsync
 // runs while the writer writes the next one.
+//
+// One process opens a database at a time: the writer takes what it wrote
+// as what the file holds (change cursors from the last inserted rowid, the
+// events it keeps in memory; see recent.go).
 package sqlite
 
 import (
@@ -123,6 +127,9 @@ type DB struct {
 	// stmts keeps the writer's statements prepared across transactions;
 	// readStmts does the same for the hottest reads on the read pool.
 	stmts, readStmts *stmtCache
+	// recent keeps the rows of the events written last (see recent.go);
+	// only the writer uses it.
+	recent *recentEvents
 
 	gate      gate
 	closeOnce sync.Once
@@ -160,6 +167,7 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		wlock:         make(chan struct{}, 1),
 		stmts:         newStmtCache(),
 		readStmts:     newStmtCache(),
+		recent:        newRecentEvents(recentEventsBytes),
 		committerDone: make(chan struct{}),
 	}
 	if db.log == nil {

@@ -119,6 +119,9 @@ func (db *DB) runUpdates() {
 		}
 		return err
 	})
+	if err == nil {
+		t.keepStaged()
+	}
 	db.sync.whenDurable(func(syncErr error) { db.finishUpdates(t, batch, cmp.Or(err, syncErr)) })
 }
 
@@ -144,7 +147,8 @@ func (db *DB) takeUpdates() []*updateRequest {
 func (db *DB) newTx() *tx {
 	// One commit time per transaction, read under the writer lock so commit
 	// times follow cursor order as far as the clock allows.
-	return &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), cache: db.stmts, bound: &boundStmts{}}
+	return &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), cache: db.stmts, bound: &boundStmts{},
+		recent: db.recent}
 }
 
 // runUpdates runs batch's Updates in sqlTx and reports how many succeeded.
@@ -178,6 +182,7 @@ func (t *tx) runUpdates(ctx context.Context, sqlTx *sql.Tx, batch []*updateReque
 		t.tx = nil
 		if r.err != nil {
 			t.records = t.records[:mark]
+			t.dropStaged()
 			if _, err := sp.ExecContext(ctx, "ROLLBACK TO u"); err != nil {
 				return 0, err
 			}
@@ -250,7 +255,27 @@ type tx struct {
 	// read is the last event GetEvent found, as PutEvent's hint that
 	// the event is stored with these indexed columns (see PutEvent).
 	read storedEvent
+	// recent is the writer's cache of committed event rows; staged holds
+	// the rows this transaction wrote, for recent once it commits
+	// (keepStaged) and gone when any of its writes is rolled back
+	// (dropStaged).
+	recent *recentEvents
+	staged map[string][]byte
 }
+
+// keepStaged hands the rows this transaction wrote to the writer's cache;
+// its caller has seen the transaction's COMMIT succeed.
+func (t *tx) keepStaged() {
+	for id, data := range t.staged {
+		t.recent.add(id, data)
+	}
+	t.staged = nil
+}
+
+// dropStaged forgets the rows this transaction wrote, after a rollback to
+// a savepoint: some of them may no longer be the table's. Their events
+// were already forgotten by the cache when they were written.
+func (t *tx) dropStaged() { t.staged = nil }
 
 // storedEvent is an event's id and the columns of its events indexes that
 // an update may leave as they are.
@@ -285,11 +310,29 @@ func (t *tx) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.
 	if err := t.live(); err != nil {
 		return nil, err
 	}
-	e, err := getEvent(ctx, t.q(), id, withRaw)
+	var e *calsyncv1.CalendarEvent
+	var err error
+	if data, ok := t.cachedRow(id, withRaw); ok {
+		e, err = rowcodec.DecodeEvent(data, nil)
+	} else {
+		e, err = getEvent(ctx, t.q(), id, withRaw)
+	}
 	if err == nil {
 		t.read = storedEvent{id: id, calendarID: e.GetCalendarId(), start: rowcodec.TsInstant(e.GetStartTime())}
 	}
 	return e, err
+}
+
+// cachedRow is event id's row as this transaction or the last committed
+// ones wrote it, when the raw payload is not wanted (it is not kept).
+func (t *tx) cachedRow(id string, withRaw bool) ([]byte, bool) {
+	if withRaw {
+		return nil, false
+	}
+	if data, ok := t.staged[id]; ok {
+		return data, true
+	}
+	return t.recent.get(id)
 }
 
 // PutCalendar inserts or replaces a calendar.
@@ -326,6 +369,22 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	if err != nil {
 		return err
 	}
+	// Whatever happens below, the cache no longer holds this event: the
+	// write may fail half way or be rolled back later.
+	t.recent.forget(r.ID)
+	delete(t.staged, r.ID)
+	if err := t.putEventRow(ctx, r); err != nil {
+		return err
+	}
+	if t.staged == nil {
+		t.staged = make(map[string][]byte)
+	}
+	t.staged[r.ID] = r.Data
+	return nil
+}
+
+// putEventRow writes an encoded event into the events table.
+func (t *tx) putEventRow(ctx context.Context, r rowcodec.EventRow) error {
 	if t.read.id == r.ID && t.read.calendarID == r.CalendarID && t.read.start == r.Start {
 		// An update that keeps the calendar and the start. SQLite
 		// rewrites the entries of every index whose columns an UPDATE
@@ -346,7 +405,7 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 			return nil
 		}
 	}
-	_, err = t.q().ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_sec, start_nsec, end_sec, end_nsec,
+	_, err := t.q().ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_sec, start_nsec, end_sec, end_nsec,
 			update_ns, deleted, data, raw)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET calendar_id = excluded.calendar_id, provider = excluded.provider,

@@ -227,7 +227,7 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	for {
 		t = db.newTx()
 		var af *applyFailure
-		err = db.writeTx(ctx, func(tx *sql.Tx) error {
+		err = db.commitTx(ctx, t, func(tx *sql.Tx) error {
 			if len(updates) == 0 {
 				// Alone in the transaction, the inserts need no
 				// savepoint: a failed apply rolls the whole
@@ -252,8 +252,7 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 					if _, err := q.ExecContext(ctx, "ROLLBACK TO inbox"); err != nil {
 						return err
 					}
-					t.records = t.records[:0]
-					t.dropStaged()
+					t.rolledBack(0)
 					if errors.As(insertErr, &af) {
 						db.noteApplyFailure(af)
 					}
@@ -277,9 +276,6 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 			continue // rolled back: run the batch again without that apply
 		}
 		break
-	}
-	if err == nil {
-		t.keepStaged()
 	}
 	commitErr, inserted := err, insertErr == nil
 	db.sync.whenDurable(func(syncErr error) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -82,10 +81,7 @@ var errRolledBack = errors.New("rolled back on purpose")
 // a batch) or with their transaction leave nothing behind.
 func TestWriterCacheForgetsRolledBackWrites(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "c.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openDurable(t)
 	defer db.Close()
 	put := func(stx store.Tx, e *calsyncv1.CalendarEvent, fail bool) error {
 		if err := stx.PutEvent(ctx, e); err != nil {
@@ -187,10 +183,7 @@ func TestWriterCacheForgetsRolledBackWrites(t *testing.T) {
 // of an event in the writer agrees with the events table at that moment.
 func TestWriterCacheAgreesWithTheTableUnderConcurrentWrites(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "c.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openDurable(t)
 	defer db.Close()
 	ids := []string{"a", "b", "c", "d"}
 	// rewrite reads an event (checked against the table), writes its next

@@ -112,16 +112,13 @@ func (db *DB) runUpdates() {
 	// The connection is free again once the transaction ends: prepare what
 	// it used for the next ones.
 	defer db.stmts.prepareWanted(ctx, db.w)
-	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
+	err := db.commitTx(ctx, t, func(sqlTx *sql.Tx) error {
 		ran, err := t.runUpdates(ctx, sqlTx, batch, len(batch) == 1)
 		if err == nil && ran == 0 {
 			err = errNothingToCommit
 		}
 		return err
 	})
-	if err == nil {
-		t.keepStaged()
-	}
 	db.sync.whenDurable(func(syncErr error) { db.finishUpdates(t, batch, cmp.Or(err, syncErr)) })
 }
 
@@ -181,8 +178,7 @@ func (t *tx) runUpdates(ctx context.Context, sqlTx *sql.Tx, batch []*updateReque
 		r.err = r.fn(t)
 		t.tx = nil
 		if r.err != nil {
-			t.records = t.records[:mark]
-			t.dropStaged()
+			t.rolledBack(mark)
 			if _, err := sp.ExecContext(ctx, "ROLLBACK TO u"); err != nil {
 				return 0, err
 			}
@@ -257,25 +253,33 @@ type tx struct {
 	read storedEvent
 	// recent is the writer's cache of committed event rows; staged holds
 	// the rows this transaction wrote, for recent once it commits
-	// (keepStaged) and gone when any of its writes is rolled back
-	// (dropStaged).
+	// (commitTx) and gone when any of its writes is rolled back
+	// (rolledBack).
 	recent *recentEvents
 	staged map[string][]byte
 }
 
-// keepStaged hands the rows this transaction wrote to the writer's cache;
-// its caller has seen the transaction's COMMIT succeed.
-func (t *tx) keepStaged() {
-	for id, data := range t.staged {
-		t.recent.add(id, data)
+// commitTx runs fn in a write transaction for t (see writeTx) and, once
+// its COMMIT has succeeded, hands the rows t wrote to the writer's cache.
+func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*sql.Tx) error) error {
+	err := db.writeTx(ctx, fn)
+	if err == nil {
+		for id, data := range t.staged {
+			t.recent.add(id, data)
+		}
 	}
 	t.staged = nil
+	return err
 }
 
-// dropStaged forgets the rows this transaction wrote, after a rollback to
-// a savepoint: some of them may no longer be the table's. Their events
-// were already forgotten by the cache when they were written.
-func (t *tx) dropStaged() { t.staged = nil }
+// rolledBack undoes t's bookkeeping of what a rollback to a savepoint
+// took back: the changes appended after mark, and the rows t wrote, some
+// of which may no longer be the table's (the cache forgot their events
+// when they were written).
+func (t *tx) rolledBack(mark int) {
+	t.records = t.records[:mark]
+	t.staged = nil
+}
 
 // storedEvent is an event's id and the columns of its events indexes that
 // an update may leave as they are.

@@ -116,7 +116,7 @@ FUZZTIME ?= 30s
 CYCLES   ?= 20
 ETCD     ?= $(shell command -v etcd || echo /usr/bin/etcd)
 
-.PHONY: bench bench-quick bench-stages bench-peers crash-test fault-test fuzz etcd-server bench-tool
+.PHONY: bench bench-quick bench-stages bench-peers crash-test fault-test fuzz etcd-server bench-tool bench-instructions valgrind
 
 ## bench-tool: build the bench tool (its own module) into .build/calsync-bench
 bench-tool:
@@ -139,7 +139,7 @@ STAGETIME ?= 1s
 STAGE_BENCHES := \
 	'./provider/postpress=BenchmarkStage' \
 	'./provider/recall=BenchmarkStage' \
-	'./server=BenchmarkStage' \
+	'./server=BenchmarkStage|BenchmarkWebhookRewrites$$' \
 	'./store/sqlite=BenchmarkEnqueue$$|BenchmarkPointReads' \
 	'./store/sqlite/walvfs=BenchmarkCommit$$' \
 	'./ingest=BenchmarkStage|BenchmarkProcessPostpress$$' \
@@ -152,6 +152,19 @@ bench-stages:
 			| grep -E '^(Benchmark|FAIL|panic|---)' || exit 1; \
 	done
 	@echo "load average after: $$(cut -d' ' -f1-3 /proc/loadavg)"
+
+## bench-instructions: instructions per webhook of BenchmarkWebhookRewrites (a postpress rewrite's whole
+## server-side path but TCP), counted by valgrind's callgrind: unlike CPU time, repeatable on a busy machine
+bench-instructions: valgrind
+	@mkdir -p .build
+	$(GO) test -c -o .build/server.test ./server
+	scripts/instructions-per-op.sh .build/server.test BenchmarkWebhookRewrites 500 2500
+
+# valgrind comes from Debian, installed only when missing.
+valgrind:
+	@command -v valgrind > /dev/null || { \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq valgrind; }
 
 ## bench-peers: etcd put → watch with calsync's load shapes; rewrites BENCHMARKS.md
 bench-peers: etcd-server bench-tool

@@ -111,6 +111,7 @@ type Tx interface {
 	GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error)
 	// GetEvent returns the event, or ErrNotFound. The raw payload is set
 	// only when withRaw is true: decoding it is most of a read's cost.
+	// The event is the caller's, but see AppendChange before modifying it.
 	GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.CalendarEvent, error)
 	// PutCalendar inserts or replaces a calendar. It needs Id and Provider.
 	//
@@ -125,6 +126,13 @@ type Tx interface {
 	// cursor and commit_time fields of c are ignored: the cursor is assigned
 	// here and the commit time is the transaction's. The raw payloads of c's
 	// events are left out: the change log carries the normalized model only.
+	//
+	// A change's event or previous event that is an event (the same
+	// pointer) this transaction last wrote with PutEvent, or that its
+	// GetEvent returned, may be carried as it was written or read: a
+	// backend may reuse the encoding it already made, so a change to such
+	// an event made in between may not be seen: modify a copy
+	// (proto.Clone) instead.
 	AppendChange(ctx context.Context, c *calsyncv1.Change) (Cursor, error)
 	// GetSyncState returns a calendar's provider sync state or ErrNotFound.
 	GetSyncState(ctx context.Context, calendarID string) (SyncState, error)

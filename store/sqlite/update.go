@@ -257,6 +257,20 @@ type tx struct {
 	// (rolledBack).
 	recent *recentEvents
 	staged map[string][]byte
+	// encoded maps the events this transaction wrote (PutEvent) or read
+	// from rows it or this process wrote (GetEvent) to those rows, which
+	// AppendChange then carries as they are instead of encoding the
+	// events again (see store.Tx). Only rows PutEvent encoded are here,
+	// so every one has been checked.
+	encoded map[*calsyncv1.CalendarEvent][]byte
+}
+
+// remember records that e is encoded as data (see tx.encoded).
+func (t *tx) remember(e *calsyncv1.CalendarEvent, data []byte) {
+	if t.encoded == nil {
+		t.encoded = make(map[*calsyncv1.CalendarEvent][]byte)
+	}
+	t.encoded[e] = data
 }
 
 // commitTx runs fn in a write transaction for t (see writeTx) and, once
@@ -268,7 +282,7 @@ func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*sql.Tx) error) error
 			t.recent.add(id, data)
 		}
 	}
-	t.staged = nil
+	t.staged, t.encoded = nil, nil
 	return err
 }
 
@@ -278,7 +292,7 @@ func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*sql.Tx) error) error
 // when they were written).
 func (t *tx) rolledBack(mark int) {
 	t.records = t.records[:mark]
-	t.staged = nil
+	t.staged, t.encoded = nil, nil
 }
 
 // storedEvent is an event's id and the columns of its events indexes that
@@ -317,7 +331,9 @@ func (t *tx) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.
 	var e *calsyncv1.CalendarEvent
 	var err error
 	if data, ok := t.cachedRow(id, withRaw); ok {
-		e, err = rowcodec.DecodeEvent(data, nil)
+		if e, err = rowcodec.DecodeEvent(data, nil); err == nil {
+			t.remember(e, data)
+		}
 	} else {
 		e, err = getEvent(ctx, t.q(), id, withRaw)
 	}
@@ -377,6 +393,7 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	// write may fail half way or be rolled back later.
 	t.recent.forget(r.ID)
 	delete(t.staged, r.ID)
+	delete(t.encoded, e)
 	if err := t.putEventRow(ctx, r); err != nil {
 		return err
 	}
@@ -384,6 +401,7 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 		t.staged = make(map[string][]byte)
 	}
 	t.staged[r.ID] = r.Data
+	t.remember(e, r.Data)
 	return nil
 }
 
@@ -440,7 +458,14 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 		return 0, fmt.Errorf("sqlite: %v change needs its %s, with calendar id and provider: %w",
 			c.GetType(), what, store.ErrInvalidArgument)
 	}
-	data, err := rowcodec.EncodeChange(c, t.commit)
+	var event, previous []byte
+	if c.GetEvent() != nil {
+		event = t.encoded[c.GetEvent()]
+	}
+	if c.GetPreviousEvent() != nil {
+		previous = t.encoded[c.GetPreviousEvent()]
+	}
+	data, err := rowcodec.EncodeChangeWith(c, t.commit, event, previous)
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: encode change: %w", err)
 	}

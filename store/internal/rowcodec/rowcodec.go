@@ -11,6 +11,7 @@ import (
 	"math"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -240,19 +241,89 @@ func DecodeCalendar(data []byte) (*calsyncv1.Calendar, error) {
 // It refuses, wrapping [store.ErrInvalidArgument], a change that some API
 // encoding could not carry: every reader from its cursor on would fail.
 func EncodeChange(c *calsyncv1.Change, commit time.Time) ([]byte, error) {
+	return EncodeChangeWith(c, commit, nil, nil)
+}
+
+// EncodeChangeWith is EncodeChange for a change whose event or previous
+// event is already encoded: event and previous, when not nil, are the
+// encodings of c.Event and c.PreviousEvent as the events table's data
+// column holds them (EncodeEvent's Data), already checked, and go into the
+// change as they are. The result is EncodeChange's, byte for byte, when
+// they are those events' encodings.
+func EncodeChangeWith(c *calsyncv1.Change, commit time.Time, event, previous []byte) ([]byte, error) {
 	// Every field of c but its cursor, copied one by one as WithoutRaw
-	// does (TestEncodeChangeKeepsEveryField guards the list).
+	// does (TestEncodeChangeKeepsEveryField guards the list); an event
+	// given encoded is left out of the check and of the marshalling.
 	m := &calsyncv1.Change{
 		Type:             c.Type,
-		Event:            WithoutRaw(c.Event),
 		Calendar:         c.Calendar,
-		PreviousEvent:    WithoutRaw(c.PreviousEvent),
 		PreviousCalendar: c.PreviousCalendar,
 		ChangedFields:    c.ChangedFields,
 		CommitTime:       timestamppb.New(commit),
 	}
+	if event == nil || c.Event == nil {
+		m.Event, event = WithoutRaw(c.Event), nil
+	}
+	if previous == nil || c.PreviousEvent == nil {
+		m.PreviousEvent, previous = WithoutRaw(c.PreviousEvent), nil
+	}
 	if err := model.CheckEncodable(m); err != nil {
 		return nil, fmt.Errorf("%w: %w", err, store.ErrInvalidArgument)
 	}
-	return Marshal(m)
+	if event == nil && previous == nil {
+		return Marshal(m)
+	}
+	// Field by field in field number order, as Marshal writes them: type,
+	// event, calendar, previous event, then the rest (every later field),
+	// into one buffer.
+	opts := proto.MarshalOptions{Deterministic: true}
+	b := make([]byte, 0, len(event)+len(previous)+changeOverhead)
+	if m.Type != 0 {
+		b = protowire.AppendTag(b, changeTypeField, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(m.Type))
+	}
+	var err error
+	if event != nil {
+		b = protowire.AppendTag(b, changeEventField, protowire.BytesType)
+		b = protowire.AppendBytes(b, event)
+	} else if b, err = appendMessageField(b, opts, changeEventField, m.Event); err != nil {
+		return nil, err
+	}
+	if b, err = appendMessageField(b, opts, changeCalendarField, m.Calendar); err != nil {
+		return nil, err
+	}
+	if previous != nil {
+		b = protowire.AppendTag(b, changePreviousEventField, protowire.BytesType)
+		b = protowire.AppendBytes(b, previous)
+	} else if b, err = appendMessageField(b, opts, changePreviousEventField, m.PreviousEvent); err != nil {
+		return nil, err
+	}
+	m.Type, m.Event, m.Calendar, m.PreviousEvent = 0, nil, nil, nil
+	return opts.MarshalAppend(b, m)
 }
+
+// changeOverhead is room for a change's fields other than its events:
+// type, changed fields, commit time.
+const changeOverhead = 128
+
+// appendMessageField appends msg as field num of a message, as Marshal
+// would; a nil msg appends nothing.
+func appendMessageField[M interface {
+	proto.Message
+	comparable
+}](b []byte, opts proto.MarshalOptions, num protowire.Number, msg M) ([]byte, error) {
+	var zero M
+	if msg == zero {
+		return b, nil
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(opts.Size(msg)))
+	return opts.MarshalAppend(b, msg)
+}
+
+// The field numbers of Change that EncodeChangeWith writes itself.
+var changeTypeField, changeEventField, changeCalendarField, changePreviousEventField = func() (typ, event, calendar, previous protowire.Number) {
+	fields := (&calsyncv1.Change{}).ProtoReflect().Descriptor().Fields()
+	return fields.ByName("type").Number(), fields.ByName("event").Number(),
+		fields.ByName("calendar").Number(), fields.ByName("previous_event").Number()
+}()

@@ -113,3 +113,60 @@ func TestEncodeChangeKeepsEveryField(t *testing.T) {
 		t.Errorf("EncodeChange (-want +got):\n%s", diff)
 	}
 }
+
+// EncodeChangeWith, given the encodings EncodeEvent made of a change's
+// events, writes what EncodeChange writes, byte for byte, whichever of the
+// events it is given and whichever fields the change has.
+func TestEncodeChangeWithMatchesEncodeChange(t *testing.T) {
+	full := &calsyncv1.Change{}
+	populate(t, full.ProtoReflect())
+	full.Calendar, full.PreviousCalendar = nil, nil // an event's change
+	commit := time.Unix(1_700_000_000, 5).UTC()
+	variants := map[string]func(*calsyncv1.Change){
+		"every field":         func(*calsyncv1.Change) {},
+		"no previous event":   func(c *calsyncv1.Change) { c.PreviousEvent = nil },
+		"no event":            func(c *calsyncv1.Change) { c.Event = nil },
+		"no changed fields":   func(c *calsyncv1.Change) { c.ChangedFields = nil },
+		"with a calendar too": func(c *calsyncv1.Change) { populate(t, c.ProtoReflect()) },
+		"empty events": func(c *calsyncv1.Change) {
+			c.Event, c.PreviousEvent = &calsyncv1.CalendarEvent{}, &calsyncv1.CalendarEvent{}
+		},
+	}
+	for name, vary := range variants {
+		c := proto.Clone(full).(*calsyncv1.Change)
+		vary(c)
+		want, err := EncodeChange(c, commit)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		encoded := func(e *calsyncv1.CalendarEvent) []byte {
+			if e == nil {
+				return nil
+			}
+			b, err := proto.Marshal(WithoutRaw(e))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b == nil {
+				b = []byte{}
+			}
+			return b
+		}
+		for _, given := range []struct {
+			name            string
+			event, previous []byte
+		}{
+			{"both", encoded(c.Event), encoded(c.PreviousEvent)},
+			{"the event", encoded(c.Event), nil},
+			{"the previous event", nil, encoded(c.PreviousEvent)},
+		} {
+			got, err := EncodeChangeWith(c, commit, given.event, given.previous)
+			if err != nil {
+				t.Fatalf("%s, given %s: %v", name, given.name, err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("%s, given %s: EncodeChangeWith wrote %x, EncodeChange %x", name, given.name, got, want)
+			}
+		}
+	}
+}

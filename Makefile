@@ -158,7 +158,7 @@ bench-stages:
 bench-instructions: valgrind
 	@mkdir -p .build
 	$(GO) test -c -o .build/server.test ./server
-	scripts/instructions-per-op.sh .build/server.test BenchmarkWebhookRewrites 500 2500
+	scripts/instructions-per-op.sh .build/server.test BenchmarkWebhookRewrites 1000 4000
 
 # valgrind comes from Debian, installed only when missing.
 valgrind:

@@ -86,4 +86,17 @@ func TestApplyFailureSharingTransactionWithUpdates(t *testing.T) {
 	if len(hooked) != 2 || hooked[0] >= hooked[1] {
 		t.Errorf("hooks saw cursors %v, want the apply's then the Update's", hooked)
 	}
+	// The change log holds what the hooks saw, and the rolled back
+	// apply's change left no gap in the cursors.
+	logged, err := db.ReadChanges(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cursors []store.Cursor
+	for _, r := range logged {
+		cursors = append(cursors, r.Cursor)
+	}
+	if len(hooked) == 2 && (len(cursors) != 2 || cursors[0] != hooked[0] || cursors[1] != hooked[1] || cursors[1] != cursors[0]+1) {
+		t.Errorf("the change log holds cursors %v, the hooks saw %v; want the same two, consecutive", cursors, hooked)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
@@ -263,6 +264,11 @@ type tx struct {
 	// events again (see store.Tx). Only rows PutEvent encoded are here,
 	// so every one has been checked.
 	encoded map[*calsyncv1.CalendarEvent][]byte
+	// head is the change log's head when t appended its first change
+	// (headRead): records hold the changes after it, whose rows
+	// writeChanges inserts before the commit.
+	head     store.Cursor
+	headRead bool
 }
 
 // remember records that e is encoded as data (see tx.encoded).
@@ -276,7 +282,12 @@ func (t *tx) remember(e *calsyncv1.CalendarEvent, data []byte) {
 // commitTx runs fn in a write transaction for t (see writeTx) and, once
 // its COMMIT has succeeded, hands the rows t wrote to the writer's cache.
 func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*sql.Tx) error) error {
-	err := db.writeTx(ctx, fn)
+	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
+		if err := fn(sqlTx); err != nil {
+			return err
+		}
+		return t.writeChanges(ctx, sqlTx)
+	})
 	if err == nil {
 		for id, data := range t.staged {
 			t.recent.add(id, data)
@@ -469,28 +480,56 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: encode change: %w", err)
 	}
-	res, err := t.q().ExecContext(ctx, `INSERT INTO changes (type, calendar_id, provider, commit_ns, data)
-		VALUES (?, ?, ?, ?, ?)`,
-		int32(c.GetType()), calendarID, provider, t.commit.UnixNano(), data)
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: append change: %w", err)
+	if !t.headRead {
+		if t.head, err = changeHead(ctx, t.q()); err != nil {
+			return 0, err
+		}
+		t.headRead = true
 	}
-	// cursor is the rowid, and only the writer inserts: the last rowid is
-	// this change's cursor. An Exec costs less than a query's rows.
-	cursor, err := res.LastInsertId()
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: append change: %w", err)
-	}
+	// The row is written with the transaction's others by writeChanges,
+	// just before COMMIT; the cursor is the one AUTOINCREMENT would give.
+	cursor := t.head + store.Cursor(len(t.records)) + 1
 	t.records = append(t.records, store.ChangeRecord{
-		Cursor:     store.Cursor(cursor),
+		Cursor:     cursor,
 		Type:       c.GetType(),
 		CalendarID: calendarID,
 		Provider:   provider,
 		CommitTime: t.commit,
 		Change:     data,
 	})
-	return store.Cursor(cursor), nil
+	return cursor, nil
 }
+
+// writeChanges inserts the changes t appended, in cursor order, a chunk
+// of them per statement. Their cursors follow the head t read without a
+// gap (a rollback to a savepoint drops the last ones), and only the
+// writer inserts, so they are the change log's next ones; sqlite_sequence
+// takes the last, as for any row inserted into an AUTOINCREMENT table.
+func (t *tx) writeChanges(ctx context.Context, sqlTx *sql.Tx) error {
+	q := writeQuerier{tx: sqlTx, cache: t.cache, bound: t.bound}
+	args := make([]any, 0, 6*min(len(t.records), chunkSizes[0]))
+	err := chunks(len(t.records), func(c, from, to int) error {
+		args = args[:0]
+		for _, r := range t.records[from:to] {
+			args = append(args, int64(r.Cursor), int32(r.Type), r.CalendarID, r.Provider, r.CommitTime.UnixNano(), r.Change)
+		}
+		_, err := q.ExecContext(ctx, changeInserts[c], args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sqlite: append changes: %w", err)
+	}
+	return nil
+}
+
+// changeInserts are writeChanges' statements, one per chunk size.
+var changeInserts = func() (insert [len(chunkSizes)]string) {
+	for c, n := range chunkSizes {
+		insert[c] = `INSERT INTO changes (cursor, type, calendar_id, provider, commit_ns, data) VALUES ` +
+			strings.Repeat("(?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?)`
+	}
+	return insert
+}()
 
 // GetSyncState returns a calendar's sync state or an error wrapping
 // [store.ErrNotFound].

@@ -264,11 +264,6 @@ type tx struct {
 	// events again (see store.Tx). Only rows PutEvent encoded are here,
 	// so every one has been checked.
 	encoded map[*calsyncv1.CalendarEvent][]byte
-	// head is the change log's head when t appended its first change
-	// (headRead): records hold the changes after it, whose rows
-	// writeChanges inserts before the commit.
-	head     store.Cursor
-	headRead bool
 }
 
 // remember records that e is encoded as data (see tx.encoded).
@@ -480,15 +475,29 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 	if err != nil {
 		return 0, fmt.Errorf("sqlite: encode change: %w", err)
 	}
-	if !t.headRead {
-		if t.head, err = changeHead(ctx, t.q()); err != nil {
-			return 0, err
+	var cursor store.Cursor
+	if len(t.records) == 0 {
+		// The transaction's first change is inserted now, and its
+		// cursor, the rowid AUTOINCREMENT gives it, numbers the others.
+		res, err := t.q().ExecContext(ctx, `INSERT INTO changes (type, calendar_id, provider, commit_ns, data)
+			VALUES (?, ?, ?, ?, ?)`,
+			int32(c.GetType()), calendarID, provider, t.commit.UnixNano(), data)
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: append change: %w", err)
 		}
-		t.headRead = true
+		// Only the writer inserts: the last rowid is this change's.
+		first, err := res.LastInsertId()
+		if err != nil {
+			return 0, fmt.Errorf("sqlite: append change: %w", err)
+		}
+		cursor = store.Cursor(first)
+	} else {
+		// The others follow it without a gap (a rollback to a savepoint
+		// drops the last ones, or all of them with the first's row), and
+		// writeChanges inserts them together just before COMMIT: the
+		// cursors are the ones AUTOINCREMENT would give them.
+		cursor = t.records[0].Cursor + store.Cursor(len(t.records))
 	}
-	// The row is written with the transaction's others by writeChanges,
-	// just before COMMIT; the cursor is the one AUTOINCREMENT would give.
-	cursor := t.head + store.Cursor(len(t.records)) + 1
 	t.records = append(t.records, store.ChangeRecord{
 		Cursor:     cursor,
 		Type:       c.GetType(),
@@ -500,17 +509,20 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 	return cursor, nil
 }
 
-// writeChanges inserts the changes t appended, in cursor order, a chunk
-// of them per statement. Their cursors follow the head t read without a
-// gap (a rollback to a savepoint drops the last ones), and only the
-// writer inserts, so they are the change log's next ones; sqlite_sequence
-// takes the last, as for any row inserted into an AUTOINCREMENT table.
+// writeChanges inserts the changes t appended after its first (which
+// AppendChange inserted), in cursor order, a chunk of them per statement.
+// sqlite_sequence takes the last cursor, as for any row inserted into an
+// AUTOINCREMENT table.
 func (t *tx) writeChanges(ctx context.Context, sqlTx *sql.Tx) error {
+	if len(t.records) < 2 {
+		return nil
+	}
+	rest := t.records[1:]
 	q := writeQuerier{tx: sqlTx, cache: t.cache, bound: t.bound}
-	args := make([]any, 0, 6*min(len(t.records), chunkSizes[0]))
-	err := chunks(len(t.records), func(c, from, to int) error {
+	args := make([]any, 0, 6*min(len(rest), chunkSizes[0]))
+	err := chunks(len(rest), func(c, from, to int) error {
 		args = args[:0]
-		for _, r := range t.records[from:to] {
+		for _, r := range rest[from:to] {
 			args = append(args, int64(r.Cursor), int32(r.Type), r.CalendarID, r.Provider, r.CommitTime.UnixNano(), r.Change)
 		}
 		_, err := q.ExecContext(ctx, changeInserts[c], args...)

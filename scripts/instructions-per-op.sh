@@ -10,7 +10,7 @@
 # (GOMAXPROCS=1) and no asynchronous preemption (which callgrind's signal
 # handling cannot follow) keep the schedule repeatable.
 set -euo pipefail
-bin=$1 bench=$2 n1=${3:-500} n2=${4:-2500}
+bin=$1 bench=$2 n1=${3:-1000} n2=${4:-4000}
 count() {
 	GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
 		"$bin" -test.run '^$' -test.bench "^${bench}\$" -test.benchtime "${1}x" 2>&1 >/dev/null |

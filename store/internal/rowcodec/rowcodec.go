@@ -283,19 +283,13 @@ func EncodeChangeWith(c *calsyncv1.Change, commit time.Time, event, previous []b
 		b = protowire.AppendVarint(b, uint64(m.Type))
 	}
 	var err error
-	if event != nil {
-		b = protowire.AppendTag(b, changeEventField, protowire.BytesType)
-		b = protowire.AppendBytes(b, event)
-	} else if b, err = appendMessageField(b, opts, changeEventField, m.Event); err != nil {
+	if b, err = appendEventField(b, opts, changeEventField, event, m.Event); err != nil {
 		return nil, err
 	}
 	if b, err = appendMessageField(b, opts, changeCalendarField, m.Calendar); err != nil {
 		return nil, err
 	}
-	if previous != nil {
-		b = protowire.AppendTag(b, changePreviousEventField, protowire.BytesType)
-		b = protowire.AppendBytes(b, previous)
-	} else if b, err = appendMessageField(b, opts, changePreviousEventField, m.PreviousEvent); err != nil {
+	if b, err = appendEventField(b, opts, changePreviousEventField, previous, m.PreviousEvent); err != nil {
 		return nil, err
 	}
 	m.Type, m.Event, m.Calendar, m.PreviousEvent = 0, nil, nil, nil
@@ -306,14 +300,20 @@ func EncodeChangeWith(c *calsyncv1.Change, commit time.Time, event, previous []b
 // type, changed fields, commit time.
 const changeOverhead = 128
 
+// appendEventField appends an event as field num of a change: its
+// encoding as it is when given, else msg marshalled.
+func appendEventField(b []byte, opts proto.MarshalOptions, num protowire.Number, encoded []byte, msg *calsyncv1.CalendarEvent) ([]byte, error) {
+	if encoded == nil {
+		return appendMessageField(b, opts, num, msg)
+	}
+	b = protowire.AppendTag(b, num, protowire.BytesType)
+	return protowire.AppendBytes(b, encoded), nil
+}
+
 // appendMessageField appends msg as field num of a message, as Marshal
-// would; a nil msg appends nothing.
-func appendMessageField[M interface {
-	proto.Message
-	comparable
-}](b []byte, opts proto.MarshalOptions, num protowire.Number, msg M) ([]byte, error) {
-	var zero M
-	if msg == zero {
+// would; a nil message appends nothing.
+func appendMessageField(b []byte, opts proto.MarshalOptions, num protowire.Number, msg proto.Message) ([]byte, error) {
+	if !msg.ProtoReflect().IsValid() {
 		return b, nil
 	}
 	b = protowire.AppendTag(b, num, protowire.BytesType)

@@ -30,11 +30,12 @@ type ProcessorConfig struct {
 	// intake is busy, three quarters of them wait (Intake).
 	Workers int
 	// RemoteWorkers is how many deliveries that wait on a provider's API
-	// (Recall) are processed at once (4), by workers of their own: however
+	// (Recall) are processed at once (16), by workers of their own: however
 	// long Recall's rate limits or answers keep them, deliveries of other
 	// providers never wait behind them. Recall allows about one event list
-	// a second per workspace, so a few concurrent fetches already reach its
-	// limit; more would only wait on the rate limiter.
+	// a second per workspace, and the listings of calendars that wait for
+	// it together go out as one (recall.WithListMerging), so this is also
+	// how many calendars one listing can answer.
 	RemoteWorkers int
 	// MaxQueuedBytes bounds the bytes of the deliveries held in memory,
 	// queued or being processed (64 MiB); the rest wait in the inbox and are
@@ -118,7 +119,7 @@ const maxQueued = 10_000
 
 // Defaults of [ProcessorConfig].
 const (
-	DefaultRemoteWorkers    = 4
+	DefaultRemoteWorkers    = 16
 	DefaultMaxQueuedBytes   = 64 << 20
 	DefaultMaxDeliveryBytes = 1 << 20
 )

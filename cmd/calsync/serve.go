@@ -137,7 +137,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.postpressAuthHeader, "postpress-auth-header", "Postpress-Auth", "request header carrying the postpress webhook secret")
 	fs.StringVar(&c.postpressAuthSecrets, "postpress-auth-secrets", "", "comma-separated accepted values of the postpress auth header")
 	fs.IntVar(&c.workers, "workers", 32, "deliveries processed in parallel")
-	fs.IntVar(&c.recallWorkers, "recall-workers", ingest.DefaultRemoteWorkers, "Recall deliveries processed in parallel, by workers of their own, so Recall's rate limits never hold up other deliveries")
+	fs.IntVar(&c.recallWorkers, "recall-workers", ingest.DefaultRemoteWorkers, "Recall deliveries processed in parallel, by workers of their own, so Recall's rate limits never hold up other deliveries; also how many calendars one merged event listing can answer")
 	fs.Int64Var(&c.processingQueueBytes, "processing-queue-bytes", ingest.DefaultMaxQueuedBytes, "most bytes of deliveries held in memory for processing; the rest wait in the inbox")
 	fs.DurationVar(&c.claimTTL, "claim-ttl", ingest.DefaultClaimTTL, "PostgreSQL: how long a replica's claim on a calendar's deliveries, and the leader's lease, last unless renewed (every third of it; at least 1s); a dead replica's work moves after about this long")
 	fs.DurationVar(&c.claimPollInterval, "claim-poll-interval", ingest.DefaultClaimPollInterval, "PostgreSQL: how often a replica looks for deliveries to claim, besides at once when it receives one")

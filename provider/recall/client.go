@@ -95,6 +95,8 @@ type Client struct {
 	hc       *http.Client
 	limiters map[string]*rate.Limiter
 	limits   map[string]limit
+	// lists merges the event listings that wait together (merge.go).
+	lists listMerger
 	// shared, if set, is where the rate limits are counted, by every
 	// process using the same API key (see WithSharedRateLimiter).
 	shared SharedLimiter
@@ -216,6 +218,7 @@ func NewClient(baseURL, apiKey string, opts ...ClientOption) *Client {
 		now:             time.Now,
 		sleep:           sleepCtx,
 		logger:          slog.New(slog.DiscardHandler),
+		lists:           listMerger{horizon: DefaultListMergeHorizon},
 	}
 	WithRateLimit(EndpointCalendarRetrieve, 300, 10)(c)
 	WithRateLimit(EndpointEventList, 60, 5)(c)
@@ -297,6 +300,14 @@ func BeforeFirstRequest(fn func()) ListOption {
 // follows Recall's next URLs exactly as given, refusing one that leaves
 // the base URL's host. A page is retried on its own; an error from fn
 // stops the listing and is returned as is.
+//
+// Incremental listings of several calendars that wait for the rate limit
+// together may be sent as one listing of the workspace (see
+// [WithListMerging]): fn then gets the events of calendarID only, from
+// pages that may hold none of them (those are not passed on), and fn and
+// the [BeforeFirstRequest] function may run on the goroutine of another
+// ListEvents call while this one waits for it. An error from fn stops
+// only this call's share of the listing.
 func (c *Client) ListEvents(ctx context.Context, calendarID string, updatedAtGTE time.Time, fn func([]Event) error, opts ...ListOption) error {
 	if calendarID == "" {
 		return &permanentError{errors.New("recall: empty calendar id")}
@@ -305,36 +316,42 @@ func (c *Client) ListEvents(ctx context.Context, calendarID string, updatedAtGTE
 	for _, opt := range opts {
 		opt(&o)
 	}
-	before := o.beforeFirst
-	q := url.Values{"calendar_id": {calendarID}}
-	if !updatedAtGTE.IsZero() {
-		q.Set("updated_at__gte", updatedAtGTE.UTC().Format(time.RFC3339Nano))
-	}
-	next := c.endpointURL("/api/v2/calendar-events/", q)
+	return c.listMerged(&listing{ctx: ctx, calendarID: calendarID, since: updatedAtGTE, fn: fn,
+		before: o.beforeFirst, done: make(chan error, 1)})
+}
+
+// pages lists events from the URL first returns (called once the rate
+// limiter lets each attempt at the first page through), following the
+// next URLs, and calls fn with each page in order.
+func (c *Client) pages(ctx context.Context, first func() string, fn func([]Event) error) error {
 	seen := map[string]bool{}
-	for next != "" {
-		if seen[next] {
-			return &permanentError{fmt.Errorf("recall: %s: next URL repeats a page", EndpointEventList)}
-		}
-		seen[next] = true
+	target := func() string {
+		u := first()
+		seen[u] = true
+		return u
+	}
+	for target != nil {
 		var page struct {
 			Next    *string `json:"next"`
 			Results []Event `json:"results"`
 		}
-		if err := c.getThen(ctx, EndpointEventList, next, &page, before); err != nil {
+		if err := c.getThen(ctx, EndpointEventList, target, &page); err != nil {
 			return err
 		}
-		before = nil
 		if err := fn(page.Results); err != nil {
 			return err
 		}
-		next = ""
+		target = nil
 		if page.Next != nil && *page.Next != "" {
-			u, err := c.checkNext(*page.Next)
+			next, err := c.checkNext(*page.Next)
 			if err != nil {
 				return err
 			}
-			next = u
+			if seen[next] {
+				return &permanentError{fmt.Errorf("recall: %s: next URL repeats a page", EndpointEventList)}
+			}
+			seen[next] = true
+			target = func() string { return next }
 		}
 	}
 	return nil
@@ -367,12 +384,12 @@ func (c *Client) endpointURL(path string, q url.Values) string {
 // get performs a GET with rate limiting and retries, decoding the JSON
 // answer into out.
 func (c *Client) get(ctx context.Context, endpoint, u string, out any) error {
-	return c.getThen(ctx, endpoint, u, out, nil)
+	return c.getThen(ctx, endpoint, func() string { return u }, out)
 }
 
-// getThen is get calling before (if not nil) right before each attempt is
+// getThen is get asking target for the URL right before each attempt is
 // sent, once the rate limiter has let it through.
-func (c *Client) getThen(ctx context.Context, endpoint, u string, out any, before func()) error {
+func (c *Client) getThen(ctx context.Context, endpoint string, target func() string, out any) error {
 	if c.base.Host == "" {
 		return &permanentError{errors.New("recall: client has no valid base URL")}
 	}
@@ -385,7 +402,7 @@ func (c *Client) getThen(ctx context.Context, endpoint, u string, out any, befor
 	b.Reset()
 	start := c.now()
 	for attempt := 1; ; attempt++ {
-		err := c.attempt(ctx, endpoint, u, out, before)
+		err := c.attempt(ctx, endpoint, target, out)
 		if err == nil {
 			return nil
 		}
@@ -417,16 +434,13 @@ func (c *Client) getThen(ctx context.Context, endpoint, u string, out any, befor
 	}
 }
 
-// attempt performs one rate-limited request, calling before (if not nil)
+// attempt performs one rate-limited request to the URL target returns
 // once the limiter lets it through.
-func (c *Client) attempt(ctx context.Context, endpoint, u string, out any, before func()) error {
+func (c *Client) attempt(ctx context.Context, endpoint string, target func() string, out any) error {
 	if err := c.wait(ctx, endpoint); err != nil {
 		return err
 	}
-	if before != nil {
-		before()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target(), nil)
 	if err != nil {
 		return &permanentError{fmt.Errorf("recall: %s: %w", endpoint, err)}
 	}

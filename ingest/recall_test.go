@@ -190,6 +190,70 @@ func TestRecallHintsJoinAFetchWaitingForItsTurn(t *testing.T) {
 	}
 }
 
+// TestRecallHintsOfSeveralCalendarsShareOneListing: the fetches of
+// several calendars that wait for Recall's rate limit together go out as
+// one listing of the workspace, and each calendar still gets its own
+// events and its deliveries done.
+func TestRecallHintsOfSeveralCalendarsShareOneListing(t *testing.T) {
+	fake := recalltest.New(t)
+	start := time.Now().Add(time.Hour)
+	var cals []recalltest.Calendar
+	var evs []recalltest.Event
+	for i := range 3 {
+		cal := fake.PutCalendar(recalltest.Calendar{})
+		cals = append(cals, cal)
+		evs = append(evs, fake.PutEvent(recalltest.Google(fmt.Sprint("g", i)).Summary("one").
+			Timed(start, start.Add(time.Hour), "UTC").Event(cal.ID)))
+	}
+	gate := &gatedLimiter{waiting: make(chan struct{}), pass: make(chan struct{})}
+	client := recall.NewClient(fake.URL, fake.APIKey(),
+		recall.WithRateLimit(recall.EndpointEventList, 60, 1), recall.WithSharedRateLimiter(gate))
+	p := newPipeline(t, fake, func(c *ProcessorConfig) { c.Recall = client })
+	p.start(t)
+
+	// A first sync of each calendar, one at a time, sets its watermark
+	// (full listings are never merged).
+	for i, cal := range cals {
+		p.sendHint(t, cal.ID, fmt.Sprint("msg_first", i))
+		gate.next(t)
+		gate.pass <- struct{}{}
+		p.drain(t)
+	}
+
+	// Each calendar changes, and its hint arrives while the first
+	// calendar's fetch waits for its turn: one listing answers all three.
+	for i := range cals {
+		fake.UpdateEvent(evs[i].ID, func(e *recalltest.Event) { e.Raw["summary"] = fmt.Sprint("two ", i) })
+	}
+	fake.ResetRequests()
+	for i, cal := range cals {
+		p.sendHint(t, cal.ID, fmt.Sprint("msg_next", i))
+	}
+	gate.next(t)
+	for deadline := time.Now().Add(10 * time.Second); client.WaitingListings() < len(cals); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d listings wait together, want %d", client.WaitingListings(), len(cals))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	gate.pass <- struct{}{}
+	p.drain(t) // a listing not merged would wait at the gate for ever
+	if lists := eventLists(fake); len(lists) != 1 || strings.Contains(lists[0], "calendar_id") || !strings.Contains(lists[0], "updated_at__gte") {
+		t.Errorf("event list requests for three calendars' hints: %q, want one incremental listing of the workspace", lists)
+	}
+	ctx := context.Background()
+	for i := range cals {
+		got, err := p.st.GetEvent(ctx, model.EventID(model.ProviderRecall, "", evs[i].ID), false)
+		if want := fmt.Sprint("two ", i); err != nil || got.GetTitle() != want {
+			t.Errorf("calendar %d's event after the sync: %q, %v; want %q", i, got.GetTitle(), err, want)
+		}
+	}
+	ds, err := p.st.ListDeliveries(ctx, store.DeliveryQuery{State: calsyncv1.DeliveryState_DELIVERY_STATE_DONE})
+	if err != nil || len(ds) != 2*len(cals) {
+		t.Errorf("%d deliveries done, want %d (%v)", len(ds), 2*len(cals), err)
+	}
+}
+
 // TestRecallReconciliationCatchesDroppedHints: no webhook ever arrives for
 // a change, and the periodic reconciliation still brings it in.
 func TestRecallReconciliationCatchesDroppedHints(t *testing.T) {

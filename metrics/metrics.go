@@ -234,6 +234,16 @@ func (m *Metrics) RecallRequest(endpoint string, status int, d time.Duration) {
 	m.recallLatency.WithLabelValues(endpoint).Observe(d.Seconds())
 }
 
+// RecallListingsWaiting exports how many Recall event listings wait for
+// the listing's rate limit, read from waiting (recall's
+// Client.WaitingListings) at every scrape. Call it once.
+func (m *Metrics) RecallListingsWaiting(waiting func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: namespace, Name: "recall_listings_waiting",
+		Help: "Recall calendars whose event listing waits for the listing's rate limit; those waiting together go out as one listing.",
+	}, func() float64 { return float64(waiting()) }))
+}
+
 // InboxBatch is the store's group-commit hook (sqlite.Options.OnBatch).
 func (m *Metrics) InboxBatch(size int, d time.Duration) {
 	m.batchSize.Observe(float64(size))

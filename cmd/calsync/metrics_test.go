@@ -202,11 +202,12 @@ func TestMetrics(t *testing.T) {
 		return s[`calsync_sqlite_checkpoints_total{mode="passive"}`] >= 1 && s[`calsync_sqlite_wal_pages`] > 0
 	})
 	// Memory bounds: the changes kept for watchers take some; the
-	// processing queue is empty once everything is processed.
+	// processing queue, and Recall's queue of listings, are empty once
+	// everything is processed.
 	if after[`calsync_watch_memory_bytes`] <= 0 {
 		t.Errorf("calsync_watch_memory_bytes = %v, want the changes kept in memory", after[`calsync_watch_memory_bytes`])
 	}
-	for _, k := range []string{`calsync_processing_queue_deliveries`, `calsync_processing_queue_bytes`} {
+	for _, k := range []string{`calsync_processing_queue_deliveries`, `calsync_processing_queue_bytes`, `calsync_recall_listings_waiting`} {
 		if v, ok := after[k]; !ok || v != 0 {
 			t.Errorf("%s = %v (exported: %v), want 0", k, v, ok)
 		}

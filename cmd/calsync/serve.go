@@ -376,7 +376,9 @@ func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) error {
 			// Recall counts its limits per workspace: replicas share them.
 			opts = append(opts, recall.WithSharedRateLimiter(rl))
 		}
-		procCfg.Recall = recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, opts...)
+		client := recall.NewClient(cfg.recallAPIURL, cfg.recallAPIKey, opts...)
+		m.RecallListingsWaiting(client.WaitingListings)
+		procCfg.Recall = client
 	}
 	processor := ingest.NewProcessor(db, procCfg)
 	recvCfg := ingest.ReceiverConfig{Notify: processor.Notify, Intake: intake, Now: cfg.now, Processor: processor}

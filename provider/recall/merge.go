@@ -143,6 +143,19 @@ func (m *listMerger) close(g *listGroup) []*listing {
 	return g.members
 }
 
+// WaitingListings returns how many event listings (one per calendar) wait
+// for the listing's rate limit in groups not yet sent; each group goes out
+// as one request. Full listings, which are never merged, are not counted.
+func (c *Client) WaitingListings() int {
+	c.lists.mu.Lock()
+	defer c.lists.mu.Unlock()
+	n := 0
+	for _, g := range c.lists.forming {
+		n += len(g.members)
+	}
+	return n
+}
+
 // errNoListener stops a merged listing once every member is done with it.
 var errNoListener = errors.New("recall: no listing waits for this one any more")
 

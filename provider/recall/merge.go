@@ -206,13 +206,14 @@ func outcome(l *listing, err error) error {
 	return err
 }
 
-// listGroup pages through the listing of the members that close returns
-// once the limiter lets the first request through, and hands each member
-// the events of its calendar. With a single member the listing names its
-// calendar, and fn's error is the listing's.
-func (c *Client) listGroup(ctx context.Context, close func() []*listing) error {
+// listGroup pages through the listing of the members that take returns
+// once the limiter lets the first request through (take closes the group
+// the first time), and hands each member the events of its calendar. With
+// a single member the listing names its calendar, and fn's error is the
+// listing's.
+func (c *Client) listGroup(ctx context.Context, take func() []*listing) error {
 	first := func() string {
-		members := close()
+		members := take()
 		for _, m := range members {
 			if m.before != nil && m.err == nil {
 				m.before()
@@ -234,7 +235,7 @@ func (c *Client) listGroup(ctx context.Context, close func() []*listing) error {
 		return c.endpointURL("/api/v2/calendar-events/", q)
 	}
 	return c.pages(ctx, first, func(page []Event) error {
-		members := close()
+		members := take()
 		if len(members) == 1 {
 			return members[0].fn(page)
 		}

@@ -43,13 +43,19 @@ func startIntakeBench(b testing.TB) http.Handler {
 	return startIntakeServer(b, false)
 }
 
-// startIntakeServer is startIntakeBench; with applying, the receiver also
-// applies each postpress delivery in the transaction that commits it, as
-// `calsync serve` has it do.
+// startIntakeServer is startIntakeBench; with applying, the server is the
+// one `calsync serve` runs: the receiver also applies each postpress
+// delivery in the transaction that commits it, and SQLite commits with
+// synchronous=FULL, so the WAL is written one call per commit and synced
+// beside the next transaction (the commit path of store/sqlite/durable.go).
 func startIntakeServer(b testing.TB, applying bool) http.Handler {
 	b.Helper()
 	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "calsync.db"), sqlite.Options{Synchronous: "NORMAL"})
+	opts := sqlite.Options{Synchronous: "NORMAL"}
+	if applying {
+		opts = sqlite.Options{}
+	}
+	db, err := sqlite.Open(ctx, filepath.Join(b.TempDir(), "calsync.db"), opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -128,7 +134,7 @@ func BenchmarkStageHTTPIntake(b *testing.B) {
 // 1,000 events (each version newer, with a new title, so each is a change
 // to announce), applied in the transaction that commits them, 64 in
 // flight, through the server's real handler over a real SQLite file
-// (synchronous=NORMAL). Its instruction count per webhook, which the
+// (synchronous=FULL, as served). Its instruction count per webhook, which the
 // machine's neighbours do not move, is what `make bench-instructions`
 // reports.
 func BenchmarkWebhookRewrites(b *testing.B) {

@@ -99,25 +99,27 @@ func (m *listMerger) join(l *listing) (*listGroup, bool) {
 
 // fits reports whether a listing from since may join g.
 func (m *listMerger) fits(g *listGroup, since time.Time) bool {
-	oldest, newest := g.oldest, g.newest
+	oldest, newest := g.widened(since)
+	return newest.Sub(oldest) <= m.horizon
+}
+
+// widened returns g's oldest and newest updated_at__gte with since among
+// them.
+func (g *listGroup) widened(since time.Time) (oldest, newest time.Time) {
+	oldest, newest = g.oldest, g.newest
 	if since.Before(oldest) {
 		oldest = since
 	}
 	if since.After(newest) {
 		newest = since
 	}
-	return newest.Sub(oldest) <= m.horizon
+	return oldest, newest
 }
 
 // add makes l a member of g; the caller holds the merger's lock.
 func (g *listGroup) add(l *listing) {
 	g.members = append(g.members, l)
-	if l.since.Before(g.oldest) {
-		g.oldest = l.since
-	}
-	if l.since.After(g.newest) {
-		g.newest = l.since
-	}
+	g.oldest, g.newest = g.widened(l.since)
 	g.live.Add(1)
 	l.stopWatch = context.AfterFunc(l.ctx, func() {
 		// No member waits for the requests any more: end them.

@@ -24,13 +24,24 @@ import (
 //
 // The event held is read without its raw payload, whose decoding would be
 // most of the read: only the two rare paths that keep it read it.
-func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent, now time.Time) (bool, error) {
+//
+// rawJSON, when set, is the JSON next's raw payload was decoded from (by
+// model.StructFromJSON): what is written with that payload keeps the JSON
+// (store.Tx.PutEventRawJSON) instead of encoding it again.
+func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent, rawJSON []byte, now time.Time) (bool, error) {
 	ts := timestamppb.New(now)
+	raw := next.GetRaw()
+	put := func(e *calsyncv1.CalendarEvent) error {
+		if rawJSON != nil && raw != nil && e.GetRaw() == raw {
+			return tx.PutEventRawJSON(ctx, e, rawJSON)
+		}
+		return tx.PutEvent(ctx, e)
+	}
 	prev, err := tx.GetEvent(ctx, next.GetId(), false)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		next.CreateTime, next.UpdateTime = ts, ts
-		if err := tx.PutEvent(ctx, next); err != nil {
+		if err := put(next); err != nil {
 			return false, err
 		}
 		if next.GetDeleted() {
@@ -60,12 +71,12 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 		// A newer description of a deleted event: keep it, announce nothing.
 		tomb := tombstone(prev, next)
 		tomb.CreateTime, tomb.UpdateTime = prev.GetCreateTime(), prev.GetUpdateTime()
-		return false, tx.PutEvent(ctx, tomb)
+		return false, put(tomb)
 	}
 	if next.GetDeleted() && !prev.GetDeleted() {
 		tomb := tombstone(prev, next)
 		tomb.CreateTime, tomb.UpdateTime = prev.GetCreateTime(), ts
-		if err := tx.PutEvent(ctx, tomb); err != nil {
+		if err := put(tomb); err != nil {
 			return false, err
 		}
 		return true, appendChange(ctx, tx, &calsyncv1.Change{
@@ -84,12 +95,12 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 		}
 		if !proto.Equal(prev, next) {
 			next.UpdateTime = prev.GetUpdateTime()
-			return false, tx.PutEvent(ctx, next)
+			return false, put(next)
 		}
 		return false, nil
 	}
 	next.UpdateTime = ts
-	if err := tx.PutEvent(ctx, next); err != nil {
+	if err := put(next); err != nil {
 		return false, err
 	}
 	typ := calsyncv1.ChangeType_CHANGE_TYPE_UPDATED

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func applyAndRead(t *testing.T, st store.Store, ev *calsyncv1.CalendarEvent) []c
 		t.Fatal(err)
 	}
 	if err := st.Update(ctx, func(tx store.Tx) error {
-		_, err := applyEvent(ctx, tx, ev, time.Now())
+		_, err := applyEvent(ctx, tx, ev, nil, time.Now())
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -221,6 +222,73 @@ func TestChangesCarryNoRawPayload(t *testing.T) {
 		}
 		if c.GetEvent().GetRaw() != nil || c.GetPreviousEvent().GetRaw() != nil {
 			t.Errorf("%v change carries a raw payload: %v", r.Type, &c)
+		}
+	}
+}
+
+// rawJSONTx records which events were written with their payload's JSON.
+type rawJSONTx struct {
+	store.Tx
+	asJSON, encoded []string
+}
+
+func (tx *rawJSONTx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
+	tx.encoded = append(tx.encoded, e.GetTitle())
+	return tx.Tx.PutEvent(ctx, e)
+}
+
+func (tx *rawJSONTx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error {
+	if got, err := model.StructFromJSON(rawJSON); err != nil || !proto.Equal(got, e.GetRaw()) {
+		return fmt.Errorf("PutEventRawJSON of %q with JSON that does not decode to its payload (%v)", e.GetTitle(), err)
+	}
+	tx.asJSON = append(tx.asJSON, e.GetTitle())
+	return tx.Tx.PutEventRawJSON(ctx, e, rawJSON)
+}
+
+// applyEvent writes an event whose payload came from JSON with that JSON,
+// whether it creates, updates or only refreshes the event, and encodes
+// what no longer holds that payload (a copy made for a tombstone). The
+// payload reads back as it was given.
+func TestApplyEventKeepsThePayloadsJSON(t *testing.T) {
+	ctx := context.Background()
+	st := mustOpenStore(t)
+	apply := func(ev *calsyncv1.CalendarEvent, body string) *rawJSONTx {
+		t.Helper()
+		raw, err := model.StructFromJSON([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Raw = raw
+		rec := &rawJSONTx{}
+		if err := st.Update(ctx, func(tx store.Tx) error {
+			rec.Tx = tx
+			_, err := applyEvent(ctx, rec, ev, []byte(body), time.Now())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := st.GetEvent(ctx, ev.GetId(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got.GetRaw(), raw) {
+			t.Errorf("%s: payload read back as %v, want %v", ev.GetTitle(), got.GetRaw(), raw)
+		}
+		return rec
+	}
+	for _, c := range []struct {
+		ev             *calsyncv1.CalendarEvent
+		body           string
+		asJSON, encode []string
+	}{
+		{version(1, "created", false), `{"v":1}`, []string{"created"}, nil},
+		{version(2, "updated", false), `{"v":2}`, []string{"updated"}, nil},
+		{version(3, "updated", false), `{"v":3, "only":"the payload"}`, []string{"updated"}, nil},
+		{version(4, "deleted", true), `{"v":4}`, nil, []string{"deleted"}},
+	} {
+		rec := apply(c.ev, c.body)
+		if !slices.Equal(rec.asJSON, c.asJSON) || !slices.Equal(rec.encoded, c.encode) {
+			t.Errorf("%s: written with JSON %q and encoded %q; want %q and %q", c.body, rec.asJSON, rec.encoded, c.asJSON, c.encode)
 		}
 	}
 }

@@ -49,6 +49,9 @@ type postpressPlan struct {
 	note  string
 	err   error // the reason of a DEAD plan
 	ev    *calsyncv1.CalendarEvent
+	// rawJSON is the body ev's raw payload was decoded from, which the
+	// store keeps as the payload (nil when ev has none).
+	rawJSON []byte
 	// w is the webhook ev was normalized from, and calID its calendar's
 	// id: the calendar is built from w only when it is not known yet.
 	w     *postpress.Webhook
@@ -78,11 +81,17 @@ func (p *Processor) planPostpress(w *postpress.Webhook, parseErr error, body []b
 		// calsync received it, which is what a later update must beat.
 		ev.ProviderUpdateTime = timestamppb.New(received)
 	}
+	// Normalize decodes the body into the raw payload (when it keeps one).
+	var rawJSON []byte
+	if ev.GetRaw() != nil {
+		rawJSON = body
+	}
 	now := p.cfg.Now()
-	if err := admitEvent(ev, now, p.cfg.MaxClockSkew); err != nil {
+	if err := admitEvent(ev, rawJSON != nil, now, p.cfg.MaxClockSkew); err != nil {
 		return dead(err)
 	}
-	return postpressPlan{state: calsyncv1.DeliveryState_DELIVERY_STATE_DONE, ev: ev, w: w, calID: ev.GetCalendarId(), now: now}
+	return postpressPlan{state: calsyncv1.DeliveryState_DELIVERY_STATE_DONE, ev: ev, rawJSON: rawJSON, w: w,
+		calID: ev.GetCalendarId(), now: now}
 }
 
 // applyPostpress writes a DONE plan in tx: the calendar if it is new, then
@@ -98,7 +107,7 @@ func (p *Processor) applyPostpress(ctx context.Context, tx store.Tx, plan postpr
 	// applyEvent stamps calsync's own times on the event it is given;
 	// normalization leaves them unset, so clearing them starts afresh.
 	plan.ev.CreateTime, plan.ev.UpdateTime = nil, nil
-	_, err := applyEvent(ctx, tx, plan.ev, plan.now)
+	_, err := applyEvent(ctx, tx, plan.ev, plan.rawJSON, plan.now)
 	return err
 }
 

@@ -194,7 +194,7 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 			// Nor must one event calsync cannot keep, which would come back
 			// at every sync: it is skipped, and taken as soon as Recall
 			// describes it sanely. Its updated_at never moves the watermark.
-			if err := admitEvent(ev, p.cfg.Now(), p.cfg.MaxClockSkew); err != nil {
+			if err := admitEvent(ev, false, p.cfg.Now(), p.cfg.MaxClockSkew); err != nil {
 				p.log.Warn("skipping recall event calsync cannot keep",
 					"recall_event_id", store.TruncateNote(page[i].ID), "calendar_id", calID, "err", store.TruncateNote(err.Error()))
 				continue
@@ -239,7 +239,7 @@ func (p *Processor) applyEvents(ctx context.Context, cal *calsyncv1.Calendar, ev
 			}
 		}
 		for _, ev := range events {
-			if _, err := applyEvent(ctx, tx, ev, now); err != nil {
+			if _, err := applyEvent(ctx, tx, ev, nil, now); err != nil {
 				return err
 			}
 		}

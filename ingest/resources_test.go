@@ -125,6 +125,11 @@ func (tx *watchedTx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) e
 	return tx.Tx.PutEvent(ctx, e)
 }
 
+func (tx *watchedTx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error {
+	tx.puts++
+	return tx.Tx.PutEventRawJSON(ctx, e, rawJSON)
+}
+
 func (tx *watchedTx) PutSyncState(ctx context.Context, s store.SyncState) error {
 	tx.syncStates++
 	return tx.Tx.PutSyncState(ctx, s)

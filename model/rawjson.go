@@ -20,6 +20,12 @@ import (
 // out-of-range numbers fall back whole) takes the original path, so the
 // two never disagree. A null body gives an empty Struct, as NewStruct(nil)
 // does.
+//
+// What it returns, every API encoding carries: encoding/json turns bytes
+// that are not UTF-8 into U+FFFD and refuses a number beyond float64, so
+// every string is valid UTF-8 and every number finite (see
+// [CheckEncodableExceptRaw]). It is deterministic: the same bytes give
+// equal Structs, which is what lets a store keep the JSON for the Struct.
 func StructFromJSON(b []byte) (*structpb.Struct, error) {
 	// Every plain string and key is a slice of one copy of the body: one
 	// allocation instead of one per string.

@@ -13,8 +13,9 @@ import (
 
 // Normalize turns a parsed webhook into calsync's event model. body is the
 // webhook as received, the one w was parsed from, and becomes the event's
-// raw payload (nil leaves raw unset): the one [Parse] decoded when it did. A deleted webhook becomes a tombstone that carries only the
-// identifiers. Errors wrap [ErrMalformed].
+// raw payload (nil leaves raw unset): model.StructFromJSON(body), the one
+// [Parse] decoded when it did. A deleted webhook becomes a tombstone that
+// carries only the identifiers. Errors wrap [ErrMalformed].
 func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 	t, err := w.validate()
 	if err != nil {

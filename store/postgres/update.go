@@ -298,6 +298,21 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	return nil
 }
 
+// PutEventRawJSON is PutEvent keeping rawJSON as e's raw payload (see
+// store.Tx). The buffered row holds rawJSON until the transaction writes
+// it, which the contract allows.
+func (t *tx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error {
+	if err := t.live(); err != nil {
+		return err
+	}
+	r, err := rowcodec.EncodeEventRawJSON(e, rawJSON)
+	if err != nil {
+		return err
+	}
+	t.buf.putEvent(r)
+	return nil
+}
+
 // AppendChange appends c to the change log. The first append of a
 // transaction takes the change log's append lock, held until the
 // transaction ends, and every append takes the next cursor under it (see

@@ -395,6 +395,24 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	if err != nil {
 		return err
 	}
+	return t.putEvent(ctx, e, r)
+}
+
+// PutEventRawJSON is PutEvent keeping rawJSON as e's raw payload (see
+// store.Tx).
+func (t *tx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error {
+	if err := t.live(); err != nil {
+		return err
+	}
+	r, err := rowcodec.EncodeEventRawJSON(e, rawJSON)
+	if err != nil {
+		return err
+	}
+	return t.putEvent(ctx, e, r)
+}
+
+// putEvent writes e, encoded as r.
+func (t *tx) putEvent(ctx context.Context, e *calsyncv1.CalendarEvent, r rowcodec.EventRow) error {
 	// Whatever happens below, the cache no longer holds this event: the
 	// write may fail half way or be rolled back later.
 	t.recent.forget(r.ID)

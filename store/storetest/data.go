@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/store"
 )
 
@@ -137,6 +138,52 @@ var eventCases = []testCase{
 		got, err = h.s.GetEvent(ctx, "evt_a", true)
 		must(t, "GetEvent", err)
 		diffProto(t, "replaced event", noRaw, got)
+	}},
+	{"PutRawJSON", func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		// Escapes, bytes that are not UTF-8, a key given twice, nesting,
+		// numbers, leading white space: what a webhook body may hold.
+		body := []byte(" \n{\"title\":\"caf\\u00e9 \\\"x\\\"\",\"bad\":\"\xff\xfe\",\"n\":[1.5e3,-0,12345678901234567890,true,null],\"k\":1,\"k\":{\"deep\":[{\"a\":[]}]}}\n")
+		raw, err := model.StructFromJSON(body)
+		must(t, "StructFromJSON", err)
+		e := event("evt_j", "cal_a", at(0), at(time.Hour))
+		e.Raw = raw
+		mustUpdate(t, h.s, func(tx store.Tx) error {
+			must(t, "PutEventRawJSON", tx.PutEventRawJSON(ctx, e, body))
+			got, err := tx.GetEvent(ctx, "evt_j", true)
+			must(t, "Tx.GetEvent", err)
+			diffProto(t, "event in tx (raw included)", e, got)
+			return nil
+		})
+		got, err := h.s.GetEvent(ctx, "evt_j", true)
+		must(t, "GetEvent with raw", err)
+		diffProto(t, "event with raw", e, got)
+		list, err := h.s.ListEvents(ctx, store.EventQuery{IncludeRaw: true})
+		must(t, "ListEvents", err)
+		diffProto(t, "listed with raw", []*calsyncv1.CalendarEvent{e}, list)
+
+		// A body that is not an object still stores the payload it gave.
+		null, err := model.StructFromJSON([]byte("null"))
+		must(t, "StructFromJSON", err)
+		e2 := event("evt_null", "cal_a", at(0), at(time.Hour))
+		e2.Raw = null
+		mustUpdate(t, h.s, func(tx store.Tx) error { return tx.PutEventRawJSON(ctx, e2, []byte("null")) })
+		got, err = h.s.GetEvent(ctx, "evt_null", true)
+		must(t, "GetEvent", err)
+		diffProto(t, "event of a null body", e2, got)
+
+		// Only the payload goes unchecked: the other fields are checked.
+		bad := event("evt_bad", "cal_a", at(0), at(time.Hour))
+		bad.Title, bad.Raw = "\xff", raw
+		err = h.s.Update(ctx, func(tx store.Tx) error { return tx.PutEventRawJSON(ctx, bad, body) })
+		wantErr(t, "PutEventRawJSON of a title that is not UTF-8", err, store.ErrInvalidArgument)
+
+		// Replacing it through PutEvent encodes the new payload.
+		e3 := withRaw(t, event("evt_j", "cal_a", at(0), at(time.Hour)))
+		mustPut(t, h.s, e3)
+		got, err = h.s.GetEvent(ctx, "evt_j", true)
+		must(t, "GetEvent", err)
+		diffProto(t, "replaced event", e3, got)
 	}},
 	{"ErrNotFound", func(t *testing.T, h *harness) {
 		ctx := context.Background()

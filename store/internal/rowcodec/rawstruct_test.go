@@ -1,6 +1,7 @@
 package rowcodec
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -82,7 +83,7 @@ func TestSplitRawEncodesRawAsProtobufDoes(t *testing.T) {
 			structpb.NewNumberValue(-0.5), structpb.NewBoolValue(false), structpb.NewNullValue(), nil, {},
 		}}),
 	}}
-	for _, s := range []*structpb.Struct{one, {}, {Fields: map[string]*structpb.Value{"": nil}}} {
+	for _, s := range []*structpb.Struct{one, {Fields: map[string]*structpb.Value{"": nil}}} {
 		want, err := proto.Marshal(s)
 		if err != nil {
 			t.Fatal(err)
@@ -95,8 +96,13 @@ func TestSplitRawEncodesRawAsProtobufDoes(t *testing.T) {
 			t.Errorf("raw encoding of %v:\n got %x\nwant %x", s, got, want)
 		}
 	}
-	if _, raw, err := SplitRaw(&calsyncv1.CalendarEvent{Raw: &structpb.Struct{}}); err != nil || raw == nil || len(raw) != 0 {
-		t.Errorf("empty payload encodes as %v, %v; want empty, not nil", raw, err)
+	// An empty payload's protobuf encoding is empty, which a driver may
+	// read back as no payload: it is kept as JSON.
+	empty := &calsyncv1.CalendarEvent{Raw: &structpb.Struct{}}
+	if data, raw, err := SplitRaw(empty); err != nil || string(raw) != "{}" {
+		t.Errorf("empty payload encodes as %q, %v; want {}", raw, err)
+	} else if back, err := DecodeEvent(data, raw); err != nil || !proto.Equal(back, empty) {
+		t.Errorf("empty payload reads back as %v, %v", back, err)
 	}
 	if _, raw, err := SplitRaw(&calsyncv1.CalendarEvent{}); err != nil || raw != nil {
 		t.Errorf("no payload encodes as %v, %v; want nil", raw, err)
@@ -167,5 +173,65 @@ func TestEncodeEventAllocations(t *testing.T) {
 	// and its growth.
 	if allocs > 8 {
 		t.Errorf("EncodeEvent of an event whose payload has 80 keys: %.0f allocations, want at most 8", allocs)
+	}
+}
+
+// An event whose payload was decoded from JSON keeps the JSON, and reads
+// back as the payload: for documents of every kind of value and nesting,
+// with escapes and bytes that are not UTF-8. A document that is not an
+// object is encoded as protobuf instead, and the event's other fields are
+// checked either way.
+func TestEncodeEventRawJSONKeepsTheJSON(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	docs := []string{
+		` {"a":"caf\u00e9 \"q\" \ud83d\ude00","b":"` + "\xff\xfe" + `","a":[1e3,-0,1.5,true,null,{}],"c":{"d":[[]]}}` + "\n",
+		`{}`,
+	}
+	for range 200 {
+		s := randomStruct(rng, 4)
+		b, err := json.Marshal(s.AsMap())
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs = append(docs, string(b))
+	}
+	for i, doc := range docs {
+		raw, err := model.StructFromJSON([]byte(doc))
+		if err != nil {
+			t.Fatalf("doc %d: %v", i, err)
+		}
+		e := &calsyncv1.CalendarEvent{Id: "e", CalendarId: "c", Provider: "postpress", Title: "t", Raw: raw}
+		r, err := EncodeEventRawJSON(e, []byte(doc))
+		if err != nil {
+			t.Fatalf("doc %d: %v", i, err)
+		}
+		if want := strings.TrimLeft(doc, " \n"); string(r.Raw) != want {
+			t.Fatalf("doc %d: raw column %q, want the document %q", i, r.Raw, want)
+		}
+		back, err := DecodeEvent(r.Data, r.Raw)
+		if err != nil {
+			t.Fatalf("doc %d: %v", i, err)
+		}
+		if !proto.Equal(back, e) {
+			t.Fatalf("doc %d: read back %v, want %v", i, back, e)
+		}
+	}
+
+	null, err := model.StructFromJSON([]byte("null"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &calsyncv1.CalendarEvent{Id: "e", CalendarId: "c", Provider: "postpress", Raw: null}
+	want, err := EncodeEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := EncodeEventRawJSON(e, []byte("null")); err != nil || string(r.Raw) != string(want.Raw) {
+		t.Errorf("null document encodes as %q, %v; want %q, as EncodeEvent", r.Raw, err, want.Raw)
+	}
+
+	bad := &calsyncv1.CalendarEvent{Id: "e", CalendarId: "c", Provider: "postpress", Location: "\xff", Raw: null}
+	if _, err := EncodeEventRawJSON(bad, []byte("{}")); !errors.Is(err, store.ErrInvalidArgument) {
+		t.Errorf("an event whose location is not UTF-8 encoded with %v; want ErrInvalidArgument", err)
 	}
 }

@@ -163,7 +163,7 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 
 	// held is the page fetched last: it is applied when the next one
 	// arrives, or with the sync state once the listing ends.
-	var held []*calsyncv1.CalendarEvent
+	var held []normalizedEvent
 	var applyErr error // a failure to apply a page, as opposed to list it
 	watermark := state.Watermark
 	// The hints for this calendar that arrived before the listing's first
@@ -182,9 +182,9 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 			}
 			newCalendar = nil // stored with the first page
 		}
-		held = make([]*calsyncv1.CalendarEvent, 0, len(page))
+		held = make([]normalizedEvent, 0, len(page))
 		for i := range page {
-			ev, err := recall.NormalizeEvent(&page[i])
+			ev, rawJSON, err := recall.NormalizeEventJSON(&page[i])
 			if err != nil {
 				// One event Recall cannot describe must not block the rest.
 				p.log.Warn("skipping recall event that cannot be normalized",
@@ -194,12 +194,12 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 			// Nor must one event calsync cannot keep, which would come back
 			// at every sync: it is skipped, and taken as soon as Recall
 			// describes it sanely. Its updated_at never moves the watermark.
-			if err := admitEvent(ev, false, p.cfg.Now(), p.cfg.MaxClockSkew); err != nil {
+			if err := admitEvent(ev, rawJSON != nil, p.cfg.Now(), p.cfg.MaxClockSkew); err != nil {
 				p.log.Warn("skipping recall event calsync cannot keep",
 					"recall_event_id", store.TruncateNote(page[i].ID), "calendar_id", calID, "err", store.TruncateNote(err.Error()))
 				continue
 			}
-			held = append(held, ev)
+			held = append(held, normalizedEvent{ev: ev, rawJSON: rawJSON})
 			if t := ev.GetProviderUpdateTime(); t != nil && t.AsTime().After(watermark) {
 				watermark = t.AsTime()
 			}
@@ -228,9 +228,16 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 	})
 }
 
+// normalizedEvent is an event to apply, with the JSON its raw payload was
+// decoded from (nil when it has none).
+type normalizedEvent struct {
+	ev      *calsyncv1.CalendarEvent
+	rawJSON []byte
+}
+
 // applyEvents applies, in one transaction, a calendar first seen (if not
 // nil), then events in order, then whatever then adds (if not nil).
-func (p *Processor) applyEvents(ctx context.Context, cal *calsyncv1.Calendar, events []*calsyncv1.CalendarEvent, then func(store.Tx) error) error {
+func (p *Processor) applyEvents(ctx context.Context, cal *calsyncv1.Calendar, events []normalizedEvent, then func(store.Tx) error) error {
 	now := p.cfg.Now()
 	return p.src.update(ctx, func(tx store.Tx) error {
 		if cal != nil {
@@ -238,8 +245,8 @@ func (p *Processor) applyEvents(ctx context.Context, cal *calsyncv1.Calendar, ev
 				return err
 			}
 		}
-		for _, ev := range events {
-			if _, err := applyEvent(ctx, tx, ev, nil, now); err != nil {
+		for _, n := range events {
+			if _, err := applyEvent(ctx, tx, n.ev, n.rawJSON, now); err != nil {
 				return err
 			}
 		}

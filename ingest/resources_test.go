@@ -33,8 +33,10 @@ type watchedStore struct {
 	// finished lists, per ordering key, delivery ids in the order their
 	// completion committed.
 	finished map[string][]int64
-	// puts lists, per committed Update that put events, how many it put.
-	puts []int
+	// puts lists, per committed Update that put events, how many it put;
+	// jsonPuts counts those put with their payload's JSON.
+	puts     []int
+	jsonPuts int
 	// syncStates counts committed PutSyncState calls.
 	syncStates int
 	// failUpdate, when > 0, counts Updates down; the one reaching 0 fails
@@ -110,14 +112,15 @@ func (w *watchedStore) Update(ctx context.Context, fn func(store.Tx) error) erro
 	if tx.puts > 0 {
 		w.puts = append(w.puts, tx.puts)
 	}
+	w.jsonPuts += tx.jsonPuts
 	w.syncStates += tx.syncStates
 	return nil
 }
 
 type watchedTx struct {
 	store.Tx
-	puts, syncStates int
-	finished         []int64
+	puts, jsonPuts, syncStates int
+	finished                   []int64
 }
 
 func (tx *watchedTx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
@@ -127,6 +130,7 @@ func (tx *watchedTx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) e
 
 func (tx *watchedTx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error {
 	tx.puts++
+	tx.jsonPuts++
 	return tx.Tx.PutEventRawJSON(ctx, e, rawJSON)
 }
 
@@ -352,7 +356,7 @@ func TestFullResyncIsPaged(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.mu.Lock()
-	st.puts, st.syncStates = nil, 0
+	st.puts, st.jsonPuts, st.syncStates = nil, 0, 0
 	st.mu.Unlock()
 	if _, err := p.proc.RequestResync(ctx, calID); err != nil {
 		t.Fatal(err)
@@ -360,10 +364,15 @@ func TestFullResyncIsPaged(t *testing.T) {
 	p.drain(t)
 	checkMatchesRecall(t, p.st, fake, cal.ID)
 	st.mu.Lock()
-	puts, syncStates := slices.Clone(st.puts), st.syncStates
+	puts, jsonPuts, syncStates := slices.Clone(st.puts), st.jsonPuts, st.syncStates
 	st.mu.Unlock()
 	if len(puts) < 4 || slices.Max(puts) > pageSize {
 		t.Errorf("events put per transaction: %v; want each page (of %d) in its own transaction", puts, pageSize)
+	}
+	// The payload of every event put keeps the JSON Recall sent, but the
+	// two tombstones', which are copies of what was listed.
+	if all := sum(puts); jsonPuts != all-2 {
+		t.Errorf("%d of %d events put with their payload's JSON; want all but the 2 tombstones", jsonPuts, all)
 	}
 	if syncStates != 1 {
 		t.Errorf("the sync state was written %d times, want once, with the last page", syncStates)
@@ -403,4 +412,11 @@ func TestFullResyncIsPaged(t *testing.T) {
 	if err != nil || !final.LastFullSync.After(after.LastFullSync) {
 		t.Errorf("after the retried resync, last full sync %v → %v (%v); want it advanced", after.LastFullSync, final.LastFullSync, err)
 	}
+}
+
+func sum(xs []int) (n int) {
+	for _, x := range xs {
+		n += x
+	}
+	return n
 }

@@ -72,10 +72,20 @@ func calendarStatus(s string) calsyncv1.CalendarStatus {
 // fields rather than failing. Impossible data (an end before the start,
 // an unknown time zone) returns an error wrapping [ErrMalformed].
 func NormalizeEvent(e *Event) (*calsyncv1.CalendarEvent, error) {
-	ev, err := normalizeEvent(e)
+	ev, _, err := NormalizeEventJSON(e)
+	return ev, err
+}
+
+// NormalizeEventJSON is NormalizeEvent, also returning the JSON document
+// the event's raw payload was decoded from (model.StructFromJSON(rawJSON)
+// is ev.Raw), or nil when ev has no payload: e.Document, or e encoded
+// again when it has none. A store may keep that JSON as the payload
+// (store.Tx.PutEventRawJSON).
+func NormalizeEventJSON(e *Event) (ev *calsyncv1.CalendarEvent, rawJSON []byte, err error) {
+	ev, err = normalizeEvent(e)
 	if err != nil {
 		if !e.IsDeleted || e.ID == "" {
-			return nil, err
+			return nil, nil, err
 		}
 		ev = baseEvent(e)
 	}
@@ -85,11 +95,13 @@ func NormalizeEvent(e *Event) (*calsyncv1.CalendarEvent, error) {
 	doc := e.Document
 	if len(doc) == 0 {
 		if doc, err = json.Marshal(e); err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+			return nil, nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
 	}
-	ev.Raw = structFromJSON(doc)
-	return ev, nil
+	if ev.Raw = structFromJSON(doc); ev.Raw == nil {
+		return ev, nil, nil
+	}
+	return ev, doc, nil
 }
 
 // baseEvent holds the fields every Recall event has, whatever its raw.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/calsync/calsync/model"
@@ -241,12 +242,21 @@ func FuzzNormalize(f *testing.F) {
 		if json.Unmarshal(body, &e) != nil {
 			return
 		}
-		ev, err := NormalizeEvent(&e)
+		ev, rawJSON, err := NormalizeEventJSON(&e)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("NormalizeEvent error %v is not ErrMalformed", err)
 			}
 			return
+		}
+		// The JSON returned is the one the payload was decoded from.
+		if (rawJSON == nil) != (ev.GetRaw() == nil) {
+			t.Fatalf("payload JSON %q for payload %v", rawJSON, ev.GetRaw())
+		}
+		if rawJSON != nil {
+			if raw, err := model.StructFromJSON(rawJSON); err != nil || !proto.Equal(raw, ev.GetRaw()) {
+				t.Fatalf("payload JSON %q decodes to %v, %v; want %v", rawJSON, raw, err, ev.GetRaw())
+			}
 		}
 		if ev.GetId() == "" || ev.GetProvider() != model.ProviderRecall {
 			t.Fatalf("missing ids: %v", ev)

@@ -25,17 +25,8 @@ const DefaultMaxClockSkew = time.Hour
 //     future would make every later update and delete look older, and be
 //     ignored, until that time came. (created_at orders nothing, so a
 //     wrong one harms no other version and is kept as sent.)
-//
-// rawFromJSON says that ev's raw payload is one model.StructFromJSON
-// decoded, which every encoding carries: it is not walked again.
-func admitEvent(ev *calsyncv1.CalendarEvent, rawFromJSON bool, now time.Time, maxSkew time.Duration) error {
-	var err error
-	if rawFromJSON {
-		err = model.CheckEncodableExceptRaw(ev)
-	} else {
-		err = model.CheckEncodable(ev)
-	}
-	if err != nil {
+func admitEvent(ev *calsyncv1.CalendarEvent, now time.Time, maxSkew time.Duration) error {
+	if err := model.CheckEncodable(ev); err != nil {
 		return fmt.Errorf("event %s refused: %w", ev.GetProviderEventId(), err)
 	}
 	if u := ev.GetProviderUpdateTime(); u != nil && u.AsTime().After(now.Add(maxSkew)) {

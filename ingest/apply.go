@@ -25,15 +25,16 @@ import (
 // The event held is read without its raw payload, whose decoding would be
 // most of the read: only the two rare paths that keep it read it.
 //
-// rawJSON, when set, is the JSON next's raw payload was decoded from (by
-// model.StructFromJSON): what is written with that payload keeps the JSON
-// (store.Tx.PutEventRawJSON) instead of encoding it again.
-func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent, rawJSON []byte, now time.Time) (bool, error) {
+// raw, when set, is next's raw payload, kept as the JSON object it arrived
+// as (next.Raw is then unset, or that payload decoded): every version
+// written for next, a tombstone included, carries it, and the store keeps
+// the JSON (store.Tx.PutEventRawJSON). It is decoded only where payloads
+// are compared.
+func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent, raw model.RawJSON, now time.Time) (bool, error) {
 	ts := timestamppb.New(now)
-	raw := next.GetRaw()
 	put := func(e *calsyncv1.CalendarEvent) error {
-		if rawJSON != nil && raw != nil && e.GetRaw() == raw {
-			return tx.PutEventRawJSON(ctx, e, rawJSON)
+		if !raw.IsZero() {
+			return tx.PutEventRawJSON(ctx, e, raw)
 		}
 		return tx.PutEvent(ctx, e)
 	}
@@ -60,7 +61,7 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 	if !model.EventIsNewer(prev, next) {
 		return false, nil // stale: a newer version is already held
 	}
-	if next.GetStartTime() == nil && next.GetRaw() == nil {
+	if next.GetStartTime() == nil && next.GetRaw() == nil && raw.IsZero() {
 		// A bare delete (ids only) keeps the held event's fields, raw
 		// payload included.
 		if prev, err = tx.GetEvent(ctx, next.GetId(), true); err != nil {
@@ -92,6 +93,11 @@ func applyEvent(ctx context.Context, tx store.Tx, next *calsyncv1.CalendarEvent,
 		// bookkeeping (update time, raw) without announcing anything.
 		if prev, err = tx.GetEvent(ctx, next.GetId(), true); err != nil {
 			return false, err
+		}
+		if next.GetRaw() == nil && !raw.IsZero() {
+			if next.Raw, err = model.StructFromJSON(raw.Bytes()); err != nil {
+				return false, err
+			}
 		}
 		if !proto.Equal(prev, next) {
 			next.UpdateTime = prev.GetUpdateTime()

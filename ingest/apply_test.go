@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -49,7 +48,7 @@ func applyAndRead(t *testing.T, st store.Store, ev *calsyncv1.CalendarEvent) []c
 		t.Fatal(err)
 	}
 	if err := st.Update(ctx, func(tx store.Tx) error {
-		_, err := applyEvent(ctx, tx, ev, nil, time.Now())
+		_, err := applyEvent(ctx, tx, ev, model.RawJSON{}, time.Now())
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -226,7 +225,8 @@ func TestChangesCarryNoRawPayload(t *testing.T) {
 	}
 }
 
-// rawJSONTx records which events were written with their payload's JSON.
+// rawJSONTx records which events were written with a payload kept as
+// JSON.
 type rawJSONTx struct {
 	store.Tx
 	asJSON, encoded []string
@@ -237,45 +237,18 @@ func (tx *rawJSONTx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) e
 	return tx.Tx.PutEvent(ctx, e)
 }
 
-func (tx *rawJSONTx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error {
-	if got, err := model.StructFromJSON(rawJSON); err != nil || !proto.Equal(got, e.GetRaw()) {
-		return fmt.Errorf("PutEventRawJSON of %q with JSON that does not decode to its payload (%v)", e.GetTitle(), err)
-	}
+func (tx *rawJSONTx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, raw model.RawJSON) error {
 	tx.asJSON = append(tx.asJSON, e.GetTitle())
-	return tx.Tx.PutEventRawJSON(ctx, e, rawJSON)
+	return tx.Tx.PutEventRawJSON(ctx, e, raw)
 }
 
-// applyEvent writes an event whose payload came from JSON with that JSON,
-// whether it creates, updates or only refreshes the event, and encodes
-// what no longer holds that payload (a copy made for a tombstone). The
-// payload reads back as it was given.
+// applyEvent writes every version of an event whose payload is kept as
+// JSON with that JSON, whether it creates the event, updates it, refreshes
+// only its payload or leaves a tombstone; the payload reads back as the
+// JSON decodes. A version whose payload is decoded is encoded.
 func TestApplyEventKeepsThePayloadsJSON(t *testing.T) {
 	ctx := context.Background()
 	st := mustOpenStore(t)
-	apply := func(ev *calsyncv1.CalendarEvent, body string) *rawJSONTx {
-		t.Helper()
-		raw, err := model.StructFromJSON([]byte(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev.Raw = raw
-		rec := &rawJSONTx{}
-		if err := st.Update(ctx, func(tx store.Tx) error {
-			rec.Tx = tx
-			_, err := applyEvent(ctx, rec, ev, []byte(body), time.Now())
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		got, err := st.GetEvent(ctx, ev.GetId(), true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !proto.Equal(got.GetRaw(), raw) {
-			t.Errorf("%s: payload read back as %v, want %v", ev.GetTitle(), got.GetRaw(), raw)
-		}
-		return rec
-	}
 	for _, c := range []struct {
 		ev             *calsyncv1.CalendarEvent
 		body           string
@@ -284,11 +257,39 @@ func TestApplyEventKeepsThePayloadsJSON(t *testing.T) {
 		{version(1, "created", false), `{"v":1}`, []string{"created"}, nil},
 		{version(2, "updated", false), `{"v":2}`, []string{"updated"}, nil},
 		{version(3, "updated", false), `{"v":3, "only":"the payload"}`, []string{"updated"}, nil},
-		{version(4, "deleted", true), `{"v":4}`, nil, []string{"deleted"}},
+		{version(4, "deleted", true), `{"v":4}`, []string{"deleted"}, nil},
+		{version(5, "decoded", false), "", nil, []string{"decoded"}},
 	} {
-		rec := apply(c.ev, c.body)
+		var raw model.RawJSON
+		want := &structpb.Struct{Fields: map[string]*structpb.Value{"decoded": structpb.NewBoolValue(true)}}
+		if c.body != "" {
+			var err error
+			if raw, err = model.CheckRawJSON([]byte(c.body)); err != nil {
+				t.Fatal(err)
+			}
+			if want, err = model.StructFromJSON([]byte(c.body)); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			c.ev.Raw = want
+		}
+		rec := &rawJSONTx{}
+		if err := st.Update(ctx, func(tx store.Tx) error {
+			rec.Tx = tx
+			_, err := applyEvent(ctx, rec, c.ev, raw, time.Now())
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
 		if !slices.Equal(rec.asJSON, c.asJSON) || !slices.Equal(rec.encoded, c.encode) {
-			t.Errorf("%s: written with JSON %q and encoded %q; want %q and %q", c.body, rec.asJSON, rec.encoded, c.asJSON, c.encode)
+			t.Errorf("%s: written with JSON %q and encoded %q; want %q and %q", c.ev.GetTitle(), rec.asJSON, rec.encoded, c.asJSON, c.encode)
+		}
+		got, err := st.GetEvent(ctx, c.ev.GetId(), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(got.GetRaw(), want) {
+			t.Errorf("%s: payload read back as %v, want %v", c.ev.GetTitle(), got.GetRaw(), want)
 		}
 	}
 }

@@ -49,9 +49,8 @@ type postpressPlan struct {
 	note  string
 	err   error // the reason of a DEAD plan
 	ev    *calsyncv1.CalendarEvent
-	// rawJSON is the body ev's raw payload was decoded from, which the
-	// store keeps as the payload (nil when ev has none).
-	rawJSON []byte
+	// raw is ev's raw payload, the body (see postpress.NormalizeJSON).
+	raw model.RawJSON
 	// w is the webhook ev was normalized from, and calID its calendar's
 	// id: the calendar is built from w only when it is not known yet.
 	w     *postpress.Webhook
@@ -72,7 +71,7 @@ func (p *Processor) planPostpress(w *postpress.Webhook, parseErr error, body []b
 	if parseErr != nil {
 		return dead(parseErr)
 	}
-	ev, err := postpress.Normalize(w, body)
+	ev, raw, err := postpress.NormalizeJSON(w, body)
 	if err != nil {
 		return dead(err)
 	}
@@ -81,16 +80,11 @@ func (p *Processor) planPostpress(w *postpress.Webhook, parseErr error, body []b
 		// calsync received it, which is what a later update must beat.
 		ev.ProviderUpdateTime = timestamppb.New(received)
 	}
-	// Normalize decodes the body into the raw payload (when it keeps one).
-	var rawJSON []byte
-	if ev.GetRaw() != nil {
-		rawJSON = body
-	}
 	now := p.cfg.Now()
-	if err := admitEvent(ev, rawJSON != nil, now, p.cfg.MaxClockSkew); err != nil {
+	if err := admitEvent(ev, now, p.cfg.MaxClockSkew); err != nil {
 		return dead(err)
 	}
-	return postpressPlan{state: calsyncv1.DeliveryState_DELIVERY_STATE_DONE, ev: ev, rawJSON: rawJSON, w: w,
+	return postpressPlan{state: calsyncv1.DeliveryState_DELIVERY_STATE_DONE, ev: ev, raw: raw, w: w,
 		calID: ev.GetCalendarId(), now: now}
 }
 
@@ -107,7 +101,7 @@ func (p *Processor) applyPostpress(ctx context.Context, tx store.Tx, plan postpr
 	// applyEvent stamps calsync's own times on the event it is given;
 	// normalization leaves them unset, so clearing them starts afresh.
 	plan.ev.CreateTime, plan.ev.UpdateTime = nil, nil
-	_, err := applyEvent(ctx, tx, plan.ev, plan.rawJSON, plan.now)
+	_, err := applyEvent(ctx, tx, plan.ev, plan.raw, plan.now)
 	return err
 }
 

@@ -184,7 +184,7 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 		}
 		held = make([]normalizedEvent, 0, len(page))
 		for i := range page {
-			ev, rawJSON, err := recall.NormalizeEventJSON(&page[i])
+			ev, raw, err := recall.NormalizeEventJSON(&page[i])
 			if err != nil {
 				// One event Recall cannot describe must not block the rest.
 				p.log.Warn("skipping recall event that cannot be normalized",
@@ -194,12 +194,12 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 			// Nor must one event calsync cannot keep, which would come back
 			// at every sync: it is skipped, and taken as soon as Recall
 			// describes it sanely. Its updated_at never moves the watermark.
-			if err := admitEvent(ev, rawJSON != nil, p.cfg.Now(), p.cfg.MaxClockSkew); err != nil {
+			if err := admitEvent(ev, p.cfg.Now(), p.cfg.MaxClockSkew); err != nil {
 				p.log.Warn("skipping recall event calsync cannot keep",
 					"recall_event_id", store.TruncateNote(page[i].ID), "calendar_id", calID, "err", store.TruncateNote(err.Error()))
 				continue
 			}
-			held = append(held, normalizedEvent{ev: ev, rawJSON: rawJSON})
+			held = append(held, normalizedEvent{ev: ev, raw: raw})
 			if t := ev.GetProviderUpdateTime(); t != nil && t.AsTime().After(watermark) {
 				watermark = t.AsTime()
 			}
@@ -228,11 +228,11 @@ func (p *Processor) syncEvents(ctx context.Context, recallCalendarID string, ful
 	})
 }
 
-// normalizedEvent is an event to apply, with the JSON its raw payload was
-// decoded from (nil when it has none).
+// normalizedEvent is an event to apply and its raw payload (see
+// recall.NormalizeEventJSON).
 type normalizedEvent struct {
-	ev      *calsyncv1.CalendarEvent
-	rawJSON []byte
+	ev  *calsyncv1.CalendarEvent
+	raw model.RawJSON
 }
 
 // applyEvents applies, in one transaction, a calendar first seen (if not
@@ -246,7 +246,7 @@ func (p *Processor) applyEvents(ctx context.Context, cal *calsyncv1.Calendar, ev
 			}
 		}
 		for _, n := range events {
-			if _, err := applyEvent(ctx, tx, n.ev, n.rawJSON, now); err != nil {
+			if _, err := applyEvent(ctx, tx, n.ev, n.raw, now); err != nil {
 				return err
 			}
 		}

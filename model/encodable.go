@@ -156,32 +156,7 @@ func checkField(fd protoreflect.FieldDescriptor, v protoreflect.Value) *encodeEr
 // timestamps and the raw payload go through checkMessage.
 // TestCheckEventCoversEveryField fails when a field is added to
 // CalendarEvent and not here.
-// CheckEncodableExceptRaw is CheckEncodable for an event whose raw payload
-// needs no check: one [StructFromJSON] decoded, which holds only valid
-// UTF-8 and finite numbers. It leaves out the walk of the payload, the
-// largest part of the event.
-func CheckEncodableExceptRaw(e *calsyncv1.CalendarEvent) error {
-	if err := checkEventExceptRaw(e); err != nil {
-		err.at(string(e.ProtoReflect().Descriptor().Name()))
-		return err
-	}
-	return nil
-}
-
 func checkEvent(e *calsyncv1.CalendarEvent) *encodeError {
-	if err := checkEventExceptRaw(e); err != nil {
-		return err
-	}
-	if e.Raw != nil {
-		if err := checkStruct(e.Raw); err != nil {
-			err.at("raw")
-			return err
-		}
-	}
-	return nil
-}
-
-func checkEventExceptRaw(e *calsyncv1.CalendarEvent) *encodeError {
 	strs := [...]struct {
 		name, v string
 	}{
@@ -235,6 +210,12 @@ func checkEventExceptRaw(e *calsyncv1.CalendarEvent) *encodeError {
 		if err := checkMessage(a.ProtoReflect()); err != nil {
 			err.at("[" + strconv.Itoa(i) + "]")
 			err.at("attendees")
+			return err
+		}
+	}
+	if e.Raw != nil {
+		if err := checkStruct(e.Raw); err != nil {
+			err.at("raw")
 			return err
 		}
 	}

@@ -297,22 +297,3 @@ func TestCheckChangeCoversEveryField(t *testing.T) {
 		t.Errorf("CheckEncodable of a good change: %v", err)
 	}
 }
-
-// CheckEncodableExceptRaw checks every field of an event but its payload,
-// and names the field it refuses as CheckEncodable does.
-func TestCheckEncodableExceptRaw(t *testing.T) {
-	badRaw := &calsyncv1.CalendarEvent{Title: "ok", Raw: &structpb.Struct{Fields: map[string]*structpb.Value{
-		"k": structpb.NewStringValue("\xff"),
-	}}}
-	if err := CheckEncodableExceptRaw(badRaw); err != nil {
-		t.Errorf("payload was checked: %v", err)
-	}
-	if err := CheckEncodable(badRaw); err == nil {
-		t.Error("CheckEncodable accepted a payload that is not UTF-8")
-	}
-	badTitle := &calsyncv1.CalendarEvent{Title: "\xff"}
-	err, want := CheckEncodableExceptRaw(badTitle), CheckEncodable(badTitle)
-	if err == nil || !errors.Is(err, ErrNotEncodable) || err.Error() != want.Error() {
-		t.Errorf("title that is not UTF-8: %v; want %v", err, want)
-	}
-}

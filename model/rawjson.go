@@ -23,8 +23,7 @@ import (
 //
 // What it returns, every API encoding carries: encoding/json turns bytes
 // that are not UTF-8 into U+FFFD and refuses a number beyond float64, so
-// every string is valid UTF-8 and every number finite (see
-// [CheckEncodableExceptRaw]). It is deterministic: the same bytes give
+// every string is valid UTF-8 and every number finite. It is deterministic: the same bytes give
 // equal Structs, which is what lets a store keep the JSON for the Struct.
 func StructFromJSON(b []byte) (*structpb.Struct, error) {
 	// Every plain string and key is a slice of one copy of the body: one
@@ -223,32 +222,55 @@ func (d *rawDecoder) literal(word string) bool {
 // same unescaping and the same replacement characters.
 func (d *rawDecoder) str() (string, bool) {
 	start := d.i
+	plain, ok := d.strEnd()
+	switch {
+	case !ok:
+		return "", false
+	case plain:
+		return d.s[start+1 : d.i-1], true
+	}
+	var s string
+	if json.Unmarshal(d.b[start:d.i], &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// checkStr is str for a string only checked, not decoded.
+func (d *rawDecoder) checkStr() bool {
+	start := d.i
+	plain, ok := d.strEnd()
+	return ok && (plain || json.Valid(d.b[start:d.i]))
+}
+
+// strEnd moves past the string starting at '"', reporting whether it is
+// plain (no escape, valid UTF-8) and whether it ended before a control
+// character or the end of the input.
+func (d *rawDecoder) strEnd() (plain, ok bool) {
+	start := d.i
 	d.i++
-	plain := true
+	plain, ascii := true, true
 	for d.i < len(d.b) {
 		c := d.b[d.i]
+		if ' ' <= c && c < utf8.RuneSelf && c != '"' && c != '\\' {
+			d.i++ // most bytes of most strings
+			continue
+		}
 		switch {
 		case c == '"':
 			d.i++
-			lit := d.b[start:d.i]
-			if plain && utf8.Valid(lit) {
-				return d.s[start+1 : d.i-1], true
-			}
-			var s string
-			if json.Unmarshal(lit, &s) != nil {
-				return "", false
-			}
-			return s, true
+			return plain && (ascii || utf8.Valid(d.b[start:d.i])), true
 		case c == '\\':
 			plain = false
 			d.i += 2
 		case c < 0x20:
-			return "", false
+			return false, false
 		default:
+			ascii = false
 			d.i++
 		}
 	}
-	return "", false
+	return false, false
 }
 
 // number decodes a number that follows JSON's grammar exactly, as a

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
+	"github.com/calsync/calsync/model"
 )
 
 // Sentinel errors. Backends wrap them; callers test with errors.Is.
@@ -122,14 +123,13 @@ type Tx interface {
 	// PutEvent inserts or replaces an event, raw payload included. It needs
 	// Id, CalendarId and Provider.
 	PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error
-	// PutEventRawJSON is PutEvent for an event whose raw payload, e.Raw,
-	// is what model.StructFromJSON decoded from rawJSON (a webhook's body,
-	// say): the store may keep rawJSON instead of encoding the payload
-	// again, and need not check it, since StructFromJSON gives only what
-	// every API encoding carries. Readers get the payload back as
-	// StructFromJSON(rawJSON) gives it, equal to e.Raw. rawJSON must not
-	// be modified until the transaction has ended.
-	PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error
+	// PutEventRawJSON is PutEvent for an event whose raw payload is raw,
+	// kept as the JSON object it arrived as (a webhook's body, say), and
+	// not e.Raw, which is not read: the store may keep raw instead of
+	// encoding the payload, and need not check it, since a RawJSON holds
+	// only what every API encoding carries. Readers get the payload back
+	// as model.StructFromJSON decodes raw. The zero RawJSON is no payload.
+	PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, raw model.RawJSON) error
 	// AppendChange appends c to the change log and returns its cursor. The
 	// cursor and commit_time fields of c are ignored: the cursor is assigned
 	// here and the commit time is the transaction's. The raw payloads of c's

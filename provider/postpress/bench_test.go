@@ -33,8 +33,8 @@ func BenchmarkStageVerifyPostpress(b *testing.B) {
 }
 
 // BenchmarkStageNormalizePostpress is the normalize stage of a postpress
-// webhook as processing runs it: Parse, then Normalize with the body kept
-// as the event's raw payload. Each sub-benchmark is one golden input.
+// webhook as processing runs it: Parse, then NormalizeJSON, which hands
+// the body on as the event's raw payload. Each sub-benchmark is one golden input.
 func BenchmarkStageNormalizePostpress(b *testing.B) {
 	for _, name := range []string{"seed_updated", "recurring_instance", "zoom_location", "seed_deleted"} {
 		b.Run(name, func(b *testing.B) {
@@ -45,7 +45,7 @@ func BenchmarkStageNormalizePostpress(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := Normalize(w, body); err != nil {
+				if _, _, err := NormalizeJSON(w, body); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -13,13 +13,27 @@ import (
 
 // Normalize turns a parsed webhook into calsync's event model. body is the
 // webhook as received, the one w was parsed from, and becomes the event's
-// raw payload (nil leaves raw unset): model.StructFromJSON(body), the one
-// [Parse] decoded when it did. A deleted webhook becomes a tombstone that
-// carries only the identifiers. Errors wrap [ErrMalformed].
+// raw payload (nil leaves raw unset): model.StructFromJSON(body). A
+// deleted webhook becomes a tombstone that carries only the identifiers.
+// Errors wrap [ErrMalformed].
 func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
+	ev, raw, err := NormalizeJSON(w, body)
+	if err != nil || raw.IsZero() {
+		return ev, err
+	}
+	if ev.Raw, err = model.StructFromJSON(raw.Bytes()); err != nil {
+		return nil, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
+	}
+	return ev, nil
+}
+
+// NormalizeJSON is Normalize, returning the raw payload as the JSON body
+// it is rather than decoded in the event, whose Raw is unset: the body need
+// not be decoded to be stored (see store.Tx.PutEventRawJSON).
+func NormalizeJSON(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, model.RawJSON, error) {
 	t, err := w.validate()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+		return nil, model.RawJSON{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	ev := &calsyncv1.CalendarEvent{
 		Id:                 w.EventID(),
@@ -30,7 +44,7 @@ func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 	}
 	if w.Deleted() {
 		ev.Deleted = true
-		return ev, nil
+		return ev, model.RawJSON{}, nil
 	}
 	ev.Title = w.Title
 	ev.Description = w.Body
@@ -85,17 +99,17 @@ func Normalize(w *Webhook, body []byte) (*calsyncv1.CalendarEvent, error) {
 		ev.ProviderUpdateTime = timestamppb.New(t.updatedAt)
 	}
 	ev.MeetingUrl, ev.MeetingPlatform = meeting.Find(w.Location, w.Body)
-	if len(body) > 0 {
-		raw := w.raw
-		if raw == nil {
-			var err error
-			if raw, err = model.StructFromJSON(body); err != nil {
-				return nil, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
-			}
-		}
-		ev.Raw = raw
+	if len(body) == 0 {
+		return ev, model.RawJSON{}, nil
 	}
-	return ev, nil
+	if !w.rawJSON.IsZero() {
+		return ev, w.rawJSON, nil
+	}
+	raw, err := model.CheckRawJSON(body)
+	if err != nil {
+		return nil, model.RawJSON{}, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
+	}
+	return ev, raw, nil
 }
 
 // CalendarFor returns the calendar a webhook belongs to. postpress sends no

@@ -168,9 +168,9 @@ func FuzzFromRaw(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) { checkFromRaw(t, body) })
 }
 
-// TestParseDecodesTheBodyOnce: the raw payload Normalize keeps is the one
-// Parse decoded, and is what decoding the body again gives.
-func TestParseDecodesTheBodyOnce(t *testing.T) {
+// TestParseKeepsTheBody: the raw payload Parse keeps is the body itself,
+// which NormalizeJSON hands on undecoded and Normalize decodes.
+func TestParseKeepsTheBody(t *testing.T) {
 	body, err := os.ReadFile("testdata/seed_updated.json")
 	if err != nil {
 		t.Fatal(err)
@@ -179,21 +179,25 @@ func TestParseDecodesTheBodyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.raw == nil {
-		t.Fatal("Parse kept no raw payload")
+	if !bytes.Equal(w.rawJSON.Bytes(), bytes.TrimLeft(body, " \t\r\n")) {
+		t.Fatal("Parse did not keep the body as the raw payload")
 	}
-	ev, err := Normalize(w, body)
+	ev, raw, err := NormalizeJSON(w, body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ev.GetRaw() != w.raw {
-		t.Fatal("Normalize decoded the body again")
+	if ev.GetRaw() != nil || !bytes.Equal(raw.Bytes(), w.rawJSON.Bytes()) {
+		t.Fatal("NormalizeJSON decoded the body, or returned another payload")
+	}
+	decoded, err := Normalize(w, body)
+	if err != nil {
+		t.Fatal(err)
 	}
 	again, err := model.StructFromJSON(body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(again.AsMap(), ev.GetRaw().AsMap()) {
-		t.Fatal("the raw payload differs from the body's")
+	if !reflect.DeepEqual(again.AsMap(), decoded.GetRaw().AsMap()) {
+		t.Fatal("Normalize's raw payload differs from the body's")
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/types/known/structpb"
-
 	"github.com/calsync/calsync/model"
 	"github.com/calsync/calsync/provider/zone"
 )
@@ -71,10 +69,9 @@ type Webhook struct {
 	CreatedAt    string     `json:"created_at"`
 	UpdatedAt    string     `json:"updated_at"`
 
-	// raw is the body decoded as the event's raw payload, when [Parse]
-	// could decode it so; [Normalize] takes it instead of decoding the
-	// body again.
-	raw *structpb.Struct
+	// rawJSON is the body as the event's raw payload, when [Parse] could
+	// decode it so; [NormalizeJSON] hands it on.
+	rawJSON model.RawJSON
 }
 
 // DateTime is a start or end of a postpress event: an RFC 3339 time with
@@ -254,12 +251,12 @@ func recurrenceOf(lines []string) Recurrence {
 // error wrapping [ErrIgnored] for webhooks calsync does not act on and
 // one wrapping [ErrMalformed] for payloads that can never be processed.
 func Parse(body []byte) (*Webhook, error) {
-	// Fast path: the body is decoded once, into the raw payload its event
-	// keeps, and the webhook read from that. Anything that path does not
+	// Fast path: the body is decoded once, into the raw payload, and the
+	// webhook read from that; the event keeps the body itself. Anything that path does not
 	// take on (see fromRaw) decodes with encoding/json, and anything but a
 	// calendar event webhook takes the slower path below, which tells
 	// ignored webhooks from malformed ones.
-	raw, rawErr := model.StructFromJSON(body)
+	raw, rawJSON, rawErr := model.StructAndRawJSON(body)
 	w, ok := (*Webhook)(nil), false
 	if rawErr == nil {
 		w, ok = fromRaw(raw)
@@ -274,9 +271,7 @@ func Parse(body []byte) (*Webhook, error) {
 			if _, err := w.validate(); err != nil {
 				return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 			}
-			if rawErr == nil {
-				w.raw = raw
-			}
+			w.rawJSON = rawJSON
 			return w, nil
 		}
 	}
@@ -310,9 +305,7 @@ func Parse(body []byte) (*Webhook, error) {
 	if _, err := w.validate(); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
-	if rawErr == nil {
-		w.raw = raw
-	}
+	w.rawJSON = rawJSON
 	return w, nil
 }
 

@@ -42,8 +42,8 @@ func BenchmarkStageVerifyRecall(b *testing.B) {
 // BenchmarkStageNormalizeRecall is the normalize stage of a Recall event
 // as processing runs it on each event of a fetched page: decode Recall's
 // event (which keeps the whole document as the raw payload), then
-// NormalizeEvent, which decodes the raw Google Calendar or Microsoft
-// Graph event inside it. Each sub-benchmark is one golden input.
+// NormalizeEventJSON, which decodes the raw Google Calendar or Microsoft
+// Graph event inside it and checks the document, kept as the payload. Each sub-benchmark is one golden input.
 func BenchmarkStageNormalizeRecall(b *testing.B) {
 	for _, name := range []string{"google_timed_meet", "google_recurring_instance", "ms_pacific_teams", "ms_series_master_weekly"} {
 		b.Run(name, func(b *testing.B) {
@@ -57,7 +57,7 @@ func BenchmarkStageNormalizeRecall(b *testing.B) {
 				if err := json.Unmarshal(body, &e); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := NormalizeEvent(&e); err != nil {
+				if _, _, err := NormalizeEventJSON(&e); err != nil {
 					b.Fatal(err)
 				}
 			}

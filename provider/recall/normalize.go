@@ -72,20 +72,26 @@ func calendarStatus(s string) calsyncv1.CalendarStatus {
 // fields rather than failing. Impossible data (an end before the start,
 // an unknown time zone) returns an error wrapping [ErrMalformed].
 func NormalizeEvent(e *Event) (*calsyncv1.CalendarEvent, error) {
-	ev, _, err := NormalizeEventJSON(e)
-	return ev, err
+	ev, raw, err := NormalizeEventJSON(e)
+	if err != nil || raw.IsZero() {
+		return ev, err
+	}
+	if ev.Raw, err = model.StructFromJSON(raw.Bytes()); err != nil {
+		return nil, fmt.Errorf("%w: raw: %w", ErrMalformed, err)
+	}
+	return ev, nil
 }
 
-// NormalizeEventJSON is NormalizeEvent, also returning the JSON document
-// the event's raw payload was decoded from (model.StructFromJSON(rawJSON)
-// is ev.Raw), or nil when ev has no payload: e.Document, or e encoded
-// again when it has none. A store may keep that JSON as the payload
-// (store.Tx.PutEventRawJSON).
-func NormalizeEventJSON(e *Event) (ev *calsyncv1.CalendarEvent, rawJSON []byte, err error) {
-	ev, err = normalizeEvent(e)
+// NormalizeEventJSON is NormalizeEvent, returning the raw payload as the
+// JSON document it is (e.Document, or e encoded again when it has none)
+// rather than decoded in the event, whose Raw is unset: the document need
+// not be decoded to be stored (see store.Tx.PutEventRawJSON). A document
+// that is not a JSON object is no payload.
+func NormalizeEventJSON(e *Event) (*calsyncv1.CalendarEvent, model.RawJSON, error) {
+	ev, err := normalizeEvent(e)
 	if err != nil {
 		if !e.IsDeleted || e.ID == "" {
-			return nil, nil, err
+			return nil, model.RawJSON{}, err
 		}
 		ev = baseEvent(e)
 	}
@@ -95,13 +101,14 @@ func NormalizeEventJSON(e *Event) (ev *calsyncv1.CalendarEvent, rawJSON []byte, 
 	doc := e.Document
 	if len(doc) == 0 {
 		if doc, err = json.Marshal(e); err != nil {
-			return nil, nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+			return nil, model.RawJSON{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
 	}
-	if ev.Raw = structFromJSON(doc); ev.Raw == nil {
-		return ev, nil, nil
+	raw, err := model.CheckRawJSON(doc)
+	if err != nil {
+		return ev, model.RawJSON{}, nil
 	}
-	return ev, doc, nil
+	return ev, raw, nil
 }
 
 // baseEvent holds the fields every Recall event has, whatever its raw.

@@ -242,20 +242,29 @@ func FuzzNormalize(f *testing.F) {
 		if json.Unmarshal(body, &e) != nil {
 			return
 		}
-		ev, rawJSON, err := NormalizeEventJSON(&e)
+		ev, err := NormalizeEvent(&e)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("NormalizeEvent error %v is not ErrMalformed", err)
 			}
 			return
 		}
-		// The JSON returned is the one the payload was decoded from.
-		if (rawJSON == nil) != (ev.GetRaw() == nil) {
-			t.Fatalf("payload JSON %q for payload %v", rawJSON, ev.GetRaw())
+		// NormalizeEventJSON gives the same event, its payload as the
+		// JSON that decodes to it.
+		bare, raw, err := NormalizeEventJSON(&e)
+		if err != nil || bare.GetRaw() != nil {
+			t.Fatalf("NormalizeEventJSON: %v, %v where NormalizeEvent succeeded", bare, err)
 		}
-		if rawJSON != nil {
-			if raw, err := model.StructFromJSON(rawJSON); err != nil || !proto.Equal(raw, ev.GetRaw()) {
-				t.Fatalf("payload JSON %q decodes to %v, %v; want %v", rawJSON, raw, err, ev.GetRaw())
+		if raw.IsZero() != (ev.GetRaw() == nil) {
+			t.Fatalf("payload JSON %q for payload %v", raw.Bytes(), ev.GetRaw())
+		}
+		bare.Raw = ev.GetRaw()
+		if !proto.Equal(bare, ev) {
+			t.Fatalf("NormalizeEventJSON gives %v, NormalizeEvent %v", bare, ev)
+		}
+		if !raw.IsZero() {
+			if got, err := model.StructFromJSON(raw.Bytes()); err != nil || !proto.Equal(got, ev.GetRaw()) {
+				t.Fatalf("payload JSON %q decodes to %v, %v; want %v", raw.Bytes(), got, err, ev.GetRaw())
 			}
 		}
 		if ev.GetId() == "" || ev.GetProvider() != model.ProviderRecall {

@@ -298,14 +298,12 @@ func (t *tx) PutEvent(ctx context.Context, e *calsyncv1.CalendarEvent) error {
 	return nil
 }
 
-// PutEventRawJSON is PutEvent keeping rawJSON as e's raw payload (see
-// store.Tx). The buffered row holds rawJSON until the transaction writes
-// it, which the contract allows.
-func (t *tx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, rawJSON []byte) error {
+// PutEventRawJSON is PutEvent with raw as e's raw payload (see store.Tx).
+func (t *tx) PutEventRawJSON(ctx context.Context, e *calsyncv1.CalendarEvent, raw model.RawJSON) error {
 	if err := t.live(); err != nil {
 		return err
 	}
-	r, err := rowcodec.EncodeEventRawJSON(e, rawJSON)
+	r, err := rowcodec.EncodeEventRawJSON(e, raw)
 	if err != nil {
 		return err
 	}

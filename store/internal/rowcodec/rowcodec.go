@@ -6,7 +6,6 @@
 package rowcodec
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"math"
@@ -201,18 +200,12 @@ func EncodeEvent(e *calsyncv1.CalendarEvent) (EventRow, error) {
 }
 
 // EncodeEventRawJSON is EncodeEvent for an event whose raw payload is
-// what [model.StructFromJSON] decoded from rawJSON, as
-// [store.Tx.PutEventRawJSON] describes: the raw column keeps the JSON
-// object itself, which costs no encoding now and decodes in a third of the
-// time a protobuf Struct takes. The payload needs no check: every string
-// StructFromJSON gives is valid UTF-8 and every number finite. A document
-// that does not start with '{' (once leading white space is cut) is
-// encoded as EncodeEvent does, so DecodeEvent can tell the two apart.
-func EncodeEventRawJSON(e *calsyncv1.CalendarEvent, rawJSON []byte) (EventRow, error) {
-	rawJSON = bytes.TrimLeft(rawJSON, " \t\r\n")
-	if e.GetRaw() == nil || len(rawJSON) == 0 || rawJSON[0] != '{' {
-		return EncodeEvent(e)
-	}
+// raw (e.Raw is not read), as [store.Tx.PutEventRawJSON] describes: the
+// raw column keeps the JSON object itself, which costs no encoding now
+// and decodes in a third of the time a protobuf Struct takes. The payload
+// needs no check: a RawJSON holds only what StructFromJSON decodes into a
+// payload every API encoding carries. The zero RawJSON is no payload.
+func EncodeEventRawJSON(e *calsyncv1.CalendarEvent, raw model.RawJSON) (EventRow, error) {
 	noRaw := WithoutRaw(e)
 	r, err := eventColumns(e, noRaw)
 	if err != nil {
@@ -221,7 +214,7 @@ func EncodeEventRawJSON(e *calsyncv1.CalendarEvent, rawJSON []byte) (EventRow, e
 	if r.Data, err = marshalEvent(noRaw); err != nil {
 		return EventRow{}, fmt.Errorf("store: marshal event %s: %w", e.GetId(), err)
 	}
-	r.Raw = rawJSON
+	r.Raw = raw.Bytes()
 	return r, nil
 }
 

@@ -1,0 +1,138 @@
+package model
+
+import (
+	"bytes"
+
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// RawJSON is a raw payload kept as the JSON object it arrived as: one that
+// StructFromJSON decodes, so the payload read back from it is one every
+// API encoding carries (see StructFromJSON). Only this package makes one,
+// from bytes it has checked; the zero RawJSON holds no payload. Its bytes
+// must not be modified.
+type RawJSON struct{ doc []byte }
+
+// Bytes returns the JSON object, which starts with '{'; nil for the zero
+// RawJSON.
+func (r RawJSON) Bytes() []byte { return r.doc }
+
+// IsZero reports whether r holds no payload.
+func (r RawJSON) IsZero() bool { return r.doc == nil }
+
+// CheckRawJSON returns b as a RawJSON when it is a JSON object that
+// StructFromJSON decodes, the zero RawJSON for a JSON null (no payload),
+// and StructFromJSON's error otherwise. It only checks b, without
+// decoding it, where StructFromJSON's direct decoder would take it on.
+func CheckRawJSON(b []byte) (RawJSON, error) {
+	if _, ok := checkObject(b); ok {
+		return RawJSON{doc: bytes.TrimLeft(b, " \t\r\n")}, nil
+	}
+	_, err := StructFromJSON(b)
+	switch b = bytes.TrimLeft(b, " \t\r\n"); {
+	case err != nil:
+		return RawJSON{}, err
+	case len(b) == 0 || b[0] != '{':
+		return RawJSON{}, nil // null: an empty Struct, but no payload
+	}
+	return RawJSON{doc: b}, nil
+}
+
+// StructAndRawJSON is StructFromJSON, also returning b as a RawJSON when b
+// is a JSON object (a JSON null decodes to an empty Struct but is no
+// RawJSON): for a caller that reads the payload and keeps the JSON.
+func StructAndRawJSON(b []byte) (*structpb.Struct, RawJSON, error) {
+	s, err := StructFromJSON(b)
+	if err != nil {
+		return nil, RawJSON{}, err
+	}
+	if b = bytes.TrimLeft(b, " \t\r\n"); len(b) == 0 || b[0] != '{' {
+		return s, RawJSON{}, nil
+	}
+	return s, RawJSON{doc: b}, nil
+}
+
+// checkObject reports whether b is a JSON object StructFromJSON's direct
+// decoder takes on, and returns it without leading white space.
+func checkObject(b []byte) ([]byte, bool) {
+	d := &rawDecoder{b: b}
+	d.space()
+	start := d.i
+	if d.i >= len(d.b) || d.b[d.i] != '{' || !d.skip(0) {
+		return nil, false
+	}
+	end := d.i
+	if d.space(); d.i != len(d.b) {
+		return nil, false
+	}
+	return b[start:end], true
+}
+
+// skip checks the value at d.i, as value decodes it, and moves past it.
+func (d *rawDecoder) skip(depth int) bool {
+	d.space()
+	if d.i >= len(d.b) {
+		return false
+	}
+	switch c := d.b[d.i]; {
+	case c == '{', c == '[':
+		return depth <= maxRawDepth && d.skipItems(depth)
+	case c == '"':
+		return d.checkStr()
+	case c == 't':
+		return d.literal("true")
+	case c == 'f':
+		return d.literal("false")
+	case c == 'n':
+		return d.literal("null")
+	case c == '-' || ('0' <= c && c <= '9'):
+		_, ok := d.number()
+		return ok
+	}
+	return false
+}
+
+// skipItems checks the object or array at d.i, as object and array decode
+// them, and moves past it.
+func (d *rawDecoder) skipItems(depth int) bool {
+	object := d.b[d.i] == '{'
+	closing := byte(']')
+	if object {
+		closing = '}'
+	}
+	d.i++
+	d.space()
+	if d.i < len(d.b) && d.b[d.i] == closing {
+		d.i++
+		return true
+	}
+	for {
+		if object {
+			d.space()
+			if d.i >= len(d.b) || d.b[d.i] != '"' || !d.checkStr() {
+				return false
+			}
+			d.space()
+			if d.i >= len(d.b) || d.b[d.i] != ':' {
+				return false
+			}
+			d.i++
+		}
+		if !d.skip(depth + 1) {
+			return false
+		}
+		d.space()
+		if d.i >= len(d.b) {
+			return false
+		}
+		switch d.b[d.i] {
+		case ',':
+			d.i++
+		case closing:
+			d.i++
+			return true
+		default:
+			return false
+		}
+	}
+}

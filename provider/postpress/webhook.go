@@ -251,16 +251,12 @@ func recurrenceOf(lines []string) Recurrence {
 // error wrapping [ErrIgnored] for webhooks calsync does not act on and
 // one wrapping [ErrMalformed] for payloads that can never be processed.
 func Parse(body []byte) (*Webhook, error) {
-	// Fast path: the body is decoded once, into the raw payload, and the
-	// webhook read from that; the event keeps the body itself. Anything that path does not
-	// take on (see fromRaw) decodes with encoding/json, and anything but a
+	// Fast path: the body is read once, straight into the webhook, and
+	// checked as the raw payload it becomes (see readDirect). Anything that
+	// path does not take on decodes with encoding/json, and anything but a
 	// calendar event webhook takes the slower path below, which tells
 	// ignored webhooks from malformed ones.
-	raw, rawJSON, rawErr := model.StructAndRawJSON(body)
-	w, ok := (*Webhook)(nil), false
-	if rawErr == nil {
-		w, ok = fromRaw(raw)
-	}
+	w, rawJSON, ok := readDirect(body)
 	if !ok {
 		w = new(Webhook)
 		ok = json.Unmarshal(body, w) == nil

@@ -1,10 +1,6 @@
 package model
 
-import (
-	"bytes"
-
-	"google.golang.org/protobuf/types/known/structpb"
-)
+import "bytes"
 
 // RawJSON is a raw payload kept as the JSON object it arrived as: one that
 // StructFromJSON decodes, so the payload read back from it is one every
@@ -25,7 +21,7 @@ func (r RawJSON) IsZero() bool { return r.doc == nil }
 // and StructFromJSON's error otherwise. It only checks b, without
 // decoding it, where StructFromJSON's direct decoder would take it on.
 func CheckRawJSON(b []byte) (RawJSON, error) {
-	if _, ok := checkObject(b); ok {
+	if checkObject(b) {
 		return RawJSON{doc: bytes.TrimLeft(b, " \t\r\n")}, nil
 	}
 	_, err := StructFromJSON(b)
@@ -38,34 +34,16 @@ func CheckRawJSON(b []byte) (RawJSON, error) {
 	return RawJSON{doc: b}, nil
 }
 
-// StructAndRawJSON is StructFromJSON, also returning b as a RawJSON when b
-// is a JSON object (a JSON null decodes to an empty Struct but is no
-// RawJSON): for a caller that reads the payload and keeps the JSON.
-func StructAndRawJSON(b []byte) (*structpb.Struct, RawJSON, error) {
-	s, err := StructFromJSON(b)
-	if err != nil {
-		return nil, RawJSON{}, err
-	}
-	if b = bytes.TrimLeft(b, " \t\r\n"); len(b) == 0 || b[0] != '{' {
-		return s, RawJSON{}, nil
-	}
-	return s, RawJSON{doc: b}, nil
-}
-
 // checkObject reports whether b is a JSON object StructFromJSON's direct
-// decoder takes on, and returns it without leading white space.
-func checkObject(b []byte) ([]byte, bool) {
+// decoder takes on, checking it without decoding it.
+func checkObject(b []byte) bool {
 	d := &rawDecoder{b: b}
 	d.space()
-	start := d.i
 	if d.i >= len(d.b) || d.b[d.i] != '{' || !d.skip(0) {
-		return nil, false
+		return false
 	}
-	end := d.i
-	if d.space(); d.i != len(d.b) {
-		return nil, false
-	}
-	return b[start:end], true
+	d.space()
+	return d.i == len(d.b)
 }
 
 // skip checks the value at d.i, as value decodes it, and moves past it.

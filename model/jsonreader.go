@@ -126,7 +126,7 @@ func (r *JSONReader) Object(member func(key string, r *JSONReader) bool) bool {
 	if r.peek() != '{' {
 		return false
 	}
-	return r.items(true, func(key string) bool { return member(key, r) })
+	return r.items(func(key string) bool { return member(key, r) })
 }
 
 // Array reads an array, calling elem with the reader positioned at each
@@ -135,65 +135,24 @@ func (r *JSONReader) Array(elem func(r *JSONReader) bool) bool {
 	if r.peek() != '[' {
 		return false
 	}
-	return r.items(false, func(string) bool { return elem(r) })
+	return r.items(func(string) bool { return elem(r) })
 }
 
 // items reads the members or elements of the object or array at the
 // reader, as skipItems checks them, handing each to item.
-func (r *JSONReader) items(object bool, item func(key string) bool) bool {
+func (r *JSONReader) items(item func(key string) bool) bool {
 	if r.depth > maxRawDepth {
 		return r.fail()
 	}
 	r.depth++
 	defer func() { r.depth-- }()
 	d := &r.d
-	closing := byte(']')
-	if object {
-		closing = '}'
-	}
-	d.i++
-	d.space()
-	if d.i < len(d.b) && d.b[d.i] == closing {
-		d.i++
-		return true
-	}
-	for {
-		var key string
-		if object {
-			d.space()
-			var ok bool
-			if d.i >= len(d.b) || d.b[d.i] != '"' {
-				return r.fail()
-			}
-			if key, ok = d.str(); !ok {
-				return r.fail()
-			}
-			d.space()
-			if d.i >= len(d.b) || d.b[d.i] != ':' {
-				return r.fail()
-			}
-			d.i++
-		}
+	ok := d.walkItems(d.str, func(key string) bool {
 		d.space()
 		at := d.i
-		if !item(key) || r.bad {
-			return r.fail()
-		}
-		if d.i == at {
-			return r.fail() // item read nothing
-		}
-		d.space()
-		if d.i >= len(d.b) {
-			return r.fail()
-		}
-		switch d.b[d.i] {
-		case ',':
-			d.i++
-		case closing:
-			d.i++
-			return true
-		default:
-			return r.fail()
-		}
-	}
+		// An item that read nothing would leave its value to be taken
+		// for the next key.
+		return item(key) && !r.bad && d.i != at
+	})
+	return ok || r.fail()
 }

@@ -73,6 +73,16 @@ func (d *rawDecoder) skip(depth int) bool {
 // skipItems checks the object or array at d.i, as object and array decode
 // them, and moves past it.
 func (d *rawDecoder) skipItems(depth int) bool {
+	return d.walkItems(
+		func() (string, bool) { return "", d.checkStr() },
+		func(string) bool { return d.skip(depth + 1) })
+}
+
+// walkItems walks the object or array at d.i with the grammar object and
+// array decode: for an object, key reads each key (at its opening quote);
+// item is called at each member's or element's value, which it must move
+// past.
+func (d *rawDecoder) walkItems(key func() (string, bool), item func(key string) bool) bool {
 	object := d.b[d.i] == '{'
 	closing := byte(']')
 	if object {
@@ -85,9 +95,14 @@ func (d *rawDecoder) skipItems(depth int) bool {
 		return true
 	}
 	for {
+		var k string
 		if object {
 			d.space()
-			if d.i >= len(d.b) || d.b[d.i] != '"' || !d.checkStr() {
+			if d.i >= len(d.b) || d.b[d.i] != '"' {
+				return false
+			}
+			var ok bool
+			if k, ok = key(); !ok {
 				return false
 			}
 			d.space()
@@ -96,7 +111,7 @@ func (d *rawDecoder) skipItems(depth int) bool {
 			}
 			d.i++
 		}
-		if !d.skip(depth + 1) {
+		if !item(k) {
 			return false
 		}
 		d.space()

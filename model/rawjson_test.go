@@ -52,17 +52,33 @@ func TestStructFromJSONMatchesEncodingJSON(t *testing.T) {
 	for _, c := range structFromJSONCases {
 		checkStructFromJSON(t, []byte(c))
 	}
+	for _, p := range providerPayloads(t) {
+		checkStructFromJSON(t, p.body)
+	}
+}
+
+// providerPayload is one file of the providers' golden test data.
+type providerPayload struct {
+	file string
+	body []byte
+}
+
+// providerPayloads reads every provider payload in the golden test data.
+func providerPayloads(t *testing.T) []providerPayload {
+	t.Helper()
 	files, _ := filepath.Glob("../provider/*/testdata/*.json")
 	if len(files) == 0 {
 		t.Fatal("no provider test data found")
 	}
+	out := make([]providerPayload, 0, len(files))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkStructFromJSON(t, b)
+		out = append(out, providerPayload{f, b})
 	}
+	return out
 }
 
 // TestStructFromJSONAllocatesLess: the reason it exists. Decoding through

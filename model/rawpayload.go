@@ -21,17 +21,16 @@ func (r RawJSON) IsZero() bool { return r.doc == nil }
 // and StructFromJSON's error otherwise. It only checks b, without
 // decoding it, where StructFromJSON's direct decoder would take it on.
 func CheckRawJSON(b []byte) (RawJSON, error) {
-	if checkObject(b) {
-		return RawJSON{doc: bytes.TrimLeft(b, " \t\r\n")}, nil
+	doc := bytes.TrimLeft(b, " \t\r\n")
+	if !checkObject(b) {
+		if _, err := StructFromJSON(b); err != nil {
+			return RawJSON{}, err
+		}
+		if len(doc) == 0 || doc[0] != '{' {
+			return RawJSON{}, nil // null: an empty Struct, but no payload
+		}
 	}
-	_, err := StructFromJSON(b)
-	switch b = bytes.TrimLeft(b, " \t\r\n"); {
-	case err != nil:
-		return RawJSON{}, err
-	case len(b) == 0 || b[0] != '{':
-		return RawJSON{}, nil // null: an empty Struct, but no payload
-	}
-	return RawJSON{doc: b}, nil
+	return RawJSON{doc: doc}, nil
 }
 
 // checkObject reports whether b is a JSON object StructFromJSON's direct

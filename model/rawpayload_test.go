@@ -2,8 +2,6 @@ package model_test
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -43,13 +41,8 @@ func TestCheckRawJSONAgreesWithStructFromJSON(t *testing.T) {
 	for _, c := range cases {
 		checkRawJSON(t, []byte(c))
 	}
-	files, _ := filepath.Glob("../provider/*/testdata/*.json")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkRawJSON(t, b)
+	for _, p := range providerPayloads(t) {
+		checkRawJSON(t, p.body)
 	}
 }
 
@@ -137,18 +130,13 @@ func TestJSONReaderAgreesWithStructFromJSON(t *testing.T) {
 	for _, c := range structFromJSONCases {
 		checkJSONReader(t, []byte(c))
 	}
-	files, _ := filepath.Glob("../provider/*/testdata/*.json")
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
-			if _, ok := model.ReadJSONObject(b, func(_ string, r *model.JSONReader) bool { return r.Skip() }); !ok {
-				t.Errorf("ReadJSONObject refused %s", f)
+	for _, p := range providerPayloads(t) {
+		if bytes.HasPrefix(bytes.TrimSpace(p.body), []byte("{")) {
+			if _, ok := model.ReadJSONObject(p.body, func(_ string, r *model.JSONReader) bool { return r.Skip() }); !ok {
+				t.Errorf("ReadJSONObject refused %s", p.file)
 			}
 		}
-		checkJSONReader(t, b)
+		checkJSONReader(t, p.body)
 	}
 	if _, ok := model.ReadJSONObject([]byte(`{"a":1,"b":2}`), func(k string, r *model.JSONReader) bool {
 		return k == "b" && r.Skip() || k == "a"

@@ -149,14 +149,14 @@ func readBool(r *model.JSONReader) (bool, bool) {
 }
 
 // readStrings reads an object's members named keys, each a string or
-// null, into vals; usable is false where encoding/json would fail to read
-// the object into a struct of string fields (a member of another type).
-// ok is false where readDirect hands over: not an object, a key given
-// twice, or one that only folds to one of keys.
-func readStrings(r *model.JSONReader, keys ...string) (vals []string, usable, ok bool) {
+// null, into vals. vals is nil where encoding/json would fail to read the
+// object into a struct of string fields (a member of another type); ok is
+// false where readDirect hands over: not an object, a key given twice, or
+// one that only folds to one of keys.
+func readStrings(r *model.JSONReader, keys ...string) (vals []string, ok bool) {
 	vals = make([]string, len(keys))
 	var seen uint32
-	usable = true
+	usable := true
 	ok = r.Object(func(k string, r *model.JSONReader) bool {
 		for i, want := range keys {
 			if k != want {
@@ -178,27 +178,36 @@ func readStrings(r *model.JSONReader, keys ...string) (vals []string, usable, ok
 		}
 		return !foldsTo(k, keys) && r.Skip()
 	})
-	return vals, usable, ok
+	if !usable {
+		vals = nil
+	}
+	return vals, ok
 }
 
-func readDateTime(r *model.JSONReader) (*DateTime, bool) {
+// readStringPair reads a field holding null or an object of two string
+// members, keyA and keyB: vals is nil for null.
+func readStringPair(r *model.JSONReader, keyA, keyB string) (vals []string, ok bool) {
 	if r.IsNull() {
 		return nil, true
 	}
-	vals, usable, ok := readStrings(r, "date_time", "time_zone")
-	if !ok || !usable {
+	if vals, ok = readStrings(r, keyA, keyB); !ok || vals == nil {
 		return nil, false
+	}
+	return vals, true
+}
+
+func readDateTime(r *model.JSONReader) (*DateTime, bool) {
+	vals, ok := readStringPair(r, "date_time", "time_zone")
+	if vals == nil {
+		return nil, ok
 	}
 	return &DateTime{DateTime: vals[0], TimeZone: vals[1]}, true
 }
 
 func readPerson(r *model.JSONReader) (*Person, bool) {
-	if r.IsNull() {
-		return nil, true
-	}
-	vals, usable, ok := readStrings(r, "email", "display_name")
-	if !ok || !usable {
-		return nil, false
+	vals, ok := readStringPair(r, "email", "display_name")
+	if vals == nil {
+		return nil, ok
 	}
 	return &Person{Email: vals[0], DisplayName: vals[1]}, true
 }
@@ -251,14 +260,12 @@ func readAttendee(r *model.JSONReader) (Attendee, bool) {
 		return Attendee{Email: strings.TrimSpace(s)}, true
 	}
 	// strs holds each key's value when it is a string; flags the lenient
-	// bools; nested the status and emailAddress objects' strings.
+	// bools; status and emailAddress the strings of those objects, when
+	// given and readable.
 	var strs [len(attendeeKeys)]string
 	var flags [3]bool
 	var seen uint32
-	var status, emailAddress struct {
-		vals            []string
-		present, usable bool
-	}
+	var status, emailAddress []string
 	ok := r.Object(func(k string, r *model.JSONReader) bool {
 		i := -1
 		for j, want := range attendeeKeys {
@@ -287,8 +294,7 @@ func readAttendee(r *model.JSONReader) (Attendee, bool) {
 			return !r.IsNumber() && r.Skip()
 		case i == keyEmailAddress:
 			var ok bool
-			emailAddress.present = true
-			emailAddress.vals, emailAddress.usable, ok = readNested(r, "address", "name")
+			emailAddress, ok = readNested(r, "address", "name")
 			return ok
 		}
 		if s, isString := r.String(); isString {
@@ -299,8 +305,7 @@ func readAttendee(r *model.JSONReader) (Attendee, bool) {
 			return r.Skip()
 		}
 		var ok bool
-		status.present = true
-		status.vals, status.usable, ok = readNested(r, "response")
+		status, ok = readNested(r, "response")
 		return ok
 	})
 	if !ok {
@@ -322,29 +327,29 @@ func readAttendee(r *model.JSONReader) (Attendee, bool) {
 		Organizer:      flags[1],
 		Resource:       flags[2],
 	}
-	if a.ResponseStatus == "" && status.present && status.usable {
-		a.ResponseStatus = status.vals[0]
+	if a.ResponseStatus == "" && status != nil {
+		a.ResponseStatus = status[0]
 	}
-	if a.Email == "" && emailAddress.present && emailAddress.usable {
-		a.Email = emailAddress.vals[0]
+	if a.Email == "" && emailAddress != nil {
+		a.Email = emailAddress[0]
 		if a.DisplayName == "" {
-			a.DisplayName = emailAddress.vals[1]
+			a.DisplayName = emailAddress[1]
 		}
 	}
 	return a, true
 }
 
 // readNested is what json.Unmarshal of the value at r into a struct of
-// string fields named keys gives: usable is false where it would fail (the
+// string fields named keys gives: vals is nil where it would fail (the
 // value is not an object or null, or a member is of another type), and the
 // attendee decoder then ignores it. ok is false where readDirect hands
 // over (see readStrings).
-func readNested(r *model.JSONReader, keys ...string) (vals []string, usable, ok bool) {
+func readNested(r *model.JSONReader, keys ...string) (vals []string, ok bool) {
 	if r.IsNull() {
-		return make([]string, len(keys)), true, true
+		return make([]string, len(keys)), true
 	}
 	if !r.IsObject() {
-		return nil, false, r.Skip()
+		return nil, r.Skip()
 	}
 	return readStrings(r, keys...)
 }

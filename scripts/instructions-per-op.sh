@@ -8,13 +8,20 @@
 # Unlike CPU time, the count does not move with the machine's neighbours,
 # so a change of a few percent shows from one pair of runs. One processor
 # (GOMAXPROCS=1) and no asynchronous preemption (which callgrind's signal
-# handling cannot follow) keep the schedule repeatable.
+# handling cannot follow) keep the schedule repeatable. cpu.rdtscp=off keeps
+# the runtime's lock timing off RDTSCP, an instruction valgrind 3.19 cannot
+# run: a contended runtime lock would otherwise end the run part-way.
 set -euo pipefail
 bin=$1 bench=$2 n1=${3:-1000} n2=${4:-4000}
 count() {
-	GODEBUG=asyncpreemptoff=1 GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-		"$bin" -test.run '^$' -test.bench "^${bench}\$" -test.benchtime "${1}x" 2>&1 >/dev/null |
-		sed -n 's/^==[0-9]*== Collected : //p'
+	local out
+	if ! out=$(GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off GOMAXPROCS=1 valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+		"$bin" -test.run '^$' -test.bench "^${bench}\$" -test.benchtime "${1}x" 2>&1 >/dev/null); then
+		printf '%s\n' "$out" | tail -20 >&2
+		echo "instructions-per-op: the run of $1 operations failed" >&2
+		return 1
+	fi
+	printf '%s\n' "$out" | sed -n 's/^==[0-9]*== Collected : //p'
 }
 i1=$(count "$n1")
 i2=$(count "$n2")

@@ -2,9 +2,17 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc/codes"
@@ -103,5 +111,54 @@ func sameJSON(t *testing.T, got, want []byte) {
 	}
 	if !reflect.DeepEqual(gotV, wantV) {
 		t.Fatalf("got %s\nwant %s", got, want)
+	}
+}
+
+// answeringWebhooks answers every webhook with resp.
+type answeringWebhooks struct {
+	calsyncv1.UnimplementedWebhookServiceServer
+	resp *calsyncv1.IngestWebhookResponse
+}
+
+func (a answeringWebhooks) IngestWebhook(context.Context, *calsyncv1.IngestWebhookRequest) (*calsyncv1.IngestWebhookResponse, error) {
+	return a.resp, nil
+}
+
+// TestWebhookAnswerAsTheGatewayWritesIt: the webhook route writes its
+// answer itself; status, headers and body are what the gateway's
+// ForwardResponseMessage writes for the same answer, a request that asks
+// for trailers included.
+func TestWebhookAnswerAsTheGatewayWritesIt(t *testing.T) {
+	conn, err := grpc.NewClient("passthrough:///unused", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, resp := range []*calsyncv1.IngestWebhookResponse{
+		{DeliveryId: "42"}, {DeliveryId: "7", Duplicate: true}, {DeliveryId: `needs "escaping"`},
+	} {
+		mux, err := newGateway(t.Context(), conn, answeringWebhooks{resp: resp}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, te := range []string{"", "trailers"} {
+			request := func() *http.Request {
+				r := httptest.NewRequest(http.MethodPost, "/v1/webhooks/postpress", strings.NewReader(`{}`))
+				if te != "" {
+					r.Header.Set("TE", te)
+				}
+				return r
+			}
+			got := httptest.NewRecorder()
+			mux.ServeHTTP(got, request())
+			r := request()
+			_, out := runtime.MarshalerForRequest(mux, r)
+			want := httptest.NewRecorder()
+			runtime.ForwardResponseMessage(r.Context(), mux, out, want, r, resp)
+			if got.Code != want.Code || !reflect.DeepEqual(got.Header(), want.Header()) || !bytes.Equal(got.Body.Bytes(), want.Body.Bytes()) {
+				t.Fatalf("answer to %v (TE %q): %d %v %s; the gateway writes %d %v %s",
+					resp, te, got.Code, got.Header(), got.Body, want.Code, want.Header(), want.Body)
+			}
+		}
 	}
 }

@@ -115,8 +115,9 @@ func headersOf(ctx context.Context) http.Header {
 // here: webhooks are bounded by the server's own request deadline.
 func webhookRoute(mux *runtime.ServeMux, webhooks calsyncv1.WebhookServiceServer) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
-		ctx, cancel := context.WithCancel(context.WithValue(r.Context(), httpHeadersKey{}, r.Header))
-		defer cancel()
+		// The request's context ends when this handler returns, so the
+		// call needs no cancel of its own.
+		ctx := context.WithValue(r.Context(), httpHeadersKey{}, r.Header)
 		in, out := runtime.MarshalerForRequest(mux, r)
 		req := &calsyncv1.IngestWebhookRequest{Provider: params["provider"]}
 		if err := in.NewDecoder(r.Body).Decode(&req.Body); err != nil && !errors.Is(err, io.EOF) {
@@ -127,6 +128,16 @@ func webhookRoute(mux *runtime.ServeMux, webhooks calsyncv1.WebhookServiceServer
 		if err != nil {
 			runtime.HTTPError(ctx, mux, out, w, r, err)
 			return
+		}
+		if m, ok := out.(rawBodyMarshaler); ok {
+			// What ForwardResponseMessage writes when, as here, the
+			// context holds no server metadata (so no headers or
+			// trailers to forward) and no response option is set.
+			if b, ok := appendIngestResponse(nil, resp); ok {
+				w.Header().Set("Content-Type", m.ContentType(resp))
+				_, _ = w.Write(b)
+				return
+			}
 		}
 		runtime.ForwardResponseMessage(ctx, mux, out, w, r, resp)
 	}

@@ -123,6 +123,9 @@ type Poster struct {
 	runID  string
 	// bases are the replicas a spread Poster sends to.
 	bases []string
+	// raw is the load connection of a Poster returned by forConn; the
+	// others send through Client.
+	raw *rawConn
 }
 
 // NewPoster returns a Poster keeping up to conns connections open.
@@ -145,19 +148,32 @@ func NewSpreadPoster(bases []string, conns int) *Poster {
 		msgSeq: new(atomic.Int64), runID: strconv.FormatInt(time.Now().UnixNano(), 36), bases: bases}
 }
 
-// forConn returns the Poster load connection i sends through.
+// forConn returns the Poster load connection i sends through: a
+// connection of its own, for one caller at a time. Close it when done.
 func (p *Poster) forConn(i int) *Poster {
-	if len(p.bases) <= 1 {
-		return p
-	}
 	v := *p
 	v.Base = p.bases[i%len(p.bases)]
+	raw, err := newRawConn(v.Base, p.Client.Timeout)
+	if err != nil {
+		panic(err) // the bases are the bench's own http:// addresses
+	}
+	v.raw = raw
 	return &v
+}
+
+// Close closes the Poster's own load connection, if it has one.
+func (p *Poster) Close() {
+	if p.raw != nil {
+		p.raw.close()
+	}
 }
 
 // Postpress sends a postpress webhook with its header authentication and,
 // like postpress's API-created webhooks, no Content-Type.
 func (p *Poster) Postpress(ctx context.Context, body []byte) (int, error) {
+	if p.raw != nil {
+		return p.raw.post(ctx, "/v1/webhooks/postpress", []header{{postpressHeader, postpressSecret}}, body)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.Base+"/v1/webhooks/postpress", bytes.NewReader(body))
 	if err != nil {
 		return 0, err
@@ -175,6 +191,10 @@ func (p *Poster) RecallHint(ctx context.Context, calendarID string) (int, error)
 	sig, err := p.svix.Sign(id, now, body)
 	if err != nil {
 		return 0, err
+	}
+	if p.raw != nil {
+		return p.raw.post(ctx, "/v1/webhooks/recall", []header{{"Content-Type", "application/json"},
+			{"svix-id", id}, {"svix-timestamp", strconv.FormatInt(now.Unix(), 10)}, {"svix-signature", sig}}, body)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.Base+"/v1/webhooks/recall", bytes.NewReader(body))
 	if err != nil {
@@ -256,6 +276,7 @@ func (w *Workload) Run(ctx context.Context, p *Poster, spec LoadSpec) LoadResult
 	for wkr := range spec.Conns {
 		p := p.forConn(wkr)
 		wg.Go(func() {
+			defer p.Close()
 			var local []time.Duration
 			defer func() { lat.Merge(local) }()
 			var owned []int

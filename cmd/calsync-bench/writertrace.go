@@ -83,7 +83,9 @@ type goTimes struct {
 // see accounts for a goroutine state transition.
 func (g *goTimes) see(ev trace.Event, st trace.StateTransition) {
 	id := st.Resource.Goroutine()
-	if g.id == trace.NoGoroutine && stackHas(ev.Stack(), g.fn) {
+	// The transition's own stack, not the event's: a goroutine the
+	// committer wakes transitions on the committer's stack.
+	if g.id == trace.NoGoroutine && stackHas(st.Stack, g.fn) {
 		g.id = id
 		g.byState, g.calls = map[trace.GoState]time.Duration{}, map[string]*durations{}
 	}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"runtime/trace"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,6 +65,11 @@ func TestWriterTrace(t *testing.T) {
 	}
 	if fsyncs < 1 || fsyncs > 200 {
 		t.Errorf("%d fsyncs for 200 deliveries in group commits, want 1 to 200:\n%s", fsyncs, report.String())
+	}
+	// The committer writes the WAL; a goroutine it merely woke does not.
+	committer, _, _ := strings.Cut(report.String(), "WAL syncer")
+	if !strings.Contains(committer, "system call pwrite") {
+		t.Errorf("the committer's part of the report has no write of the WAL; another goroutine was taken for it:\n%s", report.String())
 	}
 	for _, state := range []string{"Running", "Syscall", "Waiting"} {
 		if !bytes.Contains(report.Bytes(), []byte(state)) {

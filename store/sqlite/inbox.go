@@ -23,6 +23,11 @@ const (
 	stateDead    = int32(calsyncv1.DeliveryState_DELIVERY_STATE_DEAD)
 )
 
+// notDone is the term of deliveries_unfinished_by_state, the index of the
+// deliveries that are not DONE (migration 0005): a query that reads it
+// must hold this very term, or SQLite will not use the partial index.
+var notDone = fmt.Sprintf("state <> %d", stateDone)
+
 // enqueueRequest is one Enqueue call waiting for the group committer.
 type enqueueRequest struct {
 	ctx  context.Context
@@ -647,6 +652,11 @@ func queryDeliveries(ctx context.Context, q querier, query string, args ...any) 
 	return out, rows.Err()
 }
 
+// pendingDeliveriesQuery reads PENDING deliveries (the first argument)
+// after an id, in id order, from the index of unfinished deliveries.
+var pendingDeliveriesQuery = `SELECT ` + deliveryColumns + ` FROM deliveries
+	WHERE ` + notDone + ` AND state = ? AND id > ? ORDER BY id LIMIT ?`
+
 // PendingDeliveries returns up to limit PENDING deliveries after afterID in
 // id order, bodies included. limit must be positive.
 func (db *DB) PendingDeliveries(ctx context.Context, afterID int64, limit int) ([]store.Delivery, error) {
@@ -656,8 +666,7 @@ func (db *DB) PendingDeliveries(ctx context.Context, afterID int64, limit int) (
 	var out []store.Delivery
 	err := db.readOne(ctx, func(q querier) error {
 		var err error
-		out, err = queryDeliveries(ctx, q, `SELECT `+deliveryColumns+` FROM deliveries
-			WHERE state = ? AND id > ? ORDER BY id LIMIT ?`, statePending, afterID, limit)
+		out, err = queryDeliveries(ctx, q, pendingDeliveriesQuery, statePending, afterID, limit)
 		return err
 	})
 	if err != nil {
@@ -689,14 +698,19 @@ func getDelivery(ctx context.Context, q querier, id int64) (store.Delivery, erro
 	return d, nil
 }
 
-// ListDeliveries returns the deliveries matching q, newest first, without
-// bodies.
-func (db *DB) ListDeliveries(ctx context.Context, q store.DeliveryQuery) ([]store.Delivery, error) {
-	if q.Limit < 0 {
-		return nil, fmt.Errorf("sqlite: negative limit: %w", store.ErrInvalidArgument)
-	}
+// listDeliveriesQuery is ListDeliveries' statement for q. A state other
+// than DONE is read from the index of unfinished deliveries; DONE ones,
+// most of the inbox, from the table newest first (or the provider's index).
+func listDeliveriesQuery(q store.DeliveryQuery) (string, []any) {
 	var w where
-	if q.State != calsyncv1.DeliveryState_DELIVERY_STATE_UNSPECIFIED {
+	switch {
+	case q.State == calsyncv1.DeliveryState_DELIVERY_STATE_UNSPECIFIED:
+	case int32(q.State) == stateDone:
+		// The unary + keeps SQLite off deliveries_by_state_receive, whose
+		// rows it would then sort by id: all of them, for every page.
+		w.add("+state = ?", stateDone)
+	default:
+		w.add(notDone)
 		w.add("state = ?", int32(q.State))
 	}
 	if q.Provider != "" {
@@ -705,11 +719,21 @@ func (db *DB) ListDeliveries(ctx context.Context, q store.DeliveryQuery) ([]stor
 	if q.BeforeID > 0 {
 		w.add("id < ?", q.BeforeID)
 	}
+	return `SELECT ` + deliveryColumnsNoBody + ` FROM deliveries` + w.String() +
+		` ORDER BY id DESC` + limit(q.Limit), w.args
+}
+
+// ListDeliveries returns the deliveries matching q, newest first, without
+// bodies.
+func (db *DB) ListDeliveries(ctx context.Context, q store.DeliveryQuery) ([]store.Delivery, error) {
+	if q.Limit < 0 {
+		return nil, fmt.Errorf("sqlite: negative limit: %w", store.ErrInvalidArgument)
+	}
+	query, args := listDeliveriesQuery(q)
 	var out []store.Delivery
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryDeliveries(ctx, tx, `SELECT `+deliveryColumnsNoBody+` FROM deliveries`+w.String()+
-			` ORDER BY id DESC`+limit(q.Limit), w.args...)
+		out, err = queryDeliveries(ctx, tx, query, args...)
 		return err
 	})
 	if err != nil {
@@ -771,6 +795,10 @@ func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, erro
 	return d, err
 }
 
+// deadCountQuery counts the deliveries of one state other than DONE (its
+// argument) in the index of unfinished deliveries.
+var deadCountQuery = `SELECT COUNT(*) FROM deliveries WHERE ` + notDone + ` AND state = ?`
+
 // InboxStats counts pending and dead deliveries and finds the oldest
 // pending one, all at one instant.
 func (db *DB) InboxStats(ctx context.Context) (store.InboxStats, error) {
@@ -782,7 +810,7 @@ func (db *DB) InboxStats(ctx context.Context) (store.InboxStats, error) {
 			return err
 		}
 		s.OldestPending = fromNanos(oldest)
-		return tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM deliveries WHERE state = ?`, stateDead).Scan(&s.Dead)
+		return tx.QueryRowContext(ctx, deadCountQuery, stateDead).Scan(&s.Dead)
 	})
 	if err != nil {
 		return store.InboxStats{}, fmt.Errorf("sqlite: inbox stats: %w", err)

@@ -365,6 +365,10 @@ var inboxCases = []testCase{
 		diffIDs(t, "recall", idStrings(r3, r2, r1), list(store.DeliveryQuery{Provider: "recall"}))
 		diffIDs(t, "dead recall", idStrings(r2), list(store.DeliveryQuery{State: dead, Provider: "recall"}))
 		diffIDs(t, "pending", idStrings(r3, p2), list(store.DeliveryQuery{State: pending}))
+		diffIDs(t, "done", idStrings(r1), list(store.DeliveryQuery{State: done}))
+		diffIDs(t, "done recall", idStrings(r1), list(store.DeliveryQuery{State: done, Provider: "recall"}))
+		diffIDs(t, "done postpress", nil, list(store.DeliveryQuery{State: done, Provider: "postpress"}))
+		diffIDs(t, "dead before p2", idStrings(r2, p1), list(store.DeliveryQuery{State: dead, BeforeID: p2}))
 		diffIDs(t, "before", idStrings(r2, p1, r1), list(store.DeliveryQuery{BeforeID: p2}))
 
 		var paged []string

@@ -114,7 +114,7 @@ func getEvent(ctx context.Context, q querier, id string, withRaw bool) (*calsync
 		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("sqlite: get event %q: %w", id, err)
 		}
-		return nil, fmt.Errorf("sqlite: event %q: %w", id, store.ErrNotFound)
+		return nil, eventNotFound(id)
 	}
 	var data, raw sql.RawBytes
 	if withRaw {
@@ -129,6 +129,17 @@ func getEvent(ctx context.Context, q querier, id string, withRaw bool) (*calsync
 	// next Next or Close: decoding copies what it keeps.
 	return rowcodec.DecodeEvent(data, raw)
 }
+
+// eventNotFound is the error of an event id the store does not hold. The
+// writer meets one for every new event it applies and only tests it with
+// errors.Is, so its message is formatted when asked for, not before.
+type eventNotFound string
+
+func (e eventNotFound) Error() string {
+	return fmt.Sprintf("sqlite: event %q: %v", string(e), store.ErrNotFound)
+}
+
+func (e eventNotFound) Unwrap() error { return store.ErrNotFound }
 
 // ListEvents returns the events matching q ordered by (start_time, id).
 func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.CalendarEvent, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
+	"github.com/calsync/calsync/store"
 )
 
 // TestPostpressAppliedAtIntake checks that a postpress webhook is applied
@@ -118,5 +120,47 @@ func TestPostpressWaitsBehindPendingOfItsCalendar(t *testing.T) {
 				t.Errorf("change %d is %q, want %s", i, c.GetEvent().GetTitle(), want)
 			}
 		}
+	}
+}
+
+// namingInbox is a store that records the event each delivery applied at
+// intake names to it (store.NewDelivery.ApplyEventID).
+type namingInbox struct {
+	store.Store
+	mu    sync.Mutex
+	named []string
+}
+
+func (n *namingInbox) EnqueueApply(ctx context.Context, d store.NewDelivery, apply store.ApplyFunc) (store.Enqueued, error) {
+	n.mu.Lock()
+	n.named = append(n.named, d.ApplyEventID)
+	n.mu.Unlock()
+	return n.Store.(store.ApplyingInbox).EnqueueApply(ctx, d, apply)
+}
+
+// TestPostpressNamesItsEventToTheStore checks that a postpress webhook
+// applied at intake names the event its apply reads, so the store can
+// look it up with the delivery's dedupe check, and names none when it
+// applies nothing.
+func TestPostpressNamesItsEventToTheStore(t *testing.T) {
+	ctx := context.Background()
+	h := http.Header{"Postpress-Auth": {testPostpressSecret}}
+	p := newPipeline(t, nil, func(*ProcessorConfig) {}) // never started
+	inbox := &namingInbox{Store: p.st}
+	recv := NewReceiver(inbox, ReceiverConfig{Postpress: p.recv.postpress, Processor: p.proc})
+	if _, err := recv.Receive(ctx, model.ProviderPostpress, ppVersion("evt1", 0, false), h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := recv.Receive(ctx, model.ProviderPostpress, []byte(`{"event":"calendar_event_created","id":`), h); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := p.st.ListEvents(ctx, store.EventQuery{})
+	if err != nil || len(evs) != 1 {
+		t.Fatalf("events = %v, %v; want the one received", evs, err)
+	}
+	inbox.mu.Lock()
+	defer inbox.mu.Unlock()
+	if want := []string{evs[0].GetId(), ""}; !slices.Equal(inbox.named, want) {
+		t.Errorf("events named to the store: %q, want %q", inbox.named, want)
 	}
 }

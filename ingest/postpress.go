@@ -115,10 +115,11 @@ func (p *Processor) committedPostpress(plan postpressPlan) {
 
 // applyAtIntake returns how to apply a verified postpress webhook inside
 // the transaction that commits it to the inbox (see
-// [store.ApplyingInbox]), decided now, and a function to call once that
-// transaction has committed, with its outcome. w and
-// parseErr are [postpress.Parse]'s results for body.
-func (p *Processor) applyAtIntake(w *postpress.Webhook, parseErr error, body []byte, received time.Time) (store.ApplyFunc, func(store.Enqueued)) {
+// [store.ApplyingInbox]), decided now, a function to call once that
+// transaction has committed, with its outcome, and the id of the event
+// the apply reads first (empty when it applies none). w and parseErr are
+// [postpress.Parse]'s results for body.
+func (p *Processor) applyAtIntake(w *postpress.Webhook, parseErr error, body []byte, received time.Time) (store.ApplyFunc, func(store.Enqueued), string) {
 	began := time.Now()
 	plan := p.planPostpress(w, parseErr, body, received)
 	apply := func(ctx context.Context, tx store.Tx) (calsyncv1.DeliveryState, string, error) {
@@ -144,7 +145,7 @@ func (p *Processor) applyAtIntake(w *postpress.Webhook, parseErr error, body []b
 			p.cfg.OnProcessed(model.ProviderPostpress, "dead", 1, time.Since(began))
 		}
 	}
-	return apply, committed
+	return apply, committed, plan.ev.GetId()
 }
 
 // knownIDs is a set of ids safe for concurrent use, emptied when it grows

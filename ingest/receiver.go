@@ -162,7 +162,8 @@ func (r *Receiver) Receive(ctx context.Context, provider string, body []byte, h 
 // transaction, from the webhook already parsed (w, parseErr): the body is
 // decoded once, and the delivery costs one commit.
 func (r *Receiver) receiveApplying(ctx context.Context, d store.NewDelivery, w *postpress.Webhook, parseErr error) (Receipt, error) {
-	apply, committed := r.proc.applyAtIntake(w, parseErr, d.Body, d.ReceiveTime)
+	apply, committed, eventID := r.proc.applyAtIntake(w, parseErr, d.Body, d.ReceiveTime)
+	d.ApplyEventID = eventID
 	res, err := r.applying.EnqueueApply(ctx, d, apply)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("commit delivery: %w", err)

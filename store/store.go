@@ -279,6 +279,12 @@ type NewDelivery struct {
 	// ReceiveTime is when calsync received the delivery; zero means now.
 	// Dedupe compares receive times.
 	ReceiveTime time.Time
+	// ApplyEventID, for [ApplyingInbox.EnqueueApply], is the id of the
+	// event apply reads first, when the webhook names it. A backend may
+	// look the event up together with the delivery's dedupe check, so that
+	// apply's read of a new event costs no statement of its own. It is a
+	// hint: it changes no outcome, and Enqueue ignores it.
+	ApplyEventID string
 }
 
 // ApplyFunc processes a delivery inside the transaction that commits it to

@@ -64,9 +64,11 @@ func BenchmarkEnqueue(b *testing.B) {
 // cost. apply=new-event stores a new event per delivery (see distinct
 // below), the shape of a stream of distinct webhooks; apply=update-event
 // reads the event first and keeps its calendar and start, the shape of
-// a meeting's edits; apply=event,callers=4 is apply=event with four
-// deliveries in flight instead of 64. It reports process CPU and
-// allocations per delivery.
+// a meeting's edits; apply=new-event,read-first is apply=new-event with the
+// read before the write that the processor makes, its event named to the
+// store (store.NewDelivery.ApplyEventID) as the postpress intake names it;
+// apply=event,callers=4 is apply=event with four deliveries in flight
+// instead of 64. It reports process CPU and allocations per delivery.
 func BenchmarkEnqueueApply(b *testing.B) {
 	body := []byte(`{"event":"calendar_event_updated","data":{"calendar_id":"` + strings.Repeat("x", 800) + `"}}`)
 	for _, c := range []struct {
@@ -85,8 +87,12 @@ func BenchmarkEnqueueApply(b *testing.B) {
 		// callers is how many deliveries are in flight (0: 64); a few
 		// make the small batches of a moderate load.
 		callers int
-	}{{"apply=none", false, false, false, 0}, {"apply=event", true, false, false, 0}, {"apply=new-event", true, true, false, 0},
-		{"apply=update-event", true, false, true, 0}, {"apply=event,callers=4", true, false, false, 4}} {
+		// readFirst reads each event before writing it, the way the
+		// processor applies a webhook, and names it in the delivery.
+		readFirst bool
+	}{{"apply=none", false, false, false, 0, false}, {"apply=event", true, false, false, 0, false},
+		{"apply=new-event", true, true, false, 0, false}, {"apply=new-event,read-first", true, true, false, 0, true},
+		{"apply=update-event", true, false, true, 0, false}, {"apply=event,callers=4", true, false, false, 4, false}} {
 		withApply := c.withApply
 		b.Run(c.name, func(b *testing.B) {
 			db := mustOpen(b, filepath.Join(b.TempDir(), "bench.db"), sqlite.Options{Synchronous: "FULL"})
@@ -136,8 +142,11 @@ func BenchmarkEnqueueApply(b *testing.B) {
 						EndTime:     timestamppb.New(start.Add(time.Hour)),
 						Attendees:   []*calsyncv1.Attendee{{Email: "a@example.com"}, {Email: "b@example.com"}},
 					}
+					if c.readFirst {
+						d.ApplyEventID = id
+					}
 					_, err := db.EnqueueApply(ctx, d, func(ctx context.Context, tx store.Tx) (calsyncv1.DeliveryState, string, error) {
-						if c.update {
+						if c.update || c.readFirst {
 							if _, err := tx.GetEvent(ctx, e.GetId(), false); err != nil && !errors.Is(err, store.ErrNotFound) {
 								return 0, "", err
 							}

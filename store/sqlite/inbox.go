@@ -340,10 +340,21 @@ func (db *DB) noteApplyFailure(af *applyFailure) {
 func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqueueRequest, results []enqueueResult) error {
 	q := writeQuerier{tx: sqlTx, cache: db.stmts, bound: t.bound}
 	window := db.dedupeWindow.Nanoseconds()
-	stored, err := db.lookupStored(ctx, q, reqs)
+	stored, err := db.lookupStored(ctx, q, t.recent, reqs)
 	if err != nil {
 		return err
 	}
+	// The applies below find the events the lookup saw missing without
+	// asking SQLite again (tx.GetEvent); the set holds only while they run.
+	for i, l := range stored {
+		if l.askedEvent && !l.eventStored {
+			if t.absent == nil {
+				t.absent = make(map[string]bool)
+			}
+			t.absent[reqs[i].d.ApplyEventID] = true
+		}
+	}
+	defer func() { t.absent = nil }()
 	// rows are the deliveries to insert, in batch order; earlier[k] lists
 	// the rows of key k, and pendingKeys the ordering keys of the rows
 	// stored PENDING.
@@ -442,13 +453,16 @@ type deliveryRow struct {
 	id                int64
 }
 
-// storedLookup is what the deliveries stored before a batch say of one of
-// its deliveries: the newest duplicate within the window, if any, and
-// whether a PENDING delivery of its ordering key waits (asked only of a
-// delivery to apply).
+// storedLookup is what the store held before a batch says of one of its
+// deliveries: the newest duplicate within the window, if any, whether a
+// PENDING delivery of its ordering key waits (asked only of a delivery to
+// apply), and whether the event it will apply is stored (asked only of a
+// delivery to apply whose event the writer's cache does not hold).
 type storedLookup struct {
-	dup     sql.NullInt64
-	waiting bool
+	dup         sql.NullInt64
+	waiting     bool
+	askedEvent  bool
+	eventStored bool
 }
 
 // chunkSizes are the sizes of the set-based statements of a batch, largest
@@ -475,18 +489,20 @@ func chunks(n int, fn func(c, from, to int) error) error {
 }
 
 // lookupQueries and insertQueries hold the set-based statements for each
-// chunk size. One statement answers both questions asked of every
-// delivery: is it a duplicate, and (for one to apply) does an earlier
-// delivery of its ordering key wait. The literal state = 1 lets SQLite use
-// the partial index of PENDING deliveries.
+// chunk size. One statement answers the three questions asked of every
+// delivery: is it a duplicate, (for one to apply) does an earlier
+// delivery of its ordering key wait, and is the event it applies stored
+// (a NULL id asks nothing). The literal state = 1 lets SQLite use the
+// partial index of PENDING deliveries.
 var lookupQueries, insertQueries = func() (lookup, insert [len(chunkSizes)]string) {
 	for c, n := range chunkSizes {
 		lookup[c] = `SELECT k.column1,
 			(SELECT id FROM deliveries
 				WHERE provider = k.column2 AND dedup_key = k.column3 AND receive_ns > k.column4 AND receive_ns < k.column5
 				ORDER BY receive_ns DESC, id DESC LIMIT 1),
-			EXISTS (SELECT 1 FROM deliveries WHERE state = 1 AND ordering_key = k.column6 AND k.column7)
-			FROM (VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?)) AS k`
+			EXISTS (SELECT 1 FROM deliveries WHERE state = 1 AND ordering_key = k.column6 AND k.column7),
+			EXISTS (SELECT 1 FROM events WHERE id = k.column8)
+			FROM (VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?, ?)) AS k`
 		insert[c] = `INSERT OR FAIL INTO deliveries
 			(provider, dedup_key, message_id, event_type, ordering_key, body, state, last_error, receive_ns, process_ns, next_attempt_ns)
 			VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
@@ -494,19 +510,25 @@ var lookupQueries, insertQueries = func() (lookup, insert [len(chunkSizes)]strin
 	return lookup, insert
 }()
 
-// lookupStored asks the deliveries stored before the batch about each of
-// reqs.
-func (db *DB) lookupStored(ctx context.Context, q writeQuerier, reqs []*enqueueRequest) ([]storedLookup, error) {
+// lookupStored asks what the store held before the batch about each of
+// reqs. recent is the writer's cache of committed events: an event it
+// holds is known to be stored, and is not asked about.
+func (db *DB) lookupStored(ctx context.Context, q writeQuerier, recent *recentEvents, reqs []*enqueueRequest) ([]storedLookup, error) {
 	window := db.dedupeWindow.Nanoseconds()
 	out := make([]storedLookup, len(reqs))
-	args := make([]any, 0, 7*chunkSizes[0])
+	args := make([]any, 0, 8*chunkSizes[0])
 	err := chunks(len(reqs), func(c, from, to int) error {
 		args = args[:0]
 		for i := from; i < to; i++ {
 			r := reqs[i]
 			recv := rowcodec.Nanos(r.d.ReceiveTime)
+			applies := r.apply != nil && r.applyErr == nil
+			var eventID any
+			if id := r.d.ApplyEventID; applies && id != "" && !recent.has(id) {
+				eventID, out[i].askedEvent = id, true
+			}
 			args = append(args, i, r.d.Provider, r.d.DedupKey, satSub(recv, window), satAdd(recv, window),
-				r.d.OrderingKey, r.apply != nil && r.applyErr == nil && r.d.OrderingKey != "")
+				r.d.OrderingKey, applies && r.d.OrderingKey != "", eventID)
 		}
 		rows, err := q.QueryContext(ctx, lookupQueries[c], args...)
 		if err != nil {
@@ -516,12 +538,13 @@ func (db *DB) lookupStored(ctx context.Context, q writeQuerier, reqs []*enqueueR
 		for rows.Next() {
 			var i int
 			var l storedLookup
-			if err := rows.Scan(&i, &l.dup, &l.waiting); err != nil {
+			if err := rows.Scan(&i, &l.dup, &l.waiting, &l.eventStored); err != nil {
 				return err
 			}
 			if i < from || i >= to {
 				return fmt.Errorf("sqlite: lookup of deliveries answered for row %d of %d..%d", i, from, to)
 			}
+			l.askedEvent = out[i].askedEvent
 			out[i] = l
 		}
 		return rows.Err()

@@ -56,6 +56,13 @@ func (c *recentEvents) get(id string) ([]byte, bool) {
 	return el.Value.(*recentEntry).data, true
 }
 
+// has reports whether event id's row is kept, without counting a lookup
+// or touching its place in the order.
+func (c *recentEvents) has(id string) bool {
+	_, ok := c.byID[id]
+	return ok
+}
+
 // forget drops event id's entry.
 func (c *recentEvents) forget(id string) {
 	if el, ok := c.byID[id]; ok {

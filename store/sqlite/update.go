@@ -258,6 +258,10 @@ type tx struct {
 	// (rolledBack).
 	recent *recentEvents
 	staged map[string][]byte
+	// absent holds, while a batch's applies run (insertRows), the events
+	// its lookup found missing before the batch; an event written since
+	// leaves it. GetEvent answers those without a query.
+	absent map[string]bool
 	// encoded maps the events this transaction wrote (PutEvent) or read
 	// from rows it or this process wrote (GetEvent) to those rows, which
 	// AppendChange then carries as they are instead of encoding the
@@ -298,7 +302,7 @@ func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*sql.Tx) error) error
 // when they were written).
 func (t *tx) rolledBack(mark int) {
 	t.records = t.records[:mark]
-	t.staged, t.encoded = nil, nil
+	t.staged, t.encoded, t.absent = nil, nil, nil
 }
 
 // storedEvent is an event's id and the columns of its events indexes that
@@ -340,6 +344,8 @@ func (t *tx) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.
 		if e, err = rowcodec.DecodeEvent(data, nil); err == nil {
 			t.remember(e, data)
 		}
+	} else if t.absent[id] {
+		return nil, eventNotFound(id)
 	} else {
 		e, err = getEvent(ctx, t.q(), id, withRaw)
 	}
@@ -417,6 +423,7 @@ func (t *tx) putEvent(ctx context.Context, e *calsyncv1.CalendarEvent, r rowcode
 	t.recent.forget(r.ID)
 	delete(t.staged, r.ID)
 	delete(t.encoded, e)
+	delete(t.absent, r.ID)
 	if err := t.putEventRow(ctx, r); err != nil {
 		return err
 	}

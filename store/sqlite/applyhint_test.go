@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,11 +20,7 @@ import (
 // by an Update after another Update's rollback.
 func TestApplyEventHint(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "hint.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t, Options{})
 	ev := func(id, title string) *calsyncv1.CalendarEvent {
 		return &calsyncv1.CalendarEvent{Id: id, CalendarId: "cal_" + id, Provider: "postpress", Title: title,
 			StartTime: timestamppb.New(time.Unix(1e9, 0)), EndTime: timestamppb.New(time.Unix(1e9+3600, 0))}

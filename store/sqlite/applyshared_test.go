@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,11 +19,7 @@ import (
 // the applies' in cursor order and in the hooks.
 func TestApplyFailureSharingTransactionWithUpdates(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "a.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t, Options{})
 	var hooked []store.Cursor
 	db.OnCommit(func(rs []store.ChangeRecord) {
 		for _, r := range rs {

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -51,11 +50,7 @@ func insertLocked(db *DB, reqs []*enqueueRequest) ([]enqueueResult, error) {
 // committed ones, and the deliveries commit whatever the Updates do.
 func TestInboxCommitCarriesQueuedUpdates(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "f.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t, Options{})
 	var seen []string
 	db.OnCommit(func(recs []store.ChangeRecord) {
 		for range recs {

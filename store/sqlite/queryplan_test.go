@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -17,11 +16,7 @@ import (
 // newest first, which needs no sort.
 func TestUnfinishedDeliveriesUseTheirIndex(t *testing.T) {
 	ctx := context.Background()
-	db, err := Open(ctx, filepath.Join(t.TempDir(), "plan.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
+	db := openTemp(t, Options{})
 
 	var def string
 	if err := db.r.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE name = 'deliveries_unfinished_by_state'`).Scan(&def); err != nil {

@@ -76,12 +76,8 @@ func TestConcurrentFirstReadsFinish(t *testing.T) {
 // A missing event's error wraps store.ErrNotFound and names the id, as the
 // store's other not-found errors do.
 func TestEventNotFoundError(t *testing.T) {
-	db, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "nf.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	_, err = db.GetEvent(context.Background(), "evt_missing", false)
+	db := mustOpen(t, filepath.Join(t.TempDir(), "nf.db"), sqlite.Options{})
+	_, err := db.GetEvent(context.Background(), "evt_missing", false)
 	if !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("GetEvent of a missing event = %v, want store.ErrNotFound", err)
 	}

@@ -82,10 +82,13 @@ func TestApplyEventHint(t *testing.T) {
 	}}
 	db.updates <- failing
 	db.updates <- reading
+	unnamed := req("unnamed", "new", apply("unnamed", "new", "")) // names no event: asks nothing
+	unnamed.d.ApplyEventID = ""
 	reqs := []*enqueueRequest{
 		req("first", "new", apply("first", "new", "v1")),
 		req("second", "new", apply("second", "new", "v2")),
 		req("stored", "stored", apply("stored", "stored", "")),
+		unnamed,
 	}
 	db.commitBatch(reqs)
 	for _, r := range reqs {
@@ -100,9 +103,10 @@ func TestApplyEventHint(t *testing.T) {
 		t.Errorf("the reading Update: %v", err)
 	}
 	for key, want := range map[string]found{
-		"first":  {title: "", absent: true},    // missing, and known missing without a query
-		"second": {title: "v1", absent: false}, // written by the first apply of the batch
-		"stored": {title: "before"},            // stored before, not in the cache
+		"first":   {title: "", absent: true},    // missing, and known missing without a query
+		"second":  {title: "v1", absent: false}, // written by the first apply of the batch
+		"stored":  {title: "before"},            // stored before, not in the cache
+		"unnamed": {title: "v2"},                // read from what the batch wrote
 	} {
 		if got[key] != want {
 			t.Errorf("apply %s read %+v, want %+v", key, got[key], want)

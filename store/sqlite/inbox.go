@@ -489,20 +489,28 @@ func chunks(n int, fn func(c, from, to int) error) error {
 }
 
 // lookupQueries and insertQueries hold the set-based statements for each
-// chunk size. One statement answers the three questions asked of every
-// delivery: is it a duplicate, (for one to apply) does an earlier
-// delivery of its ordering key wait, and is the event it applies stored
-// (a NULL id asks nothing). The literal state = 1 lets SQLite use the
+// chunk size. One statement answers the questions asked of every
+// delivery: is it a duplicate, and (for one to apply) does an earlier
+// delivery of its ordering key wait. lookupQueries[withEvents] also asks
+// whether the event each delivery applies is stored (a NULL id asks
+// nothing); a chunk that asks of no event runs the other form, one
+// argument shorter per delivery. The literal state = 1 lets SQLite use the
 // partial index of PENDING deliveries.
-var lookupQueries, insertQueries = func() (lookup, insert [len(chunkSizes)]string) {
+var lookupQueries, insertQueries = func() (lookup [2][len(chunkSizes)]string, insert [len(chunkSizes)]string) {
 	for c, n := range chunkSizes {
-		lookup[c] = `SELECT k.column1,
+		for _, withEvents := range []int{0, 1} {
+			cols, event := "?, ?, ?, ?, ?, ?, ?", ""
+			if withEvents == 1 {
+				cols, event = cols+", ?", `,
+			EXISTS (SELECT 1 FROM events WHERE id = k.column8)`
+			}
+			lookup[withEvents][c] = `SELECT k.column1,
 			(SELECT id FROM deliveries
 				WHERE provider = k.column2 AND dedup_key = k.column3 AND receive_ns > k.column4 AND receive_ns < k.column5
 				ORDER BY receive_ns DESC, id DESC LIMIT 1),
-			EXISTS (SELECT 1 FROM deliveries WHERE state = 1 AND ordering_key = k.column6 AND k.column7),
-			EXISTS (SELECT 1 FROM events WHERE id = k.column8)
-			FROM (VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?, ?)) AS k`
+			EXISTS (SELECT 1 FROM deliveries WHERE state = 1 AND ordering_key = k.column6 AND k.column7)` + event + `
+			FROM (VALUES ` + strings.Repeat("("+cols+"), ", n-1) + "(" + cols + `)) AS k`
+		}
 		insert[c] = `INSERT OR FAIL INTO deliveries
 			(provider, dedup_key, message_id, event_type, ordering_key, body, state, last_error, receive_ns, process_ns, next_attempt_ns)
 			VALUES ` + strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", n-1) + `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
@@ -518,27 +526,38 @@ func (db *DB) lookupStored(ctx context.Context, q writeQuerier, recent *recentEv
 	out := make([]storedLookup, len(reqs))
 	args := make([]any, 0, 8*chunkSizes[0])
 	err := chunks(len(reqs), func(c, from, to int) error {
+		withEvents := 0
+		for i := from; i < to; i++ {
+			r := reqs[i]
+			if id := r.d.ApplyEventID; r.apply != nil && r.applyErr == nil && id != "" && !recent.has(id) {
+				out[i].askedEvent, withEvents = true, 1
+			}
+		}
 		args = args[:0]
 		for i := from; i < to; i++ {
 			r := reqs[i]
 			recv := rowcodec.Nanos(r.d.ReceiveTime)
-			applies := r.apply != nil && r.applyErr == nil
-			var eventID any
-			if id := r.d.ApplyEventID; applies && id != "" && !recent.has(id) {
-				eventID, out[i].askedEvent = id, true
-			}
 			args = append(args, i, r.d.Provider, r.d.DedupKey, satSub(recv, window), satAdd(recv, window),
-				r.d.OrderingKey, applies && r.d.OrderingKey != "", eventID)
+				r.d.OrderingKey, r.apply != nil && r.applyErr == nil && r.d.OrderingKey != "")
+			if withEvents == 1 {
+				var eventID any
+				if out[i].askedEvent {
+					eventID = r.d.ApplyEventID
+				}
+				args = append(args, eventID)
+			}
 		}
-		rows, err := q.QueryContext(ctx, lookupQueries[c], args...)
+		rows, err := q.QueryContext(ctx, lookupQueries[withEvents][c], args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
+		var i int
+		var l storedLookup
+		dest := []any{&i, &l.dup, &l.waiting, &l.eventStored}[:3+withEvents]
 		for rows.Next() {
-			var i int
-			var l storedLookup
-			if err := rows.Scan(&i, &l.dup, &l.waiting, &l.eventStored); err != nil {
+			l = storedLookup{}
+			if err := rows.Scan(dest...); err != nil {
 				return err
 			}
 			if i < from || i >= to {

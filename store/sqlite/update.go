@@ -260,7 +260,8 @@ type tx struct {
 	staged map[string][]byte
 	// absent holds, while a batch's applies run (insertRows), the events
 	// its lookup found missing before the batch; an event written since
-	// leaves it. GetEvent answers those without a query.
+	// leaves it. GetEvent answers those without a query. It is gone before
+	// anything in the transaction can be rolled back.
 	absent map[string]bool
 	// encoded maps the events this transaction wrote (PutEvent) or read
 	// from rows it or this process wrote (GetEvent) to those rows, which
@@ -302,7 +303,7 @@ func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*sql.Tx) error) error
 // when they were written).
 func (t *tx) rolledBack(mark int) {
 	t.records = t.records[:mark]
-	t.staged, t.encoded, t.absent = nil, nil, nil
+	t.staged, t.encoded = nil, nil
 }
 
 // storedEvent is an event's id and the columns of its events indexes that

@@ -2,11 +2,12 @@ package recall
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/segmentio/encoding/json"
 
 	"github.com/calsync/calsync/internal/stagebench"
 )
@@ -41,7 +42,8 @@ func BenchmarkStageVerifyRecall(b *testing.B) {
 
 // BenchmarkStageNormalizeRecall is the normalize stage of a Recall event
 // as processing runs it on each event of a fetched page: decode Recall's
-// event (which keeps the whole document as the raw payload), then
+// event with the JSON package the client decodes pages with (the event
+// keeps the whole document as the raw payload), then
 // NormalizeEventJSON, which decodes the raw Google Calendar or Microsoft
 // Graph event inside it and checks the document, kept as the payload. Each sub-benchmark is one golden input.
 func BenchmarkStageNormalizeRecall(b *testing.B) {

@@ -2,10 +2,11 @@ package recall
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/segmentio/encoding/json"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"

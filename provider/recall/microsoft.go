@@ -1,12 +1,13 @@
 package recall
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/segmentio/encoding/json"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 )

@@ -1,8 +1,9 @@
 package recall
 
 import (
-	"encoding/json"
 	"time"
+
+	"github.com/segmentio/encoding/json"
 )
 
 // Calendar platforms Recall reports.

@@ -54,7 +54,7 @@ func encodeChangeJSON(fr Frame, opts protojson.MarshalOptions) (cursor string, d
 	if err := proto.Unmarshal(fr, &resp); err != nil {
 		return "", nil, fmt.Errorf("watch: decode change: %w", err)
 	}
-	if data, err = opts.Marshal(resp.GetChange()); err != nil {
+	if data, err = marshalJSON(opts, resp.GetChange()); err != nil {
 		return "", nil, fmt.Errorf("watch: encode change: %w", err)
 	}
 	return resp.GetChange().GetCursor(), data, nil
@@ -107,7 +107,7 @@ func (o *jsonOut) change(e *entry, includePrevious bool) error {
 }
 
 func (o *jsonOut) bookmark(cursor string, complete bool) error {
-	data, err := o.hub.cfg.JSON.Marshal(&calsyncv1.Bookmark{Cursor: cursor, SnapshotComplete: complete})
+	data, err := marshalJSON(o.hub.cfg.JSON, &calsyncv1.Bookmark{Cursor: cursor, SnapshotComplete: complete})
 	if err != nil {
 		return fmt.Errorf("watch: encode bookmark: %w", err)
 	}
@@ -118,7 +118,7 @@ func (o *jsonOut) bookmark(cursor string, complete bool) error {
 }
 
 func (o *jsonOut) snapshot(ev *calsyncv1.CalendarEvent) error {
-	data, err := o.hub.cfg.JSON.Marshal(&calsyncv1.Change{Type: changeTypeCreated, Event: ev})
+	data, err := marshalJSON(o.hub.cfg.JSON, &calsyncv1.Change{Type: changeTypeCreated, Event: ev})
 	if err != nil {
 		return fmt.Errorf("watch: encode snapshot event: %w", err)
 	}

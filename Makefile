@@ -134,7 +134,7 @@ bench-quick: bench-tool
 	$(BENCH) run -profile quick
 
 ## bench-stages: one microbenchmark per stage of a webhook (intake, verify, inbox commit, WAL write,
-## normalize, apply, Recall hints, broadcast), each with CPU and allocations per webhook; STAGETIME=1s each
+## normalize, apply, Recall hints, broadcast, encode), each with CPU and allocations per webhook; STAGETIME=1s each
 STAGETIME ?= 1s
 STAGE_BENCHES := \
 	'./provider/postpress=BenchmarkStage' \
@@ -143,7 +143,7 @@ STAGE_BENCHES := \
 	'./store/sqlite=BenchmarkEnqueue$$|BenchmarkPointReads' \
 	'./store/sqlite/walvfs=BenchmarkCommit$$' \
 	'./ingest=BenchmarkStage|BenchmarkProcessPostpress$$' \
-	'./watch=BenchmarkStage|BenchmarkFanOutFiltered$$'
+	'./watch=BenchmarkStage|BenchmarkFanOutFiltered$$|BenchmarkEncode$$'
 bench-stages:
 	@echo "load average: $$(cut -d' ' -f1-3 /proc/loadavg), $$(nproc) cores"
 	@set -o pipefail; for spec in $(STAGE_BENCHES); do \

@@ -1,7 +1,6 @@
 package watch
 
 import (
-	"encoding/base64"
 	"errors"
 	"math"
 	"strconv"
@@ -12,6 +11,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // A JSON encoder for the messages REST streams send, for the one set of
@@ -27,8 +28,9 @@ import (
 // It gives what protojson gives with those options, as JSON values: the
 // same members with the same values, not the same bytes (protojson's
 // spacing is deliberately unstable, and nobody may depend on it). Whatever
-// it does not handle exactly as protojson does (a map, a oneof, another
-// well-known type, an invalid string, time or number) it reports as
+// it does not handle exactly as protojson does (a field of another kind than
+// the API uses, a map, a oneof, another well-known type, an invalid string,
+// time or number) it reports as
 // errNotFast, and the caller encodes the message with protojson instead,
 // which gives the answer or the error protojson gives.
 
@@ -60,16 +62,20 @@ type fieldPlan struct {
 
 var plans sync.Map // protoreflect.FullName → []fieldPlan, or nil when not supported
 
-func planOf(md protoreflect.MessageDescriptor) ([]fieldPlan, bool) {
+// planOf returns the plan of a message type, nil when the encoder leaves
+// the type to protojson.
+func planOf(md protoreflect.MessageDescriptor) []fieldPlan {
 	if p, ok := plans.Load(md.FullName()); ok {
-		fp, _ := p.([]fieldPlan)
-		return fp, fp != nil
+		return p.([]fieldPlan)
 	}
 	fp := buildPlan(md)
 	plans.Store(md.FullName(), fp)
-	return fp, fp != nil
+	return fp
 }
 
+// buildPlan plans the kinds of field the API's messages have (strings,
+// booleans, enums, messages, and lists of them); a type with any other
+// field, a map or a oneof is left to protojson.
 func buildPlan(md protoreflect.MessageDescriptor) []fieldPlan {
 	if md.Oneofs().Len() > 0 {
 		return nil
@@ -78,7 +84,12 @@ func buildPlan(md protoreflect.MessageDescriptor) []fieldPlan {
 	fp := make([]fieldPlan, 0, fields.Len())
 	for i := range fields.Len() {
 		fd := fields.Get(i)
-		if fd.IsMap() || fd.IsExtension() || fd.Kind() == protoreflect.GroupKind {
+		switch fd.Kind() {
+		case protoreflect.StringKind, protoreflect.BoolKind, protoreflect.EnumKind, protoreflect.MessageKind:
+		default:
+			return nil
+		}
+		if fd.IsMap() || fd.Kind() == protoreflect.EnumKind && fd.Enum().FullName() == "google.protobuf.NullValue" {
 			return nil
 		}
 		key := strconv.AppendQuote(nil, string(fd.Name()))
@@ -89,21 +100,17 @@ func buildPlan(md protoreflect.MessageDescriptor) []fieldPlan {
 
 func appendMessageJSON(b []byte, m protoreflect.Message) ([]byte, error) {
 	md := m.Descriptor()
-	switch md.FullName() {
-	case "google.protobuf.Timestamp":
-		return appendTimestampJSON(b, m)
-	case "google.protobuf.Struct":
-		return appendStructJSON(b, m)
-	case "google.protobuf.Value":
-		return appendValueJSON(b, m)
-	case "google.protobuf.ListValue":
-		return appendListJSON(b, m)
+	switch x := m.Interface().(type) {
+	case *timestamppb.Timestamp:
+		return appendTimestampJSON(b, x)
+	case *structpb.Struct:
+		return appendStructJSON(b, x)
 	}
 	if md.ParentFile().Package() == "google.protobuf" {
 		return b, errNotFast // other well-known types have JSON forms of their own
 	}
-	plan, ok := planOf(md)
-	if !ok {
+	plan := planOf(md)
+	if plan == nil {
 		return b, errNotFast
 	}
 	b = append(b, '{')
@@ -148,37 +155,12 @@ func appendSingularJSON(b []byte, fd protoreflect.FieldDescriptor, v protoreflec
 	case protoreflect.BoolKind:
 		return strconv.AppendBool(b, v.Bool()), nil
 	case protoreflect.EnumKind:
-		if fd.Enum().FullName() == "google.protobuf.NullValue" {
-			return append(b, "null"...), nil
-		}
 		if ev := fd.Enum().Values().ByNumber(v.Enum()); ev != nil {
 			b = append(b, '"')
 			b = append(b, ev.Name()...)
 			return append(b, '"'), nil
 		}
 		return strconv.AppendInt(b, int64(v.Enum()), 10), nil
-	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
-		return strconv.AppendInt(b, v.Int(), 10), nil
-	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
-		return strconv.AppendUint(b, v.Uint(), 10), nil
-	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
-		b = append(b, '"')
-		b = strconv.AppendInt(b, v.Int(), 10)
-		return append(b, '"'), nil
-	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		b = append(b, '"')
-		b = strconv.AppendUint(b, v.Uint(), 10)
-		return append(b, '"'), nil
-	case protoreflect.DoubleKind, protoreflect.FloatKind:
-		f := v.Float()
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return b, errNotFast
-		}
-		return strconv.AppendFloat(b, f, 'g', -1, 64), nil
-	case protoreflect.BytesKind:
-		b = append(b, '"')
-		b = base64.StdEncoding.AppendEncode(b, v.Bytes())
-		return append(b, '"'), nil
 	case protoreflect.MessageKind:
 		return appendMessageJSON(b, v.Message())
 	}
@@ -231,92 +213,78 @@ const (
 	maxTimestampSeconds = 253402300799
 )
 
-func appendTimestampJSON(b []byte, m protoreflect.Message) ([]byte, error) {
-	fields := m.Descriptor().Fields()
-	secs := m.Get(fields.ByName("seconds")).Int()
-	nanos := m.Get(fields.ByName("nanos")).Int()
+func appendTimestampJSON(b []byte, ts *timestamppb.Timestamp) ([]byte, error) {
+	secs, nanos := ts.GetSeconds(), int64(ts.GetNanos())
 	if secs < minTimestampSeconds || secs > maxTimestampSeconds || nanos < 0 || nanos > 999_999_999 {
 		return b, errNotFast
 	}
 	b = append(b, '"')
 	b = time.Unix(secs, 0).UTC().AppendFormat(b, "2006-01-02T15:04:05")
 	if nanos != 0 {
-		frac := strconv.AppendInt(nil, nanos+1_000_000_000, 10)[1:] // nine digits
+		// Nine digits after the point (the leading 1 of 1e9+nanos becomes
+		// the point), cut to six or three when the rest are zeros.
+		dot := len(b)
+		b = strconv.AppendInt(b, nanos+1_000_000_000, 10)
+		b[dot] = '.'
 		switch {
 		case nanos%1_000_000 == 0:
-			frac = frac[:3]
+			b = b[:dot+4]
 		case nanos%1_000 == 0:
-			frac = frac[:6]
+			b = b[:dot+7]
 		}
-		b = append(b, '.')
-		b = append(b, frac...)
 	}
 	return append(b, 'Z', '"'), nil
 }
 
-func appendStructJSON(b []byte, m protoreflect.Message) ([]byte, error) {
-	fields := m.Get(m.Descriptor().Fields().ByName("fields")).Map()
+func appendStructJSON(b []byte, s *structpb.Struct) ([]byte, error) {
 	// protojson orders a map's members by key; JSON objects have no order,
 	// and a Struct's keys are unique, so they go out as the map gives them.
 	b = append(b, '{')
 	first := true
 	var err error
-	fields.Range(func(k protoreflect.MapKey, v protoreflect.Value) bool {
+	for k, v := range s.GetFields() {
 		if !first {
 			b = append(b, ',')
 		}
 		first = false
-		if b, err = appendStringJSON(b, k.String()); err != nil {
-			return false
+		if b, err = appendStringJSON(b, k); err != nil {
+			return b, err
 		}
 		b = append(b, ':')
-		b, err = appendValueJSON(b, v.Message())
-		return err == nil
-	})
-	if err != nil {
-		return b, err
+		if b, err = appendValueJSON(b, v); err != nil {
+			return b, err
+		}
 	}
 	return append(b, '}'), nil
 }
 
-func appendValueJSON(b []byte, m protoreflect.Message) ([]byte, error) {
-	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("kind"))
-	if fd == nil {
-		return b, errNotFast // no kind set: protojson's error
-	}
-	v := m.Get(fd)
-	switch fd.Name() {
-	case "null_value":
+func appendValueJSON(b []byte, v *structpb.Value) ([]byte, error) {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NullValue:
 		return append(b, "null"...), nil
-	case "number_value":
-		f := v.Float()
-		if math.IsNaN(f) || math.IsInf(f, 0) {
+	case *structpb.Value_NumberValue:
+		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
 			return b, errNotFast
 		}
-		return strconv.AppendFloat(b, f, 'g', -1, 64), nil
-	case "string_value":
-		return appendStringJSON(b, v.String())
-	case "bool_value":
-		return strconv.AppendBool(b, v.Bool()), nil
-	case "struct_value":
-		return appendStructJSON(b, v.Message())
-	case "list_value":
-		return appendListJSON(b, v.Message())
-	}
-	return b, errNotFast
-}
-
-func appendListJSON(b []byte, m protoreflect.Message) ([]byte, error) {
-	l := m.Get(m.Descriptor().Fields().ByName("values")).List()
-	b = append(b, '[')
-	var err error
-	for i := range l.Len() {
-		if i > 0 {
-			b = append(b, ',')
+		return strconv.AppendFloat(b, k.NumberValue, 'g', -1, 64), nil
+	case *structpb.Value_StringValue:
+		return appendStringJSON(b, k.StringValue)
+	case *structpb.Value_BoolValue:
+		return strconv.AppendBool(b, k.BoolValue), nil
+	case *structpb.Value_StructValue:
+		return appendStructJSON(b, k.StructValue)
+	case *structpb.Value_ListValue:
+		b = append(b, '[')
+		var err error
+		for i, e := range k.ListValue.GetValues() {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = appendValueJSON(b, e); err != nil {
+				return b, err
+			}
 		}
-		if b, err = appendValueJSON(b, l.Get(i).Message()); err != nil {
-			return b, err
-		}
+		return append(b, ']'), nil
 	}
-	return append(b, ']'), nil
+	return b, errNotFast // no kind set: protojson's error
 }

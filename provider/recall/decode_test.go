@@ -46,13 +46,15 @@ func checkDecodesAsStandard(t *testing.T, body []byte) {
 	}
 }
 
-func decodeSeeds(tb testing.TB) [][]byte {
+// recallInputs returns the Recall events of testdata (not the golden
+// normalized ones).
+func recallInputs(tb testing.TB) [][]byte {
 	tb.Helper()
 	inputs, err := filepath.Glob("testdata/*.json")
 	if err != nil || len(inputs) == 0 {
 		tb.Fatalf("no testdata: %v", err)
 	}
-	var seeds [][]byte
+	var events [][]byte
 	for _, in := range inputs {
 		if strings.HasSuffix(in, ".golden.json") {
 			continue
@@ -61,6 +63,15 @@ func decodeSeeds(tb testing.TB) [][]byte {
 		if err != nil {
 			tb.Fatal(err)
 		}
+		events = append(events, b)
+	}
+	return events
+}
+
+func decodeSeeds(tb testing.TB) [][]byte {
+	tb.Helper()
+	var seeds [][]byte
+	for _, b := range recallInputs(tb) {
 		seeds = append(seeds, b)
 		if raw := rawOf(b); raw != nil {
 			seeds = append(seeds, raw)

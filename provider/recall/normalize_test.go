@@ -223,15 +223,7 @@ func TestNormalizeEventErrors(t *testing.T) {
 }
 
 func FuzzNormalize(f *testing.F) {
-	inputs, _ := filepath.Glob("testdata/*.json")
-	for _, in := range inputs {
-		if strings.HasSuffix(in, ".golden.json") {
-			continue
-		}
-		b, err := os.ReadFile(in)
-		if err != nil {
-			f.Fatal(err)
-		}
+	for _, b := range recallInputs(f) {
 		f.Add(b)
 	}
 	f.Add([]byte(`{"id":"e","calendar_id":"c","raw":null}`))

@@ -56,8 +56,9 @@ var (
 	// process.
 	logMethods uintptr
 
-	// flushes, heldWrites and syncs count what the VFS did, for its tests.
-	flushes, heldWrites, syncs atomic.Int64
+	// flushes, heldWrites, syncs and viewReads count what the VFS did,
+	// for its tests.
+	flushes, heldWrites, syncs, viewReads atomic.Int64
 )
 
 // logFile is an open write-ahead log as SQLite sees it: its own header,
@@ -73,6 +74,8 @@ type logFile struct {
 	// header is set while a write of the log's header has not been synced.
 	log    int32
 	header int32
+	// view is the id of the log's view (0: none; see view.go).
+	view int32
 }
 
 // headerSize is where the default VFS's file starts inside a logFile; a
@@ -186,8 +189,11 @@ func vfsOpen(tls *libc.TLS, pVfs uintptr, zName uintptr, pFile uintptr, flags in
 	if inner(pFile).FpMethods != 0 {
 		f.base.FpMethods = logMethods
 	}
-	if rc == sqlite3.SQLITE_OK && pVfs == pipeVFS {
-		f.log = openLog(pFile)
+	if rc == sqlite3.SQLITE_OK {
+		f.view = openView(int((*sqlite3.TunixFile)(ptr(pFile + headerSize)).Fh))
+		if pVfs == pipeVFS {
+			f.log = openLog(pFile)
+		}
 	}
 	return rc
 }
@@ -206,9 +212,14 @@ func flush(tls *libc.TLS, pFile uintptr) int32 {
 // default VFS, in pieces it takes in one call.
 func writeOut(tls *libc.TLS, pFile uintptr, buf uintptr, n, off int64) int32 {
 	write := innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)
+	v := viewOf((*logFile)(ptr(pFile)).view)
 	for done := int64(0); done < n; done += maxWrite {
-		if rc := write(tls, pFile+headerSize, buf+uintptr(done), int32(min(n-done, maxWrite)), off+done); rc != sqlite3.SQLITE_OK {
+		piece := min(n-done, maxWrite)
+		if rc := write(tls, pFile+headerSize, buf+uintptr(done), int32(piece), off+done); rc != sqlite3.SQLITE_OK {
 			return rc
+		}
+		if v != nil {
+			v.grew(off + done + piece)
 		}
 	}
 	return sqlite3.SQLITE_OK
@@ -249,13 +260,17 @@ func logWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 	return sqlite3.SQLITE_OK
 }
 
-// logRead writes out what is held first only if the read overlaps it.
+// logRead writes out what is held first only if the read overlaps it, and
+// reads from the log's view when it can.
 func logRead(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64) int32 {
 	f := (*logFile)(ptr(pFile))
 	if f.held > 0 && iOfst < f.start+f.held && iOfst+int64(iAmt) > f.start {
 		if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 			return rc
 		}
+	}
+	if v := viewOf(f.view); v != nil && iAmt > 0 && v.read(unsafe.Slice((*byte)(ptr(zBuf)), iAmt), iOfst) {
+		return sqlite3.SQLITE_OK
 	}
 	return innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offRead)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
 }
@@ -286,6 +301,8 @@ func logClose(tls *libc.TLS, pFile uintptr) int32 {
 		}
 		f.log = 0
 	}
+	closeView(f.view)
+	f.view = 0
 	if f.buf != 0 {
 		libc.Xfree(tls, f.buf)
 		f.buf, f.cap = 0, 0
@@ -299,6 +316,11 @@ func logClose(tls *libc.TLS, pFile uintptr) int32 {
 func logTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
 	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
+	}
+	// Cut before: a read must never count on bytes a truncate may remove.
+	v := viewOf((*logFile)(ptr(pFile)).view)
+	if v != nil {
+		v.cut(size)
 	}
 	return innerMethod[func(*libc.TLS, uintptr, int64) int32](pFile, offTruncate)(tls, pFile+headerSize, size)
 }

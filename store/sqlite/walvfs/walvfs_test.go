@@ -158,6 +158,40 @@ func TestCommitsAreVisibleAndGathered(t *testing.T) {
 	checkRows(t, path, n)
 }
 
+// TestLogReadsComeFromItsView: the writer's reads of frames and a
+// checkpoint's copies of them are served by the log's view (see view.go),
+// and give what was committed.
+func TestLogReadsComeFromItsView(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "t.db")
+	w := open(t, path, true, "cache_size(8)")
+	mustExec(t, w, `CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)`)
+	const n = 200
+	for i := range n {
+		mustExec(t, w, `INSERT INTO t (id, body) VALUES (?, ?)`, i, row(i))
+	}
+	before := walvfs.ViewReads()
+	wantRows(t, w, n, "from the log")
+	read := walvfs.ViewReads() - before
+	// Each row fills three pages, nearly all of them out of 8 cached.
+	if read < 2*n {
+		t.Fatalf("reading %d rows back took %d reads from the view, want at least %d", n, read, 2*n)
+	}
+
+	ckpt := open(t, path, true)
+	before = walvfs.ViewReads()
+	var busy, logged, copied int
+	if err := ckpt.QueryRow(`PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logged, &copied); err != nil || copied != logged {
+		t.Fatalf("wal_checkpoint = busy %d, %d of %d frames copied, %v", busy, copied, logged, err)
+	}
+	// It copies every page of the rows once: two overflow pages a row.
+	if read := walvfs.ViewReads() - before; read < 2*n {
+		t.Fatalf("a checkpoint of %d frames took %d reads from the view, want at least %d", logged, read, 2*n)
+	}
+	w.Close()
+	ckpt.Close()
+	checkRows(t, path, n)
+}
+
 // TestLargeTransactionReadsItsOwnSpilledPages: a transaction larger than
 // the page cache writes frames before its commit and reads them back; it
 // must read what it wrote, also after a rollback and while frames of more

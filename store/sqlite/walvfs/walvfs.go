@@ -9,8 +9,12 @@
 // VFS holds a WAL's consecutive writes in memory and hands them to the file
 // system in one write just before anything can depend on them: before the
 // sync, before a read of the held range, a size, a truncate, a file control
-// and the close. Everything else (the database file, journals, temporary files
-// and every method of the log besides write) goes straight to the default VFS.
+// and the close.
+//
+// Reads of the log and of the database file come from a shared memory map
+// of the file instead of a read system call each (see view.go). Everything
+// else (journals, temporary files, and every other method of the log and
+// the database file) goes straight to the default VFS.
 //
 // Durability is unchanged under synchronous=FULL, where every commit syncs the
 // log: a commit still returns only after its frames are written and synced.
@@ -51,10 +55,10 @@ var (
 	// one registered as PipeName.
 	base, pipeVFS uintptr
 
-	// logMethods, the methods of a log, are in SQLite's memory, as is the
-	// VFS itself (SQLite links it into its list); both live as long as the
-	// process.
-	logMethods uintptr
+	// logMethods and dbMethods, the methods of a log and of a database
+	// file, are in SQLite's memory, as is the VFS itself (SQLite links it
+	// into its list); all live as long as the process.
+	logMethods, dbMethods uintptr
 
 	// flushes, heldWrites, syncs and viewReads count what the VFS did,
 	// for its tests.
@@ -64,6 +68,7 @@ var (
 // logFile is an open write-ahead log as SQLite sees it: its own header,
 // followed by the default VFS's file, which does the real work. held bytes,
 // starting at file offset start, are waiting in buf (C memory of size cap).
+// A database file has the same header, of which it only uses view.
 type logFile struct {
 	base  sqlite3.Tsqlite3_file
 	buf   uintptr
@@ -102,7 +107,8 @@ func register() error {
 	}
 	p := libc.Xcalloc(tls, 1, libc.Tsize_t(unsafe.Sizeof(sqlite3.Tsqlite3_vfs{})))
 	logMethods = libc.Xcalloc(tls, 1, libc.Tsize_t(unsafe.Sizeof(sqlite3.Tsqlite3_io_methods{})))
-	if p == 0 || logMethods == 0 {
+	dbMethods = libc.Xcalloc(tls, 1, libc.Tsize_t(unsafe.Sizeof(sqlite3.Tsqlite3_io_methods{})))
+	if p == 0 || logMethods == 0 || dbMethods == 0 {
 		return errNoMemory
 	}
 	b := (*sqlite3.Tsqlite3_vfs)(ptr(base))
@@ -137,18 +143,19 @@ func register() error {
 	setFunc(&m.FxTruncate, logTruncate)
 	setFunc(&m.FxSync, logSync)
 	setFunc(&m.FxFileSize, logFileSize)
-	setFunc(&m.FxLock, logLock)
-	setFunc(&m.FxUnlock, logUnlock)
-	setFunc(&m.FxCheckReservedLock, logCheckReservedLock)
+	setFunc(&m.FxLock, fwdLock)
+	setFunc(&m.FxUnlock, fwdUnlock)
+	setFunc(&m.FxCheckReservedLock, fwdCheckReservedLock)
 	setFunc(&m.FxFileControl, logFileControl)
-	setFunc(&m.FxSectorSize, logSectorSize)
-	setFunc(&m.FxDeviceCharacteristics, logDeviceCharacteristics)
-	setFunc(&m.FxShmMap, logShmMap)
-	setFunc(&m.FxShmLock, logShmLock)
-	setFunc(&m.FxShmBarrier, logShmBarrier)
-	setFunc(&m.FxShmUnmap, logShmUnmap)
+	setFunc(&m.FxSectorSize, fwdSectorSize)
+	setFunc(&m.FxDeviceCharacteristics, fwdDeviceCharacteristics)
+	setFunc(&m.FxShmMap, fwdShmMap)
+	setFunc(&m.FxShmLock, fwdShmLock)
+	setFunc(&m.FxShmBarrier, fwdShmBarrier)
+	setFunc(&m.FxShmUnmap, fwdShmUnmap)
 	setFunc(&m.FxFetch, logFetch)
-	setFunc(&m.FxUnfetch, logUnfetch)
+	setFunc(&m.FxUnfetch, fwdUnfetch)
+	setDBMethods((*sqlite3.Tsqlite3_io_methods)(ptr(dbMethods)))
 
 	if rc := sqlite3.Xsqlite3_vfs_register(tls, p, 0); rc != sqlite3.SQLITE_OK {
 		return &registerError{rc: rc}
@@ -172,12 +179,13 @@ func register() error {
 	return nil
 }
 
-// vfsOpen opens every file through the default VFS. Any file but a log is
-// the default VFS's file, placed where SQLite expects its own; a log is
-// wrapped in a logFile.
+// vfsOpen opens every file through the default VFS. A log or a database
+// file is wrapped in a logFile; any other file is the default VFS's file,
+// placed where SQLite expects its own.
 func vfsOpen(tls *libc.TLS, pVfs uintptr, zName uintptr, pFile uintptr, flags int32, pOutFlags uintptr) int32 {
 	open := baseMethod[func(*libc.TLS, uintptr, uintptr, uintptr, int32, uintptr) int32](offOpen)
-	if flags&sqlite3.SQLITE_OPEN_WAL == 0 {
+	isLog := flags&sqlite3.SQLITE_OPEN_WAL != 0
+	if !isLog && flags&sqlite3.SQLITE_OPEN_MAIN_DB == 0 {
 		return open(tls, base, zName, pFile, flags, pOutFlags)
 	}
 	f := (*logFile)(ptr(pFile))
@@ -188,10 +196,13 @@ func vfsOpen(tls *libc.TLS, pVfs uintptr, zName uintptr, pFile uintptr, flags in
 	// failed; the default VFS's file then gets its close through ours.
 	if inner(pFile).FpMethods != 0 {
 		f.base.FpMethods = logMethods
+		if !isLog {
+			f.base.FpMethods = dbMethods
+		}
 	}
 	if rc == sqlite3.SQLITE_OK {
 		f.view = openView(int((*sqlite3.TunixFile)(ptr(pFile + headerSize)).Fh))
-		if pVfs == pipeVFS {
+		if isLog && pVfs == pipeVFS {
 			f.log = openLog(pFile)
 		}
 	}
@@ -269,10 +280,7 @@ func logRead(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64
 			return rc
 		}
 	}
-	if v := viewOf(f.view); v != nil && iAmt > 0 && v.read(unsafe.Slice((*byte)(ptr(zBuf)), iAmt), iOfst) {
-		return sqlite3.SQLITE_OK
-	}
-	return innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offRead)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
+	return viewRead(tls, pFile, zBuf, iAmt, iOfst)
 }
 
 // logSync writes out what is held and syncs the log, unless the log is a
@@ -317,12 +325,7 @@ func logTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
 	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	// Cut before: a read must never count on bytes a truncate may remove.
-	v := viewOf((*logFile)(ptr(pFile)).view)
-	if v != nil {
-		v.cut(size)
-	}
-	return innerMethod[func(*libc.TLS, uintptr, int64) int32](pFile, offTruncate)(tls, pFile+headerSize, size)
+	return viewTruncate(tls, pFile, size)
 }
 
 func logFileSize(tls *libc.TLS, pFile uintptr, pSize uintptr) int32 {
@@ -339,41 +342,42 @@ func logFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 
 	return innerMethod[func(*libc.TLS, uintptr, int32, uintptr) int32](pFile, offFileControl)(tls, pFile+headerSize, op, pArg)
 }
 
-// The log's remaining methods neither read nor write its contents.
+// The remaining methods, of a log and of a database file, neither read nor
+// write their contents.
 
-func logLock(tls *libc.TLS, pFile uintptr, lock int32) int32 {
+func fwdLock(tls *libc.TLS, pFile uintptr, lock int32) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offLock)(tls, pFile+headerSize, lock)
 }
 
-func logUnlock(tls *libc.TLS, pFile uintptr, lock int32) int32 {
+func fwdUnlock(tls *libc.TLS, pFile uintptr, lock int32) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offUnlock)(tls, pFile+headerSize, lock)
 }
 
-func logCheckReservedLock(tls *libc.TLS, pFile uintptr, pResOut uintptr) int32 {
+func fwdCheckReservedLock(tls *libc.TLS, pFile uintptr, pResOut uintptr) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, uintptr) int32](pFile, offCheckReservedLock)(tls, pFile+headerSize, pResOut)
 }
 
-func logSectorSize(tls *libc.TLS, pFile uintptr) int32 {
+func fwdSectorSize(tls *libc.TLS, pFile uintptr) int32 {
 	return innerMethod[func(*libc.TLS, uintptr) int32](pFile, offSectorSize)(tls, pFile+headerSize)
 }
 
-func logDeviceCharacteristics(tls *libc.TLS, pFile uintptr) int32 {
+func fwdDeviceCharacteristics(tls *libc.TLS, pFile uintptr) int32 {
 	return innerMethod[func(*libc.TLS, uintptr) int32](pFile, offDeviceCharacteristics)(tls, pFile+headerSize)
 }
 
-func logShmMap(tls *libc.TLS, pFile uintptr, iPg, pgsz, bExtend int32, pp uintptr) int32 {
+func fwdShmMap(tls *libc.TLS, pFile uintptr, iPg, pgsz, bExtend int32, pp uintptr) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, int32, int32, int32, uintptr) int32](pFile, offShmMap)(tls, pFile+headerSize, iPg, pgsz, bExtend, pp)
 }
 
-func logShmLock(tls *libc.TLS, pFile uintptr, offset, n, flags int32) int32 {
+func fwdShmLock(tls *libc.TLS, pFile uintptr, offset, n, flags int32) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, int32, int32, int32) int32](pFile, offShmLock)(tls, pFile+headerSize, offset, n, flags)
 }
 
-func logShmBarrier(tls *libc.TLS, pFile uintptr) {
+func fwdShmBarrier(tls *libc.TLS, pFile uintptr) {
 	innerMethod[func(*libc.TLS, uintptr)](pFile, offShmBarrier)(tls, pFile+headerSize)
 }
 
-func logShmUnmap(tls *libc.TLS, pFile uintptr, deleteFlag int32) int32 {
+func fwdShmUnmap(tls *libc.TLS, pFile uintptr, deleteFlag int32) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offShmUnmap)(tls, pFile+headerSize, deleteFlag)
 }
 
@@ -384,7 +388,7 @@ func logFetch(tls *libc.TLS, pFile uintptr, iOfst int64, iAmt int32, pp uintptr)
 	return innerMethod[func(*libc.TLS, uintptr, int64, int32, uintptr) int32](pFile, offFetch)(tls, pFile+headerSize, iOfst, iAmt, pp)
 }
 
-func logUnfetch(tls *libc.TLS, pFile uintptr, iOfst int64, p uintptr) int32 {
+func fwdUnfetch(tls *libc.TLS, pFile uintptr, iOfst int64, p uintptr) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, int64, uintptr) int32](pFile, offUnfetch)(tls, pFile+headerSize, iOfst, p)
 }
 

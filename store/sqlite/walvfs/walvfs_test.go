@@ -158,10 +158,10 @@ func TestCommitsAreVisibleAndGathered(t *testing.T) {
 	checkRows(t, path, n)
 }
 
-// TestLogReadsComeFromItsView: the writer's reads of frames and a
-// checkpoint's copies of them are served by the log's view (see view.go),
-// and give what was committed.
-func TestLogReadsComeFromItsView(t *testing.T) {
+// TestReadsComeFromTheView: the writer's reads of frames, a checkpoint's
+// copies of them and reads of the database file are served by the files'
+// views (see view.go), and give what was committed.
+func TestReadsComeFromTheView(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "t.db")
 	w := open(t, path, true, "cache_size(8)")
 	mustExec(t, w, `CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB)`)
@@ -186,6 +186,16 @@ func TestLogReadsComeFromItsView(t *testing.T) {
 	// It copies every page of the rows once: two overflow pages a row.
 	if read := walvfs.ViewReads() - before; read < 2*n {
 		t.Fatalf("a checkpoint of %d frames took %d reads from the view, want at least %d", logged, read, 2*n)
+	}
+
+	// With the log emptied, every page comes from the database file.
+	if err := ckpt.QueryRow(`PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logged, &copied); err != nil || busy != 0 || logged != 0 {
+		t.Fatalf("wal_checkpoint(TRUNCATE) = busy %d, %d of %d frames copied, %v", busy, copied, logged, err)
+	}
+	before = walvfs.ViewReads()
+	wantRows(t, w, n, "from the database file")
+	if read := walvfs.ViewReads() - before; read < 2*n {
+		t.Fatalf("reading %d rows from the database file took %d reads from the view, want at least %d", n, read, 2*n)
 	}
 	w.Close()
 	ckpt.Close()

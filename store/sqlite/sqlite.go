@@ -263,10 +263,11 @@ const (
 // transaction never fails half way to upgrade), and readers are query-only
 // so a bug cannot write outside the writer's lock. The writer never
 // checkpoints: the checkpointer does (see checkpoint.go). Under
-// synchronous=FULL, writing connections write the WAL through walvfs, one
-// system call per commit instead of two per page, and the writer through
-// its pipelined VFS, whose commits leave their sync to the syncer (see
-// durable.go).
+// synchronous=FULL, writing connections open the database through walvfs,
+// which writes the WAL in one system call per commit instead of two per
+// page and reads the WAL and the database file from memory maps; the
+// writer uses its pipelined VFS, whose commits leave their sync to the
+// syncer (see durable.go).
 func dsn(path, synchronous string, role connRole) string {
 	readOnly := role == readerConn
 	q := url.Values{}

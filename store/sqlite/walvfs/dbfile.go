@@ -14,25 +14,15 @@ import (
 // holds a write transaction, and the writer always does.
 
 func setDBMethods(m *sqlite3.Tsqlite3_io_methods) {
-	m.FiVersion = 3
+	setForwarders(m)
 	setFunc(&m.FxClose, dbClose)
 	setFunc(&m.FxRead, viewRead)
 	setFunc(&m.FxWrite, dbWrite)
 	setFunc(&m.FxTruncate, viewTruncate)
 	setFunc(&m.FxSync, fwdSync)
 	setFunc(&m.FxFileSize, fwdFileSize)
-	setFunc(&m.FxLock, fwdLock)
-	setFunc(&m.FxUnlock, fwdUnlock)
-	setFunc(&m.FxCheckReservedLock, fwdCheckReservedLock)
 	setFunc(&m.FxFileControl, fwdFileControl)
-	setFunc(&m.FxSectorSize, fwdSectorSize)
-	setFunc(&m.FxDeviceCharacteristics, fwdDeviceCharacteristics)
-	setFunc(&m.FxShmMap, fwdShmMap)
-	setFunc(&m.FxShmLock, fwdShmLock)
-	setFunc(&m.FxShmBarrier, fwdShmBarrier)
-	setFunc(&m.FxShmUnmap, fwdShmUnmap)
 	setFunc(&m.FxFetch, fwdFetch)
-	setFunc(&m.FxUnfetch, fwdUnfetch)
 }
 
 func dbClose(tls *libc.TLS, pFile uintptr) int32 {

@@ -136,25 +136,15 @@ func register() error {
 	setFunc(&vfs.FxCurrentTimeInt64, vfsCurrentTimeInt64)
 
 	m := (*sqlite3.Tsqlite3_io_methods)(ptr(logMethods))
-	m.FiVersion = 3
+	setForwarders(m)
 	setFunc(&m.FxClose, logClose)
 	setFunc(&m.FxRead, logRead)
 	setFunc(&m.FxWrite, logWrite)
 	setFunc(&m.FxTruncate, logTruncate)
 	setFunc(&m.FxSync, logSync)
 	setFunc(&m.FxFileSize, logFileSize)
-	setFunc(&m.FxLock, fwdLock)
-	setFunc(&m.FxUnlock, fwdUnlock)
-	setFunc(&m.FxCheckReservedLock, fwdCheckReservedLock)
 	setFunc(&m.FxFileControl, logFileControl)
-	setFunc(&m.FxSectorSize, fwdSectorSize)
-	setFunc(&m.FxDeviceCharacteristics, fwdDeviceCharacteristics)
-	setFunc(&m.FxShmMap, fwdShmMap)
-	setFunc(&m.FxShmLock, fwdShmLock)
-	setFunc(&m.FxShmBarrier, fwdShmBarrier)
-	setFunc(&m.FxShmUnmap, fwdShmUnmap)
 	setFunc(&m.FxFetch, logFetch)
-	setFunc(&m.FxUnfetch, fwdUnfetch)
 	setDBMethods((*sqlite3.Tsqlite3_io_methods)(ptr(dbMethods)))
 
 	if rc := sqlite3.Xsqlite3_vfs_register(tls, p, 0); rc != sqlite3.SQLITE_OK {
@@ -342,8 +332,22 @@ func logFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 
 	return innerMethod[func(*libc.TLS, uintptr, int32, uintptr) int32](pFile, offFileControl)(tls, pFile+headerSize, op, pArg)
 }
 
-// The remaining methods, of a log and of a database file, neither read nor
-// write their contents.
+// setForwarders sets the methods that a log and a database file forward to
+// the default VFS's file as they are: they neither read nor write the
+// file's contents.
+func setForwarders(m *sqlite3.Tsqlite3_io_methods) {
+	m.FiVersion = 3
+	setFunc(&m.FxLock, fwdLock)
+	setFunc(&m.FxUnlock, fwdUnlock)
+	setFunc(&m.FxCheckReservedLock, fwdCheckReservedLock)
+	setFunc(&m.FxSectorSize, fwdSectorSize)
+	setFunc(&m.FxDeviceCharacteristics, fwdDeviceCharacteristics)
+	setFunc(&m.FxShmMap, fwdShmMap)
+	setFunc(&m.FxShmLock, fwdShmLock)
+	setFunc(&m.FxShmBarrier, fwdShmBarrier)
+	setFunc(&m.FxShmUnmap, fwdShmUnmap)
+	setFunc(&m.FxUnfetch, fwdUnfetch)
+}
 
 func fwdLock(tls *libc.TLS, pFile uintptr, lock int32) int32 {
 	return innerMethod[func(*libc.TLS, uintptr, int32) int32](pFile, offLock)(tls, pFile+headerSize, lock)

@@ -9,13 +9,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Reads of a log come from memory, not from a read system call each.
+// Reads of a log and of a database file come from memory, not from a read
+// system call each.
 //
-// SQLite reads the log one frame at a time: the writer when a page it
-// needs is not in its cache, and a checkpoint for every frame it copies
-// into the database file. Each read was a pread of one page. Instead, the
-// process's open handles of a log share a view: a read-only shared memory
-// map of the file, from which a read is a copy.
+// SQLite reads a page at a time: the writer when a page it needs is not in
+// its cache (from the log if the log holds the page, else from the database
+// file), and a checkpoint for every frame of the log it copies into the
+// database file. Each read was a pread of one page. Instead, the process's
+// open handles of a file share a view: a read-only shared memory map of the
+// file, from which a read is a copy.
 //
 // A shared map shows what the file holds now, writes of any handle
 // included (the kernel keeps one copy of a file's pages). A map gives no
@@ -24,18 +26,19 @@ import (
 // every write through this VFS and every truncate; a read it cannot be
 // sure of, past that length or past the map, goes to the file as before.
 // If the file was cut behind the VFS's back (another process, or a
-// connection of another VFS, truncating the log), the fault becomes a
-// panic that the read recovers from, and the read goes to the file too.
+// connection of another VFS, truncating it), the fault becomes a panic
+// that the read recovers from, and the read goes to the file too.
 //
 // The map reserves address space, not memory: the pages it shows are the
-// log's pages in the kernel's cache, which the log occupies in any case.
+// file's pages in the kernel's cache, which the file occupies in any case.
 // They count in the process's resident set once touched.
 
 // viewLen is the length of a view's map. A log is far shorter (the store
-// checkpoints it at a few tens of MB); reads past viewLen go to the file.
+// checkpoints it at a few tens of MB); in a database file larger than
+// this, reads past viewLen go to the file.
 const viewLen = 1 << 30
 
-// view is one log file's map, shared by every handle of it in the process.
+// view is one file's map, shared by every handle of it in the process.
 type view struct {
 	mem []byte
 	// size is how much of the file the view may read: never more than
@@ -56,7 +59,7 @@ var views struct {
 	next   int32
 }
 
-// openView returns the id of the view of the log open at fd, mapping it if
+// openView returns the id of the view of the file open at fd, mapping it if
 // no other handle has: 0 if it cannot be mapped (then every read goes to
 // the file).
 func openView(fd int) int32 {

@@ -9,15 +9,17 @@ import (
 
 // A database file opened through the VFS reads through its view (see
 // view.go), which its writes and truncates keep informed; every other
-// method goes to the default VFS's file. The writer needs this more than
-// SQLite's own memory map: SQLite never maps a page for a connection that
-// holds a write transaction, and the writer always does.
+// method goes to the default VFS's file. The log's methods use the view
+// through the same functions, after writing out what the log holds. The
+// writer needs this more than SQLite's own memory map: SQLite never maps a
+// page for a connection that holds a write transaction, and the writer
+// always does.
 
 func setDBMethods(m *sqlite3.Tsqlite3_io_methods) {
 	setForwarders(m)
-	setFunc(&m.FxClose, dbClose)
+	setFunc(&m.FxClose, viewClose)
 	setFunc(&m.FxRead, viewRead)
-	setFunc(&m.FxWrite, dbWrite)
+	setFunc(&m.FxWrite, viewWrite)
 	setFunc(&m.FxTruncate, viewTruncate)
 	setFunc(&m.FxSync, fwdSync)
 	setFunc(&m.FxFileSize, fwdFileSize)
@@ -25,7 +27,8 @@ func setDBMethods(m *sqlite3.Tsqlite3_io_methods) {
 	setFunc(&m.FxFetch, fwdFetch)
 }
 
-func dbClose(tls *libc.TLS, pFile uintptr) int32 {
+// viewClose lets go of the file's view and closes the file.
+func viewClose(tls *libc.TLS, pFile uintptr) int32 {
 	f := (*logFile)(ptr(pFile))
 	closeView(f.view)
 	f.view = 0
@@ -40,7 +43,9 @@ func viewRead(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int6
 	return innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offRead)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
 }
 
-func dbWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64) int32 {
+// viewWrite writes to the file and tells its view how far the file now
+// reaches.
+func viewWrite(tls *libc.TLS, pFile uintptr, zBuf uintptr, iAmt int32, iOfst int64) int32 {
 	rc := innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)(tls, pFile+headerSize, zBuf, iAmt, iOfst)
 	if v := viewOf((*logFile)(ptr(pFile)).view); v != nil && rc == sqlite3.SQLITE_OK {
 		v.grew(iOfst + int64(iAmt))

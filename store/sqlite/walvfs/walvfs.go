@@ -212,15 +212,9 @@ func flush(tls *libc.TLS, pFile uintptr) int32 {
 // writeOut writes n bytes at buf to the log at offset off through the
 // default VFS, in pieces it takes in one call.
 func writeOut(tls *libc.TLS, pFile uintptr, buf uintptr, n, off int64) int32 {
-	write := innerMethod[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](pFile, offWrite)
-	v := viewOf((*logFile)(ptr(pFile)).view)
 	for done := int64(0); done < n; done += maxWrite {
-		piece := min(n-done, maxWrite)
-		if rc := write(tls, pFile+headerSize, buf+uintptr(done), int32(piece), off+done); rc != sqlite3.SQLITE_OK {
+		if rc := viewWrite(tls, pFile, buf+uintptr(done), int32(min(n-done, maxWrite)), off+done); rc != sqlite3.SQLITE_OK {
 			return rc
-		}
-		if v != nil {
-			v.grew(off + done + piece)
 		}
 	}
 	return sqlite3.SQLITE_OK
@@ -299,13 +293,11 @@ func logClose(tls *libc.TLS, pFile uintptr) int32 {
 		}
 		f.log = 0
 	}
-	closeView(f.view)
-	f.view = 0
 	if f.buf != 0 {
 		libc.Xfree(tls, f.buf)
 		f.buf, f.cap = 0, 0
 	}
-	if rc2 := innerMethod[func(*libc.TLS, uintptr) int32](pFile, offClose)(tls, pFile+headerSize); rc == sqlite3.SQLITE_OK {
+	if rc2 := viewClose(tls, pFile); rc == sqlite3.SQLITE_OK {
 		rc = rc2
 	}
 	return rc
@@ -322,14 +314,14 @@ func logFileSize(tls *libc.TLS, pFile uintptr, pSize uintptr) int32 {
 	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return innerMethod[func(*libc.TLS, uintptr, uintptr) int32](pFile, offFileSize)(tls, pFile+headerSize, pSize)
+	return fwdFileSize(tls, pFile, pSize)
 }
 
 func logFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 {
 	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return innerMethod[func(*libc.TLS, uintptr, int32, uintptr) int32](pFile, offFileControl)(tls, pFile+headerSize, op, pArg)
+	return fwdFileControl(tls, pFile, op, pArg)
 }
 
 // setForwarders sets the methods that a log and a database file forward to
@@ -389,7 +381,7 @@ func logFetch(tls *libc.TLS, pFile uintptr, iOfst int64, iAmt int32, pp uintptr)
 	if rc := flush(tls, pFile); rc != sqlite3.SQLITE_OK {
 		return rc
 	}
-	return innerMethod[func(*libc.TLS, uintptr, int64, int32, uintptr) int32](pFile, offFetch)(tls, pFile+headerSize, iOfst, iAmt, pp)
+	return fwdFetch(tls, pFile, iOfst, iAmt, pp)
 }
 
 func fwdUnfetch(tls *libc.TLS, pFile uintptr, iOfst int64, p uintptr) int32 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 
 	"google.golang.org/grpc"
@@ -137,6 +138,52 @@ func walkFields(b []byte, fn func(protowire.Number, []byte) error) error {
 			return err
 		}
 		b = b[n:]
+	}
+	return nil
+}
+
+// watchLine is what the checker reads of one line of a REST watch stream,
+// {"result": response} in the proto field names calsync sends; the rest of
+// the line is skipped, but parsed: a malformed line fails the stream.
+type watchLine struct {
+	Result *struct {
+		Change *struct {
+			Cursor string `json:"cursor"`
+			Event  *struct {
+				Provider        string `json:"provider"`
+				ProviderEventID string `json:"provider_event_id"`
+				Title           string `json:"title"`
+			} `json:"event"`
+		} `json:"change"`
+		Bookmark *struct {
+			Cursor string `json:"cursor"`
+		} `json:"bookmark"`
+	} `json:"result"`
+}
+
+var errNoResult = errors.New("watch line without a result")
+
+// decodeWatchLine fills resp with the checked fields of a REST watch
+// stream's line, as [checkedCodec] does for a gRPC one: a full protojson
+// decode of every event would make the client, not calsync, the limit.
+func decodeWatchLine(b []byte, resp *calsyncv1.WatchEventsResponse) error {
+	resp.Reset()
+	var line watchLine
+	if err := json.Unmarshal(b, &line); err != nil {
+		return err
+	}
+	r := line.Result
+	switch {
+	case r == nil:
+		return errNoResult
+	case r.Change != nil:
+		c := &calsyncv1.Change{Cursor: r.Change.Cursor}
+		if ev := r.Change.Event; ev != nil {
+			c.Event = &calsyncv1.CalendarEvent{Provider: ev.Provider, ProviderEventId: ev.ProviderEventID, Title: ev.Title}
+		}
+		resp.Kind = &calsyncv1.WatchEventsResponse_Change{Change: c}
+	case r.Bookmark != nil:
+		resp.Kind = &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: r.Bookmark.Cursor}}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -57,6 +58,58 @@ func TestCheckedCodec(t *testing.T) {
 		for _, bad := range [][]byte{b[:len(b)-1], {0x0a, 0x05, 0x0a}, {0xff}} {
 			if err := codec.Unmarshal(mem.BufferSlice{mem.SliceBuffer(bad)}, &calsyncv1.WatchEventsResponse{}); err == nil {
 				t.Errorf("% x decoded without error", bad)
+			}
+		}
+	})
+}
+
+func TestDecodeWatchLine(t *testing.T) {
+	ev := &calsyncv1.CalendarEvent{
+		Id: "evt_1", CalendarId: "cal_1", Provider: "postpress", ProviderEventId: "e7",
+		Title: "bench 3 1767225600000000000", Description: "notes", StartTime: timestamppb.Now(),
+		Attendees: []*calsyncv1.Attendee{{Email: "a@example.com"}},
+	}
+	// calsync's REST streams: proto field names, default values emitted,
+	// each response wrapped as {"result": response}.
+	enc := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
+	line := func(t *testing.T, m *calsyncv1.WatchEventsResponse) []byte {
+		b, err := enc.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []byte(`{"result":` + string(b) + "}")
+	}
+	for _, c := range []struct {
+		name string
+		in   *calsyncv1.WatchEventsResponse
+		want *calsyncv1.WatchEventsResponse
+	}{
+		{"Change", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
+			Cursor: "AQID", Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED, Event: ev,
+			PreviousEvent: &calsyncv1.CalendarEvent{Id: "evt_1", Title: "bench 2 1"}, ChangedFields: []string{"title"},
+		}}}, &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
+			Cursor: "AQID", Event: &calsyncv1.CalendarEvent{Provider: "postpress", ProviderEventId: "e7", Title: "bench 3 1767225600000000000"},
+		}}}},
+		{"Bookmark", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "AQIE", SnapshotComplete: true}}},
+			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "AQIE"}}}},
+		{"ChangeWithoutEvent", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}},
+			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := &calsyncv1.WatchEventsResponse{}
+			if err := decodeWatchLine(line(t, c.in), got); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(c.want, got, protocmp.Transform()); diff != "" {
+				t.Errorf("decoded (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("ErrMalformed", func(t *testing.T) {
+		b := line(t, &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQID", Event: ev}}})
+		for _, bad := range []string{string(b[:len(b)-1]), `{"error":{"code":14,"message":"unavailable"}}`, `{"result":{"change":{"cursor":7}}}`, `not json`} {
+			if err := decodeWatchLine([]byte(bad), &calsyncv1.WatchEventsResponse{}); err == nil {
+				t.Errorf("%s decoded without error", bad)
 			}
 		}
 	})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -15,7 +14,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/model"
@@ -177,16 +175,9 @@ func (w *Watcher) runREST(ctx context.Context, base string) {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	opts := protojson.UnmarshalOptions{DiscardUnknown: true}
 	for sc.Scan() {
-		var line struct {
-			Result json.RawMessage `json:"result"`
-		}
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line.Result == nil {
-			return
-		}
 		var m calsyncv1.WatchEventsResponse
-		if opts.Unmarshal(line.Result, &m) != nil {
+		if decodeWatchLine(sc.Bytes(), &m) != nil {
 			return
 		}
 		w.handle(&m, time.Now())

@@ -13,7 +13,16 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 )
 
-func TestCheckedCodec(t *testing.T) {
+// watchCase is a watch response as calsync sends it and what the checker's
+// decoders keep of it.
+type watchCase struct {
+	name     string
+	in, want *calsyncv1.WatchEventsResponse
+}
+
+// watchCases returns a change with every kind of field, a bookmark and a
+// change without an event, and the full change on its own.
+func watchCases() ([]watchCase, *calsyncv1.WatchEventsResponse) {
 	ev := &calsyncv1.CalendarEvent{
 		Id: "evt_1", CalendarId: "cal_1", Provider: "postpress", ProviderEventId: "e7",
 		Title: "bench 3 1767225600000000000", Description: "notes", StartTime: timestamppb.Now(),
@@ -23,12 +32,7 @@ func TestCheckedCodec(t *testing.T) {
 		Cursor: "AQID", Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED, Event: ev,
 		PreviousEvent: &calsyncv1.CalendarEvent{Id: "evt_1", Title: "bench 2 1"}, ChangedFields: []string{"title"},
 	}}}
-	codec := checkedCodec{}
-	for _, c := range []struct {
-		name string
-		in   *calsyncv1.WatchEventsResponse
-		want *calsyncv1.WatchEventsResponse
-	}{
+	return []watchCase{
 		{"Change", full, &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
 			Cursor: "AQID", Event: &calsyncv1.CalendarEvent{Provider: "postpress", ProviderEventId: "e7", Title: "bench 3 1767225600000000000"},
 		}}}},
@@ -36,7 +40,13 @@ func TestCheckedCodec(t *testing.T) {
 			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "AQIE"}}}},
 		{"ChangeWithoutEvent", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}},
 			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}}},
-	} {
+	}, full
+}
+
+func TestCheckedCodec(t *testing.T) {
+	cases, full := watchCases()
+	codec := checkedCodec{}
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			b, err := proto.Marshal(c.in)
 			if err != nil {
@@ -64,11 +74,7 @@ func TestCheckedCodec(t *testing.T) {
 }
 
 func TestDecodeWatchLine(t *testing.T) {
-	ev := &calsyncv1.CalendarEvent{
-		Id: "evt_1", CalendarId: "cal_1", Provider: "postpress", ProviderEventId: "e7",
-		Title: "bench 3 1767225600000000000", Description: "notes", StartTime: timestamppb.Now(),
-		Attendees: []*calsyncv1.Attendee{{Email: "a@example.com"}},
-	}
+	cases, full := watchCases()
 	// calsync's REST streams: proto field names, default values emitted,
 	// each response wrapped as {"result": response}.
 	enc := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
@@ -79,22 +85,7 @@ func TestDecodeWatchLine(t *testing.T) {
 		}
 		return []byte(`{"result":` + string(b) + "}")
 	}
-	for _, c := range []struct {
-		name string
-		in   *calsyncv1.WatchEventsResponse
-		want *calsyncv1.WatchEventsResponse
-	}{
-		{"Change", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
-			Cursor: "AQID", Type: calsyncv1.ChangeType_CHANGE_TYPE_UPDATED, Event: ev,
-			PreviousEvent: &calsyncv1.CalendarEvent{Id: "evt_1", Title: "bench 2 1"}, ChangedFields: []string{"title"},
-		}}}, &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{
-			Cursor: "AQID", Event: &calsyncv1.CalendarEvent{Provider: "postpress", ProviderEventId: "e7", Title: "bench 3 1767225600000000000"},
-		}}}},
-		{"Bookmark", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "AQIE", SnapshotComplete: true}}},
-			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: "AQIE"}}}},
-		{"ChangeWithoutEvent", &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}},
-			&calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQIF"}}}},
-	} {
+	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got := &calsyncv1.WatchEventsResponse{}
 			if err := decodeWatchLine(line(t, c.in), got); err != nil {
@@ -106,7 +97,7 @@ func TestDecodeWatchLine(t *testing.T) {
 		})
 	}
 	t.Run("ErrMalformed", func(t *testing.T) {
-		b := line(t, &calsyncv1.WatchEventsResponse{Kind: &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{Cursor: "AQID", Event: ev}}})
+		b := line(t, full)
 		for _, bad := range []string{string(b[:len(b)-1]), `{"error":{"code":14,"message":"unavailable"}}`, `{"result":{"change":{"cursor":7}}}`, `not json`} {
 			if err := decodeWatchLine([]byte(bad), &calsyncv1.WatchEventsResponse{}); err == nil {
 				t.Errorf("%s decoded without error", bad)

@@ -238,6 +238,16 @@ type ChangeLog interface {
 	// at most maxBytes plus one change's bytes; a page shorter than limit
 	// does not mean the log ends there. maxBytes must be positive.
 	ReadChangePage(ctx context.Context, after Cursor, limit, maxBytes int) ([]ChangeRecord, error)
+	// VisitChangePage reads the page ReadChangePage would return and hands
+	// its records to visit one at a time, in cursor order, instead of
+	// returning them, so that a caller turning each change into something
+	// else (a stream's frames) needs no copy of the page. A record and its
+	// Change bytes are valid only until visit returns: the store may reuse
+	// them. visit runs inside the store's read and must not call the
+	// store. An error from visit ends the page and is returned as it is.
+	// On any error the caller discards what it made of the records
+	// visited; nothing is visited when after < Compacted (ErrCompacted).
+	VisitChangePage(ctx context.Context, after Cursor, limit, maxBytes int, visit func(*ChangeRecord) error) error
 	// ChangeBounds returns the current bounds of the change log.
 	ChangeBounds(ctx context.Context) (ChangeBounds, error)
 	// CompactChanges removes changes committed before the given time, never

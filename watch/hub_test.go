@@ -509,6 +509,19 @@ func (g gappyLog) ReadChangePage(ctx context.Context, after store.Cursor, limit,
 	return out, nil
 }
 
+func (g gappyLog) VisitChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int, visit func(*store.ChangeRecord) error) error {
+	recs, err := g.ReadChangePage(ctx, after, limit, maxBytes)
+	if err != nil {
+		return err
+	}
+	for i := range recs {
+		if err := visit(&recs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (g gappyLog) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
 	return g.ReadChangePage(ctx, after, limit, 1<<30)
 }

@@ -84,10 +84,10 @@ type pageReads struct {
 	done chan store.Cursor
 }
 
-func (s pageReads) ReadChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
-	recs, err := s.Store.ReadChangePage(ctx, after, limit, maxBytes)
+func (s pageReads) VisitChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int, visit func(*store.ChangeRecord) error) error {
+	err := s.Store.VisitChangePage(ctx, after, limit, maxBytes, visit)
 	s.done <- after
-	return recs, err
+	return err
 }
 
 // TestStalePageReadAheadIsReadAgain: a page read ahead while nothing

@@ -125,53 +125,70 @@ func (s *stream) readAhead(ctx context.Context, after store.Cursor) *pageAhead {
 // changes during a stream, so it may run on another goroutine.
 func (s *stream) readPage(ctx context.Context, after store.Cursor) logPage {
 	limit, maxBytes := s.logPageChanges(), s.hub.cfg.LogPageBytes
-	recs, err := s.hub.st.ReadChangePage(ctx, after, limit, maxBytes)
-	if err != nil {
+	p := pageFrames{s: s}
+	if err := s.hub.st.VisitChangePage(ctx, after, limit, maxBytes, p.add); err != nil {
 		return logPage{err: err}
 	}
-	size := 0
-	for _, r := range recs {
-		size += len(r.Change)
-	}
-	return logPage{entries: s.logEntries(recs), full: len(recs) == limit || size >= maxBytes}
+	return logPage{entries: p.out, full: len(p.out) == limit || p.changeBytes >= maxBytes}
 }
 
 // logPageChanges is the most changes in a page of the change log: larger
 // than a batch from memory, since each page costs a read transaction.
 func (s *stream) logPageChanges() int { return 4 * s.hub.cfg.BatchSize }
 
-// logEntries encodes change log records read for this stream alone, so
-// unlike [newEntry] it encodes only what the stream sends: one frame per
-// matching change (the one its include_previous asks for), all in one
-// buffer, and the entries in one slice. The run loop reads only the
-// filter's fields and that frame.
-func (s *stream) logEntries(recs []store.ChangeRecord) []*entry {
-	ents := make([]entry, len(recs))
-	size := 0
-	for i, r := range recs {
-		ents[i] = entry{cursor: r.Cursor, typ: r.Type, calendarID: r.CalendarID, provider: r.Provider}
-		if s.filter.matches(&ents[i]) {
-			// Full frames: an upper bound for lean ones.
-			size += changeFrameSize(len(r.Change))
-		}
+// pageFrames makes the entries of a change log page read for one stream as
+// the store hands its records over, so the page is never copied whole.
+// Unlike [newEntry] it encodes only what the stream sends: one frame per
+// matching change (the one its include_previous asks for). Frames share
+// chunks and entries share blocks, a few allocations a page; both start
+// small, as a page near the log's head holds a handful of changes. The run
+// loop reads only the filter's fields and the frame.
+type pageFrames struct {
+	s           *stream
+	out         []*entry
+	block       []entry // entries are taken from here
+	chunk       []byte  // frames are appended here
+	changeBytes int     // the Change bytes read, for the page's bound
+}
+
+// Sizes of entry blocks (the least and the most) and of frame chunks (a
+// page's first, then the others).
+const (
+	firstEntryBlock, entryBlock = 16, 256
+	firstFrameChunk, frameChunk = 8 << 10, 64 << 10
+)
+
+// add adds r's entry, and its frame if the stream sends it. r.Change is
+// only read here.
+func (p *pageFrames) add(r *store.ChangeRecord) error {
+	s := p.s
+	if len(p.block) == cap(p.block) {
+		// Each block as large as the page so far: a page wastes at most
+		// half of its entries' room, and a full one a few.
+		p.block = make([]entry, 0, min(max(len(p.out), firstEntryBlock), entryBlock))
 	}
-	buf := make([]byte, 0, size)
-	out := make([]*entry, len(recs))
-	for i, r := range recs {
-		e := &ents[i]
-		if s.filter.matches(e) {
-			prev := 0
-			if !s.includePrevious {
-				prev = previousSize(r.Change)
+	p.block = append(p.block, entry{cursor: r.Cursor, typ: r.Type, calendarID: r.CalendarID, provider: r.Provider})
+	e := &p.block[len(p.block)-1]
+	p.changeBytes += len(r.Change)
+	if s.filter.matches(e) {
+		prev := 0
+		if !s.includePrevious {
+			prev = previousSize(r.Change)
+		}
+		if n := changeFrameSize(len(r.Change) - prev); cap(p.chunk)-len(p.chunk) < n {
+			chunk := frameChunk
+			if p.chunk == nil {
+				chunk = firstFrameChunk
 			}
-			start := len(buf)
-			buf = appendChangeFrame(buf, r.Change, prev, r.Cursor, s.hub.codec)
-			// The capacity ends with the frame, so that nothing appended
-			// later can write into it.
-			e.full = buf[start:len(buf):len(buf)]
-			e.lean = e.full
+			p.chunk = make([]byte, 0, max(n, chunk))
 		}
-		out[i] = e
+		start := len(p.chunk)
+		p.chunk = appendChangeFrame(p.chunk, r.Change, prev, r.Cursor, s.hub.codec)
+		// The capacity ends with the frame, so that nothing appended
+		// later can write into it.
+		e.full = p.chunk[start:len(p.chunk):len(p.chunk)]
+		e.lean = e.full
 	}
-	return out
+	p.out = append(p.out, e)
+	return nil
 }

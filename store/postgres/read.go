@@ -218,6 +218,23 @@ func (db *DB) ReadChangePage(ctx context.Context, after store.Cursor, limit, max
 	return db.readChanges(ctx, after, limit, maxBytes)
 }
 
+// VisitChangePage hands the records of the page ReadChangePage would return
+// to visit (see [store.ChangeLog]). The page is read whole first: the
+// driver copies each row's bytes anyway, and the compaction bound arrives
+// with the rows, so nothing is visited before it is checked.
+func (db *DB) VisitChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int, visit func(*store.ChangeRecord) error) error {
+	recs, err := db.ReadChangePage(ctx, after, limit, maxBytes)
+	if err != nil {
+		return err
+	}
+	for i := range recs {
+		if err := visit(&recs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // readChanges reads a page of the change log; maxBytes 0 is no bound. The
 // rows past the bound still cross the wire (the statement has a LIMIT in
 // changes), but are not kept.

@@ -281,7 +281,7 @@ const readChangesQuery = `SELECT cursor, type, calendar_id, provider, commit_ns,
 // so a compaction running meanwhile cannot open a silent gap. limit must be
 // positive.
 func (db *DB) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {
-	return db.readChanges(ctx, after, limit, 0)
+	return db.collectChanges(ctx, after, limit, 0)
 }
 
 // ReadChangePage is ReadChanges that stops once the changes read reach
@@ -290,28 +290,57 @@ func (db *DB) ReadChangePage(ctx context.Context, after store.Cursor, limit, max
 	if maxBytes <= 0 {
 		return nil, fmt.Errorf("sqlite: read changes: maxBytes must be positive: %w", store.ErrInvalidArgument)
 	}
-	return db.readChanges(ctx, after, limit, maxBytes)
+	return db.collectChanges(ctx, after, limit, maxBytes)
 }
 
-// readChanges reads a page of the change log; maxBytes 0 is no bound.
-func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
+// VisitChangePage hands the records of the page ReadChangePage would return
+// to visit (see [store.ChangeLog]). A record's Change is the driver's
+// buffer, valid until the next row is read.
+func (db *DB) VisitChangePage(ctx context.Context, after store.Cursor, limit, maxBytes int, visit func(*store.ChangeRecord) error) error {
+	if maxBytes <= 0 {
+		return fmt.Errorf("sqlite: read changes: maxBytes must be positive: %w", store.ErrInvalidArgument)
+	}
+	return db.readChanges(ctx, after, limit, maxBytes, visit)
+}
+
+// collectChanges returns the records of a page, their changes copied out
+// of the driver's buffers into shared chunks.
+func (db *DB) collectChanges(ctx context.Context, after store.Cursor, limit, maxBytes int) ([]store.ChangeRecord, error) {
+	var out []store.ChangeRecord
+	var arena changeArena
+	err := db.readChanges(ctx, after, limit, maxBytes, func(r *store.ChangeRecord) error {
+		if out == nil {
+			// Catch-up reads ask for full pages: growing the slice row
+			// by row would copy every record several times.
+			out = make([]store.ChangeRecord, 0, min(limit, maxChangesPrealloc))
+		}
+		rec := *r
+		rec.Change = arena.keep(r.Change)
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// readChanges reads a page of the change log, maxBytes 0 being no bound,
+// and calls visit with each record, its Change the driver's buffer.
+func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxBytes int, visit func(*store.ChangeRecord) error) error {
 	if limit <= 0 {
-		return nil, fmt.Errorf("sqlite: read changes: limit must be positive: %w", store.ErrInvalidArgument)
+		return fmt.Errorf("sqlite: read changes: limit must be positive: %w", store.ErrInvalidArgument)
 	}
 	// A watcher catching up runs these queries once per page: they are
 	// prepared after their first use, outside the read transaction (a
 	// pool of one connection would wait for it) but before Close can
 	// close the cache.
 	if err := db.enter(); err != nil {
-		return nil, err
+		return err
 	}
 	defer db.leave()
 	defer db.readStmts.prepareWanted(ctx, db.r)
-	var out []store.ChangeRecord
-	err := db.read(ctx, func(tx *sql.Tx) error {
-		// Catch-up reads ask for full pages: growing the slice row by
-		// row would copy every record several times.
-		out = make([]store.ChangeRecord, 0, min(limit, maxChangesPrealloc))
+	return db.read(ctx, func(tx *sql.Tx) error {
 		// Both queries go through statements kept prepared.
 		q := writeQuerier{tx: tx, cache: db.readStmts}
 		compacted, err := compactedCursor(ctx, q)
@@ -328,14 +357,13 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 		}
 		defer rows.Close()
 		size := 0
-		var arena changeArena
 		// Integers are scanned into interfaces and blobs into RawBytes:
 		// database/sql converts the other destinations through reflection
-		// and would copy each change once more than the arena does.
+		// and would copy each change once more.
 		var cursor, typ, commitNs any
 		var change sql.RawBytes
+		var r store.ChangeRecord
 		for rows.Next() {
-			var r store.ChangeRecord
 			if err := rows.Scan(&cursor, &typ, &r.CalendarID, &r.Provider, &commitNs, &change); err != nil {
 				return fmt.Errorf("sqlite: read changes: %w", err)
 			}
@@ -346,9 +374,11 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 				return fmt.Errorf("sqlite: read changes: cursor %v: integer columns read as %T, %T, %T", cursor, cursor, typ, commitNs)
 			}
 			r.Cursor, r.Type, r.CommitTime = store.Cursor(c), calsyncv1.ChangeType(t), time.Unix(0, ns).UTC()
-			r.Change = arena.keep(change)
-			out = append(out, r)
-			if size += len(r.Change); maxBytes > 0 && size >= maxBytes {
+			r.Change = []byte(change)
+			if err := visit(&r); err != nil {
+				return err
+			}
+			if size += len(change); maxBytes > 0 && size >= maxBytes {
 				break
 			}
 		}
@@ -357,7 +387,6 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 		}
 		return nil
 	})
-	return out, err
 }
 
 // where builds a WHERE clause from conditions joined by AND.

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -390,6 +391,63 @@ var changeLogCases = []testCase{
 		_, err = h.s.ReadChangePage(ctx, 0, 10, 0)
 		wantErr(t, "ReadChangePage with no byte bound", err, store.ErrInvalidArgument)
 	}},
+	{"VisitChangePage", func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		for i := range 10 {
+			e := event(fmt.Sprintf("evt_%d", i), fmt.Sprintf("cal_%d", i%3), at(0), at(time.Hour))
+			e.Title = strings.Repeat("t", 100*(i+1))
+			mustAppend(t, h.s, created(e))
+		}
+		all := mustReadAll(t, h.s, 0)
+		// visited copies what visit is handed: the store may reuse it.
+		visited := func(after store.Cursor, limit, maxBytes int) []store.ChangeRecord {
+			t.Helper()
+			var got []store.ChangeRecord
+			err := h.s.VisitChangePage(ctx, after, limit, maxBytes, func(r *store.ChangeRecord) error {
+				c := *r
+				c.Change = bytes.Clone(r.Change)
+				got = append(got, c)
+				return nil
+			})
+			must(t, "VisitChangePage", err)
+			return got
+		}
+		for _, p := range []struct {
+			after           store.Cursor
+			limit, maxBytes int
+		}{
+			{0, 100, 1 << 30}, {0, 4, 1 << 30}, {all[2].Cursor, 100, 1},
+			{0, 100, len(all[0].Change) + len(all[1].Change)/2}, {all[9].Cursor, 100, 1 << 30},
+		} {
+			want, err := h.s.ReadChangePage(ctx, p.after, p.limit, p.maxBytes)
+			must(t, "ReadChangePage", err)
+			got := visited(p.after, p.limit, p.maxBytes)
+			if len(got) != len(want) {
+				t.Fatalf("VisitChangePage(%d, %d, %d) visited %d records, ReadChangePage returned %d",
+					p.after, p.limit, p.maxBytes, len(got), len(want))
+			}
+			for i := range want {
+				g, w := got[i], want[i]
+				if g.Cursor != w.Cursor || g.Type != w.Type || g.CalendarID != w.CalendarID || g.Provider != w.Provider ||
+					!g.CommitTime.Equal(w.CommitTime) || !bytes.Equal(g.Change, w.Change) {
+					t.Fatalf("VisitChangePage(%d, %d, %d) record %d = %+v, ReadChangePage has %+v",
+						p.after, p.limit, p.maxBytes, i, g, w)
+				}
+			}
+		}
+		// An error from visit ends the page and comes back as it is.
+		errStop := errors.New("stop")
+		calls := 0
+		err := h.s.VisitChangePage(ctx, 0, 100, 1<<30, func(*store.ChangeRecord) error {
+			calls++
+			return errStop
+		})
+		if err != errStop || calls != 1 {
+			t.Fatalf("VisitChangePage with a failing visit = %v after %d calls, want %v after 1", err, calls, errStop)
+		}
+		err = h.s.VisitChangePage(ctx, 0, 10, 0, func(*store.ChangeRecord) error { return nil })
+		wantErr(t, "VisitChangePage with no byte bound", err, store.ErrInvalidArgument)
+	}},
 	{"CompactChanges", func(t *testing.T, h *harness) {
 		ctx := context.Background()
 		hooks := recordHooks(h.s)
@@ -413,6 +471,12 @@ var changeLogCases = []testCase{
 		wantErr(t, "ReadChanges(0) after compaction", err, store.ErrCompacted)
 		_, err = h.s.ReadChanges(ctx, first[0], 10)
 		wantErr(t, "ReadChanges(first) after compaction", err, store.ErrCompacted)
+		visits := 0
+		err = h.s.VisitChangePage(ctx, 0, 10, 1<<20, func(*store.ChangeRecord) error { visits++; return nil })
+		wantErr(t, "VisitChangePage(0) after compaction", err, store.ErrCompacted)
+		if visits != 0 {
+			t.Fatalf("VisitChangePage(0) after compaction visited %d records before its error", visits)
+		}
 		recs, err := h.s.ReadChanges(ctx, first[1], 10)
 		must(t, "ReadChanges(compacted point)", err)
 		if len(recs) != 2 || recs[0].Cursor != second[0] {

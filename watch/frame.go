@@ -35,15 +35,25 @@ type entry struct {
 	// full carries previous_event / previous_calendar; lean does not. They
 	// are the same slice when the change has no previous state.
 	full, lean Frame
-	// shared says the entry is one the tail holds (or held), not a change
-	// log page read for one stream.
-	shared bool
-	// json is the change's JSON for REST streams, without and with the
-	// previous state, encoded when a stream first sends it (json.go).
+	// shared is set on an entry the tail holds (or held), and nil on one
+	// of a change log page read for one stream, which needs none of it.
+	shared *sharedJSON
+}
+
+// sharedJSON is what an entry of the tail keeps for REST streams.
+type sharedJSON struct {
+	// json is the change's JSON, without and with the previous state,
+	// encoded when a stream first sends it (json.go).
 	json [2]lazyJSON
-	// jsonBytes is what of json the tail's byte count holds; guarded by
-	// the hub's lock.
-	jsonBytes int64
+	// bytes is what of json the tail's byte count holds; guarded by the
+	// hub's lock.
+	bytes int64
+}
+
+// sharedEntry is a tail entry and its JSON state, allocated together.
+type sharedEntry struct {
+	entry
+	json sharedJSON
 }
 
 // entryOverhead approximates what an entry takes beyond its frames: the
@@ -56,7 +66,9 @@ func (e *entry) memSize() int64 {
 	if len(e.lean) > 0 && len(e.full) > 0 && &e.lean[0] != &e.full[0] {
 		n += int64(len(e.lean)) // the lean frame is a second encoding
 	}
-	n += e.jsonBytes
+	if e.shared != nil {
+		n += e.shared.bytes
+	}
 	return n
 }
 
@@ -76,7 +88,9 @@ func (e *entry) frame(includePrevious bool) Frame {
 // included: a gap in the stream would be worse, and the client's decoder
 // reports the damage.
 func newEntry(rec store.ChangeRecord, codec CursorCodec) *entry {
-	e := &entry{cursor: rec.Cursor, typ: rec.Type, calendarID: rec.CalendarID, provider: rec.Provider, shared: true}
+	se := &sharedEntry{entry: entry{cursor: rec.Cursor, typ: rec.Type, calendarID: rec.CalendarID, provider: rec.Provider}}
+	e := &se.entry
+	e.shared = &se.json
 	prev := previousSize(rec.Change)
 	size := changeFrameSize(len(rec.Change))
 	if prev > 0 {

@@ -65,13 +65,13 @@ func encodeChangeJSON(fr Frame, opts protojson.MarshalOptions) (cursor string, d
 // change. The tail's byte count takes in what the encoding holds while the
 // change is in the tail.
 func (h *Hub) changeJSON(e *entry, includePrevious bool) (cursor string, data []byte, err error) {
-	if !e.shared {
+	if e.shared == nil {
 		// A change log page read for this stream alone.
 		return encodeChangeJSON(e.frame(includePrevious), h.cfg.JSON)
 	}
-	l := &e.json[0]
+	l := &e.shared.json[0]
 	if includePrevious && &e.full[0] != &e.lean[0] {
-		l = &e.json[1]
+		l = &e.shared.json[1]
 	}
 	l.once.Do(func() {
 		l.cursor, l.data, l.err = encodeChangeJSON(e.frame(includePrevious), h.cfg.JSON)

@@ -95,7 +95,7 @@ func (t *tail) grow(e *entry, n int64) {
 	if e.cursor <= t.base || e.cursor > t.head {
 		return
 	}
-	e.jsonBytes += n
+	e.shared.bytes += n
 	t.bytes += n
 	for t.bytes > t.maxBytes {
 		t.evictOldest()

@@ -218,6 +218,18 @@ type ChangeRecord struct {
 	Change []byte
 }
 
+// VisitRecords hands recs to visit in order, stopping at visit's first
+// error and returning it: VisitChangePage for a change log that reads its
+// page whole anyway.
+func VisitRecords(recs []ChangeRecord, visit func(*ChangeRecord) error) error {
+	for i := range recs {
+		if err := visit(&recs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // ChangeBounds says which cursors the change log can resume after.
 type ChangeBounds struct {
 	// Compacted is the newest cursor removed by compaction: resuming after a

@@ -514,12 +514,7 @@ func (g gappyLog) VisitChangePage(ctx context.Context, after store.Cursor, limit
 	if err != nil {
 		return err
 	}
-	for i := range recs {
-		if err := visit(&recs[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return store.VisitRecords(recs, visit)
 }
 
 func (g gappyLog) ReadChanges(ctx context.Context, after store.Cursor, limit int) ([]store.ChangeRecord, error) {

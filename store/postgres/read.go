@@ -227,12 +227,7 @@ func (db *DB) VisitChangePage(ctx context.Context, after store.Cursor, limit, ma
 	if err != nil {
 		return err
 	}
-	for i := range recs {
-		if err := visit(&recs[i]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return store.VisitRecords(recs, visit)
 }
 
 // readChanges reads a page of the change log; maxBytes 0 is no bound. The

@@ -257,8 +257,11 @@ type ChangeLog interface {
 	// Change bytes are valid only until visit returns: the store may reuse
 	// them. visit runs inside the store's read and must not call the
 	// store. An error from visit ends the page and is returned as it is.
-	// On any error the caller discards what it made of the records
-	// visited; nothing is visited when after < Compacted (ErrCompacted).
+	// Records may be visited before the commits that wrote them are
+	// durable: what the caller makes of them may leave the process (be
+	// sent) only once VisitChangePage has returned nil, as ReadChangePage
+	// returns only durable changes. On any error the caller discards it.
+	// Nothing is visited when after < Compacted (ErrCompacted).
 	VisitChangePage(ctx context.Context, after Cursor, limit, maxBytes int, visit func(*ChangeRecord) error) error
 	// ChangeBounds returns the current bounds of the change log.
 	ChangeBounds(ctx context.Context) (ChangeBounds, error)

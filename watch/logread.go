@@ -122,7 +122,9 @@ func (s *stream) readAhead(ctx context.Context, after store.Cursor) *pageAhead {
 }
 
 // readPage reads and encodes the page after after. It only reads what never
-// changes during a stream, so it may run on another goroutine.
+// changes during a stream, so it may run on another goroutine. The page's
+// frames are sent only after VisitChangePage returned nil, when the changes
+// they carry are durable.
 func (s *stream) readPage(ctx context.Context, after store.Cursor) logPage {
 	limit, maxBytes := s.logPageChanges(), s.hub.cfg.LogPageBytes
 	p := pageFrames{s: s}

@@ -273,8 +273,15 @@ func (db *DB) ChangeBounds(ctx context.Context) (store.ChangeBounds, error) {
 // huge limit on a short log costs nothing.
 const maxChangesPrealloc = 4096
 
-const readChangesQuery = `SELECT cursor, type, calendar_id, provider, commit_ns, data
-	FROM changes WHERE cursor > ? ORDER BY cursor LIMIT ?`
+// readChangesQuery reads a page of the change log. It reads each row's
+// cursor and change only: the change's encoding holds what the other
+// columns say (rowcodec.ReadChangeHead), and every column read costs the
+// driver calls, each under the connection's mutex, and a copy.
+const readChangesQuery = `SELECT cursor, data FROM changes WHERE cursor > ? ORDER BY cursor LIMIT ?`
+
+// changeColumnsQuery reads the columns ReadChangeHead stands in for, for
+// a change whose encoding does not hold them.
+const changeColumnsQuery = `SELECT type, calendar_id, provider, commit_ns FROM changes WHERE cursor = ?`
 
 // ReadChanges returns up to limit changes after the cursor after, in cursor
 // order. The compaction point and the changes are read in one transaction,
@@ -357,24 +364,37 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 		}
 		defer rows.Close()
 		size := 0
-		// Integers are scanned into interfaces and blobs into RawBytes:
-		// database/sql converts the other destinations through reflection
-		// and would copy each change once more.
-		var cursor, typ, commitNs any
+		// The cursor is scanned into an interface and the change into
+		// RawBytes: database/sql converts other destinations through
+		// reflection, and would copy each change once more.
+		var cursor any
 		var change sql.RawBytes
 		var r store.ChangeRecord
+		// A page's changes name a few calendars and providers many times:
+		// each name is made a string once.
+		names := map[string]string{}
+		name := func(b []byte) string {
+			if s, ok := names[string(b)]; ok {
+				return s
+			}
+			s := string(b)
+			names[s] = s
+			return s
+		}
 		for rows.Next() {
-			if err := rows.Scan(&cursor, &typ, &r.CalendarID, &r.Provider, &commitNs, &change); err != nil {
+			if err := rows.Scan(&cursor, &change); err != nil {
 				return fmt.Errorf("sqlite: read changes: %w", err)
 			}
-			c, okC := cursor.(int64)
-			t, okT := typ.(int64)
-			ns, okN := commitNs.(int64)
-			if !okC || !okT || !okN {
-				return fmt.Errorf("sqlite: read changes: cursor %v: integer columns read as %T, %T, %T", cursor, cursor, typ, commitNs)
+			c, ok := cursor.(int64)
+			if !ok {
+				return fmt.Errorf("sqlite: read changes: cursor %v read as %T", cursor, cursor)
 			}
-			r.Cursor, r.Type, r.CommitTime = store.Cursor(c), calsyncv1.ChangeType(t), time.Unix(0, ns).UTC()
-			r.Change = []byte(change)
+			r.Cursor, r.Change = store.Cursor(c), []byte(change)
+			if h, ok := rowcodec.ReadChangeHead(change); ok {
+				r.Type, r.CalendarID, r.Provider, r.CommitTime = h.Type, name(h.CalendarID), name(h.Provider), h.CommitTime
+			} else if err := readChangeColumns(ctx, q, &r); err != nil {
+				return err
+			}
 			if err := visit(&r); err != nil {
 				return err
 			}
@@ -387,6 +407,17 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 		}
 		return nil
 	})
+}
+
+// readChangeColumns sets r's type, calendar, provider and commit time from
+// its row's columns.
+func readChangeColumns(ctx context.Context, q writeQuerier, r *store.ChangeRecord) error {
+	var typ, commitNs int64
+	if err := q.QueryRowContext(ctx, changeColumnsQuery, int64(r.Cursor)).Scan(&typ, &r.CalendarID, &r.Provider, &commitNs); err != nil {
+		return fmt.Errorf("sqlite: read change %d: %w", r.Cursor, err)
+	}
+	r.Type, r.CommitTime = calsyncv1.ChangeType(typ), time.Unix(0, commitNs).UTC()
+	return nil
 }
 
 // where builds a WHERE clause from conditions joined by AND.

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
+	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/store/sqlite"
 )
@@ -83,5 +86,75 @@ func TestEventNotFoundError(t *testing.T) {
 	}
 	if want := `sqlite: event "evt_missing": store: not found`; err.Error() != want {
 		t.Errorf("error %q, want %q", err.Error(), want)
+	}
+}
+
+// TestReadChangesFromColumns: a change whose stored encoding lacks what the
+// row's other columns hold (a row written another way) is read with those
+// columns, by ReadChanges and VisitChangePage alike, beside changes read
+// from their encodings alone.
+func TestReadChangesFromColumns(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "c.db")
+	db := mustOpen(t, path, sqlite.Options{Synchronous: "NORMAL"})
+	cursors := appendN(t, db, 5)
+	want, err := db.ReadChanges(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The third change's encoding loses its commit time, and its columns
+	// are given values the encoding does not hold: only the columns can
+	// be where a read gets them from.
+	var c calsyncv1.Change
+	if err := proto.Unmarshal(want[2].Change, &c); err != nil {
+		t.Fatal(err)
+	}
+	c.CommitTime = nil
+	stripped, err := proto.Marshal(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1_600_000_000, 42).UTC()
+	if _, err := rawDB(t, path).ExecContext(ctx, `UPDATE changes SET data = ?, calendar_id = 'cal_column', provider = 'column',
+		type = ?, commit_ns = ? WHERE cursor = ?`, stripped, int32(calsyncv1.ChangeType_CHANGE_TYPE_DELETED), at.UnixNano(), int64(cursors[2])); err != nil {
+		t.Fatal(err)
+	}
+	want[2] = store.ChangeRecord{Cursor: cursors[2], Type: calsyncv1.ChangeType_CHANGE_TYPE_DELETED, CalendarID: "cal_column",
+		Provider: "column", CommitTime: at, Change: stripped}
+
+	check := func(how string, got []store.ChangeRecord) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d changes, want %d", how, len(got), len(want))
+		}
+		for i := range want {
+			g, w := got[i], want[i]
+			if g.Cursor != w.Cursor || g.Type != w.Type || g.CalendarID != w.CalendarID || g.Provider != w.Provider ||
+				!g.CommitTime.Equal(w.CommitTime) || string(g.Change) != string(w.Change) {
+				t.Errorf("%s: change %d is %+v, want %+v", how, i, g, w)
+			}
+		}
+	}
+	got, err := db.ReadChanges(ctx, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("ReadChanges", got)
+	var visited []store.ChangeRecord
+	if err := db.VisitChangePage(ctx, 0, 10, 1<<20, func(r *store.ChangeRecord) error {
+		v := *r
+		v.Change = append([]byte(nil), r.Change...)
+		visited = append(visited, v)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	check("VisitChangePage", visited)
+	// The others were read from their encodings: the same as their
+	// columns, which appendN wrote.
+	for _, i := range []int{0, 1, 3, 4} {
+		if got[i].CalendarID != "cal_a" || got[i].Provider != "recall" || got[i].Type != calsyncv1.ChangeType_CHANGE_TYPE_CREATED {
+			t.Errorf("change %d read as %+v", i, got[i])
+		}
 	}
 }

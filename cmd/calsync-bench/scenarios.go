@@ -434,7 +434,9 @@ func (e *Env) fanoutAcross(ctx context.Context, post, c *Child, name string, rat
 		}
 	}
 	waitProfile := e.profile(name, dur-time.Second)
+	stopClientProfile := e.clientProfile(name + "-client")
 	res.Load = w.Run(ctx, p, LoadSpec{Conns: 64, Rate: rate, Duration: dur})
+	stopClientProfile()
 	waitProfile()
 	loadEnd := time.Now()
 	res.AllCaught = set.WaitCaught(want, 60*time.Second)

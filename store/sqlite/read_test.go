@@ -14,6 +14,7 @@ import (
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 	"github.com/calsync/calsync/store"
 	"github.com/calsync/calsync/store/sqlite"
+	"github.com/calsync/calsync/store/storetest"
 )
 
 // TestReadChangesPrepared reads the change log through the statements
@@ -122,24 +123,11 @@ func TestReadChangesFromColumns(t *testing.T) {
 	want[2] = store.ChangeRecord{Cursor: cursors[2], Type: calsyncv1.ChangeType_CHANGE_TYPE_DELETED, CalendarID: "cal_column",
 		Provider: "column", CommitTime: at, Change: stripped}
 
-	check := func(how string, got []store.ChangeRecord) {
-		t.Helper()
-		if len(got) != len(want) {
-			t.Fatalf("%s: %d changes, want %d", how, len(got), len(want))
-		}
-		for i := range want {
-			g, w := got[i], want[i]
-			if g.Cursor != w.Cursor || g.Type != w.Type || g.CalendarID != w.CalendarID || g.Provider != w.Provider ||
-				!g.CommitTime.Equal(w.CommitTime) || string(g.Change) != string(w.Change) {
-				t.Errorf("%s: change %d is %+v, want %+v", how, i, g, w)
-			}
-		}
-	}
 	got, err := db.ReadChanges(ctx, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
-	check("ReadChanges", got)
+	storetest.DiffRecords(t, "ReadChanges", want, got)
 	var visited []store.ChangeRecord
 	if err := db.VisitChangePage(ctx, 0, 10, 1<<20, func(r *store.ChangeRecord) error {
 		v := *r
@@ -149,7 +137,7 @@ func TestReadChangesFromColumns(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	check("VisitChangePage", visited)
+	storetest.DiffRecords(t, "VisitChangePage", want, visited)
 	// The others were read from their encodings: the same as their
 	// columns, which appendN wrote.
 	for _, i := range []int{0, 1, 3, 4} {

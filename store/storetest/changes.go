@@ -182,7 +182,7 @@ var changeLogCases = []testCase{
 		if len(calls) != 1 {
 			t.Fatalf("hook called %d times, want 1", len(calls))
 		}
-		diffRecords(t, "hook records vs ReadChanges", recs, calls[0])
+		DiffRecords(t, "hook records vs ReadChanges", recs, calls[0])
 
 		commit := recs[0].CommitTime
 		if commit.Before(before.Add(-time.Second)) || commit.After(after.Add(time.Second)) {
@@ -262,7 +262,7 @@ var changeLogCases = []testCase{
 				}
 			}
 		}
-		diffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat(hooks.get()))
+		DiffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat(hooks.get()))
 	}},
 	{"OnCommitOrderUnderConcurrentCommits", func(t *testing.T, h *harness) {
 		hooks := recordHooks(h.s)
@@ -294,7 +294,7 @@ var changeLogCases = []testCase{
 			t.Fatalf("hook called %d times, want %d", len(calls), writers*commits)
 		}
 		// The hooks saw every change exactly once, in cursor order.
-		diffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat(calls))
+		DiffRecords(t, "hooked records vs ReadChanges", mustReadAll(t, h.s, 0), flat(calls))
 	}},
 	{"ReadChangesPaging", func(t *testing.T, h *harness) {
 		ctx := context.Background()
@@ -548,8 +548,9 @@ var changeLogCases = []testCase{
 	}},
 }
 
-// diffRecords compares change records field by field.
-func diffRecords(t *testing.T, what string, want, got []store.ChangeRecord) {
+// DiffRecords fails t unless got holds the records of want, field by
+// field, in order.
+func DiffRecords(t *testing.T, what string, want, got []store.ChangeRecord) {
 	t.Helper()
 	if len(want) != len(got) {
 		t.Fatalf("%s: %d records, want %d", what, len(got), len(want))

@@ -149,13 +149,13 @@ var sharedCases = []testCase{
 		// order: nothing skipped, nothing twice.
 		for i, f := range followers {
 			f.poll(t)
-			diffRecords(t, fmt.Sprintf("follower on instance %d", i), all, f.seen)
+			DiffRecords(t, fmt.Sprintf("follower on instance %d", i), all, f.seen)
 		}
 		// Each instance's hooks saw what the backend promises, in cursor
 		// order: every instance's commits, or its own.
 		for i, hr := range hooks {
 			if reportsEveryInstance(stores[i]) {
-				diffRecords(t, fmt.Sprintf("hooks of instance %d", i), all, flat(hr.wait(t, len(all))))
+				DiffRecords(t, fmt.Sprintf("hooks of instance %d", i), all, flat(hr.wait(t, len(all))))
 				continue
 			}
 			var last store.Cursor
@@ -296,7 +296,7 @@ var sharedCases = []testCase{
 		checkGapFree(t, "the log", all)
 		// The reader that polled throughout has every change: the late
 		// commit was not skipped.
-		diffRecords(t, "the polling reader", all, f.seen)
+		DiffRecords(t, "the polling reader", all, f.seen)
 	}},
 }
 
@@ -407,7 +407,7 @@ func testSharedOnCommit(t *testing.T, h *harness) {
 					want = append(want, r)
 				}
 			}
-			diffRecords(t, fmt.Sprintf("hooks of instance %d (its own commits)", i), want, flat(hooks[i].get()))
+			DiffRecords(t, fmt.Sprintf("hooks of instance %d (its own commits)", i), want, flat(hooks[i].get()))
 		}
 		if got := flat(hooks[writers].get()); len(got) != 0 {
 			t.Fatalf("the hooks of an instance that never committed saw %d changes", len(got))
@@ -421,7 +421,7 @@ func testSharedOnCommit(t *testing.T, h *harness) {
 		}
 		got := flat(hr.wait(t, len(all)))
 		checkGapFree(t, what, got)
-		diffRecords(t, what, all, got)
+		DiffRecords(t, what, all, got)
 	}
 }
 

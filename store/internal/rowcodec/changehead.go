@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
 )
@@ -27,7 +28,9 @@ type ChangeHead struct {
 // ok is false when data does not hold all of h, holds one of the change's
 // fields it reads twice, or does not parse: the reader must then take h
 // from the row's columns. It walks only the fields it needs, and allocates
-// nothing.
+// nothing. Its three walks (the change, its event or calendar, the commit
+// time) are written out: through one shared field reader, which the
+// compiler does not inline, BenchmarkReadChangeHead took twice as long.
 func ReadChangeHead(data []byte) (h ChangeHead, ok bool) {
 	var event, calendar, commit []byte
 	var haveType bool
@@ -125,13 +128,13 @@ func readTimestamp(m []byte) (time.Time, bool) {
 		}
 		m = m[n:]
 		switch {
-		case num == 1 && typ == protowire.VarintType:
+		case num == timestampSecondsField && typ == protowire.VarintType:
 			v, k := protowire.ConsumeVarint(m)
 			if k < 0 {
 				return time.Time{}, false
 			}
 			sec, n = int64(v), k
-		case num == 2 && typ == protowire.VarintType:
+		case num == timestampNanosField && typ == protowire.VarintType:
 			v, k := protowire.ConsumeVarint(m)
 			if k < 0 {
 				return time.Time{}, false
@@ -159,6 +162,9 @@ var (
 
 	calendarIDField       = fieldNumber(&calsyncv1.Calendar{}, "id")
 	calendarProviderField = fieldNumber(&calsyncv1.Calendar{}, "provider")
+
+	timestampSecondsField = fieldNumber(&timestamppb.Timestamp{}, "seconds")
+	timestampNanosField   = fieldNumber(&timestamppb.Timestamp{}, "nanos")
 )
 
 func fieldNumber(m interface {

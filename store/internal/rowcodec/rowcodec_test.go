@@ -16,7 +16,7 @@ import (
 
 // populate sets every field of m to a value that is not its default, so a
 // copy that misses a field differs from it.
-func populate(t *testing.T, m protoreflect.Message) {
+func populate(t testing.TB, m protoreflect.Message) {
 	t.Helper()
 	fields := m.Descriptor().Fields()
 	for i := range fields.Len() {
@@ -47,7 +47,7 @@ func populate(t *testing.T, m protoreflect.Message) {
 	}
 }
 
-func scalar(t *testing.T, fd protoreflect.FieldDescriptor) protoreflect.Value {
+func scalar(t testing.TB, fd protoreflect.FieldDescriptor) protoreflect.Value {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		return protoreflect.ValueOfString("s-" + string(fd.Name()))

@@ -166,7 +166,7 @@ valgrind:
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq valgrind; }
 
-## bench-peers: etcd put → watch with calsync's load shapes; rewrites BENCHMARKS.md
+## bench-peers: etcd with calsync's load shapes, its put → watch paired with calsync's fan-out; rewrites BENCHMARKS.md
 bench-peers: etcd-server bench-tool
 	$(BENCH) peers -profile full -etcd $(ETCD)
 

@@ -13,7 +13,7 @@
 // Subcommands:
 //
 //	calsync-bench run     [-profile quick|full] [-target GRPC,HTTP] [-pprof auto] [-only SCENARIOS] [-catchup-changes N] [-out FILE] [-md BENCHMARKS.md]
-//	calsync-bench peers   [-profile quick|full] [-out FILE] [-md BENCHMARKS.md]
+//	calsync-bench peers   [-profile quick|full] [-calsync BIN] [-etcd BIN] [-out FILE] [-md BENCHMARKS.md]
 //	calsync-bench crash   [-cycles 20] [-out FILE]
 //	calsync-bench faults  [-out FILE]
 //	calsync-bench report  [-md BENCHMARKS.md]
@@ -84,7 +84,7 @@ func main() {
 	case "run":
 		err = runBench(ctx, p, RunOptions{Bin: *bin, Pprof: *pprofAddr, Target: *target, Only: scenarios, CatchupDB: *catchupDB, Out: *out, MD: *md})
 	case "peers":
-		err = runPeers(ctx, p, *etcdBin, *out, *md)
+		err = runPeers(ctx, p, *etcdBin, *bin, *out, *md)
 	case "crash":
 		err = runCrash(ctx, *bin, *cycles, *out)
 	case "faults":

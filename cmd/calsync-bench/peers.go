@@ -26,7 +26,28 @@ type PeersResult struct {
 	Version string      `json:"etcd_version"`
 	Put     *LoadResult `json:"put,omitempty"`
 	PutCPU  *Server     `json:"put_server,omitempty"`
-	Fanout  *PeerFanout `json:"fanout,omitempty"`
+	// Pairs are calsync's fan-out and etcd's put → watch of the same shape
+	// run back to back, the first of each pair alternating, so that both
+	// meet the same host: on a shared machine the disk's stalls and the
+	// other tenants' load come and go within minutes, and a p99 follows
+	// them.
+	Pairs []PeerPair `json:"pairs,omitempty"`
+}
+
+// PeerPair is one calsync fan-out and one etcd put → watch, back to back.
+type PeerPair struct {
+	First   string       `json:"first"` // "calsync" or "etcd"
+	Calsync FanoutResult `json:"calsync"`
+	Etcd    PeerFanout   `json:"etcd"`
+}
+
+// pairedP99s returns the pairs' sent→received p99s, calsync's and etcd's.
+func (p *PeersResult) pairedP99s() (calsync, etcd []float64) {
+	for _, pr := range p.Pairs {
+		calsync = append(calsync, pr.Calsync.Latency.P99)
+		etcd = append(etcd, pr.Etcd.Latency.P99)
+	}
+	return calsync, etcd
 }
 
 // PeerFanout is etcd put → watch at a fixed rate with calsync's watcher
@@ -63,47 +84,109 @@ func goarch() string {
 	return strings.TrimSpace(string(out))
 }
 
-// runPeers measures etcd: closed-loop puts over the same number of
-// connections as calsync's ingestion, then put → watch at the fan-out rate
-// with the fan-out's watchers.
-func runPeers(ctx context.Context, p Profile, bin, out, md string) error {
-	res := &PeersResult{Command: "calsync-bench " + strings.Join(os.Args[1:], " "), Started: time.Now().UTC(), Machine: machine()}
-	if v, err := exec.Command(bin, "--version").Output(); err == nil {
-		res.Version = strings.TrimSpace(strings.SplitN(string(v), "\n", 2)[0])
+// etcdPeer is a running etcd on a fresh data dir with clients to it.
+type etcdPeer struct {
+	child   *Child
+	clients []*clientv3.Client
+}
+
+func startEtcdPeer(ctx context.Context, bin, dir string) (*etcdPeer, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "calsync-bench-etcd-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	c, addr, err := startEtcd(ctx, bin, dir)
 	if err != nil {
+		return nil, err
+	}
+	e := &etcdPeer{child: c}
+	for range 16 {
+		cl, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		if err != nil {
+			e.stop()
+			return nil, err
+		}
+		e.clients = append(e.clients, cl)
+	}
+	return e, nil
+}
+
+func (e *etcdPeer) stop() {
+	for _, cl := range e.clients {
+		cl.Close()
+	}
+	e.child.Stop(10 * time.Second)
+}
+
+// runPeers measures etcd: closed-loop puts over the same number of
+// connections as calsync's ingestion; then, p.PeerPairs times, calsync's
+// fan-out and etcd's put → watch at the fan-out's rate with its watchers,
+// back to back, each on a fresh server.
+func runPeers(ctx context.Context, p Profile, etcdBin, calsyncBin, out, md string) error {
+	res := &PeersResult{Command: "calsync-bench " + strings.Join(os.Args[1:], " "), Started: time.Now().UTC(), Machine: machine()}
+	if v, err := exec.Command(etcdBin, "--version").Output(); err == nil {
+		res.Version = strings.TrimSpace(strings.SplitN(string(v), "\n", 2)[0])
+	}
+	env, err := newEnv(p, calsyncBin)
+	if err != nil {
 		return err
 	}
-	defer c.Stop(10 * time.Second)
-	clients := make([]*clientv3.Client, 16)
-	for i := range clients {
-		if clients[i], err = clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()}); err != nil {
-			return err
-		}
-		defer clients[i].Close()
-	}
+	defer os.RemoveAll(env.Dir)
+	defer env.Fake.Close()
 	value := bytes.Repeat([]byte("x"), 700) // about a postpress webhook body
 
 	// Closed-loop puts, one goroutine per "connection" as for calsync.
-	before, smp := c.Stats(), sample(c)
-	put := closedLoopPuts(ctx, clients, p.Conns, p.Duration, value)
-	res.Put = &put
-	use := serverUse(c, before, time.Duration(put.Seconds*float64(time.Second)), smp.done(), put.OK)
-	res.PutCPU = &use
-	log.Printf("etcd put: %.0f/s, p50 %.2f ms p99 %.2f ms", put.Throughput, put.Answer.P50, put.Answer.P99)
-
-	f, err := etcdFanout(ctx, c, clients, p.FanoutRate, p.FilteredStreams, p.UnfilteredStreams, p.Duration, value)
+	peer, err := startEtcdPeer(ctx, etcdBin, filepath.Join(env.Dir, "etcd-put"))
 	if err != nil {
 		return err
 	}
-	res.Fanout = f
-	log.Printf("etcd put→watch: p50 %.2f ms p99 %.2f ms max %.1f ms, missing %d", f.Latency.P50, f.Latency.P99, f.Latency.Max, f.Missing)
+	before, smp := peer.child.Stats(), sample(peer.child)
+	put := closedLoopPuts(ctx, peer.clients, p.Conns, p.Duration, value)
+	res.Put = &put
+	use := serverUse(peer.child, before, time.Duration(put.Seconds*float64(time.Second)), smp.done(), put.OK)
+	res.PutCPU = &use
+	peer.stop()
+	log.Printf("etcd put: %.0f/s, p50 %.2f ms p99 %.2f ms", put.Throughput, put.Answer.P50, put.Answer.P99)
+
+	for i := range p.PeerPairs {
+		pair := PeerPair{First: "calsync"}
+		if i%2 == 1 {
+			pair.First = "etcd"
+		}
+		runCalsync := func() error {
+			c, err := env.calsync(ctx, fmt.Sprintf("peer fanout %d", i+1), 0, "FULL")
+			if err != nil {
+				return err
+			}
+			defer c.Stop(10 * time.Second)
+			pair.Calsync, err = env.fanout(ctx, c, fmt.Sprintf("calsync fanout, pair %d", i+1), p.FanoutRate, p.FilteredStreams, p.UnfilteredStreams, p.Duration, true)
+			return err
+		}
+		runEtcd := func() error {
+			peer, err := startEtcdPeer(ctx, etcdBin, filepath.Join(env.Dir, fmt.Sprintf("etcd-%d", i+1)))
+			if err != nil {
+				return err
+			}
+			defer peer.stop()
+			f, err := etcdFanout(ctx, peer.child, peer.clients, p.FanoutRate, p.FilteredStreams, p.UnfilteredStreams, p.Duration, value)
+			if err != nil {
+				return err
+			}
+			pair.Etcd = *f
+			log.Printf("etcd put→watch, pair %d: p50 %.2f ms p99 %.2f ms max %.1f ms, missing %d; machine stalled on I/O %.0f ms",
+				i+1, f.Latency.P50, f.Latency.P99, f.Latency.Max, f.Missing, f.Server.IOStallMs)
+			return nil
+		}
+		steps := []func() error{runCalsync, runEtcd}
+		if pair.First == "etcd" {
+			steps[0], steps[1] = steps[1], steps[0]
+		}
+		for _, step := range steps {
+			if err := step(); err != nil {
+				return fmt.Errorf("pair %d: %w", i+1, err)
+			}
+		}
+		res.Pairs = append(res.Pairs, pair)
+	}
 	res.Machine.LoadAfter = loadavg()
 	if err := writeJSON(out, res); err != nil {
 		return err
@@ -154,12 +237,27 @@ func etcdFanout(ctx context.Context, c *Child, clients []*clientv3.Client, rate 
 	var mu sync.Mutex
 	var lats []time.Duration
 	var wg sync.WaitGroup
+	// registered counts the watches etcd has not yet confirmed.
+	var registered sync.WaitGroup
 	watch := func(cl *clientv3.Client, prefix string) {
-		wch := cl.Watch(clientv3.WithRequireLeader(wctx), prefix, clientv3.WithPrefix())
+		registered.Add(1)
+		wch := cl.Watch(clientv3.WithRequireLeader(wctx), prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 		wg.Go(func() {
 			var local []time.Duration
-			defer func() { mu.Lock(); lats = append(lats, local...); mu.Unlock() }()
+			created := false
+			defer func() {
+				if !created {
+					registered.Done()
+				}
+				mu.Lock()
+				lats = append(lats, local...)
+				mu.Unlock()
+			}()
 			for r := range wch {
+				if r.Created && !created {
+					created = true
+					registered.Done()
+				}
 				now := time.Now()
 				for _, ev := range r.Events {
 					v := ev.Kv.Value
@@ -179,7 +277,11 @@ func etcdFanout(ctx context.Context, c *Child, clients []*clientv3.Client, rate 
 	for i := range unfiltered {
 		watch(clients[i%len(clients)], "/cal/")
 	}
-	time.Sleep(time.Second) // let every watch register
+	// The load starts once etcd has confirmed every watch (or a watch has
+	// failed, which the missing count then shows).
+	if err := waitGroupFor(&registered, 30*time.Second); err != nil {
+		return nil, fmt.Errorf("etcd watches: %w", err)
+	}
 	before, smp := c.Stats(), sample(c)
 	lctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
@@ -238,19 +340,47 @@ func etcdFanout(ctx context.Context, c *Child, clients []*clientv3.Client, rate 
 	return res, nil
 }
 
+// waitGroupFor waits for wg, at most d.
+func waitGroupFor(wg *sync.WaitGroup, d time.Duration) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(d):
+		return fmt.Errorf("not done after %s", d)
+	}
+}
+
 func writePeersMarkdown(b *bytes.Buffer, p *PeersResult) {
 	fmt.Fprintf(b, "### Peer: etcd (`make bench-peers`, %s, %s)\n\n", p.Version, p.Started.Format(time.RFC3339))
-	fmt.Fprintf(b, "| run | ops/s | put answer p50 | p99 | put→watch p50 | p90 | p99 | max | events received | missing | server CPU | peak RSS |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	if x := p.Put; x != nil {
 		cpu := Server{}
 		if p.PutCPU != nil {
 			cpu = *p.PutCPU
 		}
-		fmt.Fprintf(b, "| closed-loop put | %.0f | %.2f ms | %.2f ms | | | | | | | %.0f%% | %.1f MB |\n", x.Throughput, x.Answer.P50, x.Answer.P99, cpu.CPUPercent, cpu.PeakRSSMB)
+		fmt.Fprintf(b, "| run | ops/s | put answer p50 | p99 | server CPU | peak RSS |\n|---|---|---|---|---|---|\n")
+		fmt.Fprintf(b, "| closed-loop put | %.0f | %.2f ms | %.2f ms | %.0f%% | %.1f MB |\n\n", x.Throughput, x.Answer.P50, x.Answer.P99, cpu.CPUPercent, cpu.PeakRSSMB)
 	}
-	if f := p.Fanout; f != nil {
-		fmt.Fprintf(b, "| put→watch at %.0f/s, %d+%d watchers | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %d | %d | %.0f%% | %.1f MB |\n",
-			f.Rate, f.Filtered, f.Unfiltered, f.Load.Throughput, f.Load.Answer.P50, f.Load.Answer.P99, f.Latency.P50, f.Latency.P90, f.Latency.P99, f.Latency.Max, f.Received, f.Missing, f.Server.CPUPercent, f.Server.PeakRSSMB)
+	if len(p.Pairs) == 0 {
+		return
 	}
-	b.WriteString("\n")
+	f := p.Pairs[0].Etcd
+	fmt.Fprintf(b, "calsync's fan-out (webhooks over REST, %d one-calendar + %d unfiltered streams, a tenth and a fifth of them REST NDJSON) and etcd's put → watch (puts over gRPC, the same watchers on key prefixes), %.0f/s for %.0f s each, run back to back on fresh servers; the first of each pair alternates. Sent→received:\n\n",
+		f.Filtered, f.Unfiltered, f.Rate, p.Pairs[0].Calsync.Load.Seconds)
+	b.WriteString("| pair | first | calsync p50 | p90 | p99 | max | missing / dup / order | CPU | stalled on I/O | etcd p50 | p90 | p99 | max | missing | CPU | stalled on I/O |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for i, pr := range p.Pairs {
+		c, e := pr.Calsync, pr.Etcd
+		fmt.Fprintf(b, "| %d | %s | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %d / %d / %d | %.0f%% | %.0f ms | %.2f ms | %.2f ms | %.2f ms | %.1f ms | %d | %.0f%% | %.0f ms |\n",
+			i+1, pr.First, c.Latency.P50, c.Latency.P90, c.Latency.P99, c.Latency.Max, c.Check.Missing, c.Check.Duplicates, c.Check.OrderDisagreements, c.Server.CPUPercent, c.Server.IOStallMs,
+			e.Latency.P50, e.Latency.P90, e.Latency.P99, e.Latency.Max, e.Missing, e.Server.CPUPercent, e.Server.IOStallMs)
+	}
+	cs, es := p.pairedP99s()
+	wins := 0
+	for i := range cs {
+		if cs[i] <= es[i] {
+			wins++
+		}
+	}
+	fmt.Fprintf(b, "\ncalsync's p99 was at or below etcd's in **%d of %d** pairs; median p99 calsync %.2f ms, etcd %.2f ms.\n\n", wins, len(cs), median(cs), median(es))
 }

@@ -324,14 +324,22 @@ func writeMarkdown(md string) error {
 		fmt.Fprintf(&b, "| durable ingestion (synchronous=FULL) ≥ 15,000 webhooks/s | %.0f/s | %s | %s |\n", cs.Load.Throughput, base, mark(cs.Load.Throughput >= 15000))
 	}
 	if f := r.Fanout; f != nil {
-		etcd, etcdOK := "no etcd run", true
-		if havePeers && peers.Fanout != nil {
-			etcd = fmt.Sprintf("etcd put→watch p50 %.2f ms, p99 %.2f ms", peers.Fanout.Latency.P50, peers.Fanout.Latency.P99)
-			etcdOK = f.Latency.P99 <= peers.Fanout.Latency.P99
+		etcd := "no etcd run"
+		cs, es := peers.pairedP99s()
+		if len(cs) > 0 {
+			var p50s []float64
+			for _, pr := range peers.Pairs {
+				p50s = append(p50s, pr.Etcd.Latency.P50)
+			}
+			etcd = fmt.Sprintf("etcd put→watch in `make bench-peers`: median p50 %.2f ms, p99 %.2f ms", median(p50s), median(es))
 		}
 		fmt.Fprintf(&b, "| %.0f webhooks/s, %d one-calendar + %d unfiltered streams: sent→received p50 ≤ 5 ms | %.2f ms | %s | %s |\n",
 			f.Rate, f.Filtered, f.Unfiltered, f.Latency.P50, etcd, mark(f.Latency.P50 <= 5))
-		fmt.Fprintf(&b, "| same: p99 ≤ 25 ms and ≤ etcd's p99 | %.2f ms (max %.1f ms) | | %s |\n", f.Latency.P99, f.Latency.Max, mark(f.Latency.P99 <= 25 && etcdOK))
+		fmt.Fprintf(&b, "| same: p99 ≤ 25 ms | %.2f ms (max %.1f ms) | | %s |\n", f.Latency.P99, f.Latency.Max, mark(f.Latency.P99 <= 25))
+		if len(cs) > 0 {
+			fmt.Fprintf(&b, "| same: p99 ≤ etcd's p99, calsync and etcd run back to back by `make bench-peers` (median over %d pairs) | calsync %.2f ms (%s) | etcd %.2f ms (%s) | %s |\n",
+				len(cs), median(cs), joinMs(cs), median(es), joinMs(es), mark(median(cs) <= median(es)))
+		}
 		fmt.Fprintf(&b, "| same: every change once, in order | %d received, %d missing, %d duplicated, %d order disagreements | | %s |\n",
 			f.Check.Received, f.Check.Missing, f.Check.Duplicates, f.Check.OrderDisagreements, mark(f.Check.Missing+f.Check.Duplicates == 0 && f.Check.OrderDisagreements == 0))
 	}
@@ -409,6 +417,15 @@ func ptrs[T any](s []T) []*T {
 		out[i] = &s[i]
 	}
 	return out
+}
+
+// joinMs lists milliseconds as "a / b / c".
+func joinMs(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " / ")
 }
 
 func orDash(v float64, f string) string {

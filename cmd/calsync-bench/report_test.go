@@ -64,3 +64,58 @@ func TestWriteMarkdownPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteMarkdownPeerPairs checks that the fan-out's comparison with etcd
+// is judged on the pairs `peers` ran back to back (the medians of their
+// p99s), not on the fan-out of `run`, which met another moment of the host.
+func TestWriteMarkdownPeerPairs(t *testing.T) {
+	t.Chdir(t.TempDir())
+	fan := func(p50, p99 float64) FanoutResult {
+		return FanoutResult{Rate: 2000, Filtered: 1000, Unfiltered: 10, Latency: Summary{P50: p50, P99: p99}, Load: LoadResult{Seconds: 15}}
+	}
+	etcd := func(p50, p99 float64) PeerFanout {
+		return PeerFanout{Rate: 2000, Filtered: 1000, Unfiltered: 10, Latency: Summary{P50: p50, P99: p99}}
+	}
+	run := Results{Profile: profiles["full"], Fanout: &FanoutResult{Rate: 2000, Filtered: 1000, Unfiltered: 10, Latency: Summary{P50: 4, P99: 60}}}
+	peers := PeersResult{Version: "etcd Version: 3.4.23", Put: &LoadResult{Throughput: 9000}, Pairs: []PeerPair{
+		{First: "calsync", Calsync: fan(3, 19), Etcd: etcd(3, 22)},
+		{First: "etcd", Calsync: fan(3, 40), Etcd: etcd(3, 18)},
+		{First: "calsync", Calsync: fan(3, 21), Etcd: etcd(3, 25)},
+	}}
+	if err := writeJSON("benchmarks/run-full.json", run); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeJSON("benchmarks/peers-full.json", peers); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeMarkdown("BENCHMARKS.md"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("BENCHMARKS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	for _, want := range []string{
+		"| same: p99 ≤ 25 ms | 60.00 ms (max 0.0 ms) | | ❌ |",
+		"(median over 3 pairs) | calsync 21.00 ms (19.00 / 40.00 / 21.00) | etcd 22.00 ms (22.00 / 18.00 / 25.00) | ✅ |",
+		"etcd put→watch in `make bench-peers`: median p50 3.00 ms, p99 22.00 ms",
+		"| 2 | etcd | 3.00 ms |",
+		"calsync's p99 was at or below etcd's in **2 of 3** pairs; median p99 calsync 21.00 ms, etcd 22.00 ms.",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("BENCHMARKS.md lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{5}, 5}, {[]float64{9, 1, 4}, 4}, {[]float64{8, 2, 6, 4}, 5}} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}

@@ -46,15 +46,18 @@ type Profile struct {
 	PGFanoutRate        float64 `json:"pg_fanout_rate"`
 	PGFilteredStreams   int     `json:"pg_filtered_streams"`
 	PGUnfilteredStreams int     `json:"pg_unfiltered_streams"`
+	// PeerPairs is how many times `peers` runs calsync's fan-out and
+	// etcd's put → watch back to back.
+	PeerPairs int `json:"peer_pairs"`
 }
 
 var profiles = map[string]Profile{
 	"quick": {Name: "quick", Duration: 2 * time.Second, Conns: 64, FanoutRate: 2000, FilteredStreams: 200, UnfilteredStreams: 10,
 		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 1000, CatchupChanges: 5_000,
-		PGFanoutRate: 500, PGFilteredStreams: 90, PGUnfilteredStreams: 10},
+		PGFanoutRate: 500, PGFilteredStreams: 90, PGUnfilteredStreams: 10, PeerPairs: 1},
 	"full": {Name: "full", Duration: 15 * time.Second, Conns: 64, FanoutRate: 2000, FilteredStreams: 1000, UnfilteredStreams: 10,
 		BroadcastStreams: 100, BroadcastRate: 1000, IdleStreams: 10_000, CatchupChanges: 1_000_000, Drain: true,
-		PGFanoutRate: 500, PGFilteredStreams: 90, PGUnfilteredStreams: 10},
+		PGFanoutRate: 500, PGFilteredStreams: 90, PGUnfilteredStreams: 10, PeerPairs: 3},
 }
 
 // Env is what every scenario shares: the calsync binary, a scratch folder

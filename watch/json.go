@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	calsyncv1 "github.com/calsync/calsync/gen/calsync/v1"
@@ -50,6 +51,11 @@ type lazyJSON struct {
 // encodeChangeJSON encodes the Change of a change's frame as JSON, and
 // returns it with the change's cursor.
 func encodeChangeJSON(fr Frame, opts protojson.MarshalOptions) (cursor string, data []byte, err error) {
+	if opts == restJSON {
+		if cursor, data, ok := changeJSONFromWire(fr); ok {
+			return cursor, data, nil
+		}
+	}
 	var resp calsyncv1.WatchEventsResponse
 	if err := proto.Unmarshal(fr, &resp); err != nil {
 		return "", nil, fmt.Errorf("watch: decode change: %w", err)
@@ -58,6 +64,54 @@ func encodeChangeJSON(fr Frame, opts protojson.MarshalOptions) (cursor string, d
 		return "", nil, fmt.Errorf("watch: encode change: %w", err)
 	}
 	return resp.GetChange().GetCursor(), data, nil
+}
+
+var changeDesc = (&calsyncv1.Change{}).ProtoReflect().Descriptor()
+
+// changeJSONFromWire is encodeChangeJSON for the REST API's options, read
+// from the frame's encoding in place (see appendWireJSON). It reports false
+// for a frame that must be decoded instead: then the decode gives the
+// answer, or the error.
+func changeJSONFromWire(fr Frame) (cursor string, data []byte, ok bool) {
+	change, ok := onlyField(fr, responseChangeField)
+	if !ok {
+		return "", nil, false
+	}
+	// The encoding is kept as long as the change is in the tail: exactly
+	// its size.
+	data, err := appendWireJSON(nil, changeDesc, change)
+	if err != nil {
+		return "", nil, false
+	}
+	// The cursor is the Change's last cursor field, as the decode reads it;
+	// appendWireJSON has checked the encoding.
+	for b := change; len(b) > 0; {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:]
+		if num == changeCursorField && typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			cursor = string(v)
+			n = m
+		} else {
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		b = b[n:]
+	}
+	return cursor, data, true
+}
+
+// onlyField returns the bytes of field num of the message encoded as msg
+// when that field is its only one and occurs once.
+func onlyField(msg []byte, num protowire.Number) ([]byte, bool) {
+	n, typ, l := protowire.ConsumeTag(msg)
+	if l < 0 || n != num || typ != protowire.BytesType {
+		return nil, false
+	}
+	v, m := protowire.ConsumeBytes(msg[l:])
+	if m < 0 || l+m != len(msg) {
+		return nil, false
+	}
+	return v, true
 }
 
 // changeJSON returns the JSON of a change with or without its previous

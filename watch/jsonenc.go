@@ -5,7 +5,6 @@ import (
 	"math"
 	"strconv"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -58,30 +57,43 @@ type fieldPlan struct {
 	fd       protoreflect.FieldDescriptor
 	key      []byte
 	presence bool // written only when set (message fields)
+	// list and kind are fd's, kept here because the descriptor's methods
+	// are interface calls on every field of every message.
+	list bool
+	kind protoreflect.Kind
 }
 
-var plans sync.Map // protoreflect.FullName → []fieldPlan, or nil when not supported
+// messagePlan is how a message type is written: its fields in order, and
+// which of them each field number is (for reading the wire encoding).
+type messagePlan struct {
+	fields []fieldPlan
+	// byNumber[n] is the index in fields of field number n, or -1.
+	byNumber []int8
+}
+
+var plans sync.Map // protoreflect.FullName → *messagePlan, or nil when not supported
 
 // planOf returns the plan of a message type, nil when the encoder leaves
 // the type to protojson.
-func planOf(md protoreflect.MessageDescriptor) []fieldPlan {
+func planOf(md protoreflect.MessageDescriptor) *messagePlan {
 	if p, ok := plans.Load(md.FullName()); ok {
-		return p.([]fieldPlan)
+		return p.(*messagePlan)
 	}
-	fp := buildPlan(md)
-	plans.Store(md.FullName(), fp)
-	return fp
+	mp := buildPlan(md)
+	plans.Store(md.FullName(), mp)
+	return mp
 }
 
 // buildPlan plans the kinds of field the API's messages have (strings,
 // booleans, enums, messages, and lists of them); a type with any other
-// field, a map or a oneof is left to protojson.
-func buildPlan(md protoreflect.MessageDescriptor) []fieldPlan {
-	if md.Oneofs().Len() > 0 {
+// field, a map, a oneof, or more than maxPlanFields fields or a field
+// number above maxPlanNumber is left to protojson.
+func buildPlan(md protoreflect.MessageDescriptor) *messagePlan {
+	fields := md.Fields()
+	if md.Oneofs().Len() > 0 || fields.Len() > maxPlanFields {
 		return nil
 	}
-	fields := md.Fields()
-	fp := make([]fieldPlan, 0, fields.Len())
+	mp := &messagePlan{fields: make([]fieldPlan, 0, fields.Len())}
 	for i := range fields.Len() {
 		fd := fields.Get(i)
 		switch fd.Kind() {
@@ -89,14 +101,25 @@ func buildPlan(md protoreflect.MessageDescriptor) []fieldPlan {
 		default:
 			return nil
 		}
-		if fd.IsMap() || fd.Kind() == protoreflect.EnumKind && fd.Enum().FullName() == "google.protobuf.NullValue" {
+		if fd.IsMap() || fd.Kind() == protoreflect.EnumKind && fd.Enum().FullName() == "google.protobuf.NullValue" || fd.Number() > maxPlanNumber {
 			return nil
 		}
 		key := strconv.AppendQuote(nil, string(fd.Name()))
-		fp = append(fp, fieldPlan{fd: fd, key: append(key, ':'), presence: fd.HasPresence()})
+		mp.fields = append(mp.fields, fieldPlan{fd: fd, key: append(key, ':'), presence: fd.HasPresence(), list: fd.IsList(), kind: fd.Kind()})
+		for int(fd.Number()) >= len(mp.byNumber) {
+			mp.byNumber = append(mp.byNumber, -1)
+		}
+		mp.byNumber[fd.Number()] = int8(i)
 	}
-	return fp
+	return mp
 }
+
+// Bounds of the plans, so that a field's index fits an int8 and a bit of a
+// uint64, and byNumber stays small.
+const (
+	maxPlanFields = 64
+	maxPlanNumber = 1024
+)
 
 func appendMessageJSON(b []byte, m protoreflect.Message) ([]byte, error) {
 	md := m.Descriptor()
@@ -109,15 +132,15 @@ func appendMessageJSON(b []byte, m protoreflect.Message) ([]byte, error) {
 	if md.ParentFile().Package() == "google.protobuf" {
 		return b, errNotFast // other well-known types have JSON forms of their own
 	}
-	plan := planOf(md)
-	if plan == nil {
+	mp := planOf(md)
+	if mp == nil {
 		return b, errNotFast
 	}
 	b = append(b, '{')
 	first := true
 	var err error
-	for i := range plan {
-		f := &plan[i]
+	for i := range mp.fields {
+		f := &mp.fields[i]
 		if f.presence && !m.Has(f.fd) {
 			continue
 		}
@@ -214,12 +237,16 @@ const (
 )
 
 func appendTimestampJSON(b []byte, ts *timestamppb.Timestamp) ([]byte, error) {
-	secs, nanos := ts.GetSeconds(), int64(ts.GetNanos())
+	return appendTimeJSON(b, ts.GetSeconds(), int64(ts.GetNanos()))
+}
+
+// appendTimeJSON writes the Timestamp of secs and nanos.
+func appendTimeJSON(b []byte, secs, nanos int64) ([]byte, error) {
 	if secs < minTimestampSeconds || secs > maxTimestampSeconds || nanos < 0 || nanos > 999_999_999 {
 		return b, errNotFast
 	}
 	b = append(b, '"')
-	b = time.Unix(secs, 0).UTC().AppendFormat(b, "2006-01-02T15:04:05")
+	b = appendDateTime(b, secs)
 	if nanos != 0 {
 		// Nine digits after the point (the leading 1 of 1e9+nanos becomes
 		// the point), cut to six or three when the rest are zeros.
@@ -234,6 +261,48 @@ func appendTimestampJSON(b []byte, ts *timestamppb.Timestamp) ([]byte, error) {
 		}
 	}
 	return append(b, 'Z', '"'), nil
+}
+
+// appendDateTime writes secs since the Unix epoch, a time in years 1 to
+// 9999, as time.Format's "2006-01-02T15:04:05" in UTC. It is time's own
+// arithmetic without time's general formatting, which a change's half-dozen
+// timestamps would otherwise spend most of their encoding on.
+func appendDateTime(b []byte, secs int64) []byte {
+	days := secs / 86400
+	rem := secs % 86400
+	if rem < 0 {
+		days--
+		rem += 86400
+	}
+	y, m, d := civilDate(days)
+	b = append(b, byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-')
+	b = append(b, byte('0'+m/10), byte('0'+m%10), '-', byte('0'+d/10), byte('0'+d%10), 'T')
+	h, mi, s := rem/3600, rem/60%60, rem%60
+	return append(b, byte('0'+h/10), byte('0'+h%10), ':', byte('0'+mi/10), byte('0'+mi%10), ':', byte('0'+s/10), byte('0'+s%10))
+}
+
+// civilDate returns the proleptic Gregorian date of days since 1970-01-01
+// (H. Hinnant's days-to-civil algorithm).
+func civilDate(days int64) (year, month, day int64) {
+	z := days + 719468
+	era := z / 146097
+	if z < 0 && z%146097 != 0 {
+		era--
+	}
+	doe := z - era*146097                                  // day of the 400-year era, [0, 146096]
+	yoe := (doe - doe/1460 + doe/36524 - doe/146096) / 365 // year of the era, [0, 399]
+	doy := doe - (365*yoe + yoe/4 - yoe/100)               // day of the year from March 1, [0, 365]
+	mp := (5*doy + 2) / 153                                // month from March, [0, 11]
+	day = doy - (153*mp+2)/5 + 1
+	month = mp + 3
+	if month > 12 {
+		month -= 12
+	}
+	year = yoe + era*400
+	if month <= 2 {
+		year++
+	}
+	return year, month, day
 }
 
 func appendStructJSON(b []byte, s *structpb.Struct) ([]byte, error) {

@@ -36,18 +36,11 @@ func TestWriteMarkdownPostgres(t *testing.T) {
 	if err := os.WriteFile("BENCHMARKS.md", []byte(old), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeMarkdown("BENCHMARKS.md"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile("BENCHMARKS.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	md := string(b)
+	md := renderMarkdown(t)
 	if strings.Count(md, "<!-- BEGIN calsync-bench") != 1 || strings.Contains(md, "stale") || !strings.HasSuffix(md, "after\n") || !strings.HasPrefix(md, "# Benchmarks\n\nprose\n") {
 		t.Fatalf("generated section not replaced in place:\n%s", md)
 	}
-	for _, want := range []string{
+	requireContains(t, md,
 		"| PostgreSQL, 1 replica: durable ingestion, beside PostgreSQL's own single-row insert rate | 9000/s, processed 1200/s | pgbench single-row inserts 8000/s (ratio 1.12) | report |",
 		"| PostgreSQL, 3 replicas: durable ingestion, beside PostgreSQL's own single-row insert rate | 4000/s, processed 900/s | pgbench single-row inserts 8000/s (ratio 0.50) | report |",
 		"watchers on replica B: sent→received p50 ≤ 10 ms | 12.50 ms | | ❌ |",
@@ -58,7 +51,26 @@ func TestWriteMarkdownPostgres(t *testing.T) {
 		"ingests at **1.12×** (1 replica) and **0.50×** (3 replicas) PostgreSQL's own single-row insert rate",
 		"| pgbench: 64 clients (-j 2), one 1024-byte row per transaction | 8000 |",
 		"Change log after the run with 1 replica: 20000 changes, 812 bytes each with indexes (inbox: 1500 bytes per delivery; database 30.0 MB). Compacting 19999 changes",
-	} {
+	)
+}
+
+// renderMarkdown writes BENCHMARKS.md from the result files in the working
+// directory and returns it.
+func renderMarkdown(t *testing.T) string {
+	t.Helper()
+	if err := writeMarkdown("BENCHMARKS.md"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("BENCHMARKS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func requireContains(t *testing.T, md string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(md, want) {
 			t.Errorf("BENCHMARKS.md lacks %q:\n%s", want, md)
 		}
@@ -88,25 +100,13 @@ func TestWriteMarkdownPeerPairs(t *testing.T) {
 	if err := writeJSON("benchmarks/peers-full.json", peers); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeMarkdown("BENCHMARKS.md"); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile("BENCHMARKS.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	md := string(b)
-	for _, want := range []string{
+	requireContains(t, renderMarkdown(t),
 		"| same: p99 ≤ 25 ms | 60.00 ms (max 0.0 ms) | | ❌ |",
 		"(median over 3 pairs) | calsync 21.00 ms (19.00 / 40.00 / 21.00) | etcd 22.00 ms (22.00 / 18.00 / 25.00) | ✅ |",
 		"etcd put→watch in `make bench-peers`: median p50 3.00 ms, p99 22.00 ms",
 		"| 2 | etcd | 3.00 ms |",
 		"calsync's p99 was at or below etcd's in **2 of 3** pairs; median p99 calsync 21.00 ms, etcd 22.00 ms.",
-	} {
-		if !strings.Contains(md, want) {
-			t.Errorf("BENCHMARKS.md lacks %q:\n%s", want, md)
-		}
-	}
+	)
 }
 
 func TestMedian(t *testing.T) {

@@ -114,8 +114,8 @@ func buildPlan(md protoreflect.MessageDescriptor) *messagePlan {
 	return mp
 }
 
-// Bounds of the plans, so that a field's index fits an int8 and a bit of a
-// uint64, and byNumber stays small.
+// Bounds of the plans, so that a field's index fits an int8 and byNumber
+// stays small.
 const (
 	maxPlanFields = 64
 	maxPlanNumber = 1024
@@ -264,9 +264,9 @@ func appendTimeJSON(b []byte, secs, nanos int64) ([]byte, error) {
 }
 
 // appendDateTime writes secs since the Unix epoch, a time in years 1 to
-// 9999, as time.Format's "2006-01-02T15:04:05" in UTC. It is time's own
-// arithmetic without time's general formatting, which a change's half-dozen
-// timestamps would otherwise spend most of their encoding on.
+// 9999, as time.Format's "2006-01-02T15:04:05" in UTC, without time's
+// general formatting, which a change's dozen timestamps would otherwise
+// spend most of their encoding on.
 func appendDateTime(b []byte, secs int64) []byte {
 	days := secs / 86400
 	rem := secs % 86400

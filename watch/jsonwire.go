@@ -14,20 +14,20 @@ import (
 //
 // A change reaches the hub already encoded (the store's bytes, framed for
 // gRPC streams), and REST streams want it as JSON. Decoding the frame into
-// a message first, only to walk that message, took a third of the JSON's
-// cost; appendWireJSON reads the encoding in place instead, with the same
-// plans as appendMessageJSON, and writes what appendMessageJSON writes for
-// the decoded message (the same members with the same values).
+// a message only to walk that message by reflection cost more than twice
+// what reading the encoding does. appendWireJSON reads the encoding in
+// place, with the same plans as appendMessageJSON, and writes what
+// appendMessageJSON writes for the decoded message (the same members with
+// the same values).
 //
 // What the decode would treat in a way of its own is left to it, as
 // errNotFast: a message field that occurs twice (the decode merges the
 // two), a known field with another wire type than its kind's, a packed
 // list, invalid UTF-8 (the decode refuses it), a Struct or another
 // well-known type but Timestamp, bytes that do not parse, and whatever
-// appendMessageJSON leaves to protojson. Unknown
-// fields are skipped, as the decode keeps them and protojson ignores them.
-// A singular scalar that occurs twice takes its last value, as in the
-// decode.
+// appendMessageJSON leaves to protojson. Unknown fields are skipped, as
+// the decode keeps them and protojson ignores them. A singular scalar that
+// occurs twice takes its last value, as in the decode.
 
 // wireField is one occurrence of a planned field in an encoding.
 type wireField struct {
@@ -51,17 +51,21 @@ type wireEncoder struct {
 }
 
 // wireEncoders keep encoders, and with them buffers that have grown to
-// fit the changes seen (up to maxWireBuffer).
+// fit the changes seen, up to maxWireBuffer bytes of JSON and
+// maxWireFields occurrences.
 var wireEncoders = sync.Pool{New: func() any { return &wireEncoder{out: make([]byte, 0, 4096)} }}
 
-const maxWireBuffer = 64 << 10
+const (
+	maxWireBuffer = 64 << 10
+	maxWireFields = 4096
+)
 
 // appendWireJSON appends to b the message of type md encoded as data.
 func appendWireJSON(b []byte, md protoreflect.MessageDescriptor, data []byte) ([]byte, error) {
 	w := wireEncoders.Get().(*wireEncoder)
 	defer func() {
-		if cap(w.out) > maxWireBuffer {
-			w.out = nil
+		if cap(w.out) > maxWireBuffer || cap(w.occ) > maxWireFields || cap(w.last) > maxWireFields {
+			*w = wireEncoder{}
 		}
 		wireEncoders.Put(w)
 	}()

@@ -110,16 +110,23 @@ func TestReadChangeHead(t *testing.T) {
 	}
 }
 
-// ReadChangeHead allocates nothing: it runs for every change a catching-up
-// stream reads.
-func TestReadChangeHeadAllocations(t *testing.T) {
+// encodedFullUpdate encodes an UPDATED change with every field set.
+func encodedFullUpdate(tb testing.TB) []byte {
+	tb.Helper()
 	c := &calsyncv1.Change{}
-	populate(t, c.ProtoReflect())
+	populate(tb, c.ProtoReflect())
 	c.Type = calsyncv1.ChangeType_CHANGE_TYPE_UPDATED
 	data, err := EncodeChange(c, time.Unix(1_700_000_000, 5))
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
+	return data
+}
+
+// ReadChangeHead allocates nothing: it runs for every change a catching-up
+// stream reads.
+func TestReadChangeHeadAllocations(t *testing.T) {
+	data := encodedFullUpdate(t)
 	if n := testing.AllocsPerRun(100, func() {
 		if _, ok := ReadChangeHead(data); !ok {
 			t.Fatal("not read")
@@ -132,13 +139,7 @@ func TestReadChangeHeadAllocations(t *testing.T) {
 // BenchmarkReadChangeHead reads the head of an updated change with every
 // field set, as a catching-up stream does for each change it reads.
 func BenchmarkReadChangeHead(b *testing.B) {
-	c := &calsyncv1.Change{}
-	populate(b, c.ProtoReflect())
-	c.Type = calsyncv1.ChangeType_CHANGE_TYPE_UPDATED
-	data, err := EncodeChange(c, time.Unix(1_700_000_000, 5))
-	if err != nil {
-		b.Fatal(err)
-	}
+	data := encodedFullUpdate(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, ok := ReadChangeHead(data); !ok {

@@ -71,20 +71,24 @@ func fieldNum(m interface{ ProtoReflect() protoreflect.Message }, name protorefl
 	return f.Number()
 }
 
-// decodeWatchResponse fills resp with the checked fields of b.
+// decodeWatchResponse fills resp with the checked fields of b. A change,
+// event or bookmark resp already holds is reset and reused: a watcher
+// decodes every response into one message, so that tens of thousands of
+// messages a second do not each cost the client two allocations of a
+// large struct (the checker keeps strings, never the messages).
 func decodeWatchResponse(b []byte, resp *calsyncv1.WatchEventsResponse) error {
-	resp.Reset()
+	spare := takeSpare(resp)
 	return walkFields(b, func(num protowire.Number, v []byte) error {
 		switch num {
 		case respChange:
-			c := &calsyncv1.Change{}
-			resp.Kind = &calsyncv1.WatchEventsResponse_Change{Change: c}
+			c, kind := spare.change()
+			resp.Kind = kind
 			return walkFields(v, func(num protowire.Number, v []byte) error {
 				switch num {
 				case changeCursor:
 					c.Cursor = string(v)
 				case changeEvent:
-					ev := &calsyncv1.CalendarEvent{}
+					ev := spare.event()
 					c.Event = ev
 					return walkFields(v, func(num protowire.Number, v []byte) error {
 						switch num {
@@ -101,8 +105,8 @@ func decodeWatchResponse(b []byte, resp *calsyncv1.WatchEventsResponse) error {
 				return nil
 			})
 		case respBookmark:
-			bm := &calsyncv1.Bookmark{}
-			resp.Kind = &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: bm}
+			bm, kind := spare.bookmark()
+			resp.Kind = kind
 			return walkFields(v, func(num protowire.Number, v []byte) error {
 				if num == bookmarkCursor {
 					bm.Cursor = string(v)
@@ -112,6 +116,55 @@ func decodeWatchResponse(b []byte, resp *calsyncv1.WatchEventsResponse) error {
 		}
 		return nil
 	})
+}
+
+// spareMessages are the messages a response held before it was reset, to
+// be reset and filled again; a missing one is allocated when needed.
+type spareMessages struct {
+	changeKind   *calsyncv1.WatchEventsResponse_Change
+	ev           *calsyncv1.CalendarEvent
+	bookmarkKind *calsyncv1.WatchEventsResponse_Bookmark
+}
+
+// takeSpare resets resp and returns what it held.
+func takeSpare(resp *calsyncv1.WatchEventsResponse) spareMessages {
+	var s spareMessages
+	switch k := resp.GetKind().(type) {
+	case *calsyncv1.WatchEventsResponse_Change:
+		s.changeKind = k
+		s.ev = k.Change.GetEvent()
+	case *calsyncv1.WatchEventsResponse_Bookmark:
+		s.bookmarkKind = k
+	}
+	resp.Reset()
+	return s
+}
+
+func (s *spareMessages) change() (*calsyncv1.Change, *calsyncv1.WatchEventsResponse_Change) {
+	if s.changeKind == nil || s.changeKind.Change == nil {
+		s.changeKind = &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{}}
+	} else {
+		s.changeKind.Change.Reset()
+	}
+	return s.changeKind.Change, s.changeKind
+}
+
+func (s *spareMessages) event() *calsyncv1.CalendarEvent {
+	if s.ev == nil {
+		s.ev = &calsyncv1.CalendarEvent{}
+	} else {
+		s.ev.Reset()
+	}
+	return s.ev
+}
+
+func (s *spareMessages) bookmark() (*calsyncv1.Bookmark, *calsyncv1.WatchEventsResponse_Bookmark) {
+	if s.bookmarkKind == nil || s.bookmarkKind.Bookmark == nil {
+		s.bookmarkKind = &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{}}
+	} else {
+		s.bookmarkKind.Bookmark.Reset()
+	}
+	return s.bookmarkKind.Bookmark, s.bookmarkKind
 }
 
 // walkFields calls fn with the number and contents of every length-delimited
@@ -167,7 +220,7 @@ var errNoResult = errors.New("watch line without a result")
 // stream's line, as [checkedCodec] does for a gRPC one: a full protojson
 // decode of every event would make the client, not calsync, the limit.
 func decodeWatchLine(b []byte, resp *calsyncv1.WatchEventsResponse) error {
-	resp.Reset()
+	spare := takeSpare(resp)
 	var line watchLine
 	if err := json.Unmarshal(b, &line); err != nil {
 		return err
@@ -177,13 +230,18 @@ func decodeWatchLine(b []byte, resp *calsyncv1.WatchEventsResponse) error {
 	case r == nil:
 		return errNoResult
 	case r.Change != nil:
-		c := &calsyncv1.Change{Cursor: r.Change.Cursor}
-		if ev := r.Change.Event; ev != nil {
-			c.Event = &calsyncv1.CalendarEvent{Provider: ev.Provider, ProviderEventId: ev.ProviderEventID, Title: ev.Title}
+		c, kind := spare.change()
+		c.Cursor = r.Change.Cursor
+		if e := r.Change.Event; e != nil {
+			ev := spare.event()
+			ev.Provider, ev.ProviderEventId, ev.Title = e.Provider, e.ProviderEventID, e.Title
+			c.Event = ev
 		}
-		resp.Kind = &calsyncv1.WatchEventsResponse_Change{Change: c}
+		resp.Kind = kind
 	case r.Bookmark != nil:
-		resp.Kind = &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{Cursor: r.Bookmark.Cursor}}
+		bm, kind := spare.bookmark()
+		bm.Cursor = r.Bookmark.Cursor
+		resp.Kind = kind
 	}
 	return nil
 }

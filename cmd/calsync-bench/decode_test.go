@@ -105,3 +105,45 @@ func TestDecodeWatchLine(t *testing.T) {
 		}
 	})
 }
+
+// TestDecodersReuseOneMessage decodes every case after every other into
+// one message, as a watcher does: nothing of the response before may be
+// left in the one after, and what is reused is reset.
+func TestDecodersReuseOneMessage(t *testing.T) {
+	cases, _ := watchCases()
+	enc := protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
+	decoders := map[string]func(t *testing.T, m *calsyncv1.WatchEventsResponse, into *calsyncv1.WatchEventsResponse) error{
+		"gRPC": func(t *testing.T, m, into *calsyncv1.WatchEventsResponse) error {
+			b, err := proto.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return checkedCodec{}.Unmarshal(mem.BufferSlice{mem.SliceBuffer(b)}, into)
+		},
+		"REST": func(t *testing.T, m, into *calsyncv1.WatchEventsResponse) error {
+			b, err := enc.Marshal(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return decodeWatchLine([]byte(`{"result":`+string(b)+"}"), into)
+		},
+	}
+	for name, decode := range decoders {
+		for _, first := range cases {
+			for _, second := range cases {
+				t.Run(name+"/"+first.name+"Then"+second.name, func(t *testing.T) {
+					got := &calsyncv1.WatchEventsResponse{}
+					if err := decode(t, first.in, got); err != nil {
+						t.Fatal(err)
+					}
+					if err := decode(t, second.in, got); err != nil {
+						t.Fatal(err)
+					}
+					if diff := cmp.Diff(second.want, got, protocmp.Transform()); diff != "" {
+						t.Errorf("decoded (-want +got):\n%s", diff)
+					}
+				})
+			}
+		}
+	}
+}

@@ -144,9 +144,10 @@ func (w *Watcher) runGRPC(ctx context.Context, conn *grpc.ClientConn) {
 	if err != nil {
 		return
 	}
+	// Every response is decoded into resp, which handle does not keep.
+	resp := new(calsyncv1.WatchEventsResponse)
 	for {
-		resp, err := stream.Recv()
-		if err != nil {
+		if err := stream.RecvMsg(resp); err != nil {
 			return
 		}
 		w.handle(resp, time.Now())
@@ -175,8 +176,8 @@ func (w *Watcher) runREST(ctx context.Context, base string) {
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var m calsyncv1.WatchEventsResponse
 	for sc.Scan() {
-		var m calsyncv1.WatchEventsResponse
 		if decodeWatchLine(sc.Bytes(), &m) != nil {
 			return
 		}

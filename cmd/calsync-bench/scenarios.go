@@ -514,36 +514,26 @@ type CatchupResult struct {
 
 // catchup fills a change log with n changes through webhooks, then times
 // one gRPC client reading all of it from the start. The fill runs with
-// synchronous=NORMAL: it is set-up, not the figure measured.
+// synchronous=NORMAL: it is set-up, not the figure measured. The replay
+// runs on a server started afresh on the filled log with the served
+// default (synchronous=FULL), as every other measured server does.
 func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
 	res := CatchupResult{Changes: n, Synchronous: "NORMAL"}
 	saved, reuse := e.savedCatchup(n)
-	var c *Child
-	var err error
 	if reuse {
-		c, err = e.calsyncOn(ctx, "catchup", saved.DB, "NORMAL")
+		log.Printf("catch-up: replaying the log saved in %s", e.CatchupDB)
 	} else {
-		c, err = e.calsync(ctx, "catchup", 0, "NORMAL")
+		var err error
+		if saved, err = e.fillCatchupDB(ctx, n); err != nil {
+			return res, err
+		}
 	}
+	res.FillSeconds, res.FillPerS = saved.FillSeconds, saved.FillPerS
+	c, err := e.calsyncOn(ctx, "catchup", saved.DB, "")
 	if err != nil {
 		return res, err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			c.Stop(30 * time.Second)
-		}
-	}()
-	if reuse {
-		log.Printf("catch-up: replaying the log saved in %s", e.CatchupDB)
-		res.FillSeconds, res.FillPerS = saved.FillSeconds, saved.FillPerS
-	} else {
-		saved, err = e.fillCatchup(ctx, c, n)
-		if err != nil {
-			return res, err
-		}
-		res.FillSeconds, res.FillPerS = saved.FillSeconds, saved.FillPerS
-	}
+	defer c.Stop(30 * time.Second)
 	want := saved.Want
 	rd := NewWatcher("replay", nil, false, nil)
 	rd.keepLatency = false
@@ -578,15 +568,30 @@ func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
 		log.Printf("catch-up: replay did not finish")
 	}
 	log.Printf("catch-up: %d changes replayed in %.2f s = %.0f changes/s (fill %.0f/s)", rd.Checker.Received, res.Seconds, res.ChangesPerS, res.FillPerS)
-	if e.CatchupDB != "" && !reuse {
-		// The database is copied only once calsync has closed it.
-		c.Stop(30 * time.Second)
-		stopped = true
+	return res, nil
+}
+
+// fillCatchupDB fills a new change log with n changes through a server of
+// its own (synchronous=NORMAL), which it stops, and keeps a copy of the
+// log in e.CatchupDB if set.
+func (e *Env) fillCatchupDB(ctx context.Context, n int) (catchupLog, error) {
+	c, err := e.calsync(ctx, "catchup-fill", 0, "NORMAL")
+	if err != nil {
+		return catchupLog{}, err
+	}
+	saved, err := e.fillCatchup(ctx, c, n)
+	// The database is used (and copied) only once calsync has closed it.
+	c.Stop(30 * time.Second)
+	if err != nil {
+		return saved, err
+	}
+	saved.DB = c.DB
+	if e.CatchupDB != "" {
 		if err := saveCatchup(e.CatchupDB, c.DB, saved); err != nil {
 			log.Printf("catch-up: save the filled log: %v", err)
 		}
 	}
-	return res, nil
+	return saved, nil
 }
 
 // catchupLog is a filled catch-up change log: where the replay starts and

@@ -557,10 +557,13 @@ func (e *Env) catchup(ctx context.Context, n int) (CatchupResult, error) {
 		end = last
 	}
 	res.Seconds = end.Sub(start).Seconds()
+	// CPU is the replay's: read before waiting out the server's profile,
+	// which runs on past the replay's end while the server is idle, over
+	// the replay's time.
+	res.Server = serverUse(c, before, end.Sub(start), smp.done(), 0)
 	stopClientProfile()
 	set.Stop()
 	waitProfile()
-	res.Server = serverUse(c, before, time.Since(start), smp.done(), 0)
 	res.ServerRSSMB = res.Server.PeakRSSMB
 	res.ChangesPerS = float64(rd.Checker.Received) / res.Seconds
 	res.Duplicates, res.Missing, res.CursorRegressions = rd.Checker.Duplicates, rd.Checker.Missing(want), rd.Checker.Regressions

@@ -141,30 +141,36 @@ func takeSpare(resp *calsyncv1.WatchEventsResponse) spareMessages {
 }
 
 func (s *spareMessages) change() (*calsyncv1.Change, *calsyncv1.WatchEventsResponse_Change) {
-	if s.changeKind == nil || s.changeKind.Change == nil {
-		s.changeKind = &calsyncv1.WatchEventsResponse_Change{Change: &calsyncv1.Change{}}
-	} else {
-		s.changeKind.Change.Reset()
+	if s.changeKind == nil {
+		s.changeKind = &calsyncv1.WatchEventsResponse_Change{}
 	}
+	s.changeKind.Change = resetOrNew(s.changeKind.Change)
 	return s.changeKind.Change, s.changeKind
 }
 
 func (s *spareMessages) event() *calsyncv1.CalendarEvent {
-	if s.ev == nil {
-		s.ev = &calsyncv1.CalendarEvent{}
-	} else {
-		s.ev.Reset()
-	}
+	s.ev = resetOrNew(s.ev)
 	return s.ev
 }
 
 func (s *spareMessages) bookmark() (*calsyncv1.Bookmark, *calsyncv1.WatchEventsResponse_Bookmark) {
-	if s.bookmarkKind == nil || s.bookmarkKind.Bookmark == nil {
-		s.bookmarkKind = &calsyncv1.WatchEventsResponse_Bookmark{Bookmark: &calsyncv1.Bookmark{}}
-	} else {
-		s.bookmarkKind.Bookmark.Reset()
+	if s.bookmarkKind == nil {
+		s.bookmarkKind = &calsyncv1.WatchEventsResponse_Bookmark{}
 	}
+	s.bookmarkKind.Bookmark = resetOrNew(s.bookmarkKind.Bookmark)
 	return s.bookmarkKind.Bookmark, s.bookmarkKind
+}
+
+// resetOrNew returns m reset, or a new message if m is nil.
+func resetOrNew[M any, P interface {
+	*M
+	Reset()
+}](m P) P {
+	if m == nil {
+		return P(new(M))
+	}
+	m.Reset()
+	return m
 }
 
 // walkFields calls fn with the number and contents of every length-delimited

@@ -365,8 +365,9 @@ func appendMessageField(b []byte, opts proto.MarshalOptions, num protowire.Numbe
 }
 
 // The field numbers of Change that EncodeChangeWith writes itself.
-var changeTypeField, changeEventField, changeCalendarField, changePreviousEventField = func() (typ, event, calendar, previous protowire.Number) {
-	fields := (&calsyncv1.Change{}).ProtoReflect().Descriptor().Fields()
-	return fields.ByName("type").Number(), fields.ByName("event").Number(),
-		fields.ByName("calendar").Number(), fields.ByName("previous_event").Number()
-}()
+var (
+	changeTypeField          = fieldNumber(&calsyncv1.Change{}, "type")
+	changeEventField         = fieldNumber(&calsyncv1.Change{}, "event")
+	changeCalendarField      = fieldNumber(&calsyncv1.Change{}, "calendar")
+	changePreviousEventField = fieldNumber(&calsyncv1.Change{}, "previous_event")
+)

@@ -50,11 +50,11 @@ func (db *DB) CompactChanges(ctx context.Context, before time.Time) (int64, erro
 // compactChunkTx removes one chunk of changes and reports whether more may
 // be due.
 func compactChunkTx(ctx context.Context, tx *sql.Tx, beforeNs int64) (removed int64, more bool, err error) {
-	compacted, err := compactedCursor(ctx, tx)
+	compacted, err := compactedCursor(ctx, txQuerier{tx})
 	if err != nil {
 		return 0, false, err
 	}
-	head, err := changeHead(ctx, tx)
+	head, err := changeHead(ctx, txQuerier{tx})
 	if err != nil {
 		return 0, false, err
 	}

@@ -224,7 +224,6 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	if withUpdates && db.maxBatch > 1 {
 		updates = db.takeUpdates()
 	}
-	defer db.stmts.prepareWanted(ctx, db.w)
 	var t *tx
 	var insertErr error
 	applied := 0 // t.records[:applied] are the applies' changes
@@ -232,12 +231,12 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 	for {
 		t = db.newTx()
 		var af *applyFailure
-		err = db.commitTx(ctx, t, func(tx *sql.Tx) error {
+		err = db.commitTx(ctx, t, func(q *connQuerier) error {
 			if len(updates) == 0 {
 				// Alone in the transaction, the inserts need no
 				// savepoint: a failed apply rolls the whole
 				// transaction back, and the loop runs it again.
-				insertErr = db.insertRows(ctx, tx, t, reqs, results)
+				insertErr = db.insertRows(ctx, q, t, reqs, results)
 				applied = len(t.records)
 				return insertErr
 			}
@@ -246,12 +245,11 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 			// retries the deliveries one by one. A failed apply rolls
 			// the inserts back too, and they run again with that
 			// delivery left PENDING.
-			q := writeQuerier{tx: tx, cache: db.stmts, bound: t.bound}
 			for {
 				if _, err := q.ExecContext(ctx, "SAVEPOINT inbox"); err != nil {
 					return err
 				}
-				insertErr = db.insertRows(ctx, tx, t, reqs, results)
+				insertErr = db.insertRows(ctx, q, t, reqs, results)
 				af = nil
 				if insertErr != nil {
 					if _, err := q.ExecContext(ctx, "ROLLBACK TO inbox"); err != nil {
@@ -270,7 +268,7 @@ func (db *DB) insertDeliveries(reqs []*enqueueRequest, withUpdates bool) ([]enqu
 				}
 			}
 			applied = len(t.records)
-			ran, err := t.runUpdates(ctx, tx, updates, false)
+			ran, err := t.runUpdates(ctx, q, updates, false)
 			if err == nil && ran == 0 && insertErr != nil {
 				err = errNothingToCommit
 			}
@@ -337,8 +335,7 @@ func (db *DB) noteApplyFailure(af *applyFailure) {
 // journal (a temporary file the pages a multi-row INSERT touches were
 // copied to); a failed insert rolls back the whole transaction, or the
 // savepoint the inserts run in, all the same.
-func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqueueRequest, results []enqueueResult) error {
-	q := writeQuerier{tx: sqlTx, cache: db.stmts, bound: t.bound}
+func (db *DB) insertRows(ctx context.Context, q *connQuerier, t *tx, reqs []*enqueueRequest, results []enqueueResult) error {
 	window := db.dedupeWindow.Nanoseconds()
 	stored, err := db.lookupStored(ctx, q, t.recent, reqs)
 	if err != nil {
@@ -404,7 +401,7 @@ func (db *DB) insertRows(ctx context.Context, sqlTx *sql.Tx, t *tx, reqs []*enqu
 		case r.apply != nil && d.OrderingKey != "" && waiting:
 			// An earlier delivery of its key waits: so does this one.
 		case r.apply != nil:
-			st, n, err := db.applyNow(ctx, sqlTx, t, r)
+			st, n, err := db.applyNow(ctx, q, t, r)
 			if err != nil {
 				return err
 			}
@@ -521,7 +518,7 @@ var lookupQueries, insertQueries = func() (lookup [2][len(chunkSizes)]string, in
 // lookupStored asks what the store held before the batch about each of
 // reqs. recent is the writer's cache of committed events: an event it
 // holds is known to be stored, and is not asked about.
-func (db *DB) lookupStored(ctx context.Context, q writeQuerier, recent *recentEvents, reqs []*enqueueRequest) ([]storedLookup, error) {
+func (db *DB) lookupStored(ctx context.Context, q *connQuerier, recent *recentEvents, reqs []*enqueueRequest) ([]storedLookup, error) {
 	window := db.dedupeWindow.Nanoseconds()
 	out := make([]storedLookup, len(reqs))
 	args := make([]any, 0, 8*chunkSizes[0])
@@ -572,7 +569,7 @@ func (db *DB) lookupStored(ctx context.Context, q writeQuerier, recent *recentEv
 }
 
 // storedReceiveNs reads when a stored delivery was received.
-func storedReceiveNs(ctx context.Context, q writeQuerier, id int64) (int64, error) {
+func storedReceiveNs(ctx context.Context, q *connQuerier, id int64) (int64, error) {
 	var recv int64
 	err := q.QueryRowContext(ctx, `SELECT receive_ns FROM deliveries WHERE id = ?`, id).Scan(&recv)
 	return recv, err
@@ -582,7 +579,7 @@ func storedReceiveNs(ctx context.Context, q writeQuerier, id int64) (int64, erro
 // AUTOINCREMENT rowids and the writer is the only connection that writes,
 // so the rows of one INSERT get consecutive ids, in order, ending with the
 // last inserted rowid.
-func (db *DB) insertDeliveryRows(ctx context.Context, q writeQuerier, reqs []*enqueueRequest, rows []deliveryRow) error {
+func (db *DB) insertDeliveryRows(ctx context.Context, q *connQuerier, reqs []*enqueueRequest, rows []deliveryRow) error {
 	args := make([]any, 0, 11*chunkSizes[0])
 	return chunks(len(rows), func(c, from, to int) error {
 		args = args[:0]
@@ -617,10 +614,10 @@ func (db *DB) insertDeliveryRows(ctx context.Context, q writeQuerier, reqs []*en
 
 // applyNow runs r's apply through t and returns the state to store its
 // delivery in. An apply's own failure is an *applyFailure.
-func (db *DB) applyNow(ctx context.Context, sqlTx *sql.Tx, t *tx, r *enqueueRequest) (int32, string, error) {
-	t.tx, t.applying = sqlTx, true
+func (db *DB) applyNow(ctx context.Context, q *connQuerier, t *tx, r *enqueueRequest) (int32, string, error) {
+	t.conn, t.applying = q, true
 	state, note, err := r.apply(ctx, t)
-	t.tx, t.applying = nil, false
+	t.conn, t.applying = nil, false
 	if err == nil {
 		switch state {
 		case calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
@@ -775,7 +772,7 @@ func (db *DB) ListDeliveries(ctx context.Context, q store.DeliveryQuery) ([]stor
 	var out []store.Delivery
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = queryDeliveries(ctx, tx, query, args...)
+		out, err = queryDeliveries(ctx, txQuerier{tx}, query, args...)
 		return err
 	})
 	if err != nil {
@@ -802,7 +799,7 @@ func (db *DB) RecordAttempt(ctx context.Context, id int64, lastErr string, next 
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		d, err := getDelivery(ctx, tx, id)
+		d, err := getDelivery(ctx, txQuerier{tx}, id)
 		if err != nil {
 			return err
 		}
@@ -821,7 +818,7 @@ func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, erro
 	var d store.Delivery
 	err := db.write(ctx, func(tx *sql.Tx) error {
 		var err error
-		if d, err = getDelivery(ctx, tx, id); err != nil {
+		if d, err = getDelivery(ctx, txQuerier{tx}, id); err != nil {
 			return err
 		}
 		if d.State != calsyncv1.DeliveryState_DELIVERY_STATE_DEAD {
@@ -831,7 +828,7 @@ func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, erro
 			WHERE id = ?`, statePending, rowcodec.Nanos(db.now()), id); err != nil {
 			return fmt.Errorf("sqlite: retry delivery %d: %w", id, err)
 		}
-		d, err = getDelivery(ctx, tx, id)
+		d, err = getDelivery(ctx, txQuerier{tx}, id)
 		return err
 	})
 	return d, err

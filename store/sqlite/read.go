@@ -16,8 +16,8 @@ import (
 // querier is what reads need: a read transaction, the read pool (see
 // readOne) or the write transaction of an Update.
 type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (rowSet, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) rowScanner
 }
 
 // GetCalendar returns a calendar or an error wrapping [store.ErrNotFound].
@@ -176,7 +176,7 @@ func (db *DB) ListEvents(ctx context.Context, q store.EventQuery) ([]*calsyncv1.
 	var out []*calsyncv1.CalendarEvent
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		out = nil
-		return scanEvents(ctx, tx, query, w.args, func(e *calsyncv1.CalendarEvent) error {
+		return scanEvents(ctx, txQuerier{tx}, query, w.args, func(e *calsyncv1.CalendarEvent) error {
 			out = append(out, e)
 			return nil
 		})
@@ -260,10 +260,10 @@ func (db *DB) ChangeBounds(ctx context.Context) (store.ChangeBounds, error) {
 	var b store.ChangeBounds
 	err := db.read(ctx, func(tx *sql.Tx) error {
 		var err error
-		if b.Compacted, err = compactedCursor(ctx, tx); err != nil {
+		if b.Compacted, err = compactedCursor(ctx, txQuerier{tx}); err != nil {
 			return err
 		}
-		b.Head, err = changeHead(ctx, tx)
+		b.Head, err = changeHead(ctx, txQuerier{tx})
 		return err
 	})
 	return b, err
@@ -349,7 +349,7 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 	defer db.readStmts.prepareWanted(ctx, db.r)
 	return db.read(ctx, func(tx *sql.Tx) error {
 		// Both queries go through statements kept prepared.
-		q := writeQuerier{tx: tx, cache: db.readStmts}
+		q := cachedTxQuerier{tx: tx, cache: db.readStmts}
 		compacted, err := compactedCursor(ctx, q)
 		if err != nil {
 			return err
@@ -411,7 +411,7 @@ func (db *DB) readChanges(ctx context.Context, after store.Cursor, limit, maxByt
 
 // readChangeColumns sets r's type, calendar, provider and commit time from
 // its row's columns.
-func readChangeColumns(ctx context.Context, q writeQuerier, r *store.ChangeRecord) error {
+func readChangeColumns(ctx context.Context, q querier, r *store.ChangeRecord) error {
 	var typ, commitNs int64
 	if err := q.QueryRowContext(ctx, changeColumnsQuery, int64(r.Cursor)).Scan(&typ, &r.CalendarID, &r.Provider, &commitNs); err != nil {
 		return fmt.Errorf("sqlite: read change %d: %w", r.Cursor, err)

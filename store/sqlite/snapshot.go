@@ -40,7 +40,7 @@ func (db *DB) Snapshot(ctx context.Context, f store.SnapshotFilter, fn func(*cal
 		// The first read fixes the transaction's view; the head comes first
 		// so that it belongs to the same view as the events.
 		var err error
-		if head, err = changeHead(ctx, tx); err != nil {
+		if head, err = changeHead(ctx, txQuerier{tx}); err != nil {
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, query, w.args...)

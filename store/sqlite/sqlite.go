@@ -124,9 +124,11 @@ type DB struct {
 	// holding updateLeader (a one-slot semaphore), to run together.
 	updates      chan *updateRequest
 	updateLeader chan struct{}
-	// stmts keeps the writer's statements prepared across transactions;
-	// readStmts does the same for the hottest reads on the read pool.
-	stmts, readStmts *stmtCache
+	// wstmts are the writer's statements, prepared on its connection
+	// (connquery.go); readStmts keeps the hottest reads on the read pool
+	// prepared.
+	wstmts    connStmts
+	readStmts *stmtCache
 	// recent keeps the rows of the events written last (see recent.go);
 	// only the writer uses it.
 	recent *recentEvents
@@ -165,7 +167,6 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		dedupeWindow:  opts.DedupeWindow,
 		tempDir:       opts.TempDir,
 		wlock:         make(chan struct{}, 1),
-		stmts:         newStmtCache(),
 		readStmts:     newStmtCache(),
 		recent:        newRecentEvents(recentEventsBytes),
 		committerDone: make(chan struct{}),
@@ -416,7 +417,7 @@ func (db *DB) Close() error {
 		if _, err := db.w.Exec(`PRAGMA optimize`); err != nil {
 			db.log.Warn("sqlite: optimize at close failed", "err", err)
 		}
-		db.closeErr = errors.Join(db.sync.close(), db.stmts.close(), db.readStmts.close(), db.ckpt.close(), db.r.Close(), db.w.Close())
+		db.closeErr = errors.Join(db.sync.close(), db.closeWriterStmts(), db.readStmts.close(), db.ckpt.close(), db.r.Close(), db.w.Close())
 	})
 	return db.closeErr
 }
@@ -488,11 +489,70 @@ func (db *DB) unlockWriter() {
 	db.ckpt.wrote()
 }
 
-// writeTx runs fn in a write transaction on the writer connection. The
-// caller holds the writer lock. The commit is visible when writeTx returns
-// but not yet durable: whatever depends on it waits for the syncer
-// (db.sync.whenDurable or waitDurable).
-func (db *DB) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
+// writeTx runs fn in a write transaction on the writer connection, below
+// database/sql (see connquery.go). The caller holds the writer lock. The
+// commit is visible when writeTx returns but not yet durable: whatever
+// depends on it waits for the syncer (db.sync.whenDurable or waitDurable).
+func (db *DB) writeTx(ctx context.Context, fn func(*connQuerier) error) error {
+	if err := db.sync.waitBacklog(); err != nil {
+		return err
+	}
+	conn, err := db.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("sqlite: begin: %w", err)
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		q, err := db.wstmts.querier(dc)
+		if err != nil {
+			return err
+		}
+		// BEGIN IMMEDIATE, as the writer's DSN asks of database/sql's
+		// transactions: the write lock is taken now, not at the first write.
+		if _, err := q.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+			return fmt.Errorf("sqlite: begin: %w", err)
+		}
+		if err := fn(q); err != nil {
+			q.rollback()
+			return err
+		}
+		err = db.sync.commit(func() error {
+			_, err := q.ExecContext(ctx, "COMMIT")
+			if err != nil {
+				// A COMMIT that failed may have left the transaction
+				// open (SQLITE_BUSY does): the connection must come out
+				// of it clean.
+				q.rollback()
+			}
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("sqlite: commit: %w", err)
+		}
+		return nil
+	})
+}
+
+// write takes the writer lock, runs fn in a write transaction through
+// database/sql, for the writes that are rare enough not to need writeTx,
+// and returns once its commit is durable.
+func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.lockWriter(ctx); err != nil {
+		return err
+	}
+	err := db.writeSQLTx(ctx, fn)
+	db.unlockWriter()
+	if err != nil {
+		return err
+	}
+	db.sync.flush()
+	// Not ctx: the commit is done, and its caller may not be told so
+	// before it is durable.
+	return db.sync.waitDurable(context.Background())
+}
+
+// writeSQLTx is writeTx through database/sql.
+func (db *DB) writeSQLTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err := db.sync.waitBacklog(); err != nil {
 		return err
 	}
@@ -508,23 +568,6 @@ func (db *DB) writeTx(ctx context.Context, fn func(*sql.Tx) error) error {
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
 	return nil
-}
-
-// write takes the writer lock and runs fn in a write transaction, and
-// returns once its commit is durable.
-func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	if err := db.lockWriter(ctx); err != nil {
-		return err
-	}
-	err := db.writeTx(ctx, fn)
-	db.unlockWriter()
-	if err != nil {
-		return err
-	}
-	db.sync.flush()
-	// Not ctx: the commit is done, and its caller may not be told so
-	// before it is durable.
-	return db.sync.waitDurable(context.Background())
 }
 
 // readOne runs fn, whose reads are each one statement, on the read pool

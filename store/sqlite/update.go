@@ -3,7 +3,6 @@ package sqlite
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strings"
@@ -110,11 +109,8 @@ func (db *DB) runUpdates() {
 	}
 	t := db.newTx()
 	ctx := context.Background()
-	// The connection is free again once the transaction ends: prepare what
-	// it used for the next ones.
-	defer db.stmts.prepareWanted(ctx, db.w)
-	err := db.commitTx(ctx, t, func(sqlTx *sql.Tx) error {
-		ran, err := t.runUpdates(ctx, sqlTx, batch, len(batch) == 1)
+	err := db.commitTx(ctx, t, func(q *connQuerier) error {
+		ran, err := t.runUpdates(ctx, q, batch, len(batch) == 1)
 		if err == nil && ran == 0 {
 			err = errNothingToCommit
 		}
@@ -145,49 +141,47 @@ func (db *DB) takeUpdates() []*updateRequest {
 func (db *DB) newTx() *tx {
 	// One commit time per transaction, read under the writer lock so commit
 	// times follow cursor order as far as the clock allows.
-	return &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), cache: db.stmts, bound: &boundStmts{},
-		recent: db.recent}
+	return &tx{commit: time.Unix(0, rowcodec.Nanos(db.now())).UTC(), recent: db.recent}
 }
 
-// runUpdates runs batch's Updates in sqlTx and reports how many succeeded.
+// runUpdates runs batch's Updates in q's transaction and reports how many succeeded.
 // Each runs in its own savepoint, so a failing one leaves the others;
 // alone says the transaction holds nothing else, and a single Update then
 // runs without one. An error is one the whole transaction must roll back
 // for.
-func (t *tx) runUpdates(ctx context.Context, sqlTx *sql.Tx, batch []*updateRequest, alone bool) (ran int, err error) {
-	sp := writeQuerier{tx: sqlTx, cache: t.cache, bound: t.bound}
+func (t *tx) runUpdates(ctx context.Context, q *connQuerier, batch []*updateRequest, alone bool) (ran int, err error) {
 	for _, r := range batch {
 		if r.err = r.ctx.Err(); r.err != nil {
 			continue
 		}
 		r.from = len(t.records)
 		if alone && len(batch) == 1 {
-			t.tx = sqlTx
+			t.conn = q
 			r.err = r.fn(t)
-			t.tx = nil
+			t.conn = nil
 			r.to = len(t.records)
 			if r.err != nil {
 				return 0, r.err
 			}
 			return 1, nil
 		}
-		if _, err := sp.ExecContext(ctx, "SAVEPOINT u"); err != nil {
+		if _, err := q.ExecContext(ctx, "SAVEPOINT u"); err != nil {
 			return 0, err
 		}
 		mark := len(t.records)
-		t.tx = sqlTx
+		t.conn = q
 		r.err = r.fn(t)
-		t.tx = nil
+		t.conn = nil
 		if r.err != nil {
 			t.rolledBack(mark)
-			if _, err := sp.ExecContext(ctx, "ROLLBACK TO u"); err != nil {
+			if _, err := q.ExecContext(ctx, "ROLLBACK TO u"); err != nil {
 				return 0, err
 			}
 		} else {
 			ran++
 		}
 		r.to = len(t.records)
-		if _, err := sp.ExecContext(ctx, "RELEASE u"); err != nil {
+		if _, err := q.ExecContext(ctx, "RELEASE u"); err != nil {
 			return 0, err
 		}
 	}
@@ -240,9 +234,9 @@ func (db *DB) OnCommit(fn func([]store.ChangeRecord)) {
 
 // tx implements [store.Tx] on the writer's transaction.
 type tx struct {
-	tx      *sql.Tx
-	cache   *stmtCache
-	bound   *boundStmts // the cache's statements bound to tx
+	// conn runs statements in the transaction while a caller's function
+	// (an Update's, an apply's) runs; nil outside it.
+	conn    *connQuerier
 	commit  time.Time
 	records []store.ChangeRecord
 	// applying is set while an apply at intake runs (see
@@ -281,12 +275,12 @@ func (t *tx) remember(e *calsyncv1.CalendarEvent, data []byte) {
 
 // commitTx runs fn in a write transaction for t (see writeTx) and, once
 // its COMMIT has succeeded, hands the rows t wrote to the writer's cache.
-func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*sql.Tx) error) error {
-	err := db.writeTx(ctx, func(sqlTx *sql.Tx) error {
-		if err := fn(sqlTx); err != nil {
+func (db *DB) commitTx(ctx context.Context, t *tx, fn func(*connQuerier) error) error {
+	err := db.writeTx(ctx, func(q *connQuerier) error {
+		if err := fn(q); err != nil {
 			return err
 		}
-		return t.writeChanges(ctx, sqlTx)
+		return t.writeChanges(ctx, q)
 	})
 	if err == nil {
 		for id, data := range t.staged {
@@ -313,13 +307,13 @@ type storedEvent struct {
 	start          rowcodec.Instant
 }
 
-// q runs statements in the transaction, prepared ones where possible.
-func (t *tx) q() writeQuerier { return writeQuerier{tx: t.tx, cache: t.cache, bound: t.bound} }
+// q runs statements in the transaction.
+func (t *tx) q() *connQuerier { return t.conn }
 
 var _ store.Tx = (*tx)(nil)
 
 func (t *tx) live() error {
-	if t.tx == nil {
+	if t.conn == nil {
 		return errTxDone
 	}
 	return nil
@@ -538,12 +532,11 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 // AppendChange inserted), in cursor order, a chunk of them per statement.
 // sqlite_sequence takes the last cursor, as for any row inserted into an
 // AUTOINCREMENT table.
-func (t *tx) writeChanges(ctx context.Context, sqlTx *sql.Tx) error {
+func (t *tx) writeChanges(ctx context.Context, q *connQuerier) error {
 	if len(t.records) < 2 {
 		return nil
 	}
 	rest := t.records[1:]
-	q := writeQuerier{tx: sqlTx, cache: t.cache, bound: t.bound}
 	args := make([]any, 0, 6*min(len(rest), chunkSizes[0]))
 	err := chunks(len(rest), func(c, from, to int) error {
 		args = args[:0]
@@ -574,7 +567,7 @@ func (t *tx) GetSyncState(ctx context.Context, calendarID string) (store.SyncSta
 	if err := t.live(); err != nil {
 		return store.SyncState{}, err
 	}
-	return getSyncState(ctx, t.tx, calendarID)
+	return getSyncState(ctx, t.q(), calendarID)
 }
 
 // PutSyncState stores a calendar's sync state.

@@ -45,7 +45,12 @@ type rowScanner interface {
 type txQuerier struct{ tx *sql.Tx }
 
 func (q txQuerier) QueryContext(ctx context.Context, query string, args ...any) (rowSet, error) {
-	rows, err := q.tx.QueryContext(ctx, query, args...)
+	return sqlRows(q.tx.QueryContext(ctx, query, args...))
+}
+
+// sqlRows returns database/sql's rows as a rowSet: a nil *sql.Rows must
+// not become a rowSet that is not nil.
+func sqlRows(rows *sql.Rows, err error) (rowSet, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -121,33 +126,30 @@ type connQuerier struct {
 	stmts *connStmts
 }
 
-// stmt returns query prepared on the connection.
-func (q *connQuerier) stmt(ctx context.Context, query string) (driver.Stmt, error) {
-	if st, ok := q.stmts.stmts[query]; ok {
-		return st, nil
+// prepared returns query prepared on the connection and args converted
+// for it, in a buffer the caller clears once the statement has bound them.
+func (q *connQuerier) prepared(ctx context.Context, query string, args []any) (driver.Stmt, []driver.NamedValue, error) {
+	st, ok := q.stmts.stmts[query]
+	if !ok {
+		var err error
+		if st, err = q.conn.PrepareContext(ctx, query); err != nil {
+			return nil, nil, err
+		}
+		q.stmts.stmts[query] = st
 	}
-	st, err := q.conn.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	q.stmts.stmts[query] = st
-	return st, nil
-}
-
-// values converts args as database/sql would for this driver: the
-// integer kinds to int64, the rest as they are. NULL columns are
-// sql.NullInt64 and sql.NullString, whose Value does the same.
-func (q *connQuerier) values(args []any) ([]driver.NamedValue, error) {
+	// Converted as database/sql would for this driver: the integer kinds
+	// to int64, the rest as they are; sql.NullInt64 and its kind through
+	// their Value.
 	nv := q.stmts.args[:0]
 	for i, a := range args {
 		v, err := driverValue(a)
 		if err != nil {
-			return nil, fmt.Errorf("sqlite: argument %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("sqlite: argument %d: %w", i+1, err)
 		}
 		nv = append(nv, driver.NamedValue{Ordinal: i + 1, Value: v})
 	}
 	q.stmts.args = nv
-	return nv, nil
+	return st, nv, nil
 }
 
 func driverValue(a any) (driver.Value, error) {
@@ -168,15 +170,11 @@ func driverValue(a any) (driver.Value, error) {
 
 // ExecContext runs a statement that returns no rows.
 func (q *connQuerier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	st, err := q.stmt(ctx, query)
+	st, nv, err := q.prepared(ctx, query, args)
 	if err != nil {
 		return nil, err
 	}
-	nv, err := q.values(args)
-	if err != nil {
-		return nil, err
-	}
-	// clear: the buffer must not keep the arguments' memory alive.
+	// Cleared, the buffer keeps none of the arguments' memory alive.
 	defer clear(nv)
 	return st.(driver.StmtExecContext).ExecContext(ctx, nv)
 }
@@ -198,11 +196,7 @@ func (q *connQuerier) QueryContext(ctx context.Context, query string, args ...an
 }
 
 func (q *connQuerier) query(ctx context.Context, query string, args []any) (*connRows, error) {
-	st, err := q.stmt(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	nv, err := q.values(args)
+	st, nv, err := q.prepared(ctx, query, args)
 	if err != nil {
 		return nil, err
 	}
@@ -300,17 +294,7 @@ func assign(dest any, v driver.Value) error {
 		*d = v
 		return nil
 	case *sql.RawBytes:
-		switch v := v.(type) {
-		case []byte:
-			*d = v
-			return nil
-		case string:
-			*d = []byte(v)
-			return nil
-		case nil:
-			*d = nil
-			return nil
-		}
+		return assign((*[]byte)(d), v)
 	case *[]byte:
 		switch v := v.(type) {
 		case []byte:

@@ -93,17 +93,10 @@ func (q cachedTxQuerier) stmt(ctx context.Context, query string) *sql.Stmt {
 }
 
 func (q cachedTxQuerier) QueryContext(ctx context.Context, query string, args ...any) (rowSet, error) {
-	var rows *sql.Rows
-	var err error
 	if s := q.stmt(ctx, query); s != nil {
-		rows, err = s.QueryContext(ctx, args...)
-	} else {
-		rows, err = q.tx.QueryContext(ctx, query, args...)
+		return sqlRows(s.QueryContext(ctx, args...))
 	}
-	if err != nil {
-		return nil, err
-	}
-	return rows, nil
+	return sqlRows(q.tx.QueryContext(ctx, query, args...))
 }
 
 func (q cachedTxQuerier) QueryRowContext(ctx context.Context, query string, args ...any) rowScanner {
@@ -121,17 +114,10 @@ type poolQuerier struct {
 }
 
 func (q poolQuerier) QueryContext(ctx context.Context, query string, args ...any) (rowSet, error) {
-	var rows *sql.Rows
-	var err error
 	if s := q.cache.get(query); s != nil {
-		rows, err = s.QueryContext(ctx, args...)
-	} else {
-		rows, err = q.db.QueryContext(ctx, query, args...)
+		return sqlRows(s.QueryContext(ctx, args...))
 	}
-	if err != nil {
-		return nil, err
-	}
-	return rows, nil
+	return sqlRows(q.db.QueryContext(ctx, query, args...))
 }
 
 func (q poolQuerier) QueryRowContext(ctx context.Context, query string, args ...any) rowScanner {

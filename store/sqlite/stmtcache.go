@@ -39,7 +39,7 @@ func (c *stmtCache) get(query string) *sql.Stmt {
 // prepares without holding the cache's lock: preparing takes a pooled
 // connection, and on the read pool every connection may belong to a read
 // transaction that is itself waiting in get for that lock.
-func (c *stmtCache) prepareWanted(ctx context.Context, w *sql.DB) {
+func (c *stmtCache) prepareWanted(ctx context.Context, pool *sql.DB) {
 	c.mu.Lock()
 	var queries []string
 	for q := range c.wanted {
@@ -49,7 +49,7 @@ func (c *stmtCache) prepareWanted(ctx context.Context, w *sql.DB) {
 	c.mu.Unlock()
 	for _, q := range queries {
 		// A statement that fails to prepare is simply run unprepared.
-		s, err := w.PrepareContext(ctx, q)
+		s, err := pool.PrepareContext(ctx, q)
 		if err != nil {
 			continue
 		}

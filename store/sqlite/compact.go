@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -29,9 +28,9 @@ func (db *DB) CompactChanges(ctx context.Context, before time.Time) (int64, erro
 	for {
 		var removed int64
 		var more bool
-		err := db.write(ctx, func(tx *sql.Tx) error {
+		err := db.write(ctx, func(q *connQuerier) error {
 			var err error
-			removed, more, err = compactChunkTx(ctx, tx, beforeNs)
+			removed, more, err = compactChunkTx(ctx, q, beforeNs)
 			return err
 		})
 		total += removed
@@ -49,19 +48,19 @@ func (db *DB) CompactChanges(ctx context.Context, before time.Time) (int64, erro
 
 // compactChunkTx removes one chunk of changes and reports whether more may
 // be due.
-func compactChunkTx(ctx context.Context, tx *sql.Tx, beforeNs int64) (removed int64, more bool, err error) {
-	compacted, err := compactedCursor(ctx, txQuerier{tx})
+func compactChunkTx(ctx context.Context, q *connQuerier, beforeNs int64) (removed int64, more bool, err error) {
+	compacted, err := compactedCursor(ctx, q)
 	if err != nil {
 		return 0, false, err
 	}
-	head, err := changeHead(ctx, txQuerier{tx})
+	head, err := changeHead(ctx, q)
 	if err != nil {
 		return 0, false, err
 	}
 	// Find the end of the run of old changes in this chunk; the head is
 	// excluded so the log always shows where it is.
 	last, n, more, err := func() (last int64, n int, more bool, err error) {
-		rows, err := tx.QueryContext(ctx, `SELECT cursor, commit_ns FROM changes
+		rows, err := q.QueryContext(ctx, `SELECT cursor, commit_ns FROM changes
 			WHERE cursor > ? AND cursor < ? ORDER BY cursor LIMIT ?`, int64(compacted), int64(head), compactChunk)
 		if err != nil {
 			return 0, 0, false, err
@@ -82,14 +81,14 @@ func compactChunkTx(ctx context.Context, tx *sql.Tx, beforeNs int64) (removed in
 	if err != nil || n == 0 {
 		return 0, false, err
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM changes WHERE cursor <= ?`, last)
+	res, err := q.ExecContext(ctx, `DELETE FROM changes WHERE cursor <= ?`, last)
 	if err != nil {
 		return 0, false, err
 	}
 	if removed, err = res.RowsAffected(); err != nil {
 		return 0, false, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = ?`, last, metaCompacted); err != nil {
+	if _, err := q.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = ?`, last, metaCompacted); err != nil {
 		return 0, false, err
 	}
 	return removed, more, nil

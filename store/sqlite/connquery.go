@@ -326,6 +326,11 @@ func assign(dest any, v driver.Value) error {
 			*d = int(n)
 			return nil
 		}
+	case *int32:
+		if n, ok := v.(int64); ok && n == int64(int32(n)) {
+			*d = int32(n)
+			return nil
+		}
 	case *bool:
 		if n, ok := v.(int64); ok {
 			*d = n != 0

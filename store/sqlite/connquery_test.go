@@ -12,16 +12,6 @@ import (
 	"github.com/calsync/calsync/store"
 )
 
-func openTestDB(t *testing.T) *DB {
-	t.Helper()
-	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "c.db"), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
-
 // writeTxLocked runs fn in writeTx under the writer lock.
 func writeTxLocked(t *testing.T, db *DB, fn func(*connQuerier) error) error {
 	t.Helper()
@@ -37,7 +27,7 @@ func writeTxLocked(t *testing.T, db *DB, fn func(*connQuerier) error) error {
 // with an error rather than storing something else.
 func TestConnQuerierArgumentsAndDestinations(t *testing.T) {
 	ctx := context.Background()
-	db := openTestDB(t)
+	db := openTemp(t, Options{})
 	err := writeTxLocked(t, db, func(q *connQuerier) error {
 		if _, err := q.ExecContext(ctx, `CREATE TEMP TABLE kinds (i INTEGER, s TEXT, b BLOB, n INTEGER)`); err != nil {
 			return err
@@ -145,7 +135,7 @@ func TestDriverValue(t *testing.T) {
 // transactions.
 func TestConnStatementsPreparedOnce(t *testing.T) {
 	ctx := context.Background()
-	db := openTestDB(t)
+	db := openTemp(t, Options{})
 	const query = `SELECT COUNT(*) FROM deliveries`
 	var first driver.Stmt
 	for range 3 {
@@ -175,7 +165,7 @@ func TestConnStatementsPreparedOnce(t *testing.T) {
 // another connection, the querier forgets them instead of using them.
 func TestConnStatementsForgottenWithTheirConnection(t *testing.T) {
 	ctx := context.Background()
-	db := openTestDB(t)
+	db := openTemp(t, Options{})
 	other, err := sql.Open("sqlite", "file:"+filepath.Join(t.TempDir(), "other.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +216,7 @@ func TestConnStatementsForgottenWithTheirConnection(t *testing.T) {
 // COMMIT fail with the transaction still open.
 func TestWriteTxAfterFailedCommit(t *testing.T) {
 	ctx := context.Background()
-	db := openTestDB(t)
+	db := openTemp(t, Options{})
 	err := writeTxLocked(t, db, func(q *connQuerier) error {
 		for _, s := range []string{
 			`CREATE TEMP TABLE parent (id INTEGER PRIMARY KEY)`,

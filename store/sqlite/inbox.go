@@ -790,8 +790,8 @@ func (db *DB) RecordAttempt(ctx context.Context, id int64, lastErr string, next 
 		return err
 	}
 	defer db.leave()
-	return db.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_ns = ?
+	return db.write(ctx, func(q *connQuerier) error {
+		res, err := q.ExecContext(ctx, `UPDATE deliveries SET attempts = attempts + 1, last_error = ?, next_attempt_ns = ?
 			WHERE id = ? AND state = ?`, store.TruncateNote(lastErr), nullNanos(next), id, statePending)
 		if err != nil {
 			return fmt.Errorf("sqlite: record attempt on delivery %d: %w", id, err)
@@ -799,7 +799,7 @@ func (db *DB) RecordAttempt(ctx context.Context, id int64, lastErr string, next 
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		d, err := getDelivery(ctx, txQuerier{tx}, id)
+		d, err := getDelivery(ctx, q, id)
 		if err != nil {
 			return err
 		}
@@ -816,19 +816,19 @@ func (db *DB) RetryDelivery(ctx context.Context, id int64) (store.Delivery, erro
 	}
 	defer db.leave()
 	var d store.Delivery
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(q *connQuerier) error {
 		var err error
-		if d, err = getDelivery(ctx, txQuerier{tx}, id); err != nil {
+		if d, err = getDelivery(ctx, q, id); err != nil {
 			return err
 		}
 		if d.State != calsyncv1.DeliveryState_DELIVERY_STATE_DEAD {
 			return fmt.Errorf("sqlite: retry delivery %d in state %v: %w", id, d.State, store.ErrFailedPrecondition)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET state = ?, attempts = 0, process_ns = NULL, next_attempt_ns = ?
+		if _, err := q.ExecContext(ctx, `UPDATE deliveries SET state = ?, attempts = 0, process_ns = NULL, next_attempt_ns = ?
 			WHERE id = ?`, statePending, rowcodec.Nanos(db.now()), id); err != nil {
 			return fmt.Errorf("sqlite: retry delivery %d: %w", id, err)
 		}
-		d, err = getDelivery(ctx, txQuerier{tx}, id)
+		d, err = getDelivery(ctx, q, id)
 		return err
 	})
 	return d, err
@@ -875,9 +875,9 @@ func (db *DB) PruneDeliveries(ctx context.Context, before time.Time) (store.Prun
 	beforeNs := rowcodec.Nanos(before)
 	for {
 		var chunk store.PrunedDeliveries
-		err := db.write(ctx, func(tx *sql.Tx) error {
+		err := db.write(ctx, func(q *connQuerier) error {
 			chunk = store.PrunedDeliveries{}
-			rows, err := tx.QueryContext(ctx, `DELETE FROM deliveries WHERE id IN (
+			rows, err := q.QueryContext(ctx, `DELETE FROM deliveries WHERE id IN (
 				SELECT id FROM deliveries WHERE state IN (?, ?, ?) AND receive_ns < ? AND process_ns < ?
 				LIMIT ?) RETURNING state`,
 				stateDone, stateIgnored, stateDead, beforeNs, beforeNs, pruneChunk)

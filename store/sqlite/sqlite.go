@@ -533,14 +533,13 @@ func (db *DB) writeTx(ctx context.Context, fn func(*connQuerier) error) error {
 	})
 }
 
-// write takes the writer lock, runs fn in a write transaction through
-// database/sql, for the writes that are rare enough not to need writeTx,
-// and returns once its commit is durable.
-func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
+// write takes the writer lock and runs fn in a write transaction, and
+// returns once its commit is durable.
+func (db *DB) write(ctx context.Context, fn func(*connQuerier) error) error {
 	if err := db.lockWriter(ctx); err != nil {
 		return err
 	}
-	err := db.writeSQLTx(ctx, fn)
+	err := db.writeTx(ctx, fn)
 	db.unlockWriter()
 	if err != nil {
 		return err
@@ -549,25 +548,6 @@ func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
 	// Not ctx: the commit is done, and its caller may not be told so
 	// before it is durable.
 	return db.sync.waitDurable(context.Background())
-}
-
-// writeSQLTx is writeTx through database/sql.
-func (db *DB) writeSQLTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	if err := db.sync.waitBacklog(); err != nil {
-		return err
-	}
-	tx, err := db.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("sqlite: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	if err := db.sync.commit(tx.Commit); err != nil {
-		return fmt.Errorf("sqlite: commit: %w", err)
-	}
-	return nil
 }
 
 // readOne runs fn, whose reads are each one statement, on the read pool

@@ -134,13 +134,15 @@ bench-quick: bench-tool
 	$(BENCH) run -profile quick
 
 ## bench-stages: one microbenchmark per stage of a webhook (intake, verify, inbox commit, WAL write,
-## normalize, apply, Recall hints, broadcast, encode), each with CPU and allocations per webhook; STAGETIME=1s each
+## normalize, apply, Recall hints, broadcast, encode), each with CPU and allocations per webhook, and the
+## committer's SQLite floor beside the store's own path; STAGETIME=1s each
 STAGETIME ?= 1s
 STAGE_BENCHES := \
 	'./provider/postpress=BenchmarkStage' \
 	'./provider/recall=BenchmarkStage' \
 	'./server=BenchmarkStage|BenchmarkWebhookRewrites$$' \
-	'./store/sqlite=BenchmarkEnqueue$$|BenchmarkPointReads' \
+	'./store/sqlite=BenchmarkEnqueue$$|BenchmarkPointReads|BenchmarkCommitterFloor' \
+	'./store/sqlite=BenchmarkEnqueueApply/apply=update-event$$' \
 	'./store/sqlite/walvfs=BenchmarkCommit$$' \
 	'./ingest=BenchmarkStage|BenchmarkProcessPostpress$$' \
 	'./watch=BenchmarkStage|BenchmarkFanOutFiltered$$|BenchmarkEncode$$'

@@ -58,7 +58,7 @@ func TestApplyFailureSharingTransactionWithUpdates(t *testing.T) {
 		req("fails", "cal_b", write(ev("b", "cal_b"), true)),
 		req("behind", "cal_b", write(ev("b2", "cal_b"), false)),
 	}
-	db.commitBatch(reqs)
+	commitBatchLocked(t, db, reqs)
 	want := []calsyncv1.DeliveryState{
 		calsyncv1.DeliveryState_DELIVERY_STATE_DONE,
 		calsyncv1.DeliveryState_DELIVERY_STATE_PENDING,
@@ -174,7 +174,7 @@ func TestApplyEventHint(t *testing.T) {
 		req("stored", "stored", apply("stored", "stored", "")),
 		unnamed,
 	}
-	db.commitBatch(reqs)
+	commitBatchLocked(t, db, reqs)
 	for _, r := range reqs {
 		if res := <-r.done; res.err != nil || calsyncv1.DeliveryState(res.state) != calsyncv1.DeliveryState_DELIVERY_STATE_DONE {
 			t.Errorf("delivery %s: state %v, err %v", r.d.DedupKey, calsyncv1.DeliveryState(res.state), res.err)

@@ -113,43 +113,129 @@ func (db *DB) enqueueOne(ctx context.Context, d store.NewDelivery, apply store.A
 
 // commitLoop is the group committer. It runs until Close closes the queue,
 // and answers every request queued before that.
+//
+// A batch is what has queued by the time the committer holds the writer
+// and the previous commit's sync is done: requests that arrive while either
+// is awaited join this commit instead of waiting for the next one. After a
+// large batch, the committer may also wait briefly for the rest of a wave
+// (see wave).
 func (db *DB) commitLoop() {
 	defer close(db.committerDone)
 	batch := make([]*enqueueRequest, 0, db.maxBatch)
+	w := newWave(db.lingerFor, db.waveGap)
 	for req := range db.enqueue {
-		batch = append(batch[:0], req)
-	fill:
-		for len(batch) < db.maxBatch {
-			select {
-			case r, ok := <-db.enqueue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, r)
-			default:
-				break fill
-			}
-		}
+		// The committer waits for the writer without a deadline: it serves
+		// many callers, and each of them stops waiting when its own ctx ends.
+		db.wlock <- struct{}{}
+		// A failed sync fails the commit, which reports it to the batch.
+		_ = db.sync.waitBacklog()
+		batch = takeQueued(db.enqueue, append(batch[:0], req), db.maxBatch)
+		batch = w.gather(db.enqueue, batch, db.maxBatch)
 		db.commitBatch(batch)
+		w.committed(len(batch))
 		clear(batch) // Let answered requests be collected.
 	}
 }
 
+// takeQueued adds to batch what queue holds, up to max requests in all,
+// without waiting.
+func takeQueued(queue <-chan *enqueueRequest, batch []*enqueueRequest, max int) []*enqueueRequest {
+	for len(batch) < max {
+		select {
+		case r, ok := <-queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// Default bounds of the committer's wait for the rest of a wave.
+const (
+	// defaultLinger is the longest a batch waits for the rest of its wave.
+	defaultLinger = 500 * time.Microsecond
+	// defaultWaveGap is how soon after a large batch the next one must
+	// start to count as the next wave of the same senders.
+	defaultWaveGap = 2 * time.Millisecond
+)
+
+// wave is the committer's wait for the rest of a wave of requests.
+//
+// Senders that wait for each answer before sending again (a provider's
+// workers, a closed-loop load) come back together: a sync answers a whole
+// batch at once, and their next requests arrive over the following fraction
+// of a millisecond. The committer, idle by then, would commit the first of
+// them alone, and the rest would queue behind that commit and its sync. A
+// commit of one delivery costs about as much as a commit of several (the
+// pages every commit rewrites, the WAL write, the fsync), so the load would
+// take twice the commits, and the CPU, it needs. So when a batch starts
+// within gap of the end of one at least twice its size, the committer waits
+// up to linger for it to grow to half that size, holding the writer
+// meanwhile (other writers wait at most linger more).
+type wave struct {
+	linger, gap time.Duration
+	// last is the size of the last batch, ended when it was committed.
+	last  int
+	ended time.Time
+	timer *time.Timer
+}
+
+func newWave(linger, gap time.Duration) *wave {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &wave{linger: cmp.Or(linger, defaultLinger), gap: cmp.Or(gap, defaultWaveGap), timer: t}
+}
+
+// gather adds to batch what arrives on queue until the batch is half the
+// size of the last one (and at most max), linger has passed, or the queue
+// is closed; it returns batch as it is unless the last batch ended within
+// gap and was at least twice its size.
+func (w *wave) gather(queue <-chan *enqueueRequest, batch []*enqueueRequest, max int) []*enqueueRequest {
+	want := min(w.last/2, max)
+	if len(batch) >= want || time.Since(w.ended) > w.gap {
+		return batch
+	}
+	deadline := time.Now().Add(w.linger)
+	for len(batch) < want {
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return batch
+		}
+		w.timer.Reset(wait)
+		select {
+		case r, ok := <-queue:
+			w.timer.Stop()
+			if !ok {
+				return batch
+			}
+			batch = append(batch, r)
+		case <-w.timer.C:
+		}
+	}
+	return batch
+}
+
+// committed records a batch of size n as the last one, ended now.
+func (w *wave) committed(n int) { w.last, w.ended = n, time.Now() }
+
 // commitBatch commits the requests of one batch and answers them once the
 // commit is durable: it syncs itself when no request waits for the writer,
-// and otherwise leaves the sync to the syncer's goroutine. It takes the writer first and only then the requests,
-// so a request whose caller gave up while the writer was busy is left out,
-// never written behind its caller's back. If the batch's inserts fail, each
-// request is tried on its own, so one bad delivery cannot fail the others.
+// and otherwise leaves the sync to the syncer's goroutine. The caller holds
+// the writer, which commitBatch releases; the requests are taken only
+// then, so a request whose caller gave up while the writer was busy is left
+// out, never written behind its caller's back. If the batch's inserts fail,
+// each request is tried on its own, so one bad delivery cannot fail the
+// others.
 //
 // The Updates queued at that moment (processed deliveries, mostly) commit
 // in the same transaction: one fsync then serves both the webhooks being
 // answered and the deliveries being completed, instead of the two taking
 // turns at the disk.
 func (db *DB) commitBatch(batch []*enqueueRequest) {
-	// The committer waits for the writer without a deadline: it serves
-	// many callers, and each of them stops waiting when its own ctx ends.
-	db.wlock <- struct{}{}
 	defer func() {
 		db.unlockWriter()
 		if len(db.enqueue) == 0 {

@@ -18,3 +18,13 @@ func openTemp(t testing.TB, opts Options) *DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// commitBatchLocked commits reqs as the group committer does: holding the
+// writer, which commitBatch releases.
+func commitBatchLocked(t testing.TB, db *DB, reqs []*enqueueRequest) {
+	t.Helper()
+	if err := db.lockWriter(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	db.commitBatch(reqs)
+}

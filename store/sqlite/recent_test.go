@@ -132,7 +132,7 @@ func TestWriterCacheForgetsRolledBackWrites(t *testing.T) {
 	}
 	batch := func(reqs ...*enqueueRequest) {
 		t.Helper()
-		db.commitBatch(reqs)
+		commitBatchLocked(t, db, reqs)
 		for _, r := range reqs {
 			if res := <-r.done; res.err != nil {
 				t.Fatalf("delivery %s: %v", r.d.DedupKey, res.err)

@@ -87,6 +87,10 @@ type Options struct {
 	// writer lock because the WAL had grown too long. It is called from the
 	// checkpointer goroutine and must not block for long.
 	OnCheckpoint func(walPages, copied int, forced bool)
+
+	// lingerFor and waveGap replace the group committer's defaults for its
+	// wait for the rest of a wave (inbox.go), for this package's tests.
+	lingerFor, waveGap time.Duration
 }
 
 // DB is a calsync store in one SQLite database file. It is safe for
@@ -97,7 +101,9 @@ type DB struct {
 	now      func() time.Time
 	maxBatch int
 	onBatch  func(size int, d time.Duration)
-	id       string
+	// lingerFor and waveGap are Options' (0: the defaults).
+	lingerFor, waveGap time.Duration
+	id                 string
 	// dedupeWindow bounds dedupe in time; tempDir holds snapshot spools.
 	dedupeWindow time.Duration
 	tempDir      string
@@ -163,6 +169,8 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 		log:           opts.Logger,
 		now:           opts.Now,
 		maxBatch:      opts.MaxBatch,
+		lingerFor:     opts.lingerFor,
+		waveGap:       opts.waveGap,
 		onBatch:       opts.OnBatch,
 		dedupeWindow:  opts.DedupeWindow,
 		tempDir:       opts.TempDir,

@@ -161,6 +161,10 @@ const (
 	// defaultWaveGap is how soon after a large batch the next one must
 	// start to count as the next wave of the same senders.
 	defaultWaveGap = 2 * time.Millisecond
+	// minWave is the smallest batch whose successor waits for its wave:
+	// below it, the commit saved is worth less than the wait costs the
+	// senders (a fan-out's few deliveries per commit).
+	minWave = 8
 )
 
 // wave is the committer's wait for the rest of a wave of requests.
@@ -173,9 +177,10 @@ const (
 // commit of one delivery costs about as much as a commit of several (the
 // pages every commit rewrites, the WAL write, the fsync), so the load would
 // take twice the commits, and the CPU, it needs. So when a batch starts
-// within gap of the end of one at least twice its size, the committer waits
-// up to linger for it to grow to half that size, holding the writer
-// meanwhile (other writers wait at most linger more).
+// within gap of the end of one of at least minWave deliveries and at least
+// twice its size, the committer waits up to linger for it to grow to half
+// that size, holding the writer meanwhile (other writers wait at most linger
+// more).
 type wave struct {
 	linger, gap time.Duration
 	// last is the size of the last batch, ended when it was committed.
@@ -193,10 +198,10 @@ func newWave(linger, gap time.Duration) *wave {
 // gather adds to batch what arrives on queue until the batch is half the
 // size of the last one (and at most max), linger has passed, or the queue
 // is closed; it returns batch as it is unless the last batch ended within
-// gap and was at least twice its size.
+// gap and had at least minWave deliveries and twice batch's.
 func (w *wave) gather(queue <-chan *enqueueRequest, batch []*enqueueRequest, max int) []*enqueueRequest {
 	want := min(w.last/2, max)
-	if len(batch) >= want || time.Since(w.ended) > w.gap {
+	if w.last < minWave || len(batch) >= want || time.Since(w.ended) > w.gap {
 		return batch
 	}
 	deadline := time.Now().Add(w.linger)

@@ -154,7 +154,7 @@ func takeQueued(queue <-chan *enqueueRequest, batch []*enqueueRequest, max int) 
 	return batch
 }
 
-// Default bounds of the committer's wait for the rest of a wave.
+// Bounds of the committer's wait for the rest of a wave (see wave).
 const (
 	// defaultLinger is the longest a batch waits for the rest of its wave.
 	defaultLinger = 500 * time.Microsecond

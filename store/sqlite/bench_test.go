@@ -136,16 +136,7 @@ func BenchmarkEnqueueApply(b *testing.B) {
 						start = start.Add(time.Duration(h.Sum64()%(90*24*3600)) * time.Second)
 						d.DedupKey = fmt.Sprintf("%016x", h.Sum64())
 					}
-					e := &calsyncv1.CalendarEvent{
-						Id:          id,
-						CalendarId:  d.OrderingKey,
-						Provider:    "postpress",
-						Title:       "Weekly sync",
-						Description: strings.Repeat("d", 600),
-						StartTime:   timestamppb.New(start),
-						EndTime:     timestamppb.New(start.Add(time.Hour)),
-						Attendees:   []*calsyncv1.Attendee{{Email: "a@example.com"}, {Email: "b@example.com"}},
-					}
+					e := sqlite.BenchEvent(id, d.OrderingKey, start)
 					if c.readFirst {
 						d.ApplyEventID = id
 					}

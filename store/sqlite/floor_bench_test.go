@@ -34,22 +34,28 @@ import (
 func BenchmarkCommitterFloor(b *testing.B) {
 	body := []byte(`{"event":"calendar_event_updated","data":{"calendar_id":"` + strings.Repeat("x", 800) + `"}}`)
 	event := func(i int64) *calsyncv1.CalendarEvent {
-		start := time.Date(2030, 2, 1+int(i%27), 10, 0, 0, 0, time.UTC)
-		return &calsyncv1.CalendarEvent{
-			Id:          fmt.Sprint("evt_", i%1000),
-			CalendarId:  fmt.Sprint("cal_", i%100),
-			Provider:    "postpress",
-			Title:       "Weekly sync",
-			Description: strings.Repeat("d", 600),
-			StartTime:   timestamppb.New(start),
-			EndTime:     timestamppb.New(start.Add(time.Hour)),
-			Attendees:   []*calsyncv1.Attendee{{Email: "a@example.com"}, {Email: "b@example.com"}},
-		}
+		return BenchEvent(fmt.Sprint("evt_", i%1000), fmt.Sprint("cal_", i%100), time.Date(2030, 2, 1+int(i%27), 10, 0, 0, 0, time.UTC))
 	}
 	for _, batch := range []int{2, 20, 64} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
 			benchFloor(b, batch, body, event)
 		})
+	}
+}
+
+// BenchEvent is the event the store's write benchmarks put: a postpress
+// meeting of an hour from start, with a description of 600 bytes and two
+// attendees. (Exported for the package's external benchmarks.)
+func BenchEvent(id, calendarID string, start time.Time) *calsyncv1.CalendarEvent {
+	return &calsyncv1.CalendarEvent{
+		Id:          id,
+		CalendarId:  calendarID,
+		Provider:    "postpress",
+		Title:       "Weekly sync",
+		Description: strings.Repeat("d", 600),
+		StartTime:   timestamppb.New(start),
+		EndTime:     timestamppb.New(start.Add(time.Hour)),
+		Attendees:   []*calsyncv1.Attendee{{Email: "a@example.com"}, {Email: "b@example.com"}},
 	}
 }
 

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -49,31 +48,27 @@ func enqueueAll(t *testing.T, ctx context.Context, db *DB, n int) {
 	wg.Wait()
 }
 
-// commitOneBatch commits n deliveries as one group commit: they queue while
-// the test holds the writer, which the committer needs before it takes
-// them.
+// commitOneBatch commits n deliveries as one group commit: the test puts
+// all of them in the committer's queue while it holds the writer, which
+// the committer needs before it takes the rest of its batch.
 func commitOneBatch(t *testing.T, db *DB, n int) {
 	t.Helper()
 	ctx := context.Background()
 	if err := db.lockWriter(ctx); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		enqueueAll(t, ctx, db, n)
-	}()
-	// The committer holds the first request while it waits for the
-	// writer; the others wait in its queue.
-	deadline := time.Now().Add(10 * time.Second)
-	for len(db.enqueue) < n-1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d deliveries queued", len(db.enqueue)+1, n)
-		}
-		runtime.Gosched()
+	reqs := make([]*enqueueRequest, n)
+	for i := range reqs {
+		reqs[i] = &enqueueRequest{ctx: ctx, done: make(chan enqueueResult, 1), d: store.NewDelivery{
+			Provider: "postpress", DedupKey: fmt.Sprint("wave-", waveKeys.Add(1)), Body: []byte("{}"), ReceiveTime: time.Now()}}
+		db.enqueue <- reqs[i]
 	}
 	db.unlockWriter()
-	<-done
+	for _, r := range reqs {
+		if res := <-r.done; res.err != nil {
+			t.Fatal(res.err)
+		}
+	}
 }
 
 // After a large batch, the committer waits for the rest of the next wave:

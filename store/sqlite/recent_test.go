@@ -66,7 +66,7 @@ func versionedEvent(id string, version int) *calsyncv1.CalendarEvent {
 // the same transaction, and fails unless the two agree.
 func checkedGet(ctx context.Context, stx store.Tx, id string) (*calsyncv1.CalendarEvent, error) {
 	got, gotErr := stx.GetEvent(ctx, id, false)
-	table, tableErr := getEvent(ctx, stx.(*tx).q(), id, false)
+	table, tableErr := getEvent(ctx, stx.(*tx).conn, id, false)
 	if errors.Is(gotErr, store.ErrNotFound) != errors.Is(tableErr, store.ErrNotFound) || !proto.Equal(got, table) {
 		return nil, fmt.Errorf("GetEvent(%s) gave %v (%v), the table holds %v (%v)", id, got.GetTitle(), gotErr, table.GetTitle(), tableErr)
 	}

@@ -307,9 +307,6 @@ type storedEvent struct {
 	start          rowcodec.Instant
 }
 
-// q runs statements in the transaction.
-func (t *tx) q() *connQuerier { return t.conn }
-
 var _ store.Tx = (*tx)(nil)
 
 func (t *tx) live() error {
@@ -324,7 +321,7 @@ func (t *tx) GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, e
 	if err := t.live(); err != nil {
 		return nil, err
 	}
-	return getCalendar(ctx, t.q(), id)
+	return getCalendar(ctx, t.conn, id)
 }
 
 // GetEvent returns an event, with its raw payload if withRaw, or an error
@@ -342,7 +339,7 @@ func (t *tx) GetEvent(ctx context.Context, id string, withRaw bool) (*calsyncv1.
 	} else if t.absent[id] {
 		return nil, eventNotFound(id)
 	} else {
-		e, err = getEvent(ctx, t.q(), id, withRaw)
+		e, err = getEvent(ctx, t.conn, id, withRaw)
 	}
 	if err == nil {
 		t.read = storedEvent{id: id, calendarID: e.GetCalendarId(), start: rowcodec.TsInstant(e.GetStartTime())}
@@ -377,7 +374,7 @@ func (t *tx) PutCalendar(ctx context.Context, c *calsyncv1.Calendar) error {
 	if err != nil {
 		return fmt.Errorf("sqlite: marshal calendar %s: %w", c.GetId(), err)
 	}
-	_, err = t.q().ExecContext(ctx, `INSERT INTO calendars (id, provider, provider_calendar_id, data) VALUES (?, ?, ?, ?)
+	_, err = t.conn.ExecContext(ctx, `INSERT INTO calendars (id, provider, provider_calendar_id, data) VALUES (?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET provider = excluded.provider,
 			provider_calendar_id = excluded.provider_calendar_id, data = excluded.data`,
 		c.GetId(), c.GetProvider(), c.GetProviderCalendarId(), data)
@@ -430,6 +427,16 @@ func (t *tx) putEvent(ctx context.Context, e *calsyncv1.CalendarEvent, r rowcode
 	return nil
 }
 
+// updateEventInPlace rewrites an event that keeps its calendar and start
+// (see putEventRow); insertFirstChange inserts a transaction's first change
+// (see AppendChange).
+const (
+	updateEventInPlace = `UPDATE events SET provider = ?, end_sec = ?, end_nsec = ?,
+			update_ns = ?, deleted = ?, data = ?, raw = ?
+		WHERE id = ? AND calendar_id = ? AND start_sec = ? AND start_nsec = ?`
+	insertFirstChange = `INSERT INTO changes (type, calendar_id, provider, commit_ns, data) VALUES (?, ?, ?, ?, ?)`
+)
+
 // putEventRow writes an encoded event into the events table.
 func (t *tx) putEventRow(ctx context.Context, r rowcodec.EventRow) error {
 	if t.read.id == r.ID && t.read.calendarID == r.CalendarID && t.read.start == r.Start {
@@ -440,9 +447,7 @@ func (t *tx) putEventRow(ctx context.Context, r rowcodec.EventRow) error {
 		// events_by_start: four B-tree writes and two more pages for the
 		// commit. The WHERE clause, not the hint, decides: a row that is
 		// gone or has moved since it was read is left to the upsert.
-		res, err := t.q().ExecContext(ctx, `UPDATE events SET provider = ?, end_sec = ?, end_nsec = ?,
-				update_ns = ?, deleted = ?, data = ?, raw = ?
-			WHERE id = ? AND calendar_id = ? AND start_sec = ? AND start_nsec = ?`,
+		res, err := t.conn.ExecContext(ctx, updateEventInPlace,
 			r.Provider, r.End.Sec, r.End.Nsec, r.UpdateNs, r.Deleted, r.Data, r.Raw,
 			r.ID, r.CalendarID, r.Start.Sec, r.Start.Nsec)
 		if err != nil {
@@ -452,7 +457,7 @@ func (t *tx) putEventRow(ctx context.Context, r rowcodec.EventRow) error {
 			return nil
 		}
 	}
-	_, err := t.q().ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_sec, start_nsec, end_sec, end_nsec,
+	_, err := t.conn.ExecContext(ctx, `INSERT INTO events (id, calendar_id, provider, start_sec, start_nsec, end_sec, end_nsec,
 			update_ns, deleted, data, raw)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (id) DO UPDATE SET calendar_id = excluded.calendar_id, provider = excluded.provider,
@@ -498,8 +503,7 @@ func (t *tx) AppendChange(ctx context.Context, c *calsyncv1.Change) (store.Curso
 	if len(t.records) == 0 {
 		// The transaction's first change is inserted now, and its
 		// cursor, the rowid AUTOINCREMENT gives it, numbers the others.
-		res, err := t.q().ExecContext(ctx, `INSERT INTO changes (type, calendar_id, provider, commit_ns, data)
-			VALUES (?, ?, ?, ?, ?)`,
+		res, err := t.conn.ExecContext(ctx, insertFirstChange,
 			int32(c.GetType()), calendarID, provider, t.commit.UnixNano(), data)
 		if err != nil {
 			return 0, fmt.Errorf("sqlite: append change: %w", err)
@@ -567,7 +571,7 @@ func (t *tx) GetSyncState(ctx context.Context, calendarID string) (store.SyncSta
 	if err := t.live(); err != nil {
 		return store.SyncState{}, err
 	}
-	return getSyncState(ctx, t.q(), calendarID)
+	return getSyncState(ctx, t.conn, calendarID)
 }
 
 // PutSyncState stores a calendar's sync state.
@@ -578,7 +582,7 @@ func (t *tx) PutSyncState(ctx context.Context, s store.SyncState) error {
 	if s.CalendarID == "" {
 		return fmt.Errorf("sqlite: sync state needs a calendar id: %w", store.ErrInvalidArgument)
 	}
-	_, err := t.q().ExecContext(ctx, `INSERT INTO sync_state (calendar_id, watermark_ns, last_full_sync_ns) VALUES (?, ?, ?)
+	_, err := t.conn.ExecContext(ctx, `INSERT INTO sync_state (calendar_id, watermark_ns, last_full_sync_ns) VALUES (?, ?, ?)
 		ON CONFLICT (calendar_id) DO UPDATE SET watermark_ns = excluded.watermark_ns,
 			last_full_sync_ns = excluded.last_full_sync_ns`,
 		s.CalendarID, nullNanos(s.Watermark), nullNanos(s.LastFullSync))
@@ -606,7 +610,7 @@ func (t *tx) FinishDelivery(ctx context.Context, id int64, state calsyncv1.Deliv
 		return fmt.Errorf("sqlite: finish delivery %d as %v: %w", id, state, store.ErrInvalidArgument)
 	}
 	note = store.TruncateNote(note)
-	res, err := t.q().ExecContext(ctx, `UPDATE deliveries SET state = ?, process_ns = ?, next_attempt_ns = NULL,
+	res, err := t.conn.ExecContext(ctx, `UPDATE deliveries SET state = ?, process_ns = ?, next_attempt_ns = NULL,
 		last_error = CASE WHEN ? = '' THEN last_error ELSE ? END WHERE id = ?`,
 		int32(state), t.commit.UnixNano(), note, note, id)
 	if err != nil {

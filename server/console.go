@@ -210,6 +210,17 @@ func (c *consoleAPI) syncState(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := syncStateAnswer{CalendarID: id, Deliveries: []json.RawMessage{}}
+	// The deliveries are read before the sync state, in two reads: a
+	// delivery shown finished then comes with the sync state its
+	// processing committed with it (a read sees every commit that ended
+	// before it began), and a console waiting for a resync to finish shows
+	// its result. The other order could show it finished beside the state
+	// from before it.
+	ds, err := c.store.ListDeliveries(r.Context(), store.DeliveryQuery{Limit: syncStateDeliveryScan})
+	if err != nil {
+		c.fail(w, r, err)
+		return
+	}
 	st, err := c.store.GetSyncState(r.Context(), id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -218,11 +229,6 @@ func (c *consoleAPI) syncState(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		a.Watermark, a.LastFullSync = timeOrNil(st.Watermark), timeOrNil(st.LastFullSync)
-	}
-	ds, err := c.store.ListDeliveries(r.Context(), store.DeliveryQuery{Limit: syncStateDeliveryScan})
-	if err != nil {
-		c.fail(w, r, err)
-		return
 	}
 	a.DeliveriesSearched = len(ds)
 	for _, d := range ds {

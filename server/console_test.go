@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -346,5 +348,102 @@ func TestParseCORSOrigins(t *testing.T) {
 		if _, err := server.ParseCORSOrigins([]string{bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// commitBetweenReads is a store that runs commit once, right after the
+// first of the sync state's two reads (GetSyncState, ListDeliveries)
+// returns: the processor finishing a resync between them.
+type commitBetweenReads struct {
+	store.Store
+	once   sync.Once
+	commit func()
+}
+
+func (s *commitBetweenReads) GetSyncState(ctx context.Context, id string) (store.SyncState, error) {
+	st, err := s.Store.GetSyncState(ctx, id)
+	s.once.Do(s.commit)
+	return st, err
+}
+
+func (s *commitBetweenReads) ListDeliveries(ctx context.Context, q store.DeliveryQuery) ([]store.Delivery, error) {
+	ds, err := s.Store.ListDeliveries(ctx, q)
+	s.once.Do(s.commit)
+	return ds, err
+}
+
+// TestConsoleSyncStateNeverShowsAResyncDoneWithoutItsResult: a resync's
+// delivery and the sync state it sets commit together, so the console,
+// which stops waiting once it sees the delivery finished, must not see it
+// finished beside the sync state from before it, even when the commit
+// falls between the answer's reads.
+func TestConsoleSyncStateNeverShowsAResyncDoneWithoutItsResult(t *testing.T) {
+	ctx := context.Background()
+	db, err := testdb.Open(filepath.Join(t.TempDir(), "calsync.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if err := db.Update(ctx, func(tx store.Tx) error {
+		return tx.PutCalendar(ctx, &calsyncv1.Calendar{Id: calA, Provider: model.ProviderRecall})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := db.Enqueue(ctx, store.NewDelivery{Provider: model.ProviderRecall, DedupKey: "resync:1",
+		EventType: "calendar.resync", OrderingKey: calA, Body: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	committed := false
+	wrapped := &commitBetweenReads{Store: db, commit: func() {
+		committed = true
+		if err := db.Update(ctx, func(tx store.Tx) error {
+			if err := tx.PutSyncState(ctx, store.SyncState{CalendarID: calA, Watermark: full, LastFullSync: full}); err != nil {
+				return err
+			}
+			return tx.FinishDelivery(ctx, id, calsyncv1.DeliveryState_DELIVERY_STATE_DONE, "")
+		}); err != nil {
+			t.Error(err)
+		}
+	}}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Watch: testWatchConfig()},
+		server.Deps{Store: wrapped, Logger: log,
+			Receiver:  ingest.NewReceiver(db, ingest.ReceiverConfig{}),
+			Processor: ingest.NewProcessor(db, ingest.ProcessorConfig{Logger: log})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+
+	type answer struct {
+		LastFullSync string `json:"last_full_sync"`
+		Deliveries   []struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		} `json:"deliveries"`
+	}
+	get := func() answer {
+		t.Helper()
+		resp, body := do(t, http.MethodGet, "http://"+srv.HTTPAddr()+"/v1/console/calendars/"+calA+"/sync", nil)
+		var a answer
+		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &a) != nil || len(a.Deliveries) != 1 || a.Deliveries[0].ID != strconv.FormatInt(id, 10) {
+			t.Fatalf("sync state = %d: %s", resp.StatusCode, body)
+		}
+		return a
+	}
+	first := get()
+	if !committed {
+		t.Fatal("the resync's commit did not run between the answer's reads")
+	}
+	if first.Deliveries[0].State != "DELIVERY_STATE_PENDING" && first.LastFullSync == "" {
+		t.Errorf("the answer shows the resync %s with no full sync", first.Deliveries[0].State)
+	}
+	if then := get(); then.Deliveries[0].State != "DELIVERY_STATE_DONE" || then.LastFullSync != full.Format(time.RFC3339) {
+		t.Errorf("after the commit: resync %s, last full sync %q", then.Deliveries[0].State, then.LastFullSync)
 	}
 }

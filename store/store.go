@@ -80,7 +80,9 @@ type Store interface {
 }
 
 // Reader reads calendars and events outside any write transaction. Each call
-// sees one consistent state.
+// sees one consistent state, no older than the state seen by any call that
+// returned before it began, and including every Update that returned before
+// it began. Two calls are two states: a write may commit between them.
 type Reader interface {
 	// GetCalendar returns the calendar with calsync id id, or ErrNotFound.
 	GetCalendar(ctx context.Context, id string) (*calsyncv1.Calendar, error)
@@ -410,7 +412,10 @@ type DeliveryQuery struct {
 //
 // Every wait for the database's writer honours the caller's ctx: a call
 // whose ctx ends while it waits returns an error wrapping ctx.Err() and
-// has written nothing.
+// has written nothing. Its reads (PendingDeliveries, GetDelivery,
+// ListDeliveries, InboxStats) see the store as [Reader]'s calls do, and the
+// order holds across both: a read never sees an older state than one seen
+// by any read, of either, that returned before it began.
 type Inbox interface {
 	// Enqueue commits d durably (it survives a crash once Enqueue returns)
 	// and returns its id. A duplicate (see [Inbox]) returns the stored

@@ -481,8 +481,12 @@ func readLog(t *testing.T, ctx context.Context, p *process, after string, want i
 		select {
 		case <-done:
 			w.mu.Lock()
-			err := w.err
+			err, resumes := w.err, w.resumes
 			w.mu.Unlock()
+			if ctx.Err() != nil {
+				cursors, _ := w.seen()
+				t.Fatalf("the change log read %d of %d changes in 30 s (the stream resumed %d times; last error: %v)", len(cursors), want, resumes, err)
+			}
 			t.Fatalf("the reading stream ended %d times; last: %v", maxResumes+1, err)
 		case <-time.After(10 * time.Millisecond):
 		}

@@ -307,6 +307,10 @@ func TestClusterPostgresRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	client := &http.Client{Timeout: 10 * time.Second}
+	// The log is read from here on, and checkConverged counts every change
+	// in it: the hints' changes must come after this cursor, so it is
+	// taken before they are sent.
+	start := startCursor(t, ctx, c.replica(0))
 	var recallCals []recalltest.Calendar
 	for i := range 2 {
 		cal := c.fake.PutCalendar(recalltest.Calendar{PlatformEmail: fmt.Sprintf("restart%d@example.com", i)})
@@ -314,7 +318,6 @@ func TestClusterPostgresRestart(t *testing.T) {
 		recallCals = append(recallCals, cal)
 		c.sendHint(t, client, i, cal.ID)
 	}
-	start := startCursor(t, ctx, c.replica(0))
 	watchers := startWatchers(ctx, c, start, 1)
 	defer watchers.stop()
 	load := startPostpressLoad(c, 4)

@@ -29,17 +29,35 @@ import (
 // returns the server, its store and its HTTP base URL.
 func startHTTPServer(t *testing.T, mutate func(*server.Config)) (*server.Server, store.Store, string) {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	db := openHTTPTestDB(t)
+	srv, base := serveStore(t, db, db, mutate)
+	return srv, db, base
+}
+
+// openHTTPTestDB opens a fresh database, closed when the test ends.
+func openHTTPTestDB(t *testing.T) store.Store {
+	t.Helper()
 	db, err := testdb.Open(filepath.Join(t.TempDir(), "calsync.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// serveStore serves api (db, or a wrapper of it) with cfg's changes
+// applied; the webhook receiver and the processor use db itself. It
+// returns the server and its HTTP base URL; the server shuts down when the
+// test ends, before db closes.
+func serveStore(t *testing.T, db, api store.Store, mutate func(*server.Config)) (*server.Server, string) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	cfg := server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Watch: testWatchConfig()}
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	srv, err := server.New(cfg, server.Deps{
-		Store: db, Logger: log,
+		Store: api, Logger: log,
 		Receiver:  ingest.NewReceiver(db, ingest.ReceiverConfig{}),
 		Processor: ingest.NewProcessor(db, ingest.ProcessorConfig{Logger: log}),
 	})
@@ -49,11 +67,8 @@ func startHTTPServer(t *testing.T, mutate func(*server.Config)) (*server.Server,
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		srv.Shutdown(context.Background())
-		db.Close()
-	})
-	return srv, db, "http://" + srv.HTTPAddr()
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	return srv, "http://" + srv.HTTPAddr()
 }
 
 // do sends a request and returns the answer with its body read.
@@ -379,11 +394,7 @@ func (s *commitBetweenReads) ListDeliveries(ctx context.Context, q store.Deliver
 // falls between the answer's reads.
 func TestConsoleSyncStateNeverShowsAResyncDoneWithoutItsResult(t *testing.T) {
 	ctx := context.Background()
-	db, err := testdb.Open(filepath.Join(t.TempDir(), "calsync.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := openHTTPTestDB(t)
 	if err := db.Update(ctx, func(tx store.Tx) error {
 		return tx.PutCalendar(ctx, &calsyncv1.Calendar{Id: calA, Provider: model.ProviderRecall})
 	}); err != nil {
@@ -407,18 +418,7 @@ func TestConsoleSyncStateNeverShowsAResyncDoneWithoutItsResult(t *testing.T) {
 			t.Error(err)
 		}
 	}}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.New(server.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Watch: testWatchConfig()},
-		server.Deps{Store: wrapped, Logger: log,
-			Receiver:  ingest.NewReceiver(db, ingest.ReceiverConfig{}),
-			Processor: ingest.NewProcessor(db, ingest.ProcessorConfig{Logger: log})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	_, base := serveStore(t, db, wrapped, nil)
 
 	type answer struct {
 		LastFullSync string `json:"last_full_sync"`
@@ -429,7 +429,7 @@ func TestConsoleSyncStateNeverShowsAResyncDoneWithoutItsResult(t *testing.T) {
 	}
 	get := func() answer {
 		t.Helper()
-		resp, body := do(t, http.MethodGet, "http://"+srv.HTTPAddr()+"/v1/console/calendars/"+calA+"/sync", nil)
+		resp, body := do(t, http.MethodGet, base+"/v1/console/calendars/"+calA+"/sync", nil)
 		var a answer
 		if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &a) != nil || len(a.Deliveries) != 1 || a.Deliveries[0].ID != strconv.FormatInt(id, 10) {
 			t.Fatalf("sync state = %d: %s", resp.StatusCode, body)

@@ -89,6 +89,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/gate"
 )
 
 var _ store.Store = (*DB)(nil)
@@ -230,7 +231,7 @@ type DB struct {
 	// updates queues Updates for the next writer turn to run together.
 	updates chan *updateRequest
 
-	gate      gate
+	gate      gate.Gate
 	closeOnce sync.Once
 }
 
@@ -283,7 +284,6 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	if db.dedupeWindow == 0 {
 		db.dedupeWindow = store.DefaultDedupeWindow
 	}
-	db.gate.init()
 	db.pool, err = pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, classify(fmt.Errorf("postgres: connect to %s: %w", Redact(url), err))
@@ -432,7 +432,7 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		// The feed goes first: its reads are calls the gate waits for.
 		db.feed.stop()
-		db.gate.shut()
+		db.gate.Shut()
 		close(db.enqueue)
 		<-db.committerDone
 		db.pool.Close()
@@ -442,51 +442,13 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) enter() error {
-	if !db.gate.enter() {
+	if !db.gate.Enter() {
 		return store.ErrClosed
 	}
 	return nil
 }
 
-func (db *DB) leave() { db.gate.leave() }
-
-// gate counts the calls inside the store so Close can wait for them.
-type gate struct {
-	mu     sync.Mutex
-	idle   *sync.Cond
-	n      int
-	closed bool
-}
-
-func (g *gate) init() { g.idle = sync.NewCond(&g.mu) }
-
-func (g *gate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.n++
-	return true
-}
-
-func (g *gate) leave() {
-	g.mu.Lock()
-	g.n--
-	if g.n == 0 {
-		g.idle.Broadcast()
-	}
-	g.mu.Unlock()
-}
-
-func (g *gate) shut() {
-	g.mu.Lock()
-	g.closed = true
-	for g.n > 0 {
-		g.idle.Wait()
-	}
-	g.mu.Unlock()
-}
+func (db *DB) leave() { db.gate.Leave() }
 
 // lockWriter takes this instance's writer turn, or gives up when ctx ends.
 func (db *DB) lockWriter(ctx context.Context) error {

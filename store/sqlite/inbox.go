@@ -94,21 +94,11 @@ func (db *DB) enqueueOne(ctx context.Context, d store.NewDelivery, apply store.A
 		d.ReceiveTime = db.now()
 	}
 	req := &enqueueRequest{ctx: ctx, d: d, apply: apply, done: make(chan enqueueResult, 1)}
-	select {
-	case db.enqueue <- req:
-	case <-ctx.Done():
-		return enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", ctx.Err())}
+	r, err := handoff.Submit(ctx, db.enqueue, req, &req.state, req.done)
+	if err != nil {
+		return enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", err)}
 	}
-	select {
-	case r := <-req.done:
-		return r
-	case <-ctx.Done():
-		if req.state.Abandon() {
-			return enqueueResult{err: fmt.Errorf("sqlite: enqueue: %w", ctx.Err())}
-		}
-		// A transaction holds the delivery: its outcome is the answer.
-		return <-req.done
-	}
+	return r
 }
 
 // commitLoop is the group committer. It runs until Close closes the queue,

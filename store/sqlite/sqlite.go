@@ -38,6 +38,7 @@ import (
 	_ "modernc.org/sqlite" // Registers the "sqlite" database/sql driver.
 
 	"github.com/calsync/calsync/store"
+	"github.com/calsync/calsync/store/internal/gate"
 	"github.com/calsync/calsync/store/sqlite/walvfs"
 )
 
@@ -139,7 +140,7 @@ type DB struct {
 	// only the writer uses it.
 	recent *recentEvents
 
-	gate      gate
+	gate      gate.Gate
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -194,7 +195,6 @@ func Open(ctx context.Context, path string, opts Options) (*DB, error) {
 	if db.dedupeWindow == 0 {
 		db.dedupeWindow = store.DefaultDedupeWindow
 	}
-	db.gate.init()
 
 	if err := walvfs.Register(); err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
@@ -417,7 +417,7 @@ func (db *DB) Close() error {
 	db.closeOnce.Do(func() {
 		// After the gate is shut no call is inside the store, so nobody can
 		// send on db.enqueue any more.
-		db.gate.shut()
+		db.gate.Shut()
 		close(db.enqueue)
 		<-db.committerDone
 		// Let SQLite refresh the planner statistics it finds stale, as its
@@ -432,53 +432,13 @@ func (db *DB) Close() error {
 
 // enter admits a call unless the store is closed; the call must leave.
 func (db *DB) enter() error {
-	if !db.gate.enter() {
+	if !db.gate.Enter() {
 		return store.ErrClosed
 	}
 	return nil
 }
 
-func (db *DB) leave() { db.gate.leave() }
-
-// gate counts the calls inside the store so Close can wait for them without
-// making calls wait for each other (a read-write lock would deadlock a
-// Snapshot callback that reads while Close is waiting).
-type gate struct {
-	mu     sync.Mutex
-	idle   *sync.Cond
-	n      int
-	closed bool
-}
-
-func (g *gate) init() { g.idle = sync.NewCond(&g.mu) }
-
-func (g *gate) enter() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.n++
-	return true
-}
-
-func (g *gate) leave() {
-	g.mu.Lock()
-	g.n--
-	if g.n == 0 {
-		g.idle.Broadcast()
-	}
-	g.mu.Unlock()
-}
-
-func (g *gate) shut() {
-	g.mu.Lock()
-	g.closed = true
-	for g.n > 0 {
-		g.idle.Wait()
-	}
-	g.mu.Unlock()
-}
+func (db *DB) leave() { db.gate.Leave() }
 
 // lockWriter takes the writer lock, or gives up when ctx is done.
 func (db *DB) lockWriter(ctx context.Context) error {

@@ -5,7 +5,10 @@
 // waits for the transaction's outcome, so its answer is always exact.
 package handoff
 
-import "sync/atomic"
+import (
+	"context"
+	"sync/atomic"
+)
 
 const (
 	queued int32 = iota
@@ -24,3 +27,26 @@ func (s *State) Take() bool { return s.v.CompareAndSwap(queued, taken) }
 // Abandon marks the request abandoned. It reports false when a
 // transaction took it first: its outcome is then the answer.
 func (s *State) Abandon() bool { return s.v.CompareAndSwap(queued, abandoned) }
+
+// Submit is the caller's side: it queues req, whose handshake is st, on
+// queue and waits for its outcome on done. If ctx ends first, it returns
+// ctx's error when the request is still in the queue (or never got in) and
+// is abandoned there; a request a transaction has taken still gets its
+// outcome, which is then the answer.
+func Submit[R, T any](ctx context.Context, queue chan<- R, req R, st *State, done <-chan T) (T, error) {
+	var none T
+	select {
+	case queue <- req:
+	case <-ctx.Done():
+		return none, ctx.Err()
+	}
+	select {
+	case r := <-done:
+		return r, nil
+	case <-ctx.Done():
+		if st.Abandon() {
+			return none, ctx.Err()
+		}
+		return <-done, nil
+	}
+}

@@ -1,6 +1,8 @@
 package handoff
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"testing"
 )
@@ -21,5 +23,87 @@ func TestTakeOrAbandonNeverBoth(t *testing.T) {
 		if s.Take() || s.Abandon() {
 			t.Fatal("a settled request changed hands again")
 		}
+	}
+}
+
+type request struct {
+	st   State
+	done chan int
+}
+
+func newRequest() *request { return &request{done: make(chan int, 1)} }
+
+// TestSubmitReturnsTheOutcome: a committer that takes the request answers it.
+func TestSubmitReturnsTheOutcome(t *testing.T) {
+	queue := make(chan *request)
+	go func() {
+		r := <-queue
+		if r.st.Take() {
+			r.done <- 42
+		}
+	}()
+	req := newRequest()
+	got, err := Submit(context.Background(), queue, req, &req.st, req.done)
+	if err != nil || got != 42 {
+		t.Fatalf("Submit = %d, %v; want 42, nil", got, err)
+	}
+}
+
+// TestSubmitGivesUpWhileQueued: a request still in the queue when its ctx
+// ends is abandoned there, and a committer that reaches it later cannot
+// take it.
+func TestSubmitGivesUpWhileQueued(t *testing.T) {
+	queue := make(chan *request, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	req := newRequest()
+	result := make(chan error, 1)
+	go func() {
+		_, err := Submit(ctx, queue, req, &req.st, req.done)
+		result <- err
+	}()
+	queued := <-queue // the request got in; nobody takes it yet
+	cancel()
+	if err := <-result; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Submit = %v; want context.Canceled", err)
+	}
+	if queued.st.Take() {
+		t.Fatal("the committer took a request its caller abandoned")
+	}
+}
+
+// TestSubmitWaitsForATakenRequest: once a transaction took the request,
+// the end of the caller's ctx does not cut its answer short.
+func TestSubmitWaitsForATakenRequest(t *testing.T) {
+	queue := make(chan *request, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	req := newRequest()
+	result := make(chan int, 1)
+	go func() {
+		got, err := Submit(ctx, queue, req, &req.st, req.done)
+		if err != nil {
+			got = -1
+		}
+		result <- got
+	}()
+	taken := <-queue
+	if !taken.st.Take() {
+		t.Fatal("a queued request could not be taken")
+	}
+	cancel()
+	taken.done <- 7
+	if got := <-result; got != 7 {
+		t.Fatalf("Submit answered %d; want the transaction's outcome, 7", got)
+	}
+}
+
+// TestSubmitGivesUpBeforeTheQueue: a ctx that ends while the queue is full
+// returns at once.
+func TestSubmitGivesUpBeforeTheQueue(t *testing.T) {
+	queue := make(chan *request) // nobody receives
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req := newRequest()
+	if _, err := Submit(ctx, queue, req, &req.st, req.done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Submit = %v; want context.Canceled", err)
 	}
 }

@@ -251,11 +251,13 @@ func DecodeEvent(data, raw []byte) (*calsyncv1.CalendarEvent, error) {
 	if err := proto.Unmarshal(data, e); err != nil {
 		return nil, fmt.Errorf("store: corrupt event: %w", err)
 	}
-	if raw == nil {
+	if len(raw) == 0 {
+		// NULL, or a zero-length blob (which no encoding writes, and which
+		// drivers may read as an empty slice rather than nil): no payload.
 		return e, nil
 	}
 	var err error
-	if len(raw) > 0 && raw[0] == '{' {
+	if raw[0] == '{' {
 		// Kept as the JSON it was decoded from (EncodeEventRawJSON). No
 		// protobuf encoding of a Struct starts with '{': read as a tag,
 		// it is field 15, which Struct does not have.

@@ -39,8 +39,7 @@ func (g *Gate) Leave() {
 }
 
 // Shut refuses every later Enter and waits until every call let in has
-// left. Calls inside may still Enter nothing new, and must not wait for
-// Shut to return.
+// left, so a call inside must not wait for Shut to return.
 func (g *Gate) Shut() {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -96,8 +96,8 @@ func TestSubmitWaitsForATakenRequest(t *testing.T) {
 	}
 }
 
-// TestSubmitGivesUpBeforeTheQueue: a ctx that ends while the queue is full
-// returns at once.
+// TestSubmitGivesUpBeforeTheQueue: with the queue full, a caller whose ctx
+// has ended gets its error at once.
 func TestSubmitGivesUpBeforeTheQueue(t *testing.T) {
 	queue := make(chan *request) // nobody receives
 	ctx, cancel := context.WithCancel(context.Background())

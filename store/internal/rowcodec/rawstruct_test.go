@@ -107,8 +107,9 @@ func TestSplitRawEncodesRawAsProtobufDoes(t *testing.T) {
 	if data, raw, err := SplitRaw(&calsyncv1.CalendarEvent{}); err != nil || raw != nil {
 		t.Errorf("no payload encodes as %v, %v; want nil", raw, err)
 	} else {
-		// A NULL column may come back as nil or, from some drivers, as
-		// an empty slice: both are no payload.
+		// No payload is stored as NULL and read back as nil. A
+		// zero-length blob, which no encoding writes and which a driver
+		// may read as an empty slice, is no payload either.
 		for _, stored := range [][]byte{nil, {}} {
 			if back, err := DecodeEvent(data, stored); err != nil || back.GetRaw() != nil {
 				t.Errorf("no payload (%#v) reads back as %v, %v; want no raw payload", stored, back.GetRaw(), err)

@@ -33,6 +33,24 @@ type request struct {
 
 func newRequest() *request { return &request{done: make(chan int, 1)} }
 
+type outcome struct {
+	got int
+	err error
+}
+
+// submitting submits a new request on queue from another goroutine, under
+// a context the returned cancel ends, and delivers Submit's answer.
+func submitting(queue chan *request) (context.CancelFunc, <-chan outcome) {
+	ctx, cancel := context.WithCancel(context.Background())
+	answer := make(chan outcome, 1)
+	req := newRequest()
+	go func() {
+		got, err := Submit(ctx, queue, req, &req.st, req.done)
+		answer <- outcome{got, err}
+	}()
+	return cancel, answer
+}
+
 // TestSubmitReturnsTheOutcome: a committer that takes the request answers it.
 func TestSubmitReturnsTheOutcome(t *testing.T) {
 	queue := make(chan *request)
@@ -54,17 +72,11 @@ func TestSubmitReturnsTheOutcome(t *testing.T) {
 // take it.
 func TestSubmitGivesUpWhileQueued(t *testing.T) {
 	queue := make(chan *request, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	req := newRequest()
-	result := make(chan error, 1)
-	go func() {
-		_, err := Submit(ctx, queue, req, &req.st, req.done)
-		result <- err
-	}()
+	cancel, answer := submitting(queue)
 	queued := <-queue // the request got in; nobody takes it yet
 	cancel()
-	if err := <-result; !errors.Is(err, context.Canceled) {
-		t.Fatalf("Submit = %v; want context.Canceled", err)
+	if a := <-answer; !errors.Is(a.err, context.Canceled) {
+		t.Fatalf("Submit = %v; want context.Canceled", a.err)
 	}
 	if queued.st.Take() {
 		t.Fatal("the committer took a request its caller abandoned")
@@ -75,24 +87,15 @@ func TestSubmitGivesUpWhileQueued(t *testing.T) {
 // the end of the caller's ctx does not cut its answer short.
 func TestSubmitWaitsForATakenRequest(t *testing.T) {
 	queue := make(chan *request, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	req := newRequest()
-	result := make(chan int, 1)
-	go func() {
-		got, err := Submit(ctx, queue, req, &req.st, req.done)
-		if err != nil {
-			got = -1
-		}
-		result <- got
-	}()
+	cancel, answer := submitting(queue)
 	taken := <-queue
 	if !taken.st.Take() {
 		t.Fatal("a queued request could not be taken")
 	}
 	cancel()
 	taken.done <- 7
-	if got := <-result; got != 7 {
-		t.Fatalf("Submit answered %d; want the transaction's outcome, 7", got)
+	if a := <-answer; a.err != nil || a.got != 7 {
+		t.Fatalf("Submit answered %d, %v; want the transaction's outcome, 7", a.got, a.err)
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -92,23 +93,44 @@ func appendIngestResponse(b []byte, r *calsyncv1.IngestWebhookResponse) (_ []byt
 }
 
 func (m rawBodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
-	return runtime.DecoderFunc(func(v any) error {
-		// The generated code passes the address of the request's body
-		// field, which is itself a pointer.
-		if field, ok := v.(**httpbody.HttpBody); ok {
-			if body, ok := r.(webhookBody); ok {
-				*field = &httpbody.HttpBody{Data: body.data}
-				return nil
-			}
-			data, err := io.ReadAll(r)
-			if err != nil {
-				return err
-			}
-			*field = &httpbody.HttpBody{Data: data}
+	return &bodyDecoder{m: m.JSONPb, r: r}
+}
+
+// bodyDecoder decodes one request body. It has Token, so the generated
+// handlers can refuse a JSON body followed by anything but white space
+// ("unexpected data after request body") instead of ignoring the rest.
+type bodyDecoder struct {
+	m     *runtime.JSONPb
+	r     io.Reader
+	inner runtime.Decoder
+}
+
+func (d *bodyDecoder) Decode(v any) error {
+	// The generated code passes the address of the request's body field,
+	// which is itself a pointer.
+	if field, ok := v.(**httpbody.HttpBody); ok {
+		if body, ok := d.r.(webhookBody); ok {
+			*field = &httpbody.HttpBody{Data: body.data}
 			return nil
 		}
-		return m.JSONPb.NewDecoder(r).Decode(v)
-	})
+		data, err := io.ReadAll(d.r)
+		if err != nil {
+			return err
+		}
+		*field = &httpbody.HttpBody{Data: data}
+		return nil
+	}
+	d.inner = d.m.NewDecoder(d.r)
+	return d.inner.Decode(v)
+}
+
+// Token reads the next JSON token after a decoded message; io.EOF says
+// the body ended. A body taken byte for byte was read to its end.
+func (d *bodyDecoder) Token() (json.Token, error) {
+	if t, ok := d.inner.(interface{ Token() (json.Token, error) }); ok {
+		return t.Token()
+	}
+	return nil, io.EOF
 }
 
 // incomingHeader forwards webhook authentication headers (Svix / Standard

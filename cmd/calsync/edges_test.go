@@ -276,6 +276,27 @@ func TestMethodNotAllowed(t *testing.T) {
 	}
 }
 
+// TestTrailingDataAfterJSONBody posts REST bodies with something after
+// their JSON: 400, where the rest used to be ignored. White space after it
+// is no trailing data, and a webhook's body is taken as it is.
+func TestTrailingDataAfterJSONBody(t *testing.T) {
+	ts := mustServe(t, defaultTestConfig(t))
+	for _, body := range []string{`{} {}`, `{}x`, `{"calendar_id":"c"}]`} {
+		code, got := httpDo(t, http.MethodPost, ts.url("/v1/deliveries/1:retry"), []byte(body), nil)
+		if code != http.StatusBadRequest || !strings.Contains(string(got), "unexpected data after request body") {
+			t.Errorf("retry with body %q = %d %s, want 400", body, code, got)
+		}
+	}
+	for _, body := range []string{``, `{}`, "{}\n\t ", `{"delivery_id":"1"}`} {
+		if code, got := httpDo(t, http.MethodPost, ts.url("/v1/deliveries/1:retry"), []byte(body), nil); code != http.StatusNotFound {
+			t.Errorf("retry of an unknown delivery with body %q = %d %s, want 404", body, code, got)
+		}
+	}
+	if code, got := httpDo(t, http.MethodPost, ts.url("/v1/calendars/"+someCal+":resync"), []byte(`{}{}`), nil); code != http.StatusBadRequest {
+		t.Errorf("resync with two JSON objects = %d %s, want 400", code, got)
+	}
+}
+
 // TestEncodedWebhookRefused sends a gzip-compressed webhook: 415 at once,
 // nothing stored, counted.
 func TestEncodedWebhookRefused(t *testing.T) {

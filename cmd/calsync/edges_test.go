@@ -281,7 +281,7 @@ func TestMethodNotAllowed(t *testing.T) {
 // is no trailing data, and a webhook's body is taken as it is.
 func TestTrailingDataAfterJSONBody(t *testing.T) {
 	ts := mustServe(t, defaultTestConfig(t))
-	for _, body := range []string{`{} {}`, `{}x`, `{"calendar_id":"c"}]`} {
+	for _, body := range []string{`{} {}`, `{}x`, `{"delivery_id":"1"}]`} {
 		code, got := httpDo(t, http.MethodPost, ts.url("/v1/deliveries/1:retry"), []byte(body), nil)
 		if code != http.StatusBadRequest || !strings.Contains(string(got), "unexpected data after request body") {
 			t.Errorf("retry with body %q = %d %s, want 400", body, code, got)

@@ -18,6 +18,8 @@
 //	calsync-bench faults  [-out FILE]
 //	calsync-bench report  [-md BENCHMARKS.md]
 //	calsync-bench bare    -addr ADDR   (the bare net/http ceiling server)
+//	calsync-bench reference -addr ADDR -db FILE
+//	                                   (net/http and SQLite's rows alone; see reference.go)
 package main
 
 import (
@@ -42,7 +44,7 @@ func main() {
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("calsync-bench ")
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: calsync-bench run|peers|crash|faults|report|writer-trace|bare [flags]")
+		fmt.Fprintln(os.Stderr, "usage: calsync-bench run|peers|crash|faults|report|writer-trace|bare|reference [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,7 +54,8 @@ func main() {
 	out := fs.String("out", "", "JSON result file (default benchmarks/<subcommand>-<profile>.json)")
 	md := fs.String("md", "BENCHMARKS.md", "Markdown file whose generated section is rewritten from the result files")
 	bin := fs.String("calsync", "", "calsync binary to run (default: build ./cmd/calsync)")
-	addr := fs.String("addr", "127.0.0.1:0", "listen address (bare)")
+	addr := fs.String("addr", "127.0.0.1:0", "listen address (bare, reference)")
+	dbPath := fs.String("db", "", "database file (reference)")
 	cycles := fs.Int("cycles", 20, "crash cycles (crash)")
 	pprofAddr := fs.String("pprof", "", "have the calsync under test serve pprof on this address (auto: a free one) and save CPU profiles of each measured phase in benchmarks/profiles")
 	etcdBin := fs.String("etcd", "etcd", "etcd binary (peers)")
@@ -81,6 +84,8 @@ func main() {
 	switch os.Args[1] {
 	case "bare":
 		err = bareServer(*addr)
+	case "reference":
+		err = serveReference(ctx, *addr, *dbPath)
 	case "run":
 		err = runBench(ctx, p, RunOptions{Bin: *bin, Pprof: *pprofAddr, Target: *target, Only: scenarios, CatchupDB: *catchupDB, Out: *out, MD: *md})
 	case "peers":

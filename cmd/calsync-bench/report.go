@@ -135,10 +135,11 @@ func runBench(ctx context.Context, p Profile, o RunOptions) error {
 	defer env.Fake.Close()
 	type ingestRun struct {
 		name     string
-		bare     bool
+		base     baseline
 		maxBatch int
 	}
-	runs := []ingestRun{{"bare net/http (ceiling)", true, 0}, {"calsync", false, 0}, {"calsync, group commit off", false, 1}}
+	runs := []ingestRun{{bareName, bareBaseline, 0}, {referenceName, referenceBaseline, 0},
+		{"calsync", noBaseline, 0}, {"calsync, group commit off", noBaseline, 1}}
 	if target != "" {
 		// A targeted server is measured as it is: the baselines need
 		// servers the tool starts itself.
@@ -147,13 +148,13 @@ func runBench(ctx context.Context, p Profile, o RunOptions) error {
 			return errors.New("-target wants GRPC_ADDR,HTTP_ADDR")
 		}
 		env.Target = &Child{Name: "target", GRPCAddr: g, HTTPAddr: h}
-		runs = []ingestRun{{"calsync (target)", false, 0}}
+		runs = []ingestRun{{"calsync (target)", noBaseline, 0}}
 	}
 	if !o.runs("ingest") {
 		runs = nil
 	}
 	for _, s := range runs {
-		r, err := env.ingest(ctx, s.name, s.bare, s.maxBatch)
+		r, err := env.ingest(ctx, s.name, s.base, s.maxBatch)
 		if err != nil {
 			res.fail(s.name, err)
 			continue
@@ -281,11 +282,13 @@ func writeMarkdown(md string) error {
 	fmt.Fprintf(&b, "%s\n\n", beginMarker)
 	fmt.Fprintf(&b, "Run `%s` (profile %s), %s, on %s, %d cores, %d GiB, Linux %s, %s. Load average before %s, after %s (the machine is shared).\n\n",
 		r.Command, r.Profile.Name, r.Started.Format(time.RFC3339), m.CPU, m.Cores, m.MemoryGiB, m.Kernel, m.Go, m.LoadBefore, m.LoadAfter)
-	var ceiling, cs, nobatch *IngestResult
+	var ceiling, reference, cs, nobatch *IngestResult
 	for i := range r.Ingest {
 		switch r.Ingest[i].Name {
-		case "bare net/http (ceiling)":
+		case bareName:
 			ceiling = &r.Ingest[i]
+		case referenceName:
+			reference = &r.Ingest[i]
 		case "calsync":
 			cs = &r.Ingest[i]
 		case "calsync, group commit off":
@@ -305,7 +308,12 @@ func writeMarkdown(md string) error {
 		if nobatch != nil && nobatch.Load.Throughput > 0 {
 			fmt.Fprintf(&b, " and **%.1f×** the throughput of the same server committing one transaction per delivery", cs.Load.Throughput/nobatch.Load.Throughput)
 		}
-		b.WriteString(".\n\n")
+		b.WriteString(".")
+		if reference != nil && reference.Load.Throughput > 0 {
+			fmt.Fprintf(&b, " A server that only writes calsync's rows for this load into SQLite (the reference: net/http, group commit with synchronous=FULL through calsync's WAL layer, and no decoding, normalization, streams or metrics; `cmd/calsync-bench/reference.go`) takes %.0f µs of CPU per webhook and answers %.0f/s; calsync, doing all of its work, %.0f µs and %.2f× the reference's rate.",
+				reference.Server.CPUPerOp, reference.Load.Throughput, cs.Server.CPUPerOp, cs.Load.Throughput/reference.Load.Throughput)
+		}
+		b.WriteString("\n\n")
 	}
 	var peers PeersResult
 	havePeers := readJSON(strings.Replace(src, "run-", "peers-", 1), &peers)
@@ -314,6 +322,9 @@ func writeMarkdown(md string) error {
 		base := ""
 		if ceiling != nil {
 			base = fmt.Sprintf("bare net/http %.0f/s (ratio %.2f)", ceiling.Load.Throughput, cs.Load.Throughput/ceiling.Load.Throughput)
+		}
+		if reference != nil {
+			base += fmt.Sprintf("; SQLite's rows alone (reference) %.0f/s at %.0f µs/webhook", reference.Load.Throughput, reference.Server.CPUPerOp)
 		}
 		if nobatch != nil {
 			base += fmt.Sprintf("; group commit off %.0f/s", nobatch.Load.Throughput)

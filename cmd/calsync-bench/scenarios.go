@@ -248,24 +248,41 @@ type IngestResult struct {
 	Dead          int     `json:"dead_lettered"`
 }
 
-// ingest runs closed-loop ingestion against the bare ceiling (bare), or
-// against calsync with the given batch size.
-func (e *Env) ingest(ctx context.Context, name string, bare bool, maxBatch int) (IngestResult, error) {
+// The servers the ingestion scenario measures besides calsync.
+type baseline int
+
+const (
+	noBaseline baseline = iota
+	// bareBaseline answers without doing anything (bareServer).
+	bareBaseline
+	// referenceBaseline writes calsync's rows and nothing else
+	// (reference.go).
+	referenceBaseline
+)
+
+// ingest runs closed-loop ingestion against a baseline server, or against
+// calsync with the given batch size (base noBaseline).
+func (e *Env) ingest(ctx context.Context, name string, base baseline, maxBatch int) (IngestResult, error) {
 	var c *Child
 	var err error
-	if bare {
-		addr := freeAddr()
-		self, _ := os.Executable()
+	self, _ := os.Executable()
+	addr := freeAddr()
+	switch base {
+	case bareBaseline:
 		c, err = startChild(ctx, name, []string{self, "bare", "--addr", addr}, nil, e.Dir, "http://"+addr+"/healthz")
-		if c != nil {
-			c.HTTPAddr = addr
-		}
-	} else {
+	case referenceBaseline:
+		db := filepath.Join(e.Dir, fileName(name)+".db")
+		c, err = startChild(ctx, name, []string{self, "reference", "--addr", addr, "--db", db}, nil, e.Dir, "http://"+addr+"/healthz")
+	default:
 		c, err = e.calsync(ctx, name, maxBatch, "FULL")
+	}
+	if c != nil && base != noBaseline {
+		c.HTTPAddr = addr
 	}
 	if err != nil {
 		return IngestResult{}, err
 	}
+	calsync := base == noBaseline
 	defer c.Stop(10 * time.Second)
 	w := NewWorkload(200, 50)
 	if e.Target == nil {
@@ -275,7 +292,7 @@ func (e *Env) ingest(ctx context.Context, name string, bare bool, maxBatch int) 
 	p := NewPoster("http://"+c.HTTPAddr, e.Profile.Conns)
 	// A short warm-up opens the connections and creates the calendars.
 	w.Run(ctx, p, LoadSpec{Conns: e.Profile.Conns, Duration: time.Second})
-	if !bare && e.Profile.Drain {
+	if calsync && e.Profile.Drain {
 		if _, err := waitDrained(ctx, c, 2*time.Minute); err != nil {
 			return IngestResult{}, err
 		}
@@ -283,13 +300,13 @@ func (e *Env) ingest(ctx context.Context, name string, bare bool, maxBatch int) 
 	before, smp := c.Stats(), sample(c)
 	start := time.Now()
 	waitProfile := func() {}
-	if !bare {
+	if calsync {
 		waitProfile = e.profile(name, e.Profile.Duration-time.Second)
 	}
 	res := IngestResult{Name: name, Load: w.Run(ctx, p, LoadSpec{Conns: e.Profile.Conns, Duration: e.Profile.Duration})}
 	waitProfile()
 	res.Server = serverUse(c, before, time.Since(start), smp.done(), res.Load.OK)
-	if !bare && e.Profile.Drain {
+	if calsync && e.Profile.Drain {
 		drain, err := waitDrained(ctx, c, 5*time.Minute)
 		if err != nil {
 			return res, err

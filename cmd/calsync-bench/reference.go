@@ -70,9 +70,10 @@ type referenceServer struct {
 	db    *sql.DB
 	conn  *sql.Conn
 	queue chan *referenceRequest
-	// stmts are prepared once on the writer's connection.
+	// done closes when the committer has answered all it was sent.
+	done chan struct{}
+	// The statements, prepared once on the writer's connection.
 	begin, commit, rollback, probe, readEvent, insertDelivery, putEvent, insertChange *sql.Stmt
-	done                                                                              chan struct{}
 }
 
 // newReferenceServer creates (or opens) the database at path with calsync's
